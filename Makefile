@@ -1,0 +1,58 @@
+# pibake — see README.md. `make test` is what CI runs.
+GO       ?= go
+BIN      := bin/pibake
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -s -w -X main.version=$(VERSION)
+GOBIN    := $(shell $(GO) env GOPATH)/bin
+STATICCHECK_VERSION := v0.8.2
+# The platforms pibake must build on, pure Go (no cgo).
+CROSS    := linux/amd64 linux/arm64 darwin/arm64 windows/amd64
+FUZZTIME ?= 20s
+
+export CGO_ENABLED = 0
+
+.PHONY: all build test unit lint deps cross bench fuzz update clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/pibake
+
+## test: set up the tools, lint, build for every platform, run every test.
+test: deps lint cross unit
+
+unit:
+	$(GO) test -count=1 ./...
+
+## deps: install what the tests need (Debian tools as root, staticcheck).
+deps:
+	bash .ci/deps
+	@test -x $(GOBIN)/staticcheck || $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GOBIN)/staticcheck ./...
+	$(GO) mod tidy -diff
+
+cross:
+	@for p in $(CROSS); do \
+	  echo "build $$p"; \
+	  GOOS=$${p%/*} GOARCH=$${p#*/} $(GO) build -o /dev/null ./cmd/pibake || exit 1; \
+	done
+
+## bench: benchmarks, with figures relative to a baseline in the same run.
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+## fuzz: a short fuzzing smoke run (not part of test).
+fuzz:
+	$(GO) test ./recipes -run '^$$' -fuzz FuzzLoad -fuzztime $(FUZZTIME)
+
+## update: rewrite golden files after an intended change; review the diff.
+update:
+	$(GO) test ./... -update
+
+clean:
+	rm -rf bin

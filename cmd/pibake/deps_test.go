@@ -1,0 +1,37 @@
+package main
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// allowedModules are the modules the pibake binary may link, and why. A new
+// dependency has to be argued for here, in review.
+var allowedModules = map[string]string{
+	"github.com/pibake/pibake":                 "this module",
+	"github.com/spf13/pflag":                   "POSIX flags (chosen dependency)",
+	"github.com/hashicorp/hcl/v2":              "the recipe language (chosen dependency)",
+	"github.com/zclconf/go-cty":                "HCL's value system (chosen dependency)",
+	"github.com/agext/levenshtein":             "HCL's did-you-mean suggestions",
+	"github.com/apparentlymart/go-textseg/v15": "HCL's Unicode segmentation",
+	"github.com/apparentlymart/go-textseg/v17": "go-cty's Unicode segmentation",
+	"github.com/mitchellh/go-wordwrap":         "HCL's diagnostic text wrapping",
+	"github.com/google/go-cmp":                 "imported by hcl/v2/hclwrite, which gohcl imports",
+	"golang.org/x/text":                        "HCL/cty Unicode normalisation",
+	"github.com/diskfs/go-diskfs":              "partition tables and FAT32 (chosen dependency)",
+	"github.com/ulikunitz/xz":                  "xz decompression (chosen dependency)",
+	"github.com/cavaliergopher/grab/v3":        "resumable downloads (chosen dependency)",
+}
+
+func TestDependencies(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "-f", "{{with .Module}}{{.Path}}{{end}}", ".").Output()
+	if err != nil {
+		t.Fatalf("go list -deps: %v", err)
+	}
+	for _, mod := range strings.Fields(string(out)) {
+		if _, ok := allowedModules[mod]; !ok {
+			t.Errorf("pibake links %s, which is not in allowedModules; add it there with the reason, or drop it", mod)
+		}
+	}
+}

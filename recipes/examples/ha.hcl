@@ -1,0 +1,48 @@
+# A highly available cluster: three servers running embedded etcd (the
+# first one founds it with cluster-init) and four agents.
+#
+#   export K3S_TOKEN=$(openssl rand -hex 32) K3S_AGENT_TOKEN=$(openssl rand -hex 32)
+#   pibake plan recipes/examples/ha.hcl
+
+cluster {
+  name            = "ha"
+  token           = env("K3S_TOKEN")
+  agent_token     = env("K3S_AGENT_TOKEN")
+  k3s_version     = "v1.31.4+k3s1"
+  server_ip       = "10.0.10.11"
+  flannel_backend = "wireguard-native"
+  tls_san         = ["k3s.ha.example"]
+}
+
+defaults {
+  gateway  = "10.0.10.1"
+  dns      = ["10.0.10.1", "1.1.1.1"]
+  ssh      = true
+  storage  = "ssd"
+  timezone = "UTC"
+  user {
+    name                = "ops"
+    ssh_authorized_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGn4lC6ZnWsLqtCQ8ki7SIqNvLZPc0xk1pB9uJZbAFkf ops@example"]
+  }
+}
+
+node "ha-server" {
+  role  = "server"
+  count = 3
+  ip    = "${cidrhost("10.0.10.0/24", 11 + count.index)}/24"
+  taints = ["node-role.lab.example/control-plane=true:NoSchedule"]
+  hardware {
+    cpus      = 4
+    memory_gb = 8
+  }
+}
+
+node "ha-agent" {
+  role   = "agent"
+  count  = 4
+  ip     = "${cidrhost("10.0.10.0/24", 21 + count.index)}/24"
+  labels = { tier = "worker" }
+  apt {
+    modules_extra = true
+  }
+}

@@ -1,0 +1,151 @@
+package recipes
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/hcl/v2/hclparse"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files in testdata")
+
+// Secrets the examples are loaded with; no output may contain them.
+const (
+	exampleToken      = "example-token-0123456789abcdef"
+	exampleAgentToken = "example-agent-token-fedcba9876543210"
+)
+
+// TestExamples loads every example recipe and compares its plan, as text
+// and as JSON, with the golden files in testdata/plan.
+func TestExamples(t *testing.T) {
+	t.Setenv("K3S_TOKEN", exampleToken)
+	t.Setenv("K3S_AGENT_TOKEN", exampleAgentToken)
+	paths, err := filepath.Glob("examples/*.hcl")
+	if err != nil || len(paths) < 3 {
+		t.Fatalf("want at least 3 examples, found %v (%v)", paths, err)
+	}
+	for _, path := range paths {
+		name := strings.TrimSuffix(filepath.Base(path), ".hcl")
+		t.Run(name, func(t *testing.T) {
+			r, diags := Load(hclparse.NewParser(), path)
+			if diags.HasErrors() {
+				t.Fatalf("Load(%s): %v", path, diags)
+			}
+			plan := NewPlan(r)
+			// The output directory is absolute and differs per checkout.
+			if plan.Output.Dir != "" {
+				plan.Output.Dir = filepath.Base(plan.Output.Dir)
+			}
+			var text, js bytes.Buffer
+			if err := plan.WriteText(&text); err != nil {
+				t.Fatal(err)
+			}
+			if err := plan.WriteJSON(&js); err != nil {
+				t.Fatal(err)
+			}
+			for _, out := range []struct {
+				file string
+				got  []byte
+			}{{file: name + ".txt", got: text.Bytes()}, {file: name + ".json", got: js.Bytes()}} {
+				if bytes.Contains(out.got, []byte(exampleToken)) || bytes.Contains(out.got, []byte(exampleAgentToken)) {
+					t.Errorf("plan %s contains a token", out.file)
+				}
+				compareGolden(t, filepath.Join("testdata", "plan", out.file), out.got)
+			}
+		})
+	}
+}
+
+func compareGolden(t *testing.T, path string, got []byte) {
+	t.Helper()
+	if *update {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("read golden file (run go test ./recipes -update to create it): %v", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs from the output (go test ./recipes -update rewrites it):\n--- got ---\n%s\n--- want ---\n%s", path, got, want)
+	}
+}
+
+// TestLargeHAPlan is the issue's acceptance case: a 63-node HA recipe
+// plans 63 nodes in JSON without any secret in it.
+func TestLargeHAPlan(t *testing.T) {
+	src := `
+cluster {
+  token       = "ha-cluster-secret-0123456789"
+  agent_token = "ha-agent-secret-9876543210"
+  server_ip   = "10.1.0.11"
+}
+defaults {
+  user {
+    password_hash = "$6$saltsalt$0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ./0123456789abcdefghijk"
+  }
+  wifi {
+    ssid    = "edge"
+    psk     = "wifi-secret-passphrase"
+    country = "de"
+  }
+}
+node "cp" {
+  role  = "server"
+  count = 3
+  ip    = "${cidrhost("10.1.0.0/24", 11 + count.index)}/24"
+}
+node "worker" {
+  role  = "agent"
+  count = 60
+  ip    = "${cidrhost("10.1.0.0/24", 100 + count.index)}/24"
+}
+`
+	r, diags := loadSource(t, src, nil)
+	if diags.HasErrors() {
+		t.Fatalf("Load: %v", diags)
+	}
+	var js bytes.Buffer
+	if err := NewPlan(r).WriteJSON(&js); err != nil {
+		t.Fatal(err)
+	}
+	for _, secret := range []string{"ha-cluster-secret", "ha-agent-secret", "wifi-secret", "$6$saltsalt"} {
+		if bytes.Contains(js.Bytes(), []byte(secret)) {
+			t.Errorf("plan JSON contains the secret %q", secret)
+		}
+	}
+	var got struct {
+		Nodes []struct {
+			Hostname    string `json:"hostname"`
+			ClusterInit bool   `json:"cluster_init"`
+			Join        string `json:"join"`
+			WiFi        struct {
+				PSK     string `json:"psk"`
+				Country string `json:"country"`
+			} `json:"wifi"`
+		} `json:"nodes"`
+	}
+	if err := json.Unmarshal(js.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Nodes) != 63 {
+		t.Fatalf("plan lists %d nodes; want 63", len(got.Nodes))
+	}
+	first, last := got.Nodes[0], got.Nodes[62]
+	if first.Hostname != "cp-1" || !first.ClusterInit || first.Join != "" {
+		t.Errorf("first node = %+v; want cp-1 founding the cluster", first)
+	}
+	if last.Hostname != "worker-60" || last.Join != "https://10.1.0.11:6443" || last.WiFi.PSK != "<redacted>" || last.WiFi.Country != "DE" {
+		t.Errorf("last node = %+v; want worker-60 joining https://10.1.0.11:6443 with a redacted psk", last)
+	}
+}

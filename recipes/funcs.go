@@ -1,0 +1,177 @@
+package recipes
+
+import (
+	"errors"
+	"fmt"
+	"math/big"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/zclconf/go-cty/cty"
+	"github.com/zclconf/go-cty/cty/function"
+	"github.com/zclconf/go-cty/cty/function/stdlib"
+)
+
+// functions returns the functions a recipe may call. Relative paths given
+// to file() are resolved against dir.
+func functions(dir string) map[string]function.Function {
+	return map[string]function.Function{
+		// pibake's own.
+		"env":      envFunc,
+		"file":     fileFunc(dir),
+		"cidrhost": cidrhostFunc,
+
+		// The cty standard library, under the names Terraform users know.
+		"abs":          stdlib.AbsoluteFunc,
+		"ceil":         stdlib.CeilFunc,
+		"chomp":        stdlib.ChompFunc,
+		"chunklist":    stdlib.ChunklistFunc,
+		"coalesce":     stdlib.CoalesceFunc,
+		"compact":      stdlib.CompactFunc,
+		"concat":       stdlib.ConcatFunc,
+		"contains":     stdlib.ContainsFunc,
+		"distinct":     stdlib.DistinctFunc,
+		"element":      stdlib.ElementFunc,
+		"flatten":      stdlib.FlattenFunc,
+		"floor":        stdlib.FloorFunc,
+		"format":       stdlib.FormatFunc,
+		"formatlist":   stdlib.FormatListFunc,
+		"indent":       stdlib.IndentFunc,
+		"join":         stdlib.JoinFunc,
+		"jsonencode":   stdlib.JSONEncodeFunc,
+		"keys":         stdlib.KeysFunc,
+		"length":       stdlib.LengthFunc,
+		"lookup":       stdlib.LookupFunc,
+		"lower":        stdlib.LowerFunc,
+		"max":          stdlib.MaxFunc,
+		"merge":        stdlib.MergeFunc,
+		"min":          stdlib.MinFunc,
+		"parseint":     stdlib.ParseIntFunc,
+		"range":        stdlib.RangeFunc,
+		"regex":        stdlib.RegexFunc,
+		"regexall":     stdlib.RegexAllFunc,
+		"replace":      stdlib.ReplaceFunc,
+		"reverse":      stdlib.ReverseListFunc,
+		"slice":        stdlib.SliceFunc,
+		"sort":         stdlib.SortFunc,
+		"split":        stdlib.SplitFunc,
+		"strlen":       stdlib.StrlenFunc,
+		"substr":       stdlib.SubstrFunc,
+		"title":        stdlib.TitleFunc,
+		"trim":         stdlib.TrimFunc,
+		"trimprefix":   stdlib.TrimPrefixFunc,
+		"trimspace":    stdlib.TrimSpaceFunc,
+		"trimsuffix":   stdlib.TrimSuffixFunc,
+		"upper":        stdlib.UpperFunc,
+		"values":       stdlib.ValuesFunc,
+		"zipmap":       stdlib.ZipmapFunc,
+		"regexreplace": stdlib.RegexReplaceFunc,
+	}
+}
+
+// envFunc returns an environment variable. Unset is an error rather than
+// "": a recipe that says env("K3S_TOKEN") means it, and an empty token
+// would otherwise surface far from its cause.
+var envFunc = function.New(&function.Spec{
+	Params: []function.Parameter{{Name: "name", Type: cty.String}},
+	Type:   function.StaticReturnType(cty.String),
+	Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
+		name := args[0].AsString()
+		v, ok := os.LookupEnv(name)
+		if !ok {
+			return cty.NilVal, fmt.Errorf("environment variable %s is not set; set it (export %s=...) or write the value in the recipe", name, name)
+		}
+		return cty.StringVal(v), nil
+	},
+})
+
+// fileFunc reads a file relative to the recipe's directory; a leading ~/
+// is the user's home directory.
+func fileFunc(dir string) function.Function {
+	return function.New(&function.Spec{
+		Params: []function.Parameter{{Name: "path", Type: cty.String}},
+		Type:   function.StaticReturnType(cty.String),
+		Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
+			path, err := resolvePath(dir, args[0].AsString())
+			if err != nil {
+				return cty.NilVal, err
+			}
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return cty.NilVal, fmt.Errorf("read %s: %s", path, describeOSError(err))
+			}
+			return cty.StringVal(string(b)), nil
+		},
+	})
+}
+
+// describeOSError drops the path that *PathError repeats.
+func describeOSError(err error) string {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
+}
+
+// resolvePath expands a leading ~/ and makes a relative path relative to dir.
+func resolvePath(dir, path string) (string, error) {
+	if path == "~" || strings.HasPrefix(path, "~/") {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return "", fmt.Errorf("expand ~ in %q: %w", path, err)
+		}
+		path = filepath.Join(home, strings.TrimPrefix(path, "~"))
+	}
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(dir, path)
+	}
+	return path, nil
+}
+
+// cidrhostFunc returns the n-th address of a prefix, like Terraform's
+// cidrhost: cidrhost("192.168.1.0/24", 10) is "192.168.1.10". A negative n
+// counts back from the end of the prefix.
+var cidrhostFunc = function.New(&function.Spec{
+	Params: []function.Parameter{
+		{Name: "prefix", Type: cty.String},
+		{Name: "hostnum", Type: cty.Number},
+	},
+	Type: function.StaticReturnType(cty.String),
+	Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
+		prefix, err := netip.ParsePrefix(args[0].AsString())
+		if err != nil {
+			return cty.NilVal, function.NewArgErrorf(0, "%q is not a prefix such as 192.168.1.0/24", args[0].AsString())
+		}
+		num := args[1].AsBigFloat()
+		if !num.IsInt() {
+			return cty.NilVal, function.NewArgErrorf(1, "host number must be a whole number")
+		}
+		n, _ := num.Int(nil)
+		addr, err := nthAddress(prefix.Masked(), n)
+		if err != nil {
+			return cty.NilVal, function.NewArgError(1, err)
+		}
+		return cty.StringVal(addr.String()), nil
+	},
+})
+
+func nthAddress(p netip.Prefix, n *big.Int) (netip.Addr, error) {
+	bits := p.Addr().BitLen()
+	hostBits := uint(bits - p.Bits())
+	size := new(big.Int).Lsh(big.NewInt(1), hostBits)
+	if n.Sign() < 0 {
+		n = new(big.Int).Add(size, n)
+	}
+	if n.Sign() < 0 || n.Cmp(size) >= 0 {
+		return netip.Addr{}, fmt.Errorf("prefix %s has no host number %s (it holds %s addresses)", p, n, size)
+	}
+	base := new(big.Int).SetBytes(p.Addr().AsSlice())
+	sum := new(big.Int).Add(base, n).Bytes()
+	buf := make([]byte, bits/8)
+	copy(buf[len(buf)-len(sum):], sum)
+	addr, _ := netip.AddrFromSlice(buf)
+	return addr, nil
+}

@@ -1,0 +1,431 @@
+package recipes
+
+import (
+	"fmt"
+	"math/big"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strings"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/gohcl"
+	"github.com/hashicorp/hcl/v2/hclparse"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/zclconf/go-cty/cty"
+)
+
+// maxCount bounds count so that a typo (count = 100000) fails fast instead
+// of expanding into a recipe no cluster could hold: Kubernetes supports at
+// most 5000 nodes.
+const maxCount = 5000
+
+// Load parses, decodes and validates the recipe at path: one .hcl file, or
+// a directory whose *.hcl files together form one recipe. The parser is
+// passed in so the caller can render diagnostics with source snippets from
+// p.Files() (use RedactedFiles to keep secrets out of them).
+//
+// The returned diagnostics may hold warnings even when the recipe is
+// valid; the Recipe is nil exactly when they hold an error.
+func Load(p *hclparse.Parser, path string) (*Recipe, hcl.Diagnostics) {
+	names, dir, diags := recipeFiles(path)
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	srcs := make([]source, 0, len(names))
+	for _, name := range names {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			diags = append(diags, &hcl.Diagnostic{
+				Severity: hcl.DiagError,
+				Summary:  "Cannot read recipe",
+				Detail:   fmt.Sprintf("Reading %s failed: %s.", name, describeOSError(err)),
+			})
+			continue
+		}
+		srcs = append(srcs, source{name: name, src: b})
+	}
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	return load(p, path, dir, srcs)
+}
+
+type source struct {
+	name string
+	src  []byte
+}
+
+// recipeFiles lists the files that make up the recipe at path and the
+// directory relative paths are resolved against.
+func recipeFiles(path string) ([]string, string, hcl.Diagnostics) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, "", hcl.Diagnostics{{
+			Severity: hcl.DiagError,
+			Summary:  "Cannot read recipe",
+			Detail:   fmt.Sprintf("Reading %s failed: %s. Give the path of a .hcl recipe file or of a directory of them.", path, describeOSError(err)),
+		}}
+	}
+	if !fi.IsDir() {
+		return []string{path}, filepath.Dir(path), nil
+	}
+	names, err := filepath.Glob(filepath.Join(path, "*.hcl"))
+	if err == nil && len(names) == 0 {
+		err = fmt.Errorf("no *.hcl files in it")
+	}
+	if err != nil {
+		return nil, "", hcl.Diagnostics{{
+			Severity: hcl.DiagError,
+			Summary:  "Cannot read recipe",
+			Detail:   fmt.Sprintf("Reading directory %s failed: %s.", path, err),
+		}}
+	}
+	sort.Strings(names)
+	return names, path, nil
+}
+
+// load is Load on sources already in memory (the fuzz target's way in).
+func load(p *hclparse.Parser, path, dir string, srcs []source) (*Recipe, hcl.Diagnostics) {
+	var diags hcl.Diagnostics
+	var files []*hcl.File
+	for _, s := range srcs {
+		f, d := p.ParseHCL(s.src, s.name)
+		diags = append(diags, d...)
+		if f != nil {
+			files = append(files, f)
+		}
+	}
+	if diags.HasErrors() {
+		return nil, diags
+	}
+
+	var spec fileSpec
+	diags = append(diags, gohcl.DecodeBody(hcl.MergeFiles(files), nil, &spec)...)
+	if diags.HasErrors() {
+		return nil, diags
+	}
+
+	absDir, err := filepath.Abs(dir)
+	if err != nil {
+		absDir = dir
+	}
+	ld := &loader{
+		dir:   absDir,
+		ctx:   &hcl.EvalContext{Functions: functions(absDir)},
+		start: hcl.Range{Filename: srcs[0].name, Start: hcl.InitialPos, End: hcl.InitialPos},
+	}
+	r := &Recipe{Path: path, Dir: absDir}
+	for _, s := range srcs {
+		r.Files = append(r.Files, s.name)
+	}
+
+	diags = append(diags, ld.image(spec.Image, &r.Image)...)
+	diags = append(diags, ld.cluster(spec.Cluster, stem(path), &r.Cluster)...)
+	diags = append(diags, ld.output(spec.Output, &r.Output)...)
+	nodes, d := ld.nodes(spec.Defaults, spec.Nodes, &r.Cluster)
+	diags = append(diags, d...)
+	r.Nodes = nodes
+	if !diags.HasErrors() {
+		diags = append(diags, ld.validate(r)...)
+	}
+	diags = dedupe(diags)
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	return r, diags
+}
+
+// stem is the default cluster name: the recipe file name without .hcl, or
+// the directory's name.
+func stem(path string) string {
+	base := filepath.Base(filepath.Clean(path))
+	return strings.TrimSuffix(base, filepath.Ext(base))
+}
+
+// loader carries what every decoding step needs.
+type loader struct {
+	dir string
+	ctx *hcl.EvalContext
+	// start is line 1 of the first file: the subject of findings that
+	// belong to no particular block.
+	start hcl.Range
+
+	clusterRanges sourceRanges
+	clusterRange  hcl.Range
+	// meta runs parallel to Recipe.Nodes.
+	meta []nodeMeta
+}
+
+// nodeMeta remembers where a resolved node's values were written.
+type nodeMeta struct {
+	ranges    sourceRanges
+	defRange  hcl.Range
+	nameRange hcl.Range
+}
+
+// sourceRanges maps an attribute path ("ip", "user.password_hash") to the
+// range of its value, and a block path ("user") to the block's header. A
+// path is present exactly when the recipe wrote it.
+type sourceRanges map[string]hcl.Range
+
+// collect records the attributes and blocks written in body. Bodies that
+// are not HCL native syntax record nothing; their findings point at the
+// enclosing block instead.
+func (sr sourceRanges) collect(body hcl.Body, prefix string) {
+	sb, ok := body.(*hclsyntax.Body)
+	if !ok {
+		return
+	}
+	for name, a := range sb.Attributes {
+		sr[prefix+name] = a.Expr.Range()
+	}
+	for _, b := range sb.Blocks {
+		sr[prefix+b.Type] = b.DefRange()
+		sr.collect(b.Body, prefix+b.Type+".")
+	}
+}
+
+// at returns where path was written, or fallback when it was not.
+func (sr sourceRanges) at(path string, fallback hcl.Range) *hcl.Range {
+	if r, ok := sr[path]; ok {
+		return &r
+	}
+	return &fallback
+}
+
+func (sr sourceRanges) has(path string) bool {
+	_, ok := sr[path]
+	return ok
+}
+
+func errorAt(subject *hcl.Range, summary, detail string, args ...any) *hcl.Diagnostic {
+	return &hcl.Diagnostic{Severity: hcl.DiagError, Summary: summary, Detail: fmt.Sprintf(detail, args...), Subject: subject}
+}
+
+func warningAt(subject *hcl.Range, summary, detail string, args ...any) *hcl.Diagnostic {
+	return &hcl.Diagnostic{Severity: hcl.DiagWarning, Summary: summary, Detail: fmt.Sprintf(detail, args...), Subject: subject}
+}
+
+func (ld *loader) image(b *rawBlock, img *Image) hcl.Diagnostics {
+	var spec imageSpec
+	ranges := sourceRanges{}
+	fallback := ld.start
+	var diags hcl.Diagnostics
+	if b != nil {
+		diags = gohcl.DecodeBody(b.Body, ld.ctx, &spec)
+		ranges.collect(b.Body, "")
+		fallback = b.DefRange
+	}
+	if diags.HasErrors() {
+		return diags
+	}
+	return append(diags, resolveImage(spec, ranges, fallback, ld.dir, img)...)
+}
+
+func (ld *loader) output(b *rawBlock, out *Output) hcl.Diagnostics {
+	if b == nil {
+		return nil
+	}
+	var spec outputSpec
+	diags := gohcl.DecodeBody(b.Body, ld.ctx, &spec)
+	if diags.HasErrors() {
+		return diags
+	}
+	out.Compress = spec.Compress
+	if spec.Dir != "" {
+		dir, err := resolvePath(ld.dir, spec.Dir)
+		if err != nil {
+			ranges := sourceRanges{}
+			ranges.collect(b.Body, "")
+			return append(diags, errorAt(ranges.at("dir", b.DefRange), "Invalid output directory", "%s.", err))
+		}
+		out.Dir = dir
+	}
+	return diags
+}
+
+func (ld *loader) cluster(b *rawBlock, defaultName string, c *Cluster) hcl.Diagnostics {
+	var spec clusterSpec
+	ld.clusterRanges = sourceRanges{}
+	ld.clusterRange = ld.start
+	var diags hcl.Diagnostics
+	if b != nil {
+		diags = gohcl.DecodeBody(b.Body, ld.ctx, &spec)
+		ld.clusterRanges.collect(b.Body, "")
+		ld.clusterRange = b.DefRange
+	}
+	if diags.HasErrors() {
+		return diags
+	}
+	return append(diags, resolveCluster(spec, ld.clusterRanges, ld.clusterRange, defaultName, ld.dir, c)...)
+}
+
+// nodes expands every node block (count), merges defaults into each
+// instance and resolves it.
+func (ld *loader) nodes(defaults *rawBlock, blocks []rawNode, c *Cluster) ([]Node, hcl.Diagnostics) {
+	var diags hcl.Diagnostics
+	if defaults != nil {
+		diags = append(diags, checkDefaultsBody(defaults)...)
+	}
+	var nodes []Node
+	for _, rn := range blocks {
+		count, counted, d := ld.count(rn)
+		diags = append(diags, d...)
+		if d.HasErrors() {
+			continue
+		}
+		for i := 0; i < count; i++ {
+			ctx := ld.ctx.NewChild()
+			ctx.Variables = map[string]cty.Value{
+				"count": cty.ObjectVal(map[string]cty.Value{"index": cty.NumberIntVal(int64(i))}),
+			}
+			spec, ranges, d := decodeNode(ctx, defaults, rn)
+			diags = append(diags, d...)
+			if d.HasErrors() {
+				continue
+			}
+			meta := nodeMeta{ranges: ranges, defRange: rn.DefRange, nameRange: rn.NameRange}
+			node, d := resolveNode(spec, meta, rn.Name, i, counted)
+			diags = append(diags, d...)
+			if d.HasErrors() {
+				continue
+			}
+			nodes = append(nodes, node)
+			ld.meta = append(ld.meta, meta)
+		}
+	}
+	return nodes, diags
+}
+
+// count evaluates a node block's count, which must not depend on itself.
+func (ld *loader) count(rn rawNode) (int, bool, hcl.Diagnostics) {
+	content, _, diags := rn.Body.PartialContent(&hcl.BodySchema{
+		Attributes: []hcl.AttributeSchema{{Name: "count"}},
+	})
+	attr := content.Attributes["count"]
+	if attr == nil || diags.HasErrors() {
+		return 1, false, diags
+	}
+	rng := attr.Expr.Range()
+	v, d := attr.Expr.Value(ld.ctx)
+	diags = append(diags, d...)
+	if d.HasErrors() {
+		return 0, true, diags
+	}
+	if v.IsNull() || !v.IsKnown() || v.Type() != cty.Number {
+		return 0, true, append(diags, errorAt(&rng, "Invalid count", "count must be a whole number of nodes, such as count = 3."))
+	}
+	f := v.AsBigFloat()
+	if !f.IsInt() || f.Cmp(big.NewFloat(1)) < 0 || f.Cmp(big.NewFloat(maxCount)) > 0 {
+		return 0, true, append(diags, errorAt(&rng, "Invalid count", "count is %s; it must be a whole number from 1 to %d. Remove the node block instead of setting count = 0.", f.Text('f', -1), maxCount))
+	}
+	n, _ := f.Int64()
+	return int(n), true, diags
+}
+
+// notInDefaults are node attributes that name one node and so make no
+// sense in defaults.
+var notInDefaults = []string{"role", "count", "hostname"}
+
+func checkDefaultsBody(b *rawBlock) hcl.Diagnostics {
+	ranges := sourceRanges{}
+	ranges.collect(b.Body, "")
+	var diags hcl.Diagnostics
+	for _, name := range notInDefaults {
+		if ranges.has(name) {
+			diags = append(diags, errorAt(ranges.at(name, b.DefRange), "Attribute not allowed in defaults",
+				"%q belongs to each node block, not to defaults: move it into the node blocks that need it.", name))
+		}
+	}
+	return diags
+}
+
+// decodeNode decodes defaults and the node block in ctx and merges them:
+// an attribute the node writes replaces the default, and a block the node
+// writes is merged field by field into the default block.
+func decodeNode(ctx *hcl.EvalContext, defaults *rawBlock, rn rawNode) (nodeSpec, sourceRanges, hcl.Diagnostics) {
+	var diags hcl.Diagnostics
+	var merged nodeSpec
+	ranges := sourceRanges{}
+	if defaults != nil {
+		diags = append(diags, gohcl.DecodeBody(defaults.Body, ctx, &merged)...)
+		ranges.collect(defaults.Body, "")
+		for _, name := range notInDefaults {
+			delete(ranges, name) // reported once by checkDefaultsBody
+		}
+		merged.Role, merged.Hostname, merged.Count = "", "", nil
+	}
+	var own nodeSpec
+	diags = append(diags, gohcl.DecodeBody(rn.Body, ctx, &own)...)
+	ownRanges := sourceRanges{}
+	ownRanges.collect(rn.Body, "")
+	mergeSpec(reflect.ValueOf(&merged).Elem(), reflect.ValueOf(&own).Elem(), ownRanges, "")
+	for k, v := range ownRanges {
+		ranges[k] = v
+	}
+	return merged, ranges, diags
+}
+
+// mergeSpec copies into dst every attribute of src that the recipe wrote
+// (per written), recursing into blocks so that they merge field by field.
+func mergeSpec(dst, src reflect.Value, written sourceRanges, prefix string) {
+	t := dst.Type()
+	for i := 0; i < t.NumField(); i++ {
+		name, kind, _ := strings.Cut(t.Field(i).Tag.Get("hcl"), ",")
+		if name == "" || !written.has(prefix+name) {
+			continue
+		}
+		df, sf := dst.Field(i), src.Field(i)
+		if kind == "block" {
+			if sf.IsNil() {
+				continue
+			}
+			if df.IsNil() {
+				df.Set(reflect.New(df.Type().Elem()))
+			} else {
+				// Copy, so that merging never writes through a pointer
+				// shared with another node's defaults.
+				cp := reflect.New(df.Type().Elem())
+				cp.Elem().Set(df.Elem())
+				df.Set(cp)
+			}
+			mergeSpec(df.Elem(), sf.Elem(), written, prefix+name+".")
+			continue
+		}
+		df.Set(sf)
+	}
+}
+
+// dedupe drops repeated findings, so that a mistake in defaults or in a
+// counted node block is reported once, not once per node, and orders them
+// by position in the recipe.
+func dedupe(diags hcl.Diagnostics) hcl.Diagnostics {
+	seen := map[string]bool{}
+	var out hcl.Diagnostics
+	for _, d := range diags {
+		// gohcl's follow-up to a failed function call says nothing new.
+		if d.Summary == "Unsuitable value type" && strings.Contains(d.Detail, "value must be known") {
+			continue
+		}
+		key := fmt.Sprintf("%d|%s|%v", d.Severity, d.Summary, d.Subject)
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
+		out = append(out, d)
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		a, b := out[i].Subject, out[j].Subject
+		switch {
+		case a == nil || b == nil:
+			return a == nil && b != nil
+		case a.Filename != b.Filename:
+			return a.Filename < b.Filename
+		default:
+			return a.Start.Byte < b.Start.Byte
+		}
+	})
+	return out
+}

@@ -1,0 +1,202 @@
+// Package recipes decodes and validates pibake recipe files.
+//
+// A recipe is one HCL file (or a directory of *.hcl files) that describes a
+// k3s cluster of Raspberry Pis. Load turns it into a Recipe: plain Go values,
+// every node fully resolved (defaults merged, count expanded, join address
+// chosen), with no HCL left for later stages to evaluate.
+//
+// This package is internal to pibake and not a stable API.
+package recipes
+
+import (
+	"net/netip"
+)
+
+// Role is a node's k3s role.
+type Role string
+
+// The two k3s roles a node can have.
+const (
+	RoleServer Role = "server"
+	RoleAgent  Role = "agent"
+)
+
+// Secret holds a value that must never reach a log, a plan or an error
+// message: the cluster token, password hashes, Wi-Fi keys. Every way fmt and
+// encoding/json print it yields "<redacted>"; Reveal gives the real value to
+// the code that writes it into an image.
+type Secret string
+
+const redacted = "<redacted>"
+
+// String implements fmt.Stringer without revealing the value.
+func (s Secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return redacted
+}
+
+// GoString implements fmt.GoStringer, so %#v does not reveal the value.
+func (s Secret) GoString() string { return `recipes.Secret("` + s.String() + `")` }
+
+// MarshalText implements encoding.TextMarshaler, so JSON output is redacted.
+func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// Reveal returns the secret value itself. Call it only where the value is
+// written into an image, never where it could be printed.
+func (s Secret) Reveal() string { return string(s) }
+
+// Recipe is a validated recipe with every node resolved.
+type Recipe struct {
+	// Path is the file or directory given to Load; Dir is the directory
+	// that relative paths in the recipe are resolved against.
+	Path string
+	Dir  string
+	// Files are the .hcl files read, in the order they were read.
+	Files []string
+
+	Image   Image
+	Cluster Cluster
+	Nodes   []Node
+	Output  Output
+}
+
+// Servers returns the number of server nodes.
+func (r *Recipe) Servers() int {
+	n := 0
+	for _, node := range r.Nodes {
+		if node.Role == RoleServer {
+			n++
+		}
+	}
+	return n
+}
+
+// Agents returns the number of agent nodes.
+func (r *Recipe) Agents() int { return len(r.Nodes) - r.Servers() }
+
+// DefaultImageSource is the base image used when a recipe names none.
+const DefaultImageSource = "raspios_lite_arm64:latest"
+
+// Image says which Raspberry Pi OS image the nodes are built from.
+type Image struct {
+	// Source is DefaultImageSource, an http(s) or file:// URL, or a local
+	// .img or .img.xz path (made absolute).
+	Source string `json:"source"`
+	// SHA256 optionally pins the source file (lowercase hex).
+	SHA256 string `json:"sha256,omitempty"`
+}
+
+// Cluster holds the settings shared by every node.
+type Cluster struct {
+	Name string
+	// Token is the shared secret that servers and agents join with. Empty
+	// means the recipe gives none and the build generates one.
+	Token Secret
+	// AgentToken, when set, is the only token agent images carry.
+	AgentToken Secret
+	// Exactly one of K3sVersion and K3sChannel is set.
+	K3sVersion string
+	K3sChannel string
+	// ServerAddress is where agents and extra servers join: cluster.server_ip,
+	// or the founding server's static address. Empty when neither is known.
+	ServerAddress    string
+	FlannelBackend   string
+	ClusterCIDR      netip.Prefix
+	ServiceCIDR      netip.Prefix
+	TLSSAN           []string
+	InstallScriptURL string
+	AgentJoinBatch   int
+	// Airgap, when set, names local k3s files that travel in the images.
+	Airgap *Airgap
+}
+
+// Airgap names the k3s files for an install without internet access.
+// Paths are absolute.
+type Airgap struct {
+	K3sBinary     string `json:"k3s_binary,omitempty"`
+	Images        string `json:"images,omitempty"`
+	InstallScript string `json:"install_script,omitempty"`
+}
+
+// Output says where and how images are written.
+type Output struct {
+	// Dir is absolute when the recipe sets it; empty means the caller's
+	// default (./out).
+	Dir      string `json:"dir,omitempty"`
+	Compress bool   `json:"compress"`
+}
+
+// Node is one machine, with its own image.
+type Node struct {
+	Hostname string
+	Role     Role
+	// Group is the label of the node block that produced this node and
+	// Index its count.index (0 without count).
+	Group string
+	Index int
+
+	// ClusterInit is true on the server that founds an HA (embedded etcd)
+	// cluster.
+	ClusterInit bool
+	// JoinURL is https://<address>:6443 for every node that joins another;
+	// empty on the founding (or only) server.
+	JoinURL string
+	// JoinBatch numbers agents in groups of Cluster.AgentJoinBatch, from 0;
+	// batch n starts joining after n delays. Always 0 for servers.
+	JoinBatch int
+
+	// Address is the static IPv4 address with its prefix; invalid (the
+	// zero value) means DHCP.
+	Address netip.Prefix
+	Gateway netip.Addr
+	DNS     []netip.Addr
+
+	Labels   map[string]string
+	Taints   []string
+	K3sArgs  []string
+	SSH      bool
+	Timezone string
+	// Storage is "ssd", "sd" or empty when the recipe does not say.
+	Storage   string
+	Hardware  Hardware
+	User      *User
+	Apt       Apt
+	WiFi      *WiFi
+	Firstboot Firstboot
+}
+
+// Hardware is what the recipe declares about a node's machine. Zero means
+// not declared.
+type Hardware struct {
+	CPUs     int `json:"cpus,omitempty"`
+	MemoryGB int `json:"memory_gb,omitempty"`
+}
+
+// User is the login account configured through userconf.txt.
+type User struct {
+	Name              string   `json:"name"`
+	PasswordHash      Secret   `json:"password_hash,omitempty"`
+	SSHAuthorizedKeys []string `json:"ssh_authorized_keys"`
+}
+
+// Apt says what the first boot installs with apt.
+type Apt struct {
+	Upgrade      bool     `json:"upgrade"`
+	Packages     []string `json:"packages"`
+	ModulesExtra bool     `json:"modules_extra"`
+}
+
+// WiFi is a wireless network the node joins.
+type WiFi struct {
+	SSID    string `json:"ssid"`
+	PSK     Secret `json:"psk"`
+	Country string `json:"country"`
+}
+
+// Firstboot selects how the first-boot payload is activated.
+type Firstboot struct {
+	// Method is "auto", "systemd-run" or "cloud-init".
+	Method string `json:"method"`
+}

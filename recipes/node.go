@@ -1,0 +1,279 @@
+package recipes
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/hashicorp/hcl/v2"
+)
+
+// resolveNode turns one merged node spec into a Node, checking every value
+// that can be checked without looking at the other nodes.
+func resolveNode(spec nodeSpec, meta nodeMeta, group string, index int, counted bool) (Node, hcl.Diagnostics) {
+	var diags hcl.Diagnostics
+	at := func(path string) *hcl.Range { return meta.ranges.at(path, meta.defRange) }
+	n := Node{Group: group, Index: index, SSH: spec.SSH, Timezone: spec.Timezone, Storage: spec.Storage}
+
+	switch Role(spec.Role) {
+	case RoleServer, RoleAgent:
+		n.Role = Role(spec.Role)
+	case "":
+		diags = append(diags, errorAt(&meta.defRange, "Missing role",
+			"Every node needs role = \"server\" or role = \"agent\"."))
+	default:
+		diags = append(diags, errorAt(at("role"), "Invalid role",
+			"role is %q; it must be \"server\" or \"agent\".", spec.Role))
+	}
+
+	n.Hostname = spec.Hostname
+	hostRange := at("hostname")
+	if !meta.ranges.has("hostname") {
+		hostRange = &meta.nameRange
+		n.Hostname = group
+		if counted {
+			n.Hostname = fmt.Sprintf("%s-%d", group, index+1)
+		}
+	}
+	if !hostnamePattern.MatchString(n.Hostname) {
+		hint := ""
+		if strings.ToLower(n.Hostname) != n.Hostname {
+			hint = " Kubernetes node names are lowercase: use lower() or rename it."
+		}
+		diags = append(diags, errorAt(hostRange, "Invalid hostname",
+			"%q is not a valid hostname: use 1 to 63 lowercase letters, digits and hyphens, starting and ending with a letter or digit (RFC 1123).%s", n.Hostname, hint))
+	}
+
+	diags = append(diags, resolveNetwork(spec, &n, at)...)
+
+	if spec.Server != "" {
+		if u, ok := joinURL(spec.Server); ok {
+			n.JoinURL = u
+		} else {
+			diags = append(diags, errorAt(at("server"), "Invalid server address",
+				"server %q must be an IP address or DNS name (\"192.168.1.10\") or an https:// URL.", spec.Server))
+		}
+	}
+
+	n.Labels = spec.Labels
+	for _, k := range sortedKeys(spec.Labels) {
+		v := spec.Labels[k]
+		switch {
+		case !labelKeyPattern.MatchString(k):
+			diags = append(diags, errorAt(at("labels"), "Invalid label", "Label key %q is not a valid Kubernetes label key.", k))
+		case strings.Contains(k, "kubernetes.io/") || strings.Contains(k, "k8s.io/"):
+			diags = append(diags, errorAt(at("labels"), "Reserved label",
+				"Label %q uses a kubernetes.io or k8s.io prefix, which the kubelet refuses to set at registration and k3s fails to start with. Use your own prefix, such as lab.example/%s.", k, k[strings.LastIndex(k, "/")+1:]))
+		case !labelValuePattern.MatchString(v):
+			diags = append(diags, errorAt(at("labels"), "Invalid label", "Label %q has value %q, which is not a valid Kubernetes label value (63 characters at most: letters, digits, '-', '_', '.').", k, v))
+		}
+	}
+	n.Taints = spec.Taints
+	for _, t := range spec.Taints {
+		if !taintPattern.MatchString(t) {
+			diags = append(diags, errorAt(at("taints"), "Invalid taint",
+				"Taint %q must look like key=value:Effect or key:Effect, with Effect NoSchedule, PreferNoSchedule or NoExecute.", t))
+		}
+	}
+	n.K3sArgs = spec.K3sArgs
+	for _, a := range spec.K3sArgs {
+		flag, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		switch {
+		case !strings.HasPrefix(a, "-"):
+			diags = append(diags, errorAt(at("k3s_args"), "Invalid k3s argument", "%q is not a flag; k3s_args entries look like \"--disable=traefik\".", a))
+		case slices.Contains([]string{"token", "agent-token", "token-file", "server", "cluster-init", "node-name"}, flag):
+			diags = append(diags, errorAt(at("k3s_args"), "Argument managed by pibake",
+				"--%s is set by pibake from the recipe (cluster.token, server, hostname); remove it from k3s_args.", flag))
+		}
+	}
+
+	if n.Timezone != "" && !timezonePattern.MatchString(n.Timezone) {
+		diags = append(diags, errorAt(at("timezone"), "Invalid timezone", "timezone %q is not a tz database name such as \"Europe/Berlin\" or \"UTC\".", n.Timezone))
+	}
+	if n.Storage != "" && n.Storage != "ssd" && n.Storage != "sd" {
+		diags = append(diags, errorAt(at("storage"), "Invalid storage", "storage is %q; it must be \"ssd\" or \"sd\".", n.Storage))
+	}
+
+	if h := spec.Hardware; h != nil {
+		n.Hardware = Hardware{CPUs: h.CPUs, MemoryGB: h.MemoryGB}
+		if h.CPUs < 0 || meta.ranges.has("hardware.cpus") && h.CPUs < 1 {
+			diags = append(diags, errorAt(at("hardware.cpus"), "Invalid hardware", "cpus is %d; it must be at least 1.", h.CPUs))
+		}
+		if h.MemoryGB < 0 || meta.ranges.has("hardware.memory_gb") && h.MemoryGB < 1 {
+			diags = append(diags, errorAt(at("hardware.memory_gb"), "Invalid hardware", "memory_gb is %d; it must be at least 1.", h.MemoryGB))
+		}
+	}
+	diags = append(diags, resolveUser(spec.User, &n, at)...)
+	if a := spec.Apt; a != nil {
+		n.Apt = Apt{Upgrade: a.Upgrade, Packages: a.Packages, ModulesExtra: a.ModulesExtra}
+		for _, p := range a.Packages {
+			if !packagePattern.MatchString(p) {
+				diags = append(diags, errorAt(at("apt.packages"), "Invalid package name", "%q is not a Debian package name (optionally name=version).", p))
+			}
+		}
+	}
+	diags = append(diags, resolveWiFi(spec.WiFi, &n, at)...)
+
+	n.Firstboot.Method = "auto"
+	if f := spec.Firstboot; f != nil && f.Method != "" {
+		n.Firstboot.Method = f.Method
+		if !slices.Contains(firstbootMethods, f.Method) {
+			diags = append(diags, errorAt(at("firstboot.method"), "Invalid first-boot method",
+				"method is %q; use one of %s.", f.Method, quoteList(firstbootMethods)))
+		}
+	}
+	return n, diags
+}
+
+func resolveNetwork(spec nodeSpec, n *Node, at func(string) *hcl.Range) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	if spec.IP != "" {
+		p, err := netip.ParsePrefix(spec.IP)
+		switch {
+		case err != nil && isAddr(spec.IP):
+			diags = append(diags, errorAt(at("ip"), "Invalid IP address",
+				"ip %q has no prefix length; write it with one, such as \"%s/24\".", spec.IP, spec.IP))
+		case err != nil:
+			diags = append(diags, errorAt(at("ip"), "Invalid IP address",
+				"ip %q is not an IPv4 address with a prefix length, such as \"192.168.1.10/24\".", spec.IP))
+		case !p.Addr().Is4():
+			diags = append(diags, errorAt(at("ip"), "Invalid IP address", "ip %q is not IPv4; pibake configures static IPv4 addresses (IPv6 comes from router advertisements).", spec.IP))
+		case p.Bits() < 8 || p.Bits() > 30:
+			diags = append(diags, errorAt(at("ip"), "Invalid IP address", "ip %q has prefix length /%d; use /8 to /30.", spec.IP, p.Bits()))
+		case p.Addr() == p.Masked().Addr() || p.Addr() == lastAddr(p):
+			diags = append(diags, errorAt(at("ip"), "Invalid IP address", "ip %q is the network or broadcast address of %s; pick a host address.", spec.IP, p.Masked()))
+		default:
+			n.Address = p
+		}
+	}
+	if spec.Gateway != "" {
+		gw, err := netip.ParseAddr(spec.Gateway)
+		switch {
+		case err != nil || !gw.Is4():
+			diags = append(diags, errorAt(at("gateway"), "Invalid gateway", "gateway %q is not an IPv4 address.", spec.Gateway))
+		case spec.IP == "":
+			diags = append(diags, errorAt(at("gateway"), "Gateway without a static IP", "gateway is only used with a static ip; set ip too, or remove gateway to use DHCP."))
+		case n.Address.IsValid() && !n.Address.Masked().Contains(gw):
+			diags = append(diags, errorAt(at("gateway"), "Gateway outside the node's network",
+				"gateway %s is not inside %s, the network of ip %s, so it cannot be reached directly.", gw, n.Address.Masked(), n.Address))
+		case n.Address.IsValid() && n.Address.Addr() == gw:
+			diags = append(diags, errorAt(at("gateway"), "Gateway is the node itself", "gateway %s is the node's own address.", gw))
+		default:
+			n.Gateway = gw
+		}
+	}
+	for _, s := range spec.DNS {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			diags = append(diags, errorAt(at("dns"), "Invalid DNS server", "dns entry %q is not an IP address.", s))
+			continue
+		}
+		n.DNS = append(n.DNS, a)
+	}
+	if len(spec.DNS) > 0 && spec.IP == "" {
+		diags = append(diags, errorAt(at("dns"), "DNS without a static IP", "dns is only used with a static ip; with DHCP the DHCP server names the DNS servers."))
+	}
+	return diags
+}
+
+func resolveUser(u *userSpec, n *Node, at func(string) *hcl.Range) hcl.Diagnostics {
+	if u == nil {
+		return nil
+	}
+	var diags hcl.Diagnostics
+	n.User = &User{Name: u.Name, PasswordHash: Secret(u.PasswordHash)}
+	if n.User.Name == "" {
+		n.User.Name = "pi"
+	}
+	if !userNamePattern.MatchString(n.User.Name) || n.User.Name == "root" {
+		diags = append(diags, errorAt(at("user.name"), "Invalid user name",
+			"user name %q must be a Linux login name other than root: lowercase letters, digits, '_' and '-', at most 32.", n.User.Name))
+	}
+	if u.PasswordHash != "" && !cryptHashPattern.MatchString(u.PasswordHash) {
+		diags = append(diags, errorAt(at("user.password_hash"), "Invalid password hash",
+			"password_hash must be a crypt(3) hash such as $6$… (SHA-512), $y$… (yescrypt), $5$… or $2b$…, never a plain password. Make one with: openssl passwd -6"))
+	}
+	for _, k := range u.SSHAuthorizedKeys {
+		k = strings.TrimSpace(k)
+		if !sshKeyPattern.MatchString(k) || strings.ContainsAny(k, "\r\n") {
+			diags = append(diags, errorAt(at("user.ssh_authorized_keys"), "Invalid SSH public key",
+				"Each ssh_authorized_keys entry must be one OpenSSH public key line, such as the content of ~/.ssh/id_ed25519.pub (not the private key)."))
+			continue
+		}
+		n.User.SSHAuthorizedKeys = append(n.User.SSHAuthorizedKeys, k)
+	}
+	return diags
+}
+
+func resolveWiFi(w *wifiSpec, n *Node, at func(string) *hcl.Range) hcl.Diagnostics {
+	if w == nil {
+		return nil
+	}
+	var diags hcl.Diagnostics
+	psk := strings.TrimRight(w.PSK, "\r\n") // file() keeps the newline
+	n.WiFi = &WiFi{SSID: w.SSID, PSK: Secret(psk), Country: strings.ToUpper(w.Country)}
+	if len(w.SSID) < 1 || len(w.SSID) > 32 {
+		diags = append(diags, errorAt(at("wifi.ssid"), "Invalid Wi-Fi SSID", "ssid must be 1 to 32 bytes long; it is %d.", len(w.SSID)))
+	}
+	if !(len(psk) >= 8 && len(psk) <= 63 || hexPSKPattern.MatchString(psk)) {
+		diags = append(diags, errorAt(at("wifi.psk"), "Invalid Wi-Fi key",
+			"psk must be a WPA passphrase of 8 to 63 characters or 64 hexadecimal digits; it is %d characters.", len(psk)))
+	}
+	if !countryPattern.MatchString(w.Country) {
+		diags = append(diags, errorAt(at("wifi.country"), "Invalid Wi-Fi country",
+			"country must be a two-letter ISO 3166 code such as \"DE\" or \"US\": the radio stays off without it."))
+	}
+	return diags
+}
+
+// joinURL turns a server attribute into the URL a node joins.
+func joinURL(s string) (string, bool) {
+	if strings.HasPrefix(s, "https://") {
+		host := strings.TrimPrefix(s, "https://")
+		h, port, hasPort := strings.Cut(host, ":")
+		if !validHost(h) || hasPort && !isPort(port) {
+			return "", false
+		}
+		if !hasPort {
+			return fmt.Sprintf("https://%s:%d", h, APIPort), true
+		}
+		return s, true
+	}
+	if !validHost(s) {
+		return "", false
+	}
+	if a, err := netip.ParseAddr(s); err == nil && a.Is6() {
+		return fmt.Sprintf("https://[%s]:%d", s, APIPort), true
+	}
+	return fmt.Sprintf("https://%s:%d", s, APIPort), true
+}
+
+func isPort(s string) bool {
+	var p int
+	_, err := fmt.Sscanf(s, "%d", &p)
+	return err == nil && fmt.Sprint(p) == s && p > 0 && p < 65536
+}
+
+func isAddr(s string) bool {
+	_, err := netip.ParseAddr(s)
+	return err == nil
+}
+
+// lastAddr is the broadcast address of an IPv4 prefix.
+func lastAddr(p netip.Prefix) netip.Addr {
+	a := p.Masked().Addr().As4()
+	host := uint32(1)<<(32-p.Bits()) - 1
+	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
+	v |= host
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}

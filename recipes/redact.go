@@ -1,0 +1,65 @@
+package recipes
+
+import (
+	"bytes"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+)
+
+// RedactedFiles returns copies of parsed recipe files in which every secret
+// written literally (token = "…", psk = "…", password_hash = "…") is
+// overwritten with '*', byte for byte, so that positions stay right. Give
+// them to hcl.NewDiagnosticTextWriter: its source snippets then show where
+// a problem is without printing the secret. Values from env() or file()
+// are left alone, since the call itself reveals nothing.
+func RedactedFiles(files map[string]*hcl.File) map[string]*hcl.File {
+	out := make(map[string]*hcl.File, len(files))
+	for name, f := range files {
+		body, ok := f.Body.(*hclsyntax.Body)
+		if !ok {
+			out[name] = f
+			continue
+		}
+		src := bytes.Clone(f.Bytes)
+		maskSecrets(body, src)
+		out[name] = &hcl.File{Body: f.Body, Bytes: src, Nav: f.Nav}
+	}
+	return out
+}
+
+func maskSecrets(body *hclsyntax.Body, src []byte) {
+	for name, attr := range body.Attributes {
+		if !secretAttributes[name] || isReference(attr.Expr) {
+			continue
+		}
+		r := attr.Expr.Range()
+		for i := r.Start.Byte; i < r.End.Byte && i < len(src); i++ {
+			if src[i] != '\n' && src[i] != '\r' {
+				src[i] = '*'
+			}
+		}
+	}
+	for _, b := range body.Blocks {
+		maskSecrets(b.Body, src)
+	}
+}
+
+// isReference reports whether expr only names where a secret comes from:
+// env("NAME") or file("path") with a literal argument.
+func isReference(expr hclsyntax.Expression) bool {
+	call, ok := expr.(*hclsyntax.FunctionCallExpr)
+	if !ok || (call.Name != "env" && call.Name != "file") || len(call.Args) != 1 {
+		return false
+	}
+	tmpl, ok := call.Args[0].(*hclsyntax.TemplateExpr)
+	if !ok {
+		return false
+	}
+	for _, p := range tmpl.Parts {
+		if _, lit := p.(*hclsyntax.LiteralValueExpr); !lit {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,271 @@
+package recipes
+
+import (
+	"fmt"
+	"net/netip"
+	"net/url"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/hashicorp/hcl/v2"
+)
+
+// Defaults for settings a recipe may leave out.
+const (
+	DefaultK3sChannel       = "stable"
+	DefaultFlannelBackend   = "vxlan"
+	DefaultClusterCIDR      = "10.42.0.0/16"
+	DefaultServiceCIDR      = "10.43.0.0/16"
+	DefaultInstallScriptURL = "https://get.k3s.io"
+	DefaultAgentJoinBatch   = 50
+	// APIPort is the port k3s servers listen on for joining nodes.
+	APIPort = 6443
+)
+
+var (
+	sha256Pattern     = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
+	k3sVersionPattern = regexp.MustCompile(`^v[0-9]+\.[0-9]+\.[0-9]+(-rc[0-9]+)?\+k3s[0-9]+$`)
+	k3sChannelPattern = regexp.MustCompile(`^(stable|latest|testing|v[0-9]+\.[0-9]+)$`)
+	// k3s parses "K10…" as a full (CA-pinned) token and "abcdef.0123456789abcdef"
+	// as a bootstrap token; a shared secret must look like neither.
+	bootstrapTokenPattern = regexp.MustCompile(`^[a-z0-9]{6}\.[a-z0-9]{16}$`)
+	hostnamePattern       = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	dnsNamePattern        = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$`)
+	userNamePattern       = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
+	cryptHashPattern      = regexp.MustCompile(`^\$(5|6|y|gy|7|2a|2b|2y)\$[./0-9A-Za-z$=,-]+$`)
+	sshKeyPattern         = regexp.MustCompile(`^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp(256|384|521)|sk-(ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com)(-cert-v01@openssh\.com)? [A-Za-z0-9+/=]+( .*)?$`)
+	timezonePattern       = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$`)
+	countryPattern        = regexp.MustCompile(`^[A-Za-z]{2}$`)
+	hexPSKPattern         = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
+	packagePattern        = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+~:-]+)?$`)
+	taintPattern          = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?(=[A-Za-z0-9._-]*)?:(NoSchedule|PreferNoSchedule|NoExecute)$`)
+	labelKeyPattern       = regexp.MustCompile(`^([a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$`)
+	labelValuePattern     = regexp.MustCompile(`^([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?$`)
+)
+
+var flannelBackends = []string{"vxlan", "wireguard-native", "host-gw", "none"}
+
+var firstbootMethods = []string{"auto", "systemd-run", "cloud-init"}
+
+func resolveImage(spec imageSpec, ranges sourceRanges, fallback hcl.Range, dir string, img *Image) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	img.Source = spec.Source
+	if img.Source == "" {
+		img.Source = DefaultImageSource
+	}
+	switch {
+	case img.Source == DefaultImageSource:
+	case strings.HasPrefix(img.Source, "https://"), strings.HasPrefix(img.Source, "http://"), strings.HasPrefix(img.Source, "file://"):
+		if u, err := url.Parse(img.Source); err != nil || (u.Scheme != "file" && u.Host == "") {
+			diags = append(diags, errorAt(ranges.at("source", fallback), "Invalid image source",
+				"%q is not a usable URL. Give an https:// URL of a .img.xz or .img file.", img.Source))
+		}
+	case strings.Contains(img.Source, "://"), strings.Contains(img.Source, ":") && !strings.ContainsAny(img.Source, `/\.`):
+		diags = append(diags, errorAt(ranges.at("source", fallback), "Invalid image source",
+			"%q is neither %q, an http(s):// or file:// URL, nor a local .img or .img.xz path.", img.Source, DefaultImageSource))
+	default:
+		if !strings.HasSuffix(img.Source, ".img") && !strings.HasSuffix(img.Source, ".img.xz") {
+			diags = append(diags, errorAt(ranges.at("source", fallback), "Invalid image source",
+				"A local image must be a .img or .img.xz file; %q is neither.", img.Source))
+			break
+		}
+		p, err := resolvePath(dir, img.Source)
+		if err != nil {
+			diags = append(diags, errorAt(ranges.at("source", fallback), "Invalid image source", "%s.", err))
+			break
+		}
+		img.Source = p
+	}
+	if spec.SHA256 != "" {
+		if !sha256Pattern.MatchString(spec.SHA256) {
+			diags = append(diags, errorAt(ranges.at("sha256", fallback), "Invalid sha256",
+				"sha256 must be 64 hexadecimal digits, as printed by sha256sum; this is %d characters.", len(spec.SHA256)))
+		}
+		img.SHA256 = strings.ToLower(spec.SHA256)
+	}
+	return diags
+}
+
+func resolveCluster(spec clusterSpec, ranges sourceRanges, fallback hcl.Range, defaultName, dir string, c *Cluster) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	at := func(name string) *hcl.Range { return ranges.at(name, fallback) }
+
+	c.Name = spec.Name
+	if c.Name == "" {
+		c.Name = defaultName
+	}
+	if !hostnamePattern.MatchString(c.Name) {
+		if ranges.has("name") {
+			diags = append(diags, errorAt(at("name"), "Invalid cluster name",
+				"The cluster name %q must be lowercase letters, digits and hyphens (at most 63), starting and ending with a letter or digit.", c.Name))
+		} else {
+			// The file name is not the user's fault: fall back quietly.
+			c.Name = "k3s"
+		}
+	}
+
+	// Tokens read with file() end in a newline; surrounding white space is
+	// never part of a token.
+	c.Token = Secret(strings.TrimSpace(spec.Token))
+	c.AgentToken = Secret(strings.TrimSpace(spec.AgentToken))
+	if ranges.has("token") {
+		diags = append(diags, checkToken("token", spec.Token, at("token"))...)
+	}
+	if ranges.has("agent_token") {
+		diags = append(diags, checkToken("agent_token", spec.AgentToken, at("agent_token"))...)
+		if c.AgentToken != "" && c.AgentToken == c.Token {
+			diags = append(diags, errorAt(at("agent_token"), "Agent token equals token",
+				"agent_token exists so that agent images cannot join servers; it must differ from token."))
+		}
+	}
+
+	switch {
+	case spec.K3sVersion != "" && spec.K3sChannel != "":
+		diags = append(diags, errorAt(at("k3s_channel"), "Both k3s_version and k3s_channel set",
+			"Give either a pinned k3s_version (reproducible) or a k3s_channel (follows releases), not both."))
+	case spec.K3sVersion != "":
+		if !k3sVersionPattern.MatchString(spec.K3sVersion) {
+			diags = append(diags, errorAt(at("k3s_version"), "Invalid k3s version",
+				"%q is not a k3s release name; they look like \"v1.31.4+k3s1\" (see https://github.com/k3s-io/k3s/releases).", spec.K3sVersion))
+		}
+		c.K3sVersion = spec.K3sVersion
+	case spec.K3sChannel != "":
+		if !k3sChannelPattern.MatchString(spec.K3sChannel) {
+			diags = append(diags, errorAt(at("k3s_channel"), "Invalid k3s channel",
+				"%q is not a k3s channel; use \"stable\", \"latest\", \"testing\" or a minor version such as \"v1.31\".", spec.K3sChannel))
+		}
+		c.K3sChannel = spec.K3sChannel
+	default:
+		c.K3sChannel = DefaultK3sChannel
+	}
+
+	if spec.ServerIP != "" {
+		if !validHost(spec.ServerIP) {
+			diags = append(diags, errorAt(at("server_ip"), "Invalid server address",
+				"server_ip %q must be an IP address or a DNS name (no scheme, no port), such as \"192.168.1.10\".", spec.ServerIP))
+		}
+		c.ServerAddress = spec.ServerIP
+	}
+
+	c.FlannelBackend = spec.FlannelBackend
+	if c.FlannelBackend == "" {
+		c.FlannelBackend = DefaultFlannelBackend
+	}
+	if !slices.Contains(flannelBackends, c.FlannelBackend) {
+		diags = append(diags, errorAt(at("flannel_backend"), "Invalid flannel backend",
+			"flannel_backend %q is not one k3s supports; use one of %s.", c.FlannelBackend, quoteList(flannelBackends)))
+	}
+
+	var d hcl.Diagnostics
+	c.ClusterCIDR, d = parseCIDR("cluster_cidr", spec.ClusterCIDR, DefaultClusterCIDR, at("cluster_cidr"))
+	diags = append(diags, d...)
+	c.ServiceCIDR, d = parseCIDR("service_cidr", spec.ServiceCIDR, DefaultServiceCIDR, at("service_cidr"))
+	diags = append(diags, d...)
+
+	for _, san := range spec.TLSSAN {
+		if !validHost(san) {
+			diags = append(diags, errorAt(at("tls_san"), "Invalid tls_san entry",
+				"%q is neither an IP address nor a DNS name.", san))
+		}
+	}
+	c.TLSSAN = spec.TLSSAN
+
+	c.InstallScriptURL = spec.InstallScriptURL
+	if c.InstallScriptURL == "" {
+		c.InstallScriptURL = DefaultInstallScriptURL
+	}
+	if u, err := url.Parse(c.InstallScriptURL); err != nil || u.Scheme != "https" || u.Host == "" {
+		diags = append(diags, errorAt(at("install_script_url"), "Invalid install script URL",
+			"install_script_url %q must be an https:// URL: the script runs as root on every node.", c.InstallScriptURL))
+	}
+
+	c.AgentJoinBatch = DefaultAgentJoinBatch
+	if spec.AgentJoinBatch != nil {
+		c.AgentJoinBatch = *spec.AgentJoinBatch
+		if c.AgentJoinBatch < 1 {
+			diags = append(diags, errorAt(at("agent_join_batch"), "Invalid agent join batch",
+				"agent_join_batch is %d; it must be at least 1 (k3s recommends batches of 50 or fewer).", c.AgentJoinBatch))
+		}
+	}
+
+	if a := spec.Airgap; a != nil {
+		c.Airgap = &Airgap{}
+		for _, f := range []struct {
+			name string
+			val  string
+			dst  *string
+		}{
+			{name: "k3s_binary", val: a.K3sBinary, dst: &c.Airgap.K3sBinary},
+			{name: "images", val: a.Images, dst: &c.Airgap.Images},
+			{name: "install_script", val: a.InstallScript, dst: &c.Airgap.InstallScript},
+		} {
+			if f.val == "" {
+				continue
+			}
+			p, err := resolvePath(dir, f.val)
+			if err == nil {
+				_, err = os.Stat(p)
+			}
+			if err != nil {
+				diags = append(diags, errorAt(ranges.at("airgap."+f.name, fallback), "Air-gap file not found",
+					"airgap.%s: %s. Download it from https://github.com/k3s-io/k3s/releases and give its path.", f.name, err))
+				continue
+			}
+			*f.dst = p
+		}
+	}
+	return diags
+}
+
+func checkToken(name, raw string, subject *hcl.Range) hcl.Diagnostics {
+	tok := strings.TrimSpace(raw)
+	var problem string
+	switch {
+	case len(tok) < 16:
+		problem = fmt.Sprintf("is %d characters long; use at least 16 (for example: openssl rand -hex 32)", len(tok))
+	case strings.ContainsAny(tok, " \t\r\n"):
+		problem = "contains white space, which the k3s config file and install environment would split"
+	case strings.HasPrefix(tok, "K10"):
+		problem = "starts with K10, which k3s reads as a secure token carrying a CA hash; use a plain random secret"
+	case bootstrapTokenPattern.MatchString(tok):
+		problem = "has the shape of a bootstrap token (abcdef.0123456789abcdef), which k3s parses differently; use a plain random secret"
+	default:
+		return nil
+	}
+	// The detail never quotes the token: diagnostics reach logs.
+	return hcl.Diagnostics{errorAt(subject, "Invalid "+strings.ReplaceAll(name, "_", " "), "The %s %s.", name, problem)}
+}
+
+func parseCIDR(name, raw, def string, subject *hcl.Range) (netip.Prefix, hcl.Diagnostics) {
+	if raw == "" {
+		raw = def
+	}
+	p, err := netip.ParsePrefix(raw)
+	if err != nil || !p.Addr().Is4() {
+		return netip.Prefix{}, hcl.Diagnostics{errorAt(subject, "Invalid "+strings.ReplaceAll(name, "_", " "),
+			"%s %q must be an IPv4 network in CIDR notation, such as %q.", name, raw, def)}
+	}
+	if p.Masked() != p {
+		return netip.Prefix{}, hcl.Diagnostics{errorAt(subject, "Invalid "+strings.ReplaceAll(name, "_", " "),
+			"%s %q has host bits set; did you mean %q?", name, raw, p.Masked().String())}
+	}
+	return p, nil
+}
+
+// validHost reports whether s is an IP address or a DNS name.
+func validHost(s string) bool {
+	if _, err := netip.ParseAddr(s); err == nil {
+		return true
+	}
+	return len(s) <= 253 && dnsNamePattern.MatchString(s)
+}
+
+func quoteList(list []string) string {
+	q := make([]string, len(list))
+	for i, s := range list {
+		q[i] = fmt.Sprintf("%q", s)
+	}
+	return strings.Join(q, ", ")
+}

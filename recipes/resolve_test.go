@@ -1,0 +1,224 @@
+package recipes
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/big"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/hcl/v2/hclparse"
+)
+
+func TestDefaultsMerge(t *testing.T) {
+	src := `
+defaults {
+  ssh      = true
+  timezone = "UTC"
+  labels   = { zone = "a" }
+  apt {
+    packages      = ["vim"]
+    modules_extra = true
+  }
+  user {
+    name                = "ops"
+    ssh_authorized_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGn4lC6ZnWsLqtCQ8ki7SIqNvLZPc0xk1pB9uJZbAFkf a@b"]
+  }
+}
+node "s" {
+  role     = "server"
+  ip       = "192.168.1.10/24"
+  timezone = "Europe/Berlin"
+  labels   = { zone = "b", disk = "ssd" }
+  apt {
+    packages = ["htop"]
+  }
+}
+node "a" {
+  role  = "agent"
+  count = 2
+  ssh   = false
+  user {
+    name = "pi"
+  }
+}
+`
+	r, diags := loadSource(t, src, nil)
+	if diags.HasErrors() {
+		t.Fatalf("Load: %v", diags)
+	}
+	s, a1 := r.Nodes[0], r.Nodes[1]
+	checks := []struct {
+		what string
+		got  any
+		want any
+	}{
+		{what: "server keeps default ssh", got: s.SSH, want: true},
+		{what: "server overrides timezone", got: s.Timezone, want: "Europe/Berlin"},
+		{what: "server replaces labels as a whole", got: fmt.Sprint(s.Labels), want: "map[disk:ssd zone:b]"},
+		{what: "server apt.packages overrides", got: s.Apt.Packages, want: []string{"htop"}},
+		{what: "server apt.modules_extra from defaults", got: s.Apt.ModulesExtra, want: true},
+		{what: "agent overrides ssh", got: a1.SSH, want: false},
+		{what: "agent keeps default timezone", got: a1.Timezone, want: "UTC"},
+		{what: "agent user.name overrides", got: a1.User.Name, want: "pi"},
+		{what: "agent keeps default user keys", got: len(a1.User.SSHAuthorizedKeys), want: 1},
+		{what: "server keeps default user name", got: s.User.Name, want: "ops"},
+		{what: "agent hostnames", got: r.Nodes[1].Hostname + "," + r.Nodes[2].Hostname, want: "a-1,a-2"},
+		{what: "agent join", got: a1.JoinURL, want: "https://192.168.1.10:6443"},
+		{what: "single server has no cluster-init", got: s.ClusterInit, want: false},
+		{what: "default cluster name is the file stem", got: r.Cluster.Name, want: "recipe"},
+	}
+	for _, c := range checks {
+		if fmt.Sprint(c.got) != fmt.Sprint(c.want) {
+			t.Errorf("%s: got %v; want %v", c.what, c.got, c.want)
+		}
+	}
+}
+
+func TestJoinBatches(t *testing.T) {
+	src := "cluster {\n  agent_join_batch = 2\n}\n" + server + "node \"a\" {\n  role = \"agent\"\n  count = 5\n}\n"
+	r, diags := loadSource(t, src, nil)
+	if diags.HasErrors() {
+		t.Fatalf("Load: %v", diags)
+	}
+	var batches []int
+	for _, n := range r.Nodes[1:] {
+		batches = append(batches, n.JoinBatch)
+	}
+	if want := []int{0, 0, 1, 1, 2}; !slices.Equal(batches, want) {
+		t.Errorf("join batches = %v; want %v", batches, want)
+	}
+}
+
+func TestDirectoryRecipe(t *testing.T) {
+	dir := t.TempDir()
+	files := map[string]string{
+		"cluster.hcl": "cluster {\n  token = file(\"token.txt\")\n}\n",
+		"nodes.hcl":   server + "node \"a\" {\n  role = \"agent\"\n}\n",
+		"token.txt":   "file-token-0123456789abcdef\n",
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, diags := Load(hclparse.NewParser(), dir)
+	if diags.HasErrors() {
+		t.Fatalf("Load(dir): %v", diags)
+	}
+	if len(r.Files) != 2 || len(r.Nodes) != 2 {
+		t.Errorf("Load(dir) read %v with %d nodes; want 2 files, 2 nodes", r.Files, len(r.Nodes))
+	}
+	if got := r.Cluster.Token.Reveal(); got != "file-token-0123456789abcdef" {
+		t.Errorf("token from file() = %q; want it without the newline", got)
+	}
+	if r.Cluster.Name != filepath.Base(dir) {
+		t.Errorf("cluster name = %q; want the directory name %q", r.Cluster.Name, filepath.Base(dir))
+	}
+
+	// A block given twice across files is reported where the second is.
+	if err := os.WriteFile(filepath.Join(dir, "z.hcl"), []byte("cluster {\n}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, diags = Load(hclparse.NewParser(), dir)
+	if !diags.HasErrors() || !strings.HasSuffix(diags[0].Subject.Filename, "z.hcl") {
+		t.Errorf("Load(dir with two cluster blocks) = %v; want an error in z.hcl", diags)
+	}
+}
+
+func TestLoadMissing(t *testing.T) {
+	_, diags := Load(hclparse.NewParser(), filepath.Join(t.TempDir(), "nope.hcl"))
+	if !diags.HasErrors() || !strings.Contains(diags[0].Detail, "nope.hcl") {
+		t.Errorf("Load(missing) = %v; want an error naming the file", diags)
+	}
+	_, diags = Load(hclparse.NewParser(), t.TempDir())
+	if !diags.HasErrors() || !strings.Contains(diags[0].Detail, "no *.hcl files") {
+		t.Errorf("Load(empty dir) = %v; want an error saying it has no recipe files", diags)
+	}
+}
+
+func TestSecretNeverPrints(t *testing.T) {
+	s := Secret("hunter2-hunter2-hunter2")
+	for _, got := range []string{
+		fmt.Sprint(s), fmt.Sprintf("%v %s %q %+v %#v", s, s, s, s, s),
+		fmt.Sprintf("%+v", WiFi{SSID: "x", PSK: s}), fmt.Sprintf("%#v", User{PasswordHash: s}),
+	} {
+		if strings.Contains(got, "hunter2") {
+			t.Errorf("formatted secret reveals it: %s", got)
+		}
+	}
+	js, err := json.Marshal(WiFi{PSK: s})
+	var back WiFi
+	if err == nil {
+		err = json.Unmarshal(js, &back)
+	}
+	if err != nil || strings.Contains(string(js), "hunter2") || back.PSK != redacted {
+		t.Errorf("json.Marshal = %s, %v; want the psk redacted", js, err)
+	}
+	if s.Reveal() != "hunter2-hunter2-hunter2" {
+		t.Errorf("Reveal() = %q", s.Reveal())
+	}
+}
+
+func TestRedactedFiles(t *testing.T) {
+	src := "cluster {\n  token = \"literal-secret-123456\"\n  agent_token = env(\"AGENT\")\n}\nnode \"a\" {\n  wifi {\n    psk = \"wifi-secret\"\n  }\n}\n"
+	p := hclparse.NewParser()
+	if _, diags := p.ParseHCL([]byte(src), "r.hcl"); diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	got := string(RedactedFiles(p.Files())["r.hcl"].Bytes)
+	want := strings.NewReplacer(`"literal-secret-123456"`, strings.Repeat("*", 23), `"wifi-secret"`, strings.Repeat("*", 13)).Replace(src)
+	if got != want {
+		t.Errorf("RedactedFiles =\n%s\nwant\n%s", got, want)
+	}
+	if string(p.Files()["r.hcl"].Bytes) != src {
+		t.Error("RedactedFiles changed the parser's own copy")
+	}
+}
+
+func TestNthAddress(t *testing.T) {
+	tests := []struct {
+		prefix string
+		n      int64
+		want   string
+	}{
+		{prefix: "192.168.1.0/24", n: 10, want: "192.168.1.10"},
+		{prefix: "192.168.1.77/24", n: 1, want: "192.168.1.1"},
+		{prefix: "10.0.0.0/16", n: 300, want: "10.0.1.44"},
+		{prefix: "10.0.0.0/24", n: -2, want: "10.0.0.254"},
+		{prefix: "fd00::/64", n: 17, want: "fd00::11"},
+		{prefix: "10.0.0.0/24", n: 256, want: "error"},
+		{prefix: "10.0.0.0/24", n: -257, want: "error"},
+	}
+	for _, tt := range tests {
+		got, err := nthAddress(netip.MustParsePrefix(tt.prefix).Masked(), big.NewInt(tt.n))
+		gotS := got.String()
+		if err != nil {
+			gotS = "error"
+		}
+		if gotS != tt.want {
+			t.Errorf("nthAddress(%s, %d) = %s (%v); want %s", tt.prefix, tt.n, gotS, err, tt.want)
+		}
+	}
+}
+
+func FuzzLoad(f *testing.F) {
+	for _, path := range []string{"examples/lab.hcl", "examples/ha.hcl", "examples/fleet.hcl"} {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte("node \"a\" {\n  role = \"server\"\n  count = 3\n}\n"))
+	f.Fuzz(func(t *testing.T, src []byte) {
+		r, diags := load(hclparse.NewParser(), "fuzz.hcl", t.TempDir(), []source{{name: "fuzz.hcl", src: src}})
+		if (r == nil) != diags.HasErrors() {
+			t.Fatalf("load returned recipe %v with diagnostics %v", r != nil, diags)
+		}
+	})
+}

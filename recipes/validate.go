@@ -1,0 +1,263 @@
+package recipes
+
+import (
+	"fmt"
+	"math"
+	"net/netip"
+	"strings"
+
+	"github.com/hashicorp/hcl/v2"
+)
+
+// validate checks what involves more than one node, and fills in what
+// follows from the whole recipe: the founding server, join URLs and batches.
+func (ld *loader) validate(r *Recipe) hcl.Diagnostics {
+	if len(r.Nodes) == 0 {
+		return hcl.Diagnostics{errorAt(&ld.start, "No nodes",
+			"A recipe needs at least one node block, such as:\n  node \"pi-server\" { role = \"server\" }")}
+	}
+	var diags hcl.Diagnostics
+	diags = append(diags, ld.checkUnique(r)...)
+
+	founding := -1
+	servers := 0
+	for i, n := range r.Nodes {
+		if n.Role == RoleServer {
+			servers++
+			if founding < 0 {
+				founding = i
+			}
+		}
+	}
+	if founding < 0 {
+		return append(diags, errorAt(&ld.meta[0].defRange, "No server",
+			"A cluster needs at least one node with role = \"server\"; this recipe has only agents."))
+	}
+	if r.Cluster.ServerAddress == "" && r.Nodes[founding].Address.IsValid() {
+		r.Cluster.ServerAddress = r.Nodes[founding].Address.Addr().String()
+	}
+	diags = append(diags, ld.assignJoins(r, founding, servers)...)
+	diags = append(diags, ld.checkNetworks(r)...)
+	diags = append(diags, ld.checkSizing(r, servers)...)
+	return diags
+}
+
+func (m nodeMeta) hostnameRange() *hcl.Range {
+	return m.ranges.at("hostname", m.nameRange)
+}
+
+// checkUnique rejects hostnames (case-insensitively) and addresses used by
+// two nodes, citing both places.
+func (ld *loader) checkUnique(r *Recipe) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	hosts := map[string]int{}
+	addrs := map[netip.Addr]int{}
+	for i, n := range r.Nodes {
+		m := ld.meta[i]
+		key := strings.ToLower(n.Hostname)
+		if j, dup := hosts[key]; dup {
+			diags = append(diags, errorAt(m.hostnameRange(), "Duplicate hostname",
+				"Node %s has the hostname %q, which %s (%s) already has. Every node needs its own hostname; with count, include count.index in it.",
+				n.describe(), n.Hostname, r.Nodes[j].describe(), ld.meta[j].hostnameRange()))
+		} else {
+			hosts[key] = i
+		}
+		if !n.Address.IsValid() {
+			continue
+		}
+		if j, dup := addrs[n.Address.Addr()]; dup {
+			diags = append(diags, errorAt(m.ranges.at("ip", m.defRange), "Duplicate IP address",
+				"Node %s has the address %s, which %s (%s) already has. With count, use cidrhost(prefix, base + count.index).",
+				n.describe(), n.Address.Addr(), r.Nodes[j].describe(), ld.meta[j].ranges.at("ip", ld.meta[j].defRange)))
+		} else {
+			addrs[n.Address.Addr()] = i
+		}
+	}
+	return diags
+}
+
+// describe names a node the way the recipe declares it.
+func (n Node) describe() string {
+	return fmt.Sprintf("%q", n.Hostname)
+}
+
+// assignJoins picks the founding server and the URL and batch every other
+// node joins with.
+func (ld *loader) assignJoins(r *Recipe, founding, servers int) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	clusterURL := ""
+	if r.Cluster.ServerAddress != "" {
+		clusterURL, _ = joinURL(r.Cluster.ServerAddress)
+	}
+	agents := 0
+	for i := range r.Nodes {
+		n := &r.Nodes[i]
+		m := ld.meta[i]
+		if n.Role == RoleAgent {
+			n.JoinBatch = agents / r.Cluster.AgentJoinBatch
+			agents++
+		}
+		if i == founding {
+			// The first server founds the cluster; with more than one
+			// server it starts embedded etcd for the others to join. A
+			// single server keeps k3s's default SQLite store, which is
+			// lighter on a Pi's storage.
+			n.ClusterInit = servers > 1
+			n.JoinURL = ""
+			continue
+		}
+		if n.JoinURL == "" {
+			n.JoinURL = clusterURL
+		}
+		if n.JoinURL == "" {
+			diags = append(diags, errorAt(&m.defRange, "No server address to join",
+				"Node %s (%s) must join the cluster, but no server address is known: the first server %s uses DHCP. Give that server a static ip, set cluster.server_ip, or set server in this node.",
+				n.describe(), n.Role, r.Nodes[founding].describe()))
+			continue
+		}
+		if n.Address.IsValid() && n.JoinURL == fmt.Sprintf("https://%s:%d", n.Address.Addr(), APIPort) {
+			diags = append(diags, errorAt(m.ranges.at("server", m.defRange), "Node joins itself",
+				"Node %s would join %s, which is its own address. Point it at the founding server %s.", n.describe(), n.JoinURL, r.Nodes[founding].describe()))
+		}
+	}
+	return diags
+}
+
+// checkNetworks rejects pod and service networks that overlap each other or
+// a node's network, and a pod network too small for one /24 per node.
+func (ld *loader) checkNetworks(r *Recipe) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	c := r.Cluster
+	cr := ld.clusterRanges
+	if !c.ClusterCIDR.IsValid() || !c.ServiceCIDR.IsValid() {
+		return nil // already reported
+	}
+	if c.ClusterCIDR.Overlaps(c.ServiceCIDR) {
+		diags = append(diags, errorAt(cr.at("service_cidr", cr.firstOf(ld.clusterRange, "cluster_cidr")), "Overlapping cluster networks",
+			"service_cidr %s overlaps cluster_cidr %s; pods and services need separate ranges (the defaults are %s and %s).",
+			c.ServiceCIDR, c.ClusterCIDR, DefaultClusterCIDR, DefaultServiceCIDR))
+	}
+	reported := map[string]bool{}
+	for i, n := range r.Nodes {
+		if !n.Address.IsValid() {
+			continue
+		}
+		network := n.Address.Masked()
+		for _, p := range []struct {
+			name   string
+			prefix netip.Prefix
+		}{{name: "cluster_cidr", prefix: c.ClusterCIDR}, {name: "service_cidr", prefix: c.ServiceCIDR}} {
+			key := p.name + network.String()
+			if !p.prefix.Overlaps(network) || reported[key] {
+				continue
+			}
+			reported[key] = true
+			subject := ld.meta[i].ranges.at("ip", ld.meta[i].defRange)
+			if cr.has(p.name) {
+				subject = cr.at(p.name, ld.clusterRange)
+			}
+			diags = append(diags, errorAt(subject, "Cluster network overlaps the node network",
+				"%s %s overlaps %s, the network of node %s (ip %s): pods or services would shadow real hosts. Set cluster.%s to a range your LAN does not use.",
+				p.name, p.prefix, network, n.describe(), n.Address, p.name))
+		}
+	}
+
+	// k3s gives every node a /24 of cluster_cidr.
+	capacity := 0
+	if b := c.ClusterCIDR.Bits(); b <= 24 {
+		capacity = 1<<(24-b) - 1
+	}
+	if len(r.Nodes) > capacity {
+		want := 24
+		for want > 0 && 1<<(24-want)-1 < len(r.Nodes) {
+			want--
+		}
+		subject := cr.at("cluster_cidr", ld.clusterRange)
+		if !cr.has("cluster_cidr") && ld.clusterRange == ld.start {
+			subject = &ld.meta[0].defRange
+		}
+		diags = append(diags, errorAt(subject, "Cluster network too small",
+			"k3s gives every node a /24 of cluster_cidr, so %s holds %d nodes, but the recipe has %d. Widen cluster_cidr to a /%d (for example %s).",
+			c.ClusterCIDR, capacity, len(r.Nodes), want, netip.PrefixFrom(c.ClusterCIDR.Addr(), want).Masked()))
+	}
+	return diags
+}
+
+// firstOf returns the range of the first written path, or fallback.
+func (sr sourceRanges) firstOf(fallback hcl.Range, paths ...string) hcl.Range {
+	for _, p := range paths {
+		if r, ok := sr[p]; ok {
+			return r
+		}
+	}
+	return fallback
+}
+
+// serverTiers is k3s's server sizing guide (docs/installation/requirements):
+// how many agents one server of this size carries.
+var serverTiers = []struct {
+	cpus, memoryGB, agents int
+}{
+	{cpus: 16, memoryGB: 32, agents: math.MaxInt},
+	{cpus: 8, memoryGB: 16, agents: 1800},
+	{cpus: 4, memoryGB: 8, agents: 900},
+	{cpus: 2, memoryGB: 4, agents: 350},
+}
+
+// checkSizing warns about clusters that will work poorly: an even etcd
+// quorum, etcd on SD cards, too many agents for the servers, big join waves.
+func (ld *loader) checkSizing(r *Recipe, servers int) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	var smallest *Hardware
+	var smallestAt *hcl.Range
+	lastServer := -1
+	for i, n := range r.Nodes {
+		if n.Role != RoleServer {
+			continue
+		}
+		lastServer = i
+		m := ld.meta[i]
+		if n.Storage == "sd" {
+			diags = append(diags, warningAt(m.ranges.at("storage", m.defRange), "Server on an SD card",
+				"Server %s stores the cluster datastore on an SD card. etcd and SQLite write constantly; SD cards wear out and stall under that load. Boot servers from an SSD.", n.describe()))
+		}
+		h := n.Hardware
+		if h.CPUs > 0 && h.MemoryGB > 0 && (smallest == nil || h.CPUs < smallest.CPUs || h.MemoryGB < smallest.MemoryGB) {
+			smallest = &r.Nodes[i].Hardware
+			smallestAt = m.ranges.at("hardware", m.defRange)
+		}
+	}
+	if servers >= 2 && servers%2 == 0 {
+		m := ld.meta[lastServer]
+		diags = append(diags, warningAt(&m.defRange, "Even number of servers",
+			"The recipe has %d servers. etcd needs a majority to work, so %d servers tolerate no more failures than %d; use an odd number (3 or 5).", servers, servers, servers-1))
+	}
+	agents := r.Agents()
+	if smallest != nil && agents > 0 {
+		capacity := serverTiers[len(serverTiers)-1].agents
+		for _, t := range serverTiers {
+			if smallest.CPUs >= t.cpus && smallest.MemoryGB >= t.memoryGB {
+				capacity = t.agents
+				break
+			}
+		}
+		if servers >= 3 && capacity != math.MaxInt {
+			capacity += capacity / 2 // the guide: three HA servers carry about 50% more
+		}
+		if agents > capacity {
+			diags = append(diags, warningAt(smallestAt, "Servers too small for the agents",
+				"The recipe has %d agents, but per k3s's sizing guide %d server(s) with %d CPUs and %d GB carry about %d. Give the servers more CPU and memory or add servers.",
+				agents, servers, smallest.CPUs, smallest.MemoryGB, capacity))
+		}
+	}
+	if batch := r.Cluster.AgentJoinBatch; agents > batch {
+		subject := ld.clusterRanges.at("agent_join_batch", ld.clusterRange)
+		if !ld.clusterRanges.has("agent_join_batch") && ld.clusterRange == ld.start {
+			subject = &ld.meta[0].defRange
+		}
+		batches := (agents + batch - 1) / batch
+		diags = append(diags, warningAt(subject, "Agents join in batches",
+			"%d agents will join in %d batches of at most %d, each batch waiting for the one before: k3s servers take a CPU spike on every join.", agents, batches, batch))
+	}
+	return diags
+}
