@@ -1,0 +1,295 @@
+package firstboot
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/pibake/pibake/recipes"
+)
+
+// K3sConfig renders /etc/rancher/k3s/config.yaml. Servers and agents get
+// different keys, because agents refuse server-only ones ("flag provided
+// but not defined"). Every server gets the same cluster-wide settings,
+// which k3s requires to match.
+func K3sConfig(c *recipes.Cluster, n *recipes.Node, token string) []byte {
+	var y yamlWriter
+	y.comment(fmt.Sprintf("Written by pibake for %s (%s). k3s reads it at every start; keys are k3s's flag names.", n.Hostname, n.Role))
+	if n.Role == recipes.RoleAgent {
+		// An agent carries the agent token when there is one, so its card
+		// cannot be used to join a server.
+		if at := c.AgentToken.Reveal(); at != "" {
+			token = at
+		}
+		y.str("server", n.JoinURL)
+		y.str("token", token)
+		y.str("node-name", n.Hostname)
+		if n.Address.IsValid() {
+			y.str("node-ip", n.Address.Addr().String())
+		}
+		y.list("node-label", labels(n.Labels))
+		y.list("node-taint", n.Taints)
+		return y.bytes()
+	}
+	y.str("token", token)
+	if at := c.AgentToken.Reveal(); at != "" {
+		y.str("agent-token", at)
+	}
+	if n.ClusterInit {
+		y.line("cluster-init: true")
+	}
+	if n.JoinURL != "" {
+		y.str("server", n.JoinURL)
+	}
+	y.str("node-name", n.Hostname)
+	if n.Address.IsValid() {
+		y.str("node-ip", n.Address.Addr().String())
+	}
+	y.str("flannel-backend", c.FlannelBackend)
+	y.str("cluster-cidr", c.ClusterCIDR.String())
+	y.str("service-cidr", c.ServiceCIDR.String())
+	y.list("tls-san", tlsSANs(c))
+	y.list("node-label", labels(n.Labels))
+	y.list("node-taint", n.Taints)
+	y.str("write-kubeconfig-mode", "0600")
+	return y.bytes()
+}
+
+// tlsSANs adds the join address to the recipe's SANs, so that nodes that
+// join through a DNS name or virtual IP can verify the server.
+func tlsSANs(c *recipes.Cluster) []string {
+	sans := append([]string(nil), c.TLSSAN...)
+	if c.ServerAddress != "" && !slices.Contains(sans, c.ServerAddress) {
+		sans = append(sans, c.ServerAddress)
+	}
+	return sans
+}
+
+func labels(m map[string]string) []string {
+	var out []string
+	for k, v := range m {
+		out = append(out, k+"="+v)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// yamlWriter writes the small YAML subset pibake needs. Every string is a
+// double-quoted scalar (JSON string syntax, which YAML accepts), so no
+// value can change the document's structure.
+type yamlWriter struct{ b strings.Builder }
+
+func (y *yamlWriter) comment(s string) { fmt.Fprintf(&y.b, "# %s\n", s) }
+func (y *yamlWriter) line(s string)    { y.b.WriteString(s + "\n") }
+func (y *yamlWriter) str(key, value string) {
+	fmt.Fprintf(&y.b, "%s: %s\n", key, YAMLQuote(value))
+}
+func (y *yamlWriter) list(key string, values []string) {
+	if len(values) == 0 {
+		return
+	}
+	fmt.Fprintf(&y.b, "%s:\n", key)
+	for _, v := range values {
+		fmt.Fprintf(&y.b, "  - %s\n", YAMLQuote(v))
+	}
+}
+func (y *yamlWriter) bytes() []byte { return []byte(y.b.String()) }
+
+// YAMLQuote returns s as a YAML double-quoted scalar.
+func YAMLQuote(s string) string {
+	b, _ := json.Marshal(s) // cannot fail for a string
+	return string(b)
+}
+
+// Keyfile is a NetworkManager connection profile.
+type Keyfile struct {
+	Path string
+	Data []byte
+}
+
+// Keyfiles renders NetworkManager profiles for a static address and for
+// Wi-Fi. The static address goes on wlan0 when the node has Wi-Fi (such
+// nodes are usually Wi-Fi only), otherwise on eth0. A node with neither
+// needs none: the image's default is DHCP on eth0.
+func Keyfiles(n *recipes.Node) []Keyfile {
+	var out []Keyfile
+	if n.WiFi == nil && n.Address.IsValid() {
+		var k keyfile
+		k.section("connection")
+		k.kv("id", "pibake-eth0")
+		k.kv("uuid", profileUUID(n.Hostname, "eth0"))
+		k.kv("type", "ethernet")
+		k.kv("interface-name", "eth0")
+		k.kv("autoconnect", "true")
+		k.kv("autoconnect-priority", "100")
+		k.section("ethernet")
+		k.ipv4(n)
+		k.section("ipv6")
+		k.kv("method", "auto")
+		out = append(out, Keyfile{Path: "pibake-eth0.nmconnection", Data: k.bytes()})
+	}
+	if w := n.WiFi; w != nil {
+		var k keyfile
+		k.section("connection")
+		k.kv("id", "pibake-wifi")
+		k.kv("uuid", profileUUID(n.Hostname, "wlan0"))
+		k.kv("type", "wifi")
+		k.kv("interface-name", "wlan0")
+		k.kv("autoconnect", "true")
+		k.kv("autoconnect-priority", "50")
+		k.section("wifi")
+		k.kv("mode", "infrastructure")
+		k.kv("ssid", w.SSID)
+		k.section("wifi-security")
+		k.kv("key-mgmt", "wpa-psk")
+		k.kv("psk", w.PSK.Reveal())
+		k.ipv4(n)
+		k.section("ipv6")
+		k.kv("method", "auto")
+		out = append(out, Keyfile{Path: "pibake-wifi.nmconnection", Data: k.bytes()})
+	}
+	return out
+}
+
+type keyfile struct{ b strings.Builder }
+
+func (k *keyfile) section(name string) {
+	if k.b.Len() > 0 {
+		k.b.WriteString("\n")
+	}
+	fmt.Fprintf(&k.b, "[%s]\n", name)
+}
+
+func (k *keyfile) kv(key, value string) { fmt.Fprintf(&k.b, "%s=%s\n", key, KeyfileEscape(value)) }
+
+func (k *keyfile) ipv4(n *recipes.Node) {
+	k.section("ipv4")
+	if !n.Address.IsValid() {
+		k.kv("method", "auto")
+		return
+	}
+	k.kv("method", "manual")
+	addr := n.Address.String()
+	if n.Gateway.IsValid() {
+		addr += "," + n.Gateway.String()
+	}
+	k.kv("address1", addr)
+	if len(n.DNS) > 0 {
+		k.kv("dns", joinAddrs(n.DNS, ";")+";")
+	}
+}
+
+func (k *keyfile) bytes() []byte { return []byte(k.b.String()) }
+
+// KeyfileEscape escapes a value for a GKeyFile (NetworkManager keyfile):
+// backslash, line breaks, tabs and leading space.
+func KeyfileEscape(s string) string {
+	var b strings.Builder
+	for i, r := range s {
+		switch {
+		case r == '\\':
+			b.WriteString(`\\`)
+		case r == '\n':
+			b.WriteString(`\n`)
+		case r == '\r':
+			b.WriteString(`\r`)
+		case r == '\t':
+			b.WriteString(`\t`)
+		case r == ' ' && i == 0:
+			b.WriteString(`\s`)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+// profileUUID is a stable (version 5 style) UUID for one node's profile.
+func profileUUID(host, iface string) string {
+	s := sha256.Sum256([]byte("pibake-nm\x00" + host + "\x00" + iface))
+	s[6] = s[6]&0x0f | 0x50
+	s[8] = s[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", s[0:4], s[4:6], s[6:8], s[8:10], s[10:16])
+}
+
+func joinAddrs(addrs []netip.Addr, sep string) string {
+	s := make([]string, len(addrs))
+	for i, a := range addrs {
+		s[i] = a.String()
+	}
+	return strings.Join(s, sep)
+}
+
+// NetworkConfig renders cloud-init's network-config (netplan v2) for a
+// static address or Wi-Fi, or nil when DHCP on eth0 is all the node needs.
+func NetworkConfig(n *recipes.Node) []byte {
+	if n.WiFi == nil && !n.Address.IsValid() {
+		return nil
+	}
+	var b strings.Builder
+	b.WriteString("# Written by pibake. Read by cloud-init on first boot, then removed (it holds the Wi-Fi key).\nnetwork:\n  version: 2\n")
+	static := func(indent string) {
+		fmt.Fprintf(&b, "%sdhcp4: false\n%saddresses: [%s]\n", indent, indent, YAMLQuote(n.Address.String()))
+		if n.Gateway.IsValid() {
+			fmt.Fprintf(&b, "%sroutes:\n%s  - to: default\n%s    via: %s\n", indent, indent, indent, YAMLQuote(n.Gateway.String()))
+		}
+		if len(n.DNS) > 0 {
+			q := make([]string, len(n.DNS))
+			for i, a := range n.DNS {
+				q[i] = YAMLQuote(a.String())
+			}
+			fmt.Fprintf(&b, "%snameservers:\n%s  addresses: [%s]\n", indent, indent, strings.Join(q, ", "))
+		}
+	}
+	b.WriteString("  ethernets:\n    eth0:\n")
+	if n.WiFi == nil {
+		static("      ")
+	} else {
+		b.WriteString("      dhcp4: true\n      optional: true\n")
+	}
+	if w := n.WiFi; w != nil {
+		b.WriteString("  wifis:\n    wlan0:\n")
+		if n.Address.IsValid() {
+			static("      ")
+		} else {
+			b.WriteString("      dhcp4: true\n")
+		}
+		fmt.Fprintf(&b, "      regulatory-domain: %s\n      access-points:\n        %s:\n          password: %s\n",
+			YAMLQuote(w.Country), YAMLQuote(w.SSID), YAMLQuote(w.PSK.Reveal()))
+	}
+	return []byte(b.String())
+}
+
+func metaData(c *recipes.Cluster, n *recipes.Node, buildID string) []byte {
+	return []byte(fmt.Sprintf("# Written by pibake.\ninstance-id: %s\nlocal-hostname: %s\n", instanceID(c, n, buildID), YAMLQuote(n.Hostname)))
+}
+
+// userData runs the activator from cloud-init; everything else stays in
+// pibake's own folder, as with the systemd-run method.
+func userData(n *recipes.Node) []byte {
+	return []byte(fmt.Sprintf(`#cloud-config
+# Written by pibake for %s: cloud-init runs pibake's activator once.
+hostname: %s
+manage_etc_hosts: false
+runcmd:
+  - [sh, -c, "PIBAKE_METHOD=cloud-init sh /boot/firmware/%s/activate.sh"]
+`, n.Hostname, YAMLQuote(n.Hostname), Dir))
+}
+
+// nodeSummary is node.json: what `pibake inspect` shows of a built image.
+// No secrets.
+func nodeSummary(c *recipes.Cluster, n *recipes.Node, buildID, method string) []byte {
+	b, _ := json.MarshalIndent(struct {
+		Hostname string `json:"hostname"`
+		Role     string `json:"role"`
+		Cluster  string `json:"cluster"`
+		Joins    string `json:"joins,omitempty"`
+		Init     bool   `json:"cluster_init,omitempty"`
+		Method   string `json:"method"`
+		BuildID  string `json:"build_id"`
+	}{Hostname: n.Hostname, Role: string(n.Role), Cluster: c.Name, Joins: n.JoinURL, Init: n.ClusterInit, Method: method, BuildID: buildID}, "", "  ")
+	return append(b, '\n')
+}

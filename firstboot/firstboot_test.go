@@ -1,0 +1,311 @@
+package firstboot
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/hcl/v2/hclparse"
+	"github.com/pibake/pibake/recipes"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files in testdata")
+
+const (
+	testToken      = "golden-token-0123456789abcdef"
+	testAgentToken = "golden-agent-token-fedcba987654"
+	testPSK        = "golden-wifi-passphrase"
+)
+
+// loadRecipe loads an inline recipe; airgap files, if named, are created.
+func loadRecipe(t *testing.T, src string) *recipes.Recipe {
+	t.Helper()
+	dir := t.TempDir()
+	for _, f := range []string{"k3s-arm64", "k3s-airgap-images-arm64.tar.zst", "install.sh"} {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte(f), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := filepath.Join(dir, "lab.hcl")
+	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, diags := recipes.Load(hclparse.NewParser(), path)
+	if diags.HasErrors() {
+		t.Fatalf("recipe: %v", diags)
+	}
+	return r
+}
+
+const haRecipe = `
+cluster {
+  token       = "golden-token-0123456789abcdef"
+  agent_token = "golden-agent-token-fedcba987654"
+  k3s_version = "v1.31.4+k3s1"
+  tls_san     = ["k3s.lab.example"]
+  agent_join_batch = 2
+}
+node "cp" {
+  role   = "server"
+  count  = 3
+  ip     = "192.168.1.${10 + count.index}/24"
+  gateway = "192.168.1.1"
+  dns    = ["192.168.1.1", "1.1.1.1"]
+  labels = { zone = "rack" }
+  k3s_args = ["--disable=traefik", "--kubelet-arg=max-pods=50"]
+}
+node "worker" {
+  role  = "agent"
+  count = 8
+  taints = ["dedicated=edge:NoSchedule"]
+  apt {
+    packages      = ["vim", "open-iscsi"]
+    modules_extra = true
+    upgrade       = true
+  }
+  user {
+    name                = "ops"
+    password_hash       = "$6$golden$hashhashhashhashhashhashhashhashhashhashhashhashhashhashhashhashhashhashhashhashhash"
+    ssh_authorized_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGn4lC6ZnWsLqtCQ8ki7SIqNvLZPc0xk1pB9uJZbAFkf ops@lab"]
+  }
+  ssh = true
+}
+`
+
+const singleRecipe = `
+cluster {
+  token = "golden-token-0123456789abcdef"
+}
+node "pi" {
+  role     = "server"
+  timezone = "Europe/Berlin"
+}
+node "wifi" {
+  role   = "agent"
+  server = "pi.lan"
+  ip     = "10.0.0.20/24"
+  wifi {
+    ssid    = "lab net"
+    psk     = "golden-wifi-passphrase"
+    country = "de"
+  }
+}
+`
+
+const staticRecipe = `
+cluster {
+  token = "golden-token-0123456789abcdef"
+}
+node "pi" {
+  role    = "server"
+  ip      = "10.0.0.10/24"
+  gateway = "10.0.0.1"
+  dns     = ["10.0.0.1"]
+}
+`
+
+const airgapRecipe = `
+cluster {
+  token = "golden-token-0123456789abcdef"
+  airgap {
+    k3s_binary     = "k3s-arm64"
+    images         = "k3s-airgap-images-arm64.tar.zst"
+    install_script = "install.sh"
+  }
+}
+node "pi" {
+  role = "server"
+  ip   = "10.0.0.10/24"
+}
+`
+
+var goldenCases = []struct {
+	name   string
+	recipe string
+	node   string
+	opt    Options
+}{
+	{name: "single_server", recipe: singleRecipe, node: "pi"},
+	{name: "founding_ha_server", recipe: haRecipe, node: "cp-1"},
+	{name: "joining_server", recipe: haRecipe, node: "cp-2"},
+	{name: "agent", recipe: haRecipe, node: "worker-1"},
+	{name: "fleet_agent_batch_3", recipe: haRecipe, node: "worker-7"},
+	{name: "static_ip", recipe: staticRecipe, node: "pi"},
+	{name: "wifi", recipe: singleRecipe, node: "wifi"},
+	{name: "airgap", recipe: airgapRecipe, node: "pi"},
+	{name: "cloud_init", recipe: singleRecipe, node: "wifi", opt: Options{ImageHasCloudInit: true}},
+}
+
+func findNode(t *testing.T, r *recipes.Recipe, host string) *recipes.Node {
+	t.Helper()
+	for i := range r.Nodes {
+		if r.Nodes[i].Hostname == host {
+			return &r.Nodes[i]
+		}
+	}
+	t.Fatalf("no node %s", host)
+	return nil
+}
+
+// dump renders a payload as text: the cmdline arguments, then every file.
+func dump(p Payload) []byte {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "method: %s\ncmdline add: %s\n", p.Method, strings.Join(p.CmdlineAdd, " "))
+	for _, f := range p.Files {
+		if f.Source != "" {
+			fmt.Fprintf(&b, "-- %s (%#o) from %s --\n", f.Path, f.Mode, filepath.Base(f.Source))
+			continue
+		}
+		fmt.Fprintf(&b, "-- %s (%#o) --\n%s", f.Path, f.Mode, f.Data)
+	}
+	return b.Bytes()
+}
+
+func TestRenderGolden(t *testing.T) {
+	for _, tt := range goldenCases {
+		t.Run(tt.name, func(t *testing.T) {
+			r := loadRecipe(t, tt.recipe)
+			opt := tt.opt
+			opt.BuildID = "build-0001"
+			p, err := Render(&r.Cluster, findNode(t, r, tt.node), opt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			compareGolden(t, filepath.Join("testdata", tt.name+".golden"), dump(p))
+			for _, f := range p.Files {
+				secret := bytes.Contains(f.Data, []byte(testToken)) || bytes.Contains(f.Data, []byte(testAgentToken)) ||
+					bytes.Contains(f.Data, []byte(testPSK)) || bytes.Contains(f.Data, []byte("$6$golden"))
+				if secret && f.Mode != 0o600 {
+					t.Errorf("%s holds a secret but has mode %#o; want 0600", f.Path, f.Mode)
+				}
+			}
+		})
+	}
+}
+
+func TestAgentCarriesAgentToken(t *testing.T) {
+	r := loadRecipe(t, haRecipe)
+	cfg := string(K3sConfig(&r.Cluster, findNode(t, r, "worker-1"), testToken))
+	if strings.Contains(cfg, testToken) || !strings.Contains(cfg, testAgentToken) {
+		t.Errorf("agent config carries the wrong token:\n%s", cfg)
+	}
+	for _, key := range []string{"cluster-init", "tls-san", "flannel-backend", "cluster-cidr", "agent-token", "write-kubeconfig-mode"} {
+		if strings.Contains(cfg, key+":") {
+			t.Errorf("agent config has the server-only key %s", key)
+		}
+	}
+}
+
+func TestGeneratedToken(t *testing.T) {
+	r := loadRecipe(t, "node \"pi\" {\n  role = \"server\"\n}\n")
+	if _, err := Render(&r.Cluster, &r.Nodes[0], Options{}); err == nil {
+		t.Error("Render without any token succeeded")
+	}
+	p, err := Render(&r.Cluster, &r.Nodes[0], Options{Token: "generated-0123456789abcdef"})
+	if err != nil || !strings.Contains(string(dump(p)), `token: "generated-0123456789abcdef"`) {
+		t.Errorf("Render with a generated token: %v\n%s", err, dump(p))
+	}
+}
+
+func TestCloudInitNeedsCloudInit(t *testing.T) {
+	r := loadRecipe(t, "node \"pi\" {\n  role = \"server\"\n  firstboot {\n    method = \"cloud-init\"\n  }\n}\ncluster {\n  token = \"golden-token-0123456789abcdef\"\n}\n")
+	if _, err := Render(&r.Cluster, &r.Nodes[0], Options{}); err == nil || !strings.Contains(err.Error(), "no cloud-init") {
+		t.Errorf("Render(cloud-init on an image without it) = %v; want an error", err)
+	}
+}
+
+// TestShellcheck runs shellcheck as POSIX sh on every rendered script.
+func TestShellcheck(t *testing.T) {
+	shellcheck := requireTool(t, "shellcheck")
+	r := loadRecipe(t, haRecipe)
+	p, err := Render(&r.Cluster, findNode(t, r, "worker-1"), Options{BuildID: "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	var scripts []string
+	for _, f := range p.Files {
+		if strings.HasSuffix(f.Path, ".sh") || strings.HasSuffix(f.Path, ".env") {
+			name := filepath.Join(dir, filepath.Base(f.Path))
+			if err := os.WriteFile(name, f.Data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			scripts = append(scripts, name)
+		}
+	}
+	if len(scripts) != 3 {
+		t.Fatalf("found %d scripts; want activate.sh, firstboot.sh, node.env", len(scripts))
+	}
+	out, err := exec.Command(shellcheck, append([]string{"-s", "sh", "-S", "style"}, scripts...)...).CombinedOutput()
+	if err != nil {
+		t.Errorf("shellcheck: %v\n%s", err, out)
+	}
+}
+
+// TestUnitVerifies runs systemd-analyze verify on the first-boot unit.
+func TestUnitVerifies(t *testing.T) {
+	analyze := requireTool(t, "systemd-analyze")
+	r := loadRecipe(t, haRecipe)
+	p, err := Render(&r.Cluster, findNode(t, r, "cp-1"), Options{BuildID: "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit := filepath.Join(t.TempDir(), "pibake-firstboot.service")
+	for _, f := range p.Files {
+		if strings.HasSuffix(f.Path, ".service") {
+			if err := os.WriteFile(unit, f.Data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	out, err := exec.Command(analyze, "verify", "--man=no", unit).CombinedOutput()
+	// verify also reports problems in the host's own units; keep ours.
+	var ours []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.Contains(line, "pibake-firstboot") {
+			ours = append(ours, line)
+		}
+	}
+	if len(ours) > 0 || (err != nil && len(out) == 0) {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, strings.Join(ours, "\n"))
+	}
+}
+
+// requireTool finds a checking tool. A missing tool fails the test under
+// CI=true and on any machine where `make deps` has run; otherwise it skips
+// with the install command.
+func requireTool(t *testing.T, name string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err == nil {
+		return path
+	}
+	msg := fmt.Sprintf("%s not found; run `make deps` (or apt-get install the package that has it)", name)
+	if os.Getenv("CI") == "true" || os.Getenv("PIBAKE_REQUIRE_TOOLS") == "1" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+	return ""
+}
+
+func compareGolden(t *testing.T, path string, got []byte) {
+	t.Helper()
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("read golden file (go test ./firstboot -update creates it): %v", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs (go test ./firstboot -update rewrites it):\n--- got ---\n%s\n--- want ---\n%s", path, got, want)
+	}
+}
