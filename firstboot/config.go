@@ -118,14 +118,7 @@ func Keyfiles(n *recipes.Node) []Keyfile {
 	var out []Keyfile
 	if n.WiFi == nil && n.Address.IsValid() {
 		var k keyfile
-		k.section("connection")
-		k.kv("id", "pibake-eth0")
-		k.kv("uuid", profileUUID(n.Hostname, "eth0"))
-		k.kv("type", "ethernet")
-		k.kv("interface-name", "eth0")
-		k.kv("autoconnect", "true")
-		k.kv("autoconnect-priority", "100")
-		k.section("ethernet")
+		k.connection(n.Hostname, "ethernet", "eth0", 100)
 		k.ipv4(n)
 		k.section("ipv6")
 		k.kv("method", "auto")
@@ -133,14 +126,7 @@ func Keyfiles(n *recipes.Node) []Keyfile {
 	}
 	if w := n.WiFi; w != nil {
 		var k keyfile
-		k.section("connection")
-		k.kv("id", "pibake-wifi")
-		k.kv("uuid", profileUUID(n.Hostname, "wlan0"))
-		k.kv("type", "wifi")
-		k.kv("interface-name", "wlan0")
-		k.kv("autoconnect", "true")
-		k.kv("autoconnect-priority", "50")
-		k.section("wifi")
+		k.connection(n.Hostname, "wifi", "wlan0", 50)
 		k.kv("mode", "infrastructure")
 		k.kv("ssid", w.SSID)
 		k.section("wifi-security")
@@ -161,6 +147,23 @@ func (k *keyfile) section(name string) {
 		k.b.WriteString("\n")
 	}
 	fmt.Fprintf(&k.b, "[%s]\n", name)
+}
+
+// connection starts a profile: its [connection] section and the empty
+// section of its type, which the type's settings follow.
+func (k *keyfile) connection(host, kind, iface string, priority int) {
+	id := "pibake-eth0"
+	if kind == "wifi" {
+		id = "pibake-wifi"
+	}
+	k.section("connection")
+	k.kv("id", id)
+	k.kv("uuid", profileUUID(host, iface))
+	k.kv("type", kind)
+	k.kv("interface-name", iface)
+	k.kv("autoconnect", "true")
+	k.kv("autoconnect-priority", fmt.Sprint(priority))
+	k.section(kind)
 }
 
 func (k *keyfile) kv(key, value string) { fmt.Fprintf(&k.b, "%s=%s\n", key, KeyfileEscape(value)) }

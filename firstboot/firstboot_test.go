@@ -2,8 +2,8 @@ package firstboot
 
 import (
 	"bytes"
-	"flag"
 	"fmt"
+	"github.com/pibake/pibake/internal/golden"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,8 +13,6 @@ import (
 	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/pibake/pibake/recipes"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files in testdata")
 
 const (
 	testToken      = "golden-token-0123456789abcdef"
@@ -176,7 +174,7 @@ func TestRenderGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			compareGolden(t, filepath.Join("testdata", tt.name+".golden"), dump(p))
+			golden.Compare(t, filepath.Join("testdata", tt.name+".golden"), dump(p))
 			for _, f := range p.Files {
 				secret := bytes.Contains(f.Data, []byte(testToken)) || bytes.Contains(f.Data, []byte(testAgentToken)) ||
 					bytes.Contains(f.Data, []byte(testPSK)) || bytes.Contains(f.Data, []byte("$6$golden"))
@@ -291,21 +289,4 @@ func requireTool(t *testing.T, name string) string {
 	}
 	t.Skip(msg)
 	return ""
-}
-
-func compareGolden(t *testing.T, path string, got []byte) {
-	t.Helper()
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("read golden file (go test ./firstboot -update creates it): %v", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs (go test ./firstboot -update rewrites it):\n--- got ---\n%s\n--- want ---\n%s", path, got, want)
-	}
 }

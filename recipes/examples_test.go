@@ -3,16 +3,13 @@ package recipes
 import (
 	"bytes"
 	"encoding/json"
-	"flag"
-	"os"
+	"github.com/pibake/pibake/internal/golden"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/hashicorp/hcl/v2/hclparse"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files in testdata")
 
 // Secrets the examples are loaded with; no output may contain them.
 const (
@@ -55,29 +52,9 @@ func TestExamples(t *testing.T) {
 				if bytes.Contains(out.got, []byte(exampleToken)) || bytes.Contains(out.got, []byte(exampleAgentToken)) {
 					t.Errorf("plan %s contains a token", out.file)
 				}
-				compareGolden(t, filepath.Join("testdata", "plan", out.file), out.got)
+				golden.Compare(t, filepath.Join("testdata", "plan", out.file), out.got)
 			}
 		})
-	}
-}
-
-func compareGolden(t *testing.T, path string, got []byte) {
-	t.Helper()
-	if *update {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("read golden file (run go test ./recipes -update to create it): %v", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs from the output (go test ./recipes -update rewrites it):\n--- got ---\n%s\n--- want ---\n%s", path, got, want)
 	}
 }
 

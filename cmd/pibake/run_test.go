@@ -3,14 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
-	"flag"
-	"os"
+	"github.com/pibake/pibake/internal/golden"
 	"path/filepath"
 	"strings"
 	"testing"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files in testdata/cli")
 
 // TestRun pins each command's exit code, stdout and stderr. Golden files
 // live in testdata/cli/<name>.stdout and .stderr.
@@ -55,8 +52,8 @@ func TestRun(t *testing.T) {
 					t.Errorf("pibake %s printed the secret %q", strings.Join(tt.args, " "), s)
 				}
 			}
-			compareGolden(t, filepath.Join("testdata", "cli", tt.name+".stdout"), stdout.Bytes())
-			compareGolden(t, filepath.Join("testdata", "cli", tt.name+".stderr"), stderr.Bytes())
+			golden.Compare(t, filepath.Join("testdata", "cli", tt.name+".stdout"), stdout.Bytes())
+			golden.Compare(t, filepath.Join("testdata", "cli", tt.name+".stderr"), stderr.Bytes())
 		})
 	}
 }
@@ -68,22 +65,5 @@ func TestVersion(t *testing.T) {
 	}
 	if !strings.HasPrefix(stdout.String(), "pibake ") || stderr.Len() != 0 {
 		t.Errorf("pibake version printed %q, %q", stdout.String(), stderr.String())
-	}
-}
-
-func compareGolden(t *testing.T, path string, got []byte) {
-	t.Helper()
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("read golden file (go test ./cmd/pibake -update creates it): %v", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs (go test ./cmd/pibake -update rewrites it):\n--- got ---\n%s--- want ---\n%s", path, got, want)
 	}
 }
