@@ -52,7 +52,7 @@ fuzz:
 
 ## update: rewrite golden files after an intended change; review the diff.
 update:
-	$(GO) test ./... -update
+	$(GO) test ./recipes ./firstboot ./cmd/pibake -update
 
 clean:
 	rm -rf bin

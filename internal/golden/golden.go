@@ -27,9 +27,9 @@ func Compare(t testing.TB, path string, got []byte) {
 	}
 	want, err := os.ReadFile(path)
 	if err != nil {
-		t.Fatalf("read golden file (go test -update creates it): %v", err)
+		t.Fatalf("read golden file (make update creates it): %v", err)
 	}
 	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs from the output (go test -update rewrites it; review the diff):\n--- got ---\n%s\n--- want ---\n%s", path, got, want)
+		t.Errorf("%s differs from the output (make update rewrites it; review the diff):\n--- got ---\n%s\n--- want ---\n%s", path, got, want)
 	}
 }
