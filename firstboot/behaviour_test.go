@@ -163,16 +163,6 @@ func (n *fakeNode) commands(t *testing.T) string {
 	return string(b)
 }
 
-func renderFor(t *testing.T, recipe, host string, opt Options) Payload {
-	t.Helper()
-	r := loadRecipe(t, recipe)
-	p, err := Render(&r.Cluster, findNode(t, r, host), opt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
 func mustContain(t *testing.T, what, got string, wants ...string) {
 	t.Helper()
 	for _, w := range wants {

@@ -200,8 +200,6 @@ func execute(name string, data templateData) ([]byte, error) {
 // NodeEnv renders node.env: the node's settings as shell assignments, read
 // by the activator and the first-boot script. It holds no secret.
 func NodeEnv(c *recipes.Cluster, n *recipes.Node, buildID string, cmdlineRemove []string) []byte {
-	var packages []string
-	packages = append(packages, n.Apt.Packages...)
 	user := ""
 	if n.User != nil && len(n.User.SSHAuthorizedKeys) > 0 {
 		user = n.User.Name
@@ -223,7 +221,7 @@ func NodeEnv(c *recipes.Cluster, n *recipes.Node, buildID string, cmdlineRemove 
 		{name: "PIBAKE_K3S_ARGS", value: ShellJoin(n.K3sArgs)},
 		{name: "PIBAKE_APT_UPGRADE", value: boolFlag(n.Apt.Upgrade)},
 		{name: "PIBAKE_MODULES_EXTRA", value: boolFlag(n.Apt.ModulesExtra)},
-		{name: "PIBAKE_APT_PACKAGES", value: strings.Join(packages, " ")},
+		{name: "PIBAKE_APT_PACKAGES", value: strings.Join(n.Apt.Packages, " ")},
 		{name: "PIBAKE_USER", value: user},
 		{name: "PIBAKE_TIMEZONE", value: n.Timezone},
 		{name: "PIBAKE_CMDLINE_REMOVE", value: strings.Join(cmdlineRemove, " ")},

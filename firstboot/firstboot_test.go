@@ -150,6 +150,17 @@ func findNode(t *testing.T, r *recipes.Recipe, host string) *recipes.Node {
 	return nil
 }
 
+// renderFor renders the payload of one node of an inline recipe.
+func renderFor(t *testing.T, recipe, host string, opt Options) Payload {
+	t.Helper()
+	r := loadRecipe(t, recipe)
+	p, err := Render(&r.Cluster, findNode(t, r, host), opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // dump renders a payload as text: the cmdline arguments, then every file.
 func dump(p Payload) []byte {
 	var b bytes.Buffer
@@ -167,13 +178,9 @@ func dump(p Payload) []byte {
 func TestRenderGolden(t *testing.T) {
 	for _, tt := range goldenCases {
 		t.Run(tt.name, func(t *testing.T) {
-			r := loadRecipe(t, tt.recipe)
 			opt := tt.opt
 			opt.BuildID = "build-0001"
-			p, err := Render(&r.Cluster, findNode(t, r, tt.node), opt)
-			if err != nil {
-				t.Fatal(err)
-			}
+			p := renderFor(t, tt.recipe, tt.node, opt)
 			golden.Compare(t, filepath.Join("testdata", tt.name+".golden"), dump(p))
 			for _, f := range p.Files {
 				secret := bytes.Contains(f.Data, []byte(testToken)) || bytes.Contains(f.Data, []byte(testAgentToken)) ||
@@ -220,11 +227,7 @@ func TestCloudInitNeedsCloudInit(t *testing.T) {
 // TestShellcheck runs shellcheck as POSIX sh on every rendered script.
 func TestShellcheck(t *testing.T) {
 	shellcheck := requireTool(t, "shellcheck")
-	r := loadRecipe(t, haRecipe)
-	p, err := Render(&r.Cluster, findNode(t, r, "worker-1"), Options{BuildID: "b"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := renderFor(t, haRecipe, "worker-1", Options{BuildID: "b"})
 	dir := t.TempDir()
 	var scripts []string
 	for _, f := range p.Files {
@@ -248,11 +251,7 @@ func TestShellcheck(t *testing.T) {
 // TestUnitVerifies runs systemd-analyze verify on the first-boot unit.
 func TestUnitVerifies(t *testing.T) {
 	analyze := requireTool(t, "systemd-analyze")
-	r := loadRecipe(t, haRecipe)
-	p, err := Render(&r.Cluster, findNode(t, r, "cp-1"), Options{BuildID: "b"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := renderFor(t, haRecipe, "cp-1", Options{BuildID: "b"})
 	unit := filepath.Join(t.TempDir(), "pibake-firstboot.service")
 	for _, f := range p.Files {
 		if strings.HasSuffix(f.Path, ".service") {

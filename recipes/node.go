@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
@@ -97,10 +98,10 @@ func resolveNode(spec nodeSpec, meta nodeMeta, group string, index int, counted 
 
 	if h := spec.Hardware; h != nil {
 		n.Hardware = Hardware{CPUs: h.CPUs, MemoryGB: h.MemoryGB}
-		if h.CPUs < 0 || meta.ranges.has("hardware.cpus") && h.CPUs < 1 {
+		if meta.ranges.has("hardware.cpus") && h.CPUs < 1 {
 			diags = append(diags, errorAt(at("hardware.cpus"), "Invalid hardware", "cpus is %d; it must be at least 1.", h.CPUs))
 		}
-		if h.MemoryGB < 0 || meta.ranges.has("hardware.memory_gb") && h.MemoryGB < 1 {
+		if meta.ranges.has("hardware.memory_gb") && h.MemoryGB < 1 {
 			diags = append(diags, errorAt(at("hardware.memory_gb"), "Invalid hardware", "memory_gb is %d; it must be at least 1.", h.MemoryGB))
 		}
 	}
@@ -250,9 +251,8 @@ func joinURL(s string) (string, bool) {
 }
 
 func isPort(s string) bool {
-	var p int
-	_, err := fmt.Sscanf(s, "%d", &p)
-	return err == nil && fmt.Sprint(p) == s && p > 0 && p < 65536
+	p, err := strconv.Atoi(s)
+	return err == nil && p > 0 && p < 65536
 }
 
 func isAddr(s string) bool {
