@@ -49,6 +49,7 @@ bench:
 ## fuzz: a short fuzzing smoke run (not part of test).
 fuzz:
 	$(GO) test ./recipes -run '^$$' -fuzz FuzzLoad -fuzztime $(FUZZTIME)
+	$(GO) test ./builder/diskimg -run '^$$' -fuzz FuzzOpen -fuzztime $(FUZZTIME)
 
 ## update: rewrite golden files after an intended change; review the diff.
 update:

@@ -20,6 +20,10 @@ var allowedModules = map[string]string{
 	"github.com/google/go-cmp":                 "imported by hcl/v2/hclwrite, which gohcl imports",
 	"golang.org/x/text":                        "HCL/cty Unicode normalisation",
 	"github.com/diskfs/go-diskfs":              "partition tables and FAT32 (chosen dependency)",
+	"github.com/google/uuid":                   "go-diskfs: partition and file system UUIDs",
+	"golang.org/x/sys":                         "go-diskfs: ioctls and file locking",
+	"github.com/elliotwutingfeng/asciiset":     "go-diskfs: FAT name validation",
+	"github.com/sirupsen/logrus":               "go-diskfs's logger (silent unless enabled)",
 	"github.com/ulikunitz/xz":                  "xz decompression (chosen dependency)",
 	"github.com/cavaliergopher/grab/v3":        "resumable downloads (chosen dependency)",
 }

@@ -52,6 +52,7 @@ func commands() map[string]command {
 	return map[string]command{
 		"validate": validateCommand,
 		"plan":     planCommand,
+		"inspect":  inspectCommand,
 		"version":  versionCommand,
 	}
 }

@@ -38,6 +38,8 @@ func TestRun(t *testing.T) {
 		{name: "plan_ha_json", args: []string{"plan", "--json", "../../recipes/examples/ha.hcl"}, code: exitOK},
 		{name: "plan_help", args: []string{"plan", "-h"}, code: exitOK},
 		{name: "plan_invalid", args: []string{"plan", "testdata/cli/invalid.hcl"}, code: exitFailure},
+		{name: "inspect_not_an_image", args: []string{"inspect", "testdata/cli/invalid.hcl"}, code: exitFailure},
+		{name: "inspect_no_args", args: []string{"inspect"}, code: exitUsage},
 		{name: "version_extra_arg", args: []string{"version", "now"}, code: exitUsage},
 	}
 	for _, tt := range tests {

@@ -1,0 +1,313 @@
+// Package diskimg reads Raspberry Pi OS disk images and edits their FAT32
+// boot partition, without root, loop devices or mounts. The ext4 root file
+// system is only ever read: go-diskfs's ext4 writer corrupts Raspberry Pi
+// OS's 32-bit-descriptor file systems (DESIGN.md).
+//
+// This package is internal to pibake and not a stable API.
+package diskimg
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"strings"
+
+	"github.com/diskfs/go-diskfs/backend/file"
+	"github.com/diskfs/go-diskfs/filesystem/ext4"
+	"github.com/diskfs/go-diskfs/filesystem/fat32"
+)
+
+// SectorSize is the logical sector size of every Raspberry Pi OS image.
+const SectorSize = 512
+
+// MBR partition types pibake recognises.
+const (
+	TypeFAT32CHS byte = 0x0b
+	TypeFAT32LBA byte = 0x0c
+	TypeLinux    byte = 0x83
+	typeGPT      byte = 0xee
+)
+
+// Partition is one MBR partition.
+type Partition struct {
+	Index       int    `json:"index"` // 1-based, as Linux and PARTUUIDs count
+	Type        byte   `json:"type"`
+	StartSector int64  `json:"start_sector"`
+	Sectors     int64  `json:"sectors"`
+	FileSystem  string `json:"filesystem"` // "vfat", "ext4" or ""
+	Label       string `json:"label"`
+}
+
+// Offset is the partition's first byte in the image.
+func (p Partition) Offset() int64 { return p.StartSector * SectorSize }
+
+// Size is the partition's size in bytes.
+func (p Partition) Size() int64 { return p.Sectors * SectorSize }
+
+// Image is an open Raspberry Pi OS disk image.
+type Image struct {
+	path     string
+	f        *os.File
+	writable bool
+	size     int64
+	// DiskID is the MBR disk identifier (PARTUUID prefix).
+	DiskID     uint32
+	Partitions []Partition
+	// Boot and Root index Partitions.
+	Boot, Root int
+	fat        *fatVolume
+}
+
+// Open opens the image at path and finds its boot and root partitions.
+// Every problem is an error naming the file and what is wrong.
+func Open(path string, writable bool) (*Image, error) {
+	flag := os.O_RDONLY
+	if writable {
+		flag = os.O_RDWR
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("open image: %w", err)
+	}
+	if fi.IsDir() {
+		return nil, fmt.Errorf("open image %s: is a directory", path)
+	}
+	// Checked by mode too: root may write a read-only file, but the user
+	// marked it read-only for a reason.
+	if writable && fi.Mode().Perm()&0o200 == 0 {
+		return nil, fmt.Errorf("open image %s: the file is read-only (mode %#o); make it writable (chmod u+w) or work on a copy", path, fi.Mode().Perm())
+	}
+	f, err := os.OpenFile(path, flag, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open image: %w", err)
+	}
+	im := &Image{path: path, f: f, writable: writable, size: fi.Size(), Boot: -1, Root: -1}
+	if err := im.readPartitions(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("image %s: %w", path, err)
+	}
+	return im, nil
+}
+
+// Close closes the image file, syncing it first when it was writable.
+func (im *Image) Close() error {
+	if im.writable {
+		if err := im.f.Sync(); err != nil {
+			im.f.Close()
+			return fmt.Errorf("sync %s: %w", im.path, err)
+		}
+	}
+	return im.f.Close()
+}
+
+// Path is the image's file name.
+func (im *Image) Path() string { return im.path }
+
+func (im *Image) readPartitions() error {
+	if im.size < SectorSize {
+		return fmt.Errorf("the file is empty or too small to be a disk image (%d bytes)", im.size)
+	}
+	mbr := make([]byte, SectorSize)
+	if _, err := im.f.ReadAt(mbr, 0); err != nil {
+		return fmt.Errorf("read partition table: %w", err)
+	}
+	if mbr[510] != 0x55 || mbr[511] != 0xAA {
+		return errors.New("no MBR partition table (the first sector lacks the 55 AA signature): not a disk image, or a compressed one (decompress .img.xz first)")
+	}
+	im.DiskID = binary.LittleEndian.Uint32(mbr[440:])
+	for i := 0; i < 4; i++ {
+		e := mbr[446+16*i : 446+16*(i+1)]
+		p := Partition{
+			Index:       i + 1,
+			Type:        e[4],
+			StartSector: int64(binary.LittleEndian.Uint32(e[8:])),
+			Sectors:     int64(binary.LittleEndian.Uint32(e[12:])),
+		}
+		if p.Type == 0 || p.Sectors == 0 {
+			continue
+		}
+		if p.Type == typeGPT {
+			return errors.New("GPT partition table: Raspberry Pi OS images use MBR, so this is not a Raspberry Pi OS image")
+		}
+		if end := p.Offset() + p.Size(); end > im.size {
+			return fmt.Errorf("partition %d ends at byte %d, past the end of the file (%d bytes): the image is truncated; download or copy it again", p.Index, end, im.size)
+		}
+		im.Partitions = append(im.Partitions, p)
+	}
+	for i := range im.Partitions {
+		p := &im.Partitions[i]
+		switch p.Type {
+		case TypeFAT32LBA, TypeFAT32CHS:
+			v, err := readFAT(im.f, p.Offset(), p.Size())
+			if err != nil {
+				return fmt.Errorf("partition %d (FAT32, type %#02x): %w", p.Index, p.Type, err)
+			}
+			p.FileSystem, p.Label = "vfat", v.label
+			if im.Boot < 0 {
+				im.Boot, im.fat = i, v
+			}
+		case TypeLinux:
+			label, ok := ext4Label(im.f, p.Offset())
+			if ok {
+				p.FileSystem, p.Label = "ext4", label
+				if im.Root < 0 {
+					im.Root = i
+				}
+			}
+		}
+	}
+	switch {
+	case im.Boot < 0:
+		return fmt.Errorf("no FAT32 boot partition (MBR type 0x0c) among %d partitions: not a Raspberry Pi OS image", len(im.Partitions))
+	case im.Root < 0:
+		return fmt.Errorf("no ext4 root partition (MBR type 0x83) among %d partitions: not a Raspberry Pi OS image", len(im.Partitions))
+	}
+	return nil
+}
+
+// ext4Label reads the volume label from an ext4 superblock.
+func ext4Label(f *os.File, offset int64) (string, bool) {
+	sb := make([]byte, 1024)
+	if _, err := f.ReadAt(sb, offset+1024); err != nil {
+		return "", false
+	}
+	if binary.LittleEndian.Uint16(sb[0x38:]) != 0xEF53 {
+		return "", false
+	}
+	return strings.TrimRight(string(sb[0x78:0x88]), "\x00"), true
+}
+
+// BootPartition is the FAT32 boot partition.
+func (im *Image) BootPartition() Partition { return im.Partitions[im.Boot] }
+
+// RootPartition is the ext4 root partition.
+func (im *Image) RootPartition() Partition { return im.Partitions[im.Root] }
+
+// ClusterBytes is the boot partition's cluster size.
+func (im *Image) ClusterBytes() int64 { return im.fat.clusterBytes() }
+
+// FreeBootBytes is the free space on the boot partition.
+func (im *Image) FreeBootBytes() (int64, error) {
+	t, err := im.fat.table()
+	if err != nil {
+		return 0, fmt.Errorf("boot partition: %w", err)
+	}
+	free, _ := freeClusters(t)
+	return int64(free) * im.fat.clusterBytes(), nil
+}
+
+// bootFS opens the boot partition with go-diskfs.
+func (im *Image) bootFS() (fs *fat32.FileSystem, err error) {
+	p := im.BootPartition()
+	err = guard("read FAT32 boot partition", func() error {
+		var e error
+		fs, e = fat32.Read(file.New(im.f, !im.writable), p.Size(), p.Offset(), SectorSize)
+		return e
+	})
+	if err != nil {
+		return nil, fmt.Errorf("boot partition (partition %d): %w", p.Index, err)
+	}
+	return fs, nil
+}
+
+// ReadBootFile reads a file from the boot partition ("cmdline.txt").
+func (im *Image) ReadBootFile(name string) ([]byte, error) {
+	bfs, err := im.bootFS()
+	if err != nil {
+		return nil, err
+	}
+	var b []byte
+	err = guard("read "+name, func() error {
+		var e error
+		b, e = bfs.ReadFile(strings.TrimPrefix(name, "/"))
+		return e
+	})
+	if err != nil {
+		if strings.Contains(err.Error(), "does not exist") || strings.Contains(err.Error(), "not found") {
+			err = fmt.Errorf("%w (%v)", ErrNotExist, err)
+		}
+		return nil, fmt.Errorf("boot partition: read %s: %w", name, err)
+	}
+	return b, nil
+}
+
+// ReadRootFile reads a file from the ext4 root file system ("etc/hostname").
+func (im *Image) ReadRootFile(name string) ([]byte, error) {
+	p := im.RootPartition()
+	var b []byte
+	err := guard("read ext4 "+name, func() error {
+		rfs, e := ext4.Read(file.New(im.f, true), p.Size(), p.Offset(), SectorSize)
+		if e != nil {
+			return e
+		}
+		// go-diskfs wants ext4 paths without a leading slash.
+		b, e = rfs.ReadFile(strings.TrimPrefix(name, "/"))
+		return e
+	})
+	if err != nil {
+		return nil, fmt.Errorf("root partition (partition %d): read %s: %w", p.Index, name, err)
+	}
+	return b, nil
+}
+
+// RootFileExists reports whether a path exists on the root file system,
+// looking it up directory by directory (go-diskfs reports a missing
+// directory only as a failed read).
+func (im *Image) RootFileExists(name string) (bool, error) {
+	p := im.RootPartition()
+	found := false
+	err := guard("look up ext4 "+name, func() error {
+		rfs, e := ext4.Read(file.New(im.f, true), p.Size(), p.Offset(), SectorSize)
+		if e != nil {
+			return e
+		}
+		dir := "."
+		for _, part := range strings.Split(strings.Trim(name, "/"), "/") {
+			entries, e := rfs.ReadDir(dir)
+			if e != nil {
+				return e
+			}
+			hit := false
+			for _, en := range entries {
+				if en.Name() == part {
+					hit = true
+					break
+				}
+			}
+			if !hit {
+				return nil
+			}
+			dir = strings.TrimPrefix(dir+"/"+part, "./")
+		}
+		found = true
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("root partition (partition %d): look up %s: %w", p.Index, name, err)
+	}
+	return found, nil
+}
+
+// guard turns a panic inside go-diskfs (it has some on malformed input)
+// into an error, so a bad image never crashes pibake.
+func guard(what string, f func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%s: the file system is malformed (go-diskfs: %v)", what, r)
+		}
+	}()
+	return f()
+}
+
+// PartUUID returns partition n's PARTUUID as Linux and cmdline.txt spell
+// it: the disk identifier and the partition number.
+func (im *Image) PartUUID(n int) string { return fmt.Sprintf("%08x-%02d", im.DiskID, n) }
+
+// Size is the image file's size in bytes.
+func (im *Image) Size() int64 { return im.size }
+
+// ErrNotExist is returned (wrapped) for a file absent from the boot
+// partition.
+var ErrNotExist = fs.ErrNotExist

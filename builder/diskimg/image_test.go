@@ -1,0 +1,161 @@
+package diskimg
+
+import (
+	"encoding/binary"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/pibake/pibake/internal/testimage"
+)
+
+func TestDetectRelease(t *testing.T) {
+	tests := []struct {
+		spec              testimage.Spec
+		style, activation string
+		cloudInit         bool
+		cluster           int64
+		codename          string
+	}{
+		{spec: testimage.Bookworm(), style: StyleBookworm, activation: "systemd-run", cluster: 2048, codename: "bookworm"},
+		{spec: testimage.Trixie(), style: StyleTrixie, activation: "cloud-init", cloudInit: true, cluster: 512, codename: "trixie"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.spec.Name, func(t *testing.T) {
+			im, err := Open(testimage.For(t, tt.spec), false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer im.Close()
+			r, err := im.DetectRelease()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Style != tt.style || r.Activation != tt.activation || r.CloudInit != tt.cloudInit ||
+				r.BootClusterBytes != tt.cluster || r.Codename != tt.codename || r.Hostname != "raspberrypi" ||
+				r.BootStartSector != tt.spec.BootStart {
+				t.Errorf("DetectRelease = %+v", r)
+			}
+			if len(im.Partitions) != 2 || im.BootPartition().Label != "bootfs" || im.RootPartition().Label != "rootfs" ||
+				im.BootPartition().Type != TypeFAT32LBA || im.RootPartition().StartSector != tt.spec.RootStart() {
+				t.Errorf("partitions = %+v", im.Partitions)
+			}
+			if got := strings.ToLower(strings.TrimSpace(im.PartUUID(2))); got != tt.spec.PartUUID(2) {
+				t.Errorf("PartUUID(2) = %s; want %s", got, tt.spec.PartUUID(2))
+			}
+		})
+	}
+}
+
+// TestBadImages gives every kind of broken input a one-line error naming
+// the file and the problem, and leaves the file as it was.
+func TestBadImages(t *testing.T) {
+	dir := t.TempDir()
+	good := testimage.For(t, testimage.Bookworm())
+	spec := testimage.Bookworm()
+	mk := func(name string, f func(path string)) string {
+		p := filepath.Join(dir, name)
+		if err := testimage.CopySparse(p, good); err != nil {
+			t.Fatal(err)
+		}
+		f(p)
+		return p
+	}
+	writeAt := func(p string, off int64, b []byte) {
+		f, err := os.OpenFile(p, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.WriteAt(b, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	empty := filepath.Join(dir, "empty.img")
+	os.WriteFile(empty, nil, 0o644)
+	garbage := filepath.Join(dir, "garbage.img")
+	os.WriteFile(garbage, []byte(strings.Repeat("not a disk image ", 200)), 0o644)
+
+	tests := []struct {
+		name     string
+		path     string
+		writable bool
+		want     string
+	}{
+		{name: "missing", path: filepath.Join(dir, "nope.img"), want: "no such file"},
+		{name: "directory", path: dir, want: "is a directory"},
+		{name: "empty", path: empty, want: "empty or too small"},
+		{name: "garbage", path: garbage, want: "no MBR partition table"},
+		{name: "truncated", path: mk("truncated.img", func(p string) { os.Truncate(p, spec.RootStart()*512+4096) }), want: "partition 2 ends at byte"},
+		{name: "zeroed FAT boot sector", path: mk("zeroed.img", func(p string) { writeAt(p, spec.BootStart*512, make([]byte, 512)) }), want: "partition 1 (FAT32, type 0x0c): no FAT32 boot sector"},
+		{name: "GPT", path: mk("gpt.img", func(p string) { writeAt(p, 446+4, []byte{0xee}) }), want: "GPT partition table"},
+		{name: "no root partition", path: mk("noroot.img", func(p string) { writeAt(p, 446+16, make([]byte, 16)) }), want: "no ext4 root partition"},
+		{name: "no boot partition", path: mk("noboot.img", func(p string) { writeAt(p, 446+4, []byte{0x83}) }), want: "no FAT32 boot partition"},
+		{name: "read-only file", path: mk("ro.img", func(p string) { os.Chmod(p, 0o444) }), writable: true, want: "the file is read-only"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before, _ := os.Stat(tt.path)
+			im, err := Open(tt.path, tt.writable)
+			if err == nil {
+				im.Close()
+				t.Fatalf("Open(%s) succeeded", tt.name)
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, tt.want) || !strings.Contains(msg, filepath.Base(tt.path)) || strings.Contains(msg, "\n") {
+				t.Errorf("Open(%s) = %q; want one line naming the file and %q", tt.name, msg, tt.want)
+			}
+			// Any write would move the modification time or the size.
+			if after, _ := os.Stat(tt.path); before != nil && (after.ModTime() != before.ModTime() || after.Size() != before.Size()) {
+				t.Error("a failed Open changed the file")
+			}
+		})
+	}
+}
+
+// FuzzOpen feeds mutated partition tables and FAT boot sectors to the
+// reader: whatever they say, pibake returns an error or a result, never a
+// panic.
+func FuzzOpen(f *testing.F) {
+	base := filepath.Join(f.TempDir(), "base.img")
+	if err := testimage.Build(base, testimage.Bookworm()); err != nil {
+		f.Skip(err)
+	}
+	spec := testimage.Bookworm()
+	orig := make([]byte, 1024)
+	in, _ := os.Open(base)
+	in.ReadAt(orig[:512], 0)
+	in.ReadAt(orig[512:], spec.BootStart*512)
+	in.Close()
+	f.Add(orig)
+	zeroFAT := append([]byte(nil), orig...)
+	binary.LittleEndian.PutUint32(zeroFAT[512+36:], 0)
+	f.Add(zeroFAT)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) < 1024 {
+			b = append(b, make([]byte, 1024-len(b))...)
+		}
+		w, err := os.OpenFile(base, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.WriteAt(b[:512], 0)
+		w.WriteAt(b[512:1024], spec.BootStart*512)
+		w.Close()
+		defer func() { // restore for the next input
+			w, _ := os.OpenFile(base, os.O_WRONLY, 0)
+			w.WriteAt(orig[:512], 0)
+			w.WriteAt(orig[512:], spec.BootStart*512)
+			w.Close()
+		}()
+		im, err := Open(base, false)
+		if err != nil {
+			return
+		}
+		defer im.Close()
+		im.DetectRelease()
+		im.FreeBootBytes()
+		im.NewestBootTime()
+	})
+}

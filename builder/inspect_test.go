@@ -1,0 +1,60 @@
+package builder
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/pibake/pibake/builder/diskimg"
+	"github.com/pibake/pibake/internal/testimage"
+)
+
+func TestInspect(t *testing.T) {
+	img := testimage.For(t, testimage.Bookworm())
+	ins, err := Inspect(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ins.Payload != nil || ins.Release.Style != diskimg.StyleBookworm || len(ins.Partitions) != 2 || ins.DiskID != "5e3da9e3" {
+		t.Errorf("Inspect(base) = %+v", ins)
+	}
+
+	// A built image: node.json on the boot partition, and a token that
+	// inspect must never print.
+	im, err := diskimg.Open(img, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = im.Apply(diskimg.Edit{Files: []diskimg.File{
+		{Path: "pibake/node.json", Data: []byte(`{"hostname":"pi-1","role":"agent","cluster":"lab","joins":"https://10.0.0.1:6443","method":"systemd-run","build_id":"b1"}`)},
+		{Path: "pibake/k3s-config.yaml", Data: []byte("token: \"inspect-secret-0123456789\"\n")},
+	}})
+	im.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ins, err = Inspect(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text, js bytes.Buffer
+	if err := ins.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	if err := ins.WriteJSON(&js); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"hostname: pi-1", "role:     agent", "joins:    https://10.0.0.1:6443", "0x0c", "bootfs", "rootfs", "Debian GNU/Linux 12 (bookworm)"} {
+		if !strings.Contains(text.String(), want) {
+			t.Errorf("inspect text lacks %q:\n%s", want, text.String())
+		}
+	}
+	var back Inspection
+	if err := json.Unmarshal(js.Bytes(), &back); err != nil || back.Payload == nil || back.Payload.Role != "agent" {
+		t.Errorf("inspect JSON = %s (%v)", js.String(), err)
+	}
+	if strings.Contains(text.String()+js.String(), "inspect-secret") {
+		t.Error("inspect printed the token")
+	}
+}

@@ -1,0 +1,69 @@
+package testimage
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+)
+
+var (
+	cacheMu  sync.Mutex
+	cacheDir string
+	cached   = map[string]string{}
+)
+
+// For returns a private copy of a release-shaped image for one test. The
+// image is built once per test process and copied (sparse) per test. A
+// missing tool fails the test under CI=true or PIBAKE_REQUIRE_TOOLS=1 and
+// skips it elsewhere, naming what to install.
+func For(t testing.TB, s Spec) string {
+	t.Helper()
+	base, err := built(s)
+	if err != nil {
+		for _, tool := range Tools {
+			if _, lerr := lookPath(tool); lerr != nil && os.Getenv("CI") != "true" && os.Getenv("PIBAKE_REQUIRE_TOOLS") != "1" {
+				t.Skip(err)
+			}
+		}
+		t.Fatal(err)
+	}
+	dst := filepath.Join(t.TempDir(), s.Name+".img")
+	if err := CopySparse(dst, base); err != nil {
+		t.Fatalf("copy test image: %v", err)
+	}
+	return dst
+}
+
+func built(s Spec) (string, error) {
+	cacheMu.Lock()
+	defer cacheMu.Unlock()
+	key := fmt.Sprintf("%+v", s)
+	if p, ok := cached[key]; ok {
+		return p, nil
+	}
+	if cacheDir == "" {
+		// Removed with the machine's temporary files; one per test process.
+		d, err := os.MkdirTemp("", "pibake-testimages-")
+		if err != nil {
+			return "", err
+		}
+		cacheDir = d
+	}
+	p := filepath.Join(cacheDir, fmt.Sprintf("%s-%d.img", s.Name, len(cached)))
+	if err := Build(p, s); err != nil {
+		return "", err
+	}
+	cached[key] = p
+	return p, nil
+}
+
+// Cleanup removes the images built by this process; call it from TestMain.
+func Cleanup() {
+	cacheMu.Lock()
+	defer cacheMu.Unlock()
+	if cacheDir != "" {
+		os.RemoveAll(cacheDir)
+	}
+}

@@ -1,0 +1,321 @@
+// Package testimage builds disk images shaped like official Raspberry Pi
+// OS Lite 64-bit releases, with the distribution's own tools (sfdisk,
+// mkfs.vfat, mtools, mkfs.ext4), for tests and `make demo`. Nothing it makes
+// is ever committed: images are generated where they are needed.
+package testimage
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+)
+
+// Spec describes one release's layout (facts/raspios.md §1–2).
+type Spec struct {
+	// Name is "bookworm" or "trixie".
+	Name string
+	// BootStart is the first sector of the FAT boot partition: 8192 on
+	// older Bookworm images (4 MiB alignment), 16384 since 2025.
+	BootStart int64
+	// ClusterSectors is the FAT cluster size: 4 sectors on Bookworm, 1 on
+	// 2026+ Trixie.
+	ClusterSectors int
+	// DiskID is the MBR disk identifier; PARTUUIDs are <id>-01 and -02.
+	DiskID uint32
+	// RootMiB is the size of the ext4 root partition.
+	RootMiB int64
+}
+
+// Bookworm is a Bookworm-style image: init=…/firstboot on the command
+// line, 2 KiB clusters, 4 MiB alignment, no cloud-init.
+func Bookworm() Spec {
+	return Spec{Name: "bookworm", BootStart: 8192, ClusterSectors: 4, DiskID: 0x5e3da9e3, RootMiB: 64}
+}
+
+// Trixie is a Trixie-style image: "resize" on the command line, 512-byte
+// clusters, 8 MiB alignment, cloud-init with its seed templates, ext4 with
+// metadata_csum_seed and orphan_file.
+func Trixie() Spec {
+	return Spec{Name: "trixie", BootStart: 16384, ClusterSectors: 1, DiskID: 0x7c1b04d2, RootMiB: 64}
+}
+
+// Sector size and boot partition size of every release.
+const (
+	SectorSize      = 512
+	BootSectors     = 1048576 // 512 MiB
+	mebibyteSectors = 1 << 20 / SectorSize
+)
+
+// RootStart is the first sector of the root partition.
+func (s Spec) RootStart() int64 { return s.BootStart + BootSectors }
+
+// Size is the image size in bytes.
+func (s Spec) Size() int64 { return (s.RootStart() + s.RootMiB*mebibyteSectors) * SectorSize }
+
+// PartUUID returns the PARTUUID of partition n.
+func (s Spec) PartUUID(n int) string { return fmt.Sprintf("%08x-%02d", s.DiskID, n) }
+
+// Cmdline is the release's shipped cmdline.txt.
+func (s Spec) Cmdline() string {
+	base := "console=serial0,115200 console=tty1 root=PARTUUID=" + s.PartUUID(2) + " rootfstype=ext4 fsck.repair=yes rootwait"
+	if s.Name == "trixie" {
+		return base + " resize\n"
+	}
+	return base + " quiet init=/usr/lib/raspberrypi-sys-mods/firstboot\n"
+}
+
+// Tools are the commands Build runs.
+var Tools = []string{"sfdisk", "mkfs.vfat", "mcopy", "mkfs.ext4"}
+
+// Build writes a release-shaped image to path.
+func Build(path string, s Spec) error {
+	for _, tool := range Tools {
+		if _, err := lookPath(tool); err != nil {
+			return fmt.Errorf("build test image: %s not found (apt-get install fdisk dosfstools mtools e2fsprogs, or run make deps)", tool)
+		}
+	}
+	work, err := os.MkdirTemp("", "pibake-testimage-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := f.Truncate(s.Size()); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+
+	layout := fmt.Sprintf("label: dos\nlabel-id: 0x%08x\nunit: sectors\n\nstart=%d, size=%d, type=c\nstart=%d, size=%d, type=83\n",
+		s.DiskID, s.BootStart, BootSectors, s.RootStart(), s.RootMiB*mebibyteSectors)
+	if err := run(layout, "sfdisk", "--no-reread", "--no-tell-kernel", "-q", path); err != nil {
+		return err
+	}
+
+	// The boot partition: FAT32 "bootfs", populated with mtools.
+	if err := run("", "mkfs.vfat", "--offset", fmt.Sprint(s.BootStart), "-F", "32", "-s", fmt.Sprint(s.ClusterSectors),
+		"-n", "bootfs", "-i", fmt.Sprintf("%08X", s.DiskID^0xb007), path, fmt.Sprint(BootSectors/2)); err != nil {
+		return err
+	}
+	bootDir := filepath.Join(work, "boot")
+	if err := writeTree(bootDir, bootFiles(s)); err != nil {
+		return err
+	}
+	entries, err := os.ReadDir(bootDir)
+	if err != nil {
+		return err
+	}
+	args := []string{"-i", fmt.Sprintf("%s@@%d", path, s.BootStart*SectorSize), "-s", "-m", "-Q"}
+	for _, e := range entries {
+		args = append(args, filepath.Join(bootDir, e.Name()))
+	}
+	if err := run("", "mcopy", append(args, "::")...); err != nil {
+		return err
+	}
+
+	// The root partition: ext4 "rootfs" without 64bit, as pi-gen makes it.
+	rootDir := filepath.Join(work, "root")
+	if err := writeTree(rootDir, rootFiles(s)); err != nil {
+		return err
+	}
+	features := "^64bit,^huge_file,metadata_csum,^metadata_csum_seed,^orphan_file"
+	if s.Name == "trixie" {
+		features = "^64bit,^huge_file,metadata_csum,metadata_csum_seed,orphan_file"
+	}
+	return run("", "mkfs.ext4", "-q", "-F", "-b", "4096", "-L", "rootfs", "-O", features,
+		"-E", fmt.Sprintf("offset=%d,root_owner=0:0", s.RootStart()*SectorSize), "-d", rootDir,
+		path, fmt.Sprintf("%dM", s.RootMiB))
+}
+
+func bootFiles(s Spec) map[string]string {
+	files := map[string]string{
+		"cmdline.txt":               s.Cmdline(),
+		"config.txt":                "# For more options and information see\n# http://rptl.io/configtxt\ndtparam=audio=on\ncamera_auto_detect=1\ndisplay_auto_detect=1\nauto_initramfs=1\ndtoverlay=vc4-kms-v3d\nmax_framebuffers=2\ndisable_fw_kms_setup=1\narm_64bit=1\ndisable_overscan=1\narm_boost=1\n\n[cm4]\notg_mode=1\n\n[all]\n",
+		"kernel8.img":               strings.Repeat("kernel image stand-in\n", 4096),
+		"initramfs8":                strings.Repeat("initramfs stand-in\n", 2048),
+		"bcm2711-rpi-4-b.dtb":       strings.Repeat("\xd0\x0d\xfe\xed dtb\n", 512),
+		"bcm2712-rpi-5-b.dtb":       strings.Repeat("\xd0\x0d\xfe\xed dtb\n", 512),
+		"start4.elf":                strings.Repeat("firmware\n", 8192),
+		"fixup4.dat":                strings.Repeat("fixup\n", 1024),
+		"issue.txt":                 "Raspberry Pi reference " + s.Name + "\nGenerated using pi-gen, https://github.com/RPi-Distro/pi-gen\n",
+		"LICENCE.broadcom":          "Copyright (c) 2006, Broadcom Corporation.\n",
+		"overlays/README":           "Overlays are in this folder.\n",
+		"overlays/vc4-kms-v3d.dtbo": strings.Repeat("overlay\n", 256),
+		"overlays/overlay_map.dtb":  strings.Repeat("map\n", 64),
+	}
+	if s.Name == "trixie" {
+		files["user-data"] = "#cloud-config\n# This is the user-data configuration file for cloud-init.\n#hostname: raspberrypi\n"
+		files["meta-data"] = "dsmode: local\ninstance_id: rpios-image\n"
+		files["network-config"] = "# This file contains a netplan-compatible configuration which cloud-init\n#network:\n#  version: 2\n"
+	}
+	return files
+}
+
+func rootFiles(s Spec) map[string]string {
+	codename, version := "bookworm", "12"
+	machineID := ""
+	if s.Name == "trixie" {
+		codename, version = "trixie", "13"
+		machineID = "uninitialized\n"
+	}
+	files := map[string]string{
+		"etc/hostname":                           "raspberrypi\n",
+		"etc/hosts":                              "127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\nff02::1\t\tip6-allnodes\nff02::2\t\tip6-allrouters\n\n127.0.1.1\t\traspberrypi\n",
+		"etc/os-release":                         fmt.Sprintf("PRETTY_NAME=\"Debian GNU/Linux %s (%s)\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"%s\"\nVERSION=\"%s (%s)\"\nVERSION_CODENAME=%s\nID=debian\nHOME_URL=\"https://www.debian.org/\"\n", version, codename, version, version, codename, codename),
+		"etc/fstab":                              fmt.Sprintf("proc            /proc           proc    defaults          0       0\nPARTUUID=%s  /boot/firmware  vfat    defaults          0       2\nPARTUUID=%s  /               ext4    defaults,noatime  0       1\n", s.PartUUID(1), s.PartUUID(2)),
+		"etc/machine-id":                         machineID,
+		"boot/firmware/.keep":                    "",
+		"usr/lib/raspberrypi-sys-mods/firstboot": "#!/bin/sh\n# stand-in\n",
+	}
+	if s.Name == "trixie" {
+		files["usr/bin/cloud-init"] = "#!/usr/bin/python3\n# stand-in\n"
+		files["etc/cloud/cloud.cfg.d/99_raspberry-pi.cfg"] = "datasource_list: [ NoCloud, None ]\ndatasource:\n  NoCloud:\n    seedfrom: file:///boot/firmware\n"
+	}
+	return files
+}
+
+func writeTree(dir string, files map[string]string) error {
+	for name, content := range files {
+		p := filepath.Join(dir, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return err
+		}
+		mode := os.FileMode(0o644)
+		if strings.HasPrefix(content, "#!") {
+			mode = 0o755
+		}
+		if err := os.WriteFile(p, []byte(content), mode); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// lookPath finds a tool on PATH or in the sbin directories that a normal
+// user's PATH lacks.
+func lookPath(tool string) (string, error) {
+	if p, err := exec.LookPath(tool); err == nil {
+		return p, nil
+	}
+	for _, dir := range []string{"/usr/sbin", "/sbin"} {
+		p := filepath.Join(dir, tool)
+		if fi, err := os.Stat(p); err == nil && fi.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s: %w", tool, exec.ErrNotFound)
+}
+
+func run(stdin, tool string, args ...string) error {
+	path, err := lookPath(tool)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(path, args...)
+	cmd.Env = append(os.Environ(), "MTOOLS_SKIP_CHECK=1", "LC_ALL=C")
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s %s: %w\n%s", tool, strings.Join(args, " "), err, out.String())
+	}
+	return nil
+}
+
+// CopySparse copies an image, keeping all-zero blocks as holes, so that a
+// copy of a mostly empty 600 MiB image takes a few MiB of disk.
+func CopySparse(dst, src string) error {
+	fi, err := os.Stat(src)
+	if err != nil {
+		return err
+	}
+	return CopyRangeSparse(dst, src, 0, fi.Size())
+}
+
+// CopyRangeSparse copies size bytes from offset off of src into a new file
+// dst (a partition into a file of its own), keeping holes: it asks the file
+// system where the data is (SEEK_DATA/SEEK_HOLE) and copies only that,
+// skipping all-zero blocks inside it too.
+func CopyRangeSparse(dst, src string, off, size int64) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 1<<20)
+	zero := make([]byte, len(buf))
+	end := off + size
+	for pos := off; pos < end; {
+		data, hole := dataExtent(in, pos, end)
+		if data >= end {
+			break
+		}
+		for p := data; p < hole; {
+			n := int64(len(buf))
+			if hole-p < n {
+				n = hole - p
+			}
+			if _, err := in.ReadAt(buf[:n], p); err != nil && !errors.Is(err, io.EOF) {
+				out.Close()
+				return err
+			}
+			if !bytes.Equal(buf[:n], zero[:n]) {
+				if _, err := out.WriteAt(buf[:n], p-off); err != nil {
+					out.Close()
+					return err
+				}
+			}
+			p += n
+		}
+		pos = hole
+	}
+	if err := out.Truncate(size); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// Whence values for lseek that find data and holes (Linux, macOS, FreeBSD).
+const (
+	seekData = 3
+	seekHole = 4
+)
+
+// dataExtent returns the next [data, hole) extent at or after pos, capped
+// at end. Where the file system cannot tell, all of [pos, end) is data.
+func dataExtent(f *os.File, pos, end int64) (int64, int64) {
+	data, err := f.Seek(pos, seekData)
+	if err != nil {
+		if errors.Is(err, syscall.ENXIO) {
+			return end, end // only a hole is left
+		}
+		return pos, end
+	}
+	hole, err := f.Seek(data, seekHole)
+	if err != nil || hole > end {
+		hole = end
+	}
+	if data > end {
+		data = end
+	}
+	return data, hole
+}
