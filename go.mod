@@ -3,10 +3,14 @@ module github.com/pibake/pibake
 go 1.25.0
 
 require (
+	github.com/cavaliergopher/grab/v3 v3.0.1
 	github.com/diskfs/go-diskfs v1.9.4
 	github.com/hashicorp/hcl/v2 v2.25.0
 	github.com/spf13/pflag v1.0.2
+	github.com/therootcompany/xz v1.0.1
+	github.com/ulikunitz/xz v0.5.15
 	github.com/zclconf/go-cty v1.20.0
+	golang.org/x/sys v0.43.0
 )
 
 require (
@@ -19,7 +23,6 @@ require (
 	github.com/mitchellh/go-wordwrap v1.0.1 // indirect
 	golang.org/x/mod v0.29.0 // indirect
 	golang.org/x/sync v0.18.0 // indirect
-	golang.org/x/sys v0.43.0 // indirect
 	golang.org/x/text v0.31.0 // indirect
 	golang.org/x/tools v0.38.0 // indirect
 )

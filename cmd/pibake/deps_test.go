@@ -24,6 +24,7 @@ var allowedModules = map[string]string{
 	"golang.org/x/sys":                         "go-diskfs: ioctls and file locking",
 	"github.com/elliotwutingfeng/asciiset":     "go-diskfs: FAT name validation",
 	"github.com/sirupsen/logrus":               "go-diskfs's logger (silent unless enabled)",
+	"github.com/therootcompany/xz":             "xz block decoding, 1.5x faster than ulikunitz/xz (measured: builder/base/xz.go)",
 	"github.com/ulikunitz/xz":                  "xz decompression (chosen dependency)",
 	"github.com/cavaliergopher/grab/v3":        "resumable downloads (chosen dependency)",
 }

@@ -53,6 +53,8 @@ func commands() map[string]command {
 		"validate": validateCommand,
 		"plan":     planCommand,
 		"inspect":  inspectCommand,
+		"fetch":    fetchCommand,
+		"cache":    cacheCommand,
 		"version":  versionCommand,
 	}
 }

@@ -13,6 +13,7 @@ import (
 // live in testdata/cli/<name>.stdout and .stderr.
 func TestRun(t *testing.T) {
 	t.Setenv("NO_COLOR", "1")
+	t.Setenv("XDG_CACHE_HOME", t.TempDir()) // fetch never touches the real cache
 	t.Setenv("K3S_TOKEN", "cli-test-token-0123456789")
 	t.Setenv("K3S_AGENT_TOKEN", "cli-test-agent-token-0123456789")
 	const lab = "../../recipes/examples/lab.hcl"
@@ -40,6 +41,9 @@ func TestRun(t *testing.T) {
 		{name: "plan_invalid", args: []string{"plan", "testdata/cli/invalid.hcl"}, code: exitFailure},
 		{name: "inspect_not_an_image", args: []string{"inspect", "testdata/cli/invalid.hcl"}, code: exitFailure},
 		{name: "inspect_no_args", args: []string{"inspect"}, code: exitUsage},
+		{name: "fetch_bad_source", args: []string{"fetch", "ftp://example.org/a.img.xz"}, code: exitFailure},
+		{name: "fetch_missing_file", args: []string{"fetch", "testdata/missing.img.xz"}, code: exitFailure},
+		{name: "cache_bad_verb", args: []string{"cache", "clean"}, code: exitUsage},
 		{name: "version_extra_arg", args: []string{"version", "now"}, code: exitUsage},
 	}
 	for _, tt := range tests {

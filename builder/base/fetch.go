@@ -1,0 +1,480 @@
+package base
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/cavaliergopher/grab/v3"
+)
+
+// Options control Fetch.
+type Options struct {
+	Cache Cache
+	// Jobs is how many xz blocks decompress at once (default: all cores).
+	Jobs int
+	// InsecureSkipVerify allows a download with neither a pinned SHA-256
+	// nor a published .sha256 beside it.
+	InsecureSkipVerify bool
+	// Refresh asks the network again for a source already in the cache
+	// (for raspios_lite_arm64:latest: whether there is a newer release).
+	Refresh bool
+	// Logf receives progress lines; nil discards them.
+	Logf func(format string, args ...any)
+	// Progress, when set (a terminal), gets a live progress line.
+	Progress io.Writer
+	// HTTPClient is used for every request (tests count them).
+	HTTPClient *http.Client
+	// Attempts is how many times a download is tried (default 5), with
+	// RetryDelay doubling between tries (default 2 s).
+	Attempts   int
+	RetryDelay time.Duration
+}
+
+func (o *Options) defaults() {
+	if o.Jobs < 1 {
+		o.Jobs = runtime.NumCPU()
+	}
+	if o.Logf == nil {
+		o.Logf = func(string, ...any) {}
+	}
+	if o.HTTPClient == nil {
+		o.HTTPClient = &http.Client{Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, TLSHandshakeTimeout: 30 * time.Second, ResponseHeaderTimeout: 60 * time.Second}}
+	}
+	if o.Attempts < 1 {
+		o.Attempts = 5
+	}
+	if o.RetryDelay <= 0 {
+		o.RetryDelay = 2 * time.Second
+	}
+}
+
+// Image is a base image ready to clone.
+type Image struct {
+	// Path is the raw .img (in the cache, or the user's own .img file).
+	Path string
+	// SHA256 is the hash of the source file (the .img.xz as published).
+	SHA256 string
+	// Source is what the user asked for; FinalURL where it was fetched
+	// from after redirects.
+	Source   string
+	FinalURL string
+	// Cached is true when nothing was downloaded or decompressed.
+	Cached bool
+}
+
+// Fetch makes src available as a verified raw image in the cache.
+func Fetch(ctx context.Context, src Source, opt Options) (*Image, error) {
+	opt.defaults()
+	unlock, err := opt.Cache.lock(ctx, opt.Logf)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if src.Path != "" {
+		return fetchLocal(ctx, src, opt)
+	}
+	return fetchURL(ctx, src, opt)
+}
+
+func fetchLocal(ctx context.Context, src Source, opt Options) (*Image, error) {
+	fi, err := os.Stat(src.Path)
+	if err != nil {
+		return nil, fmt.Errorf("image source: %w", err)
+	}
+	abs, err := filepath.Abs(src.Path)
+	if err != nil {
+		return nil, err
+	}
+	c := opt.Cache
+	sha := ""
+	if rec, ok := c.readRecord(abs); ok && rec.Size == fi.Size() && rec.ModTime.Equal(fi.ModTime()) {
+		sha = rec.SHA256
+	} else {
+		opt.Logf("hashing %s", abs)
+		if sha, err = fileSHA256(ctx, abs); err != nil {
+			return nil, err
+		}
+		if err := c.writeRecord(sourceRecord{Source: abs, SHA256: sha, Size: fi.Size(), ModTime: fi.ModTime()}); err != nil {
+			return nil, fmt.Errorf("cache: %w", err)
+		}
+	}
+	if src.Pin != "" && sha != src.Pin {
+		return nil, fmt.Errorf("image %s: checksum mismatch: the recipe pins sha256 %s but the file has %s; nothing was built", abs, src.Pin, sha)
+	}
+	img := &Image{Path: abs, SHA256: sha, Source: src.Spec, Cached: true}
+	if !compressed(abs) {
+		return img, nil // a raw image is used where it is
+	}
+	return img, ensureRaw(ctx, c, abs, sha, img, opt)
+}
+
+// ensureRaw decompresses a verified .img.xz into raw/<sha>.img unless it
+// is there already.
+func ensureRaw(ctx context.Context, c Cache, xzPath, sha string, img *Image, opt Options) error {
+	raw := c.rawPath(sha)
+	img.Path = raw
+	if exists(raw) {
+		touch(raw)
+		return nil
+	}
+	img.Cached = false
+	if err := os.MkdirAll(filepath.Dir(raw), 0o755); err != nil {
+		return fmt.Errorf("cache: %w", err)
+	}
+	tmp := raw + ".tmp"
+	start := time.Now()
+	opt.Logf("decompressing %s (%d jobs)", filepath.Base(xzPath), opt.Jobs)
+	if err := decompressXZ(ctx, xzPath, tmp, opt.Jobs); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("decompress %s: %w", xzPath, err)
+	}
+	if err := syncFile(tmp); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, raw); err != nil {
+		return err
+	}
+	opt.Logf("decompressed in %s", time.Since(start).Round(100*time.Millisecond))
+	return nil
+}
+
+func syncFile(p string) error {
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func fetchURL(ctx context.Context, src Source, opt Options) (*Image, error) {
+	c := opt.Cache
+	img := &Image{Source: src.Spec, Cached: true}
+
+	// A source seen before needs no network, unless refreshing.
+	if rec, ok := c.readRecord(src.URL); ok && !opt.Refresh && (src.Pin == "" || src.Pin == rec.SHA256) {
+		img.SHA256, img.FinalURL = rec.SHA256, rec.FinalURL
+		isXZ := compressed(rec.FinalURL)
+		switch {
+		case exists(c.rawPath(rec.SHA256)) || (!isXZ && exists(c.downloadPath(rec.SHA256, false))):
+			if !isXZ {
+				img.Path = c.downloadPath(rec.SHA256, false)
+				return img, nil
+			}
+			img.Path = c.rawPath(rec.SHA256)
+			touch(img.Path)
+			return img, nil
+		case exists(c.downloadPath(rec.SHA256, true)):
+			return img, ensureRaw(ctx, c, c.downloadPath(rec.SHA256, true), rec.SHA256, img, opt)
+		}
+	}
+	img.Cached = false
+
+	want := src.Pin
+	finalURL := src.URL
+	if want == "" {
+		var err error
+		finalURL, err = resolve(ctx, opt.HTTPClient, src.URL)
+		if err != nil {
+			return nil, err
+		}
+		want, err = sidecarSum(ctx, opt.HTTPClient, finalURL)
+		switch {
+		case errors.Is(err, errNoSidecar) && opt.InsecureSkipVerify:
+			opt.Logf("warning: %s.sha256 does not exist; downloading without verification (--insecure-skip-verify)", finalURL)
+		case errors.Is(err, errNoSidecar):
+			return nil, fmt.Errorf("image %s: no checksum to verify it against: %s.sha256 does not exist. Pin the file's SHA-256 in the recipe (image { sha256 = \"…\" }), or pass --insecure-skip-verify to trust it unverified", src.URL, finalURL)
+		case err != nil:
+			return nil, err
+		}
+	}
+	img.FinalURL = finalURL
+	isXZ := compressed(baseName(finalURL))
+
+	if want != "" {
+		if exists(c.rawPath(want)) {
+			img.SHA256, img.Path = want, c.rawPath(want)
+			return img, c.writeRecord(sourceRecord{Source: src.URL, FinalURL: finalURL, SHA256: want})
+		}
+		if exists(c.downloadPath(want, isXZ)) {
+			img.SHA256 = want
+			if err := c.writeRecord(sourceRecord{Source: src.URL, FinalURL: finalURL, SHA256: want}); err != nil {
+				return nil, err
+			}
+			if !isXZ {
+				img.Path = c.downloadPath(want, false)
+				return img, nil
+			}
+			return img, ensureRaw(ctx, c, c.downloadPath(want, true), want, img, opt)
+		}
+	}
+
+	partial := c.path("partial", keyOf(finalURL))
+	if err := os.MkdirAll(filepath.Dir(partial), 0o755); err != nil {
+		return nil, fmt.Errorf("cache: %w", err)
+	}
+	if err := download(ctx, finalURL, partial, opt); err != nil {
+		return nil, err
+	}
+	got, err := fileSHA256(ctx, partial)
+	if err != nil {
+		return nil, err
+	}
+	if want != "" && got != want {
+		bad := c.path("bad", keyOf(finalURL)+"-"+got)
+		os.MkdirAll(filepath.Dir(bad), 0o755)
+		os.Rename(partial, bad)
+		return nil, fmt.Errorf("image %s: checksum mismatch: expected sha256 %s, downloaded file has %s; it was moved to %s and nothing was built", finalURL, want, got, bad)
+	}
+	if err := syncFile(partial); err != nil {
+		return nil, err
+	}
+	dl := c.downloadPath(got, isXZ)
+	if err := os.MkdirAll(filepath.Dir(dl), 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.Rename(partial, dl); err != nil {
+		return nil, fmt.Errorf("cache: %w", err)
+	}
+	img.SHA256 = got
+	if isXZ {
+		if err := ensureRaw(ctx, c, dl, got, img, opt); err != nil {
+			return nil, err
+		}
+		img.Cached = false
+	} else {
+		img.Path = dl
+	}
+	if err := c.writeRecord(sourceRecord{Source: src.URL, FinalURL: finalURL, SHA256: got}); err != nil {
+		return nil, fmt.Errorf("cache: %w", err)
+	}
+	return img, nil
+}
+
+// resolve follows redirects (raspios_lite_arm64_latest points at the
+// newest release) and returns the final URL.
+func resolve(ctx context.Context, client *http.Client, rawURL string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, rawURL, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return "", describeNetError(rawURL, err)
+	}
+	resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusMethodNotAllowed:
+		return rawURL, nil // no HEAD here: take the URL as it is
+	case resp.StatusCode >= 400:
+		return "", statusError(rawURL, resp.StatusCode, 1)
+	}
+	return resp.Request.URL.String(), nil
+}
+
+var errNoSidecar = errors.New("no .sha256 sidecar")
+
+// sidecarSum reads the .sha256 file published beside an image
+// ("<hex>  <name>", as sha256sum writes it).
+func sidecarSum(ctx context.Context, client *http.Client, fileURL string) (string, error) {
+	u := fileURL + ".sha256"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return "", describeNetError(u, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusGone {
+		return "", errNoSidecar
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", statusError(u, resp.StatusCode, 1)
+	}
+	sc := bufio.NewScanner(io.LimitReader(resp.Body, 64<<10))
+	name := baseName(fileURL)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 0 {
+			continue
+		}
+		sum := strings.ToLower(f[0])
+		if !sha256Hex.MatchString(sum) {
+			break
+		}
+		if len(f) == 1 || strings.TrimPrefix(f[1], "*") == name {
+			return sum, nil
+		}
+	}
+	return "", fmt.Errorf("%s: not a sha256sum file for %s", u, name)
+}
+
+// errRangeIgnored: the server answered a resume request with the whole file.
+var errRangeIgnored = errors.New("the server ignored the Range request")
+
+// download fetches url into dst with grab, resuming a partial file,
+// retrying transient failures with backoff.
+func download(ctx context.Context, url, dst string, opt Options) error {
+	client := grab.NewClient()
+	client.HTTPClient = opt.HTTPClient
+	client.UserAgent = "pibake"
+	delay := opt.RetryDelay
+	for attempt := 1; ; attempt++ {
+		req, err := grab.NewRequest(dst, url)
+		if err != nil {
+			return fmt.Errorf("download %s: %w", url, err)
+		}
+		req = req.WithContext(ctx)
+		req.IgnoreRemoteTime = true
+		req.BeforeCopy = func(resp *grab.Response) error {
+			if resp.DidResume && resp.HTTPResponse.StatusCode != http.StatusPartialContent {
+				return errRangeIgnored
+			}
+			return nil
+		}
+		if fi, err := os.Stat(dst); err == nil && fi.Size() > 0 {
+			opt.Logf("resuming %s at %s", url, humanBytes(fi.Size()))
+		} else {
+			opt.Logf("downloading %s", url)
+		}
+		resp := client.Do(req)
+		showProgress(resp, opt.Progress)
+		err = resp.Err()
+		if err == nil {
+			opt.Logf("downloaded %s in %s", humanBytes(resp.Size()), resp.Duration().Round(100*time.Millisecond))
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		transient, msg := classify(url, err)
+		switch {
+		case errors.Is(err, errRangeIgnored), errors.Is(err, grab.ErrBadLength):
+			opt.Logf("%s: %v; starting the download again from the beginning", url, err)
+			os.Remove(dst)
+		case !transient:
+			return msg
+		}
+		if attempt >= opt.Attempts {
+			return fmt.Errorf("%w (gave up after %d attempts; run again to resume)", msg, attempt)
+		}
+		opt.Logf("%v; retrying in %s (attempt %d of %d)", msg, delay, attempt+1, opt.Attempts)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+		delay *= 2
+	}
+}
+
+// classify says whether a download error is worth retrying, and words it.
+func classify(url string, err error) (bool, error) {
+	var code grab.StatusCodeError
+	if errors.As(err, &code) {
+		c := int(code)
+		return c >= 500 || c == http.StatusTooManyRequests || c == http.StatusRequestTimeout, statusError(url, c, 0)
+	}
+	if errors.Is(err, errRangeIgnored) || errors.Is(err, grab.ErrBadLength) {
+		return true, fmt.Errorf("download %s: %w", url, err)
+	}
+	msg := describeNetError(url, err)
+	var dns *net.DNSError
+	var unknownCA x509.UnknownAuthorityError
+	var hostname x509.HostnameError
+	var certInvalid x509.CertificateInvalidError
+	var verify *tls.CertificateVerificationError
+	if errors.As(err, &dns) && (dns.IsNotFound || !dns.IsTemporary) || errors.As(err, &unknownCA) || errors.As(err, &hostname) ||
+		errors.As(err, &certInvalid) || errors.As(err, &verify) {
+		return false, msg
+	}
+	return true, msg
+}
+
+func statusError(url string, code, attempts int) error {
+	hint := ""
+	switch {
+	case code == http.StatusNotFound || code == http.StatusGone:
+		hint = ": the file is not there; check the URL (image.source)"
+	case code == http.StatusUnauthorized || code == http.StatusForbidden:
+		hint = ": access denied"
+	case code >= 500:
+		hint = ": the server is failing; try again later"
+	}
+	return fmt.Errorf("download %s: HTTP %d %s%s", url, code, http.StatusText(code), hint)
+}
+
+// describeNetError words connection failures so the user knows what to do.
+func describeNetError(url string, err error) error {
+	var dns *net.DNSError
+	var unknownCA x509.UnknownAuthorityError
+	var hostname x509.HostnameError
+	var verify *tls.CertificateVerificationError
+	switch {
+	case errors.As(err, &dns):
+		return fmt.Errorf("download %s: cannot resolve host %s: check the URL and your network's DNS", url, dns.Name)
+	case errors.As(err, &unknownCA), errors.As(err, &hostname), errors.As(err, &verify):
+		return fmt.Errorf("download %s: TLS certificate problem: %v", url, err)
+	}
+	return fmt.Errorf("download %s: %w", url, err)
+}
+
+// showProgress draws a live progress line while resp runs, if w is set.
+func showProgress(resp *grab.Response, w io.Writer) {
+	if w == nil {
+		<-resp.Done
+		return
+	}
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	line := func() {
+		eta := "?"
+		if e := time.Until(resp.ETA()); e > 0 && resp.Size() > 0 {
+			eta = e.Round(time.Second).String()
+		}
+		fmt.Fprintf(w, "\r  %s / %s (%.0f%%)  %s/s  ETA %s   ", humanBytes(resp.BytesComplete()), humanBytes(resp.Size()),
+			100*resp.Progress(), humanBytes(int64(resp.BytesPerSecond())), eta)
+	}
+	for {
+		select {
+		case <-resp.Done:
+			line()
+			fmt.Fprintln(w)
+			return
+		case <-t.C:
+			line()
+		}
+	}
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n < 0:
+		return "?"
+	case n >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}

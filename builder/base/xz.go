@@ -1,0 +1,315 @@
+package base
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"runtime"
+	"sync"
+
+	"github.com/therootcompany/xz"
+)
+
+// Raspberry Pi OS images are multi-block xz streams (pi-gen compresses with
+// xz --threads 0). Go's xz decoders decode one stream on one core, so
+// pibake reads the stream index itself and decodes the blocks in parallel,
+// each as a one-block stream of its own, writing it at its offset. A
+// single-block file is the same code with one worker.
+//
+// The decoder is therootcompany/xz (the maintained fork of xi2/xz, a port
+// of xz-embedded), not ulikunitz/xz: measured here on the same 48 MiB
+// image-like file it decodes in 0.55 s where ulikunitz/xz takes 0.85 s
+// (xz itself: 0.39 s), which is what brings pibake near xz -T0 on two
+// cores. ulikunitz/xz remains the compressor (--compress) and the tests'.
+
+var (
+	xzHeaderMagic = []byte{0xFD, '7', 'z', 'X', 'Z', 0x00}
+	xzFooterMagic = []byte{'Y', 'Z'}
+)
+
+// errCorruptXZ marks a damaged or truncated .xz file.
+var errCorruptXZ = errors.New("corrupt or truncated xz file")
+
+// xzBlock is one block of an xz file.
+type xzBlock struct {
+	header       []byte // the 12-byte header of the block's stream
+	offset       int64  // of the block in the .xz file
+	unpadded     int64  // block size without padding
+	uncompressed int64
+	outOffset    int64 // of its data in the decompressed output
+}
+
+func (b xzBlock) padded() int64 { return (b.unpadded + 3) &^ 3 }
+
+// xzIndex lists the blocks of every stream of an xz file, reading the
+// stream footers and indexes from the end, as xz --list does.
+func xzIndex(r io.ReaderAt, size int64) ([]xzBlock, int64, error) {
+	var streams [][]xzBlock
+	end := size
+	for end > 0 {
+		// Stream padding: zero bytes, a multiple of four.
+		pad := make([]byte, 4)
+		for end >= 4 {
+			if _, err := r.ReadAt(pad, end-4); err != nil {
+				return nil, 0, err
+			}
+			if !bytes.Equal(pad, []byte{0, 0, 0, 0}) {
+				break
+			}
+			end -= 4
+		}
+		if end < 24 {
+			return nil, 0, fmt.Errorf("%w: no stream footer", errCorruptXZ)
+		}
+		footer := make([]byte, 12)
+		if _, err := r.ReadAt(footer, end-12); err != nil {
+			return nil, 0, err
+		}
+		if !bytes.Equal(footer[10:], xzFooterMagic) || crc32.ChecksumIEEE(footer[4:10]) != binary.LittleEndian.Uint32(footer) {
+			return nil, 0, fmt.Errorf("%w: bad stream footer (the download may be cut short)", errCorruptXZ)
+		}
+		indexSize := (int64(binary.LittleEndian.Uint32(footer[4:])) + 1) * 4
+		indexStart := end - 12 - indexSize
+		if indexStart < 12 {
+			return nil, 0, fmt.Errorf("%w: index larger than the file", errCorruptXZ)
+		}
+		index := make([]byte, indexSize)
+		if _, err := r.ReadAt(index, indexStart); err != nil {
+			return nil, 0, err
+		}
+		records, err := parseXZIndex(index)
+		if err != nil {
+			return nil, 0, err
+		}
+		var blocksSize int64
+		for _, rec := range records {
+			blocksSize += rec.padded()
+		}
+		streamStart := indexStart - blocksSize - 12
+		if streamStart < 0 {
+			return nil, 0, fmt.Errorf("%w: blocks larger than the file", errCorruptXZ)
+		}
+		header := make([]byte, 12)
+		if _, err := r.ReadAt(header, streamStart); err != nil {
+			return nil, 0, err
+		}
+		if !bytes.Equal(header[:6], xzHeaderMagic) || crc32.ChecksumIEEE(header[6:8]) != binary.LittleEndian.Uint32(header[8:]) {
+			return nil, 0, fmt.Errorf("%w: bad stream header", errCorruptXZ)
+		}
+		if !bytes.Equal(header[6:8], footer[8:10]) {
+			return nil, 0, fmt.Errorf("%w: stream header and footer disagree", errCorruptXZ)
+		}
+		off := streamStart + 12
+		for i := range records {
+			records[i].header = header
+			records[i].offset = off
+			off += records[i].padded()
+		}
+		streams = append([][]xzBlock{records}, streams...)
+		end = streamStart
+	}
+	if len(streams) == 0 {
+		return nil, 0, fmt.Errorf("%w: no xz stream (the file is empty)", errCorruptXZ)
+	}
+	var blocks []xzBlock
+	var out int64
+	for _, s := range streams {
+		for _, b := range s {
+			b.outOffset = out
+			out += b.uncompressed
+			blocks = append(blocks, b)
+		}
+	}
+	return blocks, out, nil
+}
+
+func parseXZIndex(index []byte) ([]xzBlock, error) {
+	bad := func(what string) error { return fmt.Errorf("%w: bad index (%s)", errCorruptXZ, what) }
+	n := len(index)
+	if n < 8 || index[0] != 0 {
+		return nil, bad("indicator")
+	}
+	if crc32.ChecksumIEEE(index[:n-4]) != binary.LittleEndian.Uint32(index[n-4:]) {
+		return nil, bad("checksum")
+	}
+	body := index[1 : n-4]
+	count, k := binary.Uvarint(body)
+	if k <= 0 || count > uint64(len(body)) {
+		return nil, bad("record count")
+	}
+	body = body[k:]
+	records := make([]xzBlock, 0, count)
+	for i := uint64(0); i < count; i++ {
+		unpadded, k1 := binary.Uvarint(body)
+		if k1 <= 0 {
+			return nil, bad("record")
+		}
+		uncompressed, k2 := binary.Uvarint(body[k1:])
+		if k2 <= 0 || unpadded == 0 || unpadded > 1<<62 || uncompressed > 1<<62 {
+			return nil, bad("record")
+		}
+		body = body[k1+k2:]
+		records = append(records, xzBlock{unpadded: int64(unpadded), uncompressed: int64(uncompressed)})
+	}
+	for _, b := range body {
+		if b != 0 {
+			return nil, bad("padding")
+		}
+	}
+	return records, nil
+}
+
+// oneBlockStream wraps one block into a stream of its own (header, the
+// block, a one-record index, footer) that the decoder accepts; it checks
+// the block's own check value as it goes.
+func oneBlockStream(r io.ReaderAt, b xzBlock) io.Reader {
+	index := []byte{0}
+	index = binary.AppendUvarint(index, 1)
+	index = binary.AppendUvarint(index, uint64(b.unpadded))
+	index = binary.AppendUvarint(index, uint64(b.uncompressed))
+	for (len(index)+4)%4 != 0 {
+		index = append(index, 0)
+	}
+	index = binary.LittleEndian.AppendUint32(index, crc32.ChecksumIEEE(index))
+	footer := make([]byte, 12)
+	binary.LittleEndian.PutUint32(footer[4:], uint32(len(index)/4-1))
+	copy(footer[8:10], b.header[6:8])
+	binary.LittleEndian.PutUint32(footer, crc32.ChecksumIEEE(footer[4:10]))
+	copy(footer[10:], xzFooterMagic)
+	return io.MultiReader(
+		bytes.NewReader(b.header),
+		io.NewSectionReader(r, b.offset, b.padded()),
+		bytes.NewReader(index),
+		bytes.NewReader(footer),
+	)
+}
+
+// decompressXZ decompresses src into dst (created, sparse: all-zero runs
+// become holes) using up to jobs workers. Memory is bounded by the workers'
+// dictionaries and buffers, not by the image size.
+func decompressXZ(ctx context.Context, src, dst string, jobs int) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	fi, err := in.Stat()
+	if err != nil {
+		return err
+	}
+	blocks, total, err := xzIndex(in, fi.Size())
+	if err != nil {
+		return err
+	}
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	if err := out.Truncate(total); err != nil {
+		out.Close()
+		return err
+	}
+	if jobs < 1 {
+		jobs = runtime.NumCPU()
+	}
+	if jobs > len(blocks) {
+		jobs = len(blocks)
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	work := make(chan xzBlock)
+	errs := make(chan error, jobs)
+	var wg sync.WaitGroup
+	for i := 0; i < jobs; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 1<<20)
+			for b := range work {
+				if err := decodeBlock(ctx, in, out, b, buf); err != nil {
+					errs <- err
+					cancel()
+					return
+				}
+			}
+		}()
+	}
+feed:
+	for _, b := range blocks {
+		select {
+		case work <- b:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(work)
+	wg.Wait()
+	close(errs)
+	err = <-errs
+	if err == nil {
+		err = ctx.Err()
+	}
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func decodeBlock(ctx context.Context, in io.ReaderAt, out io.WriterAt, b xzBlock, buf []byte) error {
+	// The decoder reads a few bytes at a time; without a buffer every one
+	// of those reads is a system call.
+	zr, err := xz.NewReader(bufio.NewReaderSize(oneBlockStream(in, b), 1<<20), 0)
+	if err != nil {
+		return fmt.Errorf("%w: block at byte %d: %v", errCorruptXZ, b.offset, err)
+	}
+	var n int64
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		k, err := io.ReadFull(zr, buf)
+		if k > 0 {
+			if n+int64(k) > b.uncompressed {
+				return fmt.Errorf("%w: block at byte %d holds more than its index says", errCorruptXZ, b.offset)
+			}
+			if !allZero(buf[:k]) {
+				if _, werr := out.WriteAt(buf[:k], b.outOffset+n); werr != nil {
+					return werr
+				}
+			}
+			n += int64(k)
+		}
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("%w: block at byte %d: %v", errCorruptXZ, b.offset, err)
+		}
+	}
+	if n != b.uncompressed {
+		return fmt.Errorf("%w: block at byte %d gave %d bytes, its index says %d", errCorruptXZ, b.offset, n, b.uncompressed)
+	}
+	return nil
+}
+
+func allZero(b []byte) bool {
+	for len(b) >= 8 {
+		if binary.LittleEndian.Uint64(b) != 0 {
+			return false
+		}
+		b = b[8:]
+	}
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,67 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/pibake/pibake/builder/base"
+	"github.com/spf13/pflag"
+)
+
+var cacheCommand = command{
+	summary: "list or prune cached base images (cache list | cache prune)",
+	usage:   "list | prune",
+	flags: func(fs *pflag.FlagSet) func(context.Context, []string, outputs) int {
+		dir := fs.String("cache", "", "cache directory (default $XDG_CACHE_HOME/pibake)")
+		asJSON := fs.Bool("json", false, "list: print JSON")
+		all := fs.Bool("all", false, "prune: remove everything")
+		olderThan := fs.Duration("older-than", 30*24*time.Hour, "prune: remove images not used for this long")
+		return func(ctx context.Context, args []string, out outputs) int {
+			if len(args) != 1 || (args[0] != "list" && args[0] != "prune") {
+				return usageError(out, "cache", "want list or prune")
+			}
+			c := base.Cache{Dir: *dir}
+			if c.Dir == "" {
+				d, err := base.DefaultCacheDir()
+				if err != nil {
+					fmt.Fprintf(out.stderr, "pibake cache: %v\n", err)
+					return exitFailure
+				}
+				c.Dir = d
+			}
+			if args[0] == "prune" {
+				freed, err := c.Prune(ctx, *olderThan, *all, logf(out))
+				if err != nil {
+					fmt.Fprintf(out.stderr, "pibake cache prune: %v\n", err)
+					return exitFailure
+				}
+				fmt.Fprintf(out.stdout, "freed %.1f MiB\n", float64(freed)/(1<<20))
+				return exitOK
+			}
+			entries, err := c.List()
+			if err != nil {
+				fmt.Fprintf(out.stderr, "pibake cache list: %v\n", err)
+				return exitFailure
+			}
+			if *asJSON {
+				enc := json.NewEncoder(out.stdout)
+				enc.SetIndent("", "  ")
+				if entries == nil {
+					entries = []base.Entry{}
+				}
+				enc.Encode(entries)
+				return exitOK
+			}
+			tw := tabwriter.NewWriter(out.stdout, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "SHA256\tSIZE\tLAST USED\tSOURCES")
+			for _, e := range entries {
+				fmt.Fprintf(tw, "%s\t%.1f MiB\t%s\t%v\n", e.SHA256[:16], float64(e.Size)/(1<<20), e.LastUsed.Format("2006-01-02 15:04"), e.Sources)
+			}
+			tw.Flush()
+			return exitOK
+		}
+	},
+}
