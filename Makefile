@@ -11,7 +11,7 @@ FUZZTIME ?= 20s
 
 export CGO_ENABLED = 0
 
-.PHONY: all build test unit lint deps cross bench fuzz update clean
+.PHONY: all build test unit lint deps cross bench fuzz update demo clean
 
 all: build
 
@@ -51,9 +51,22 @@ fuzz:
 	$(GO) test ./recipes -run '^$$' -fuzz FuzzLoad -fuzztime $(FUZZTIME)
 	$(GO) test ./builder/diskimg -run '^$$' -fuzz FuzzOpen -fuzztime $(FUZZTIME)
 
+## demo: build recipes/examples/lab.hcl offline, against a generated
+## Raspberry Pi OS-shaped image (no download).
+DEMO := out/demo
+demo: deps build
+	@mkdir -p $(DEMO)
+	$(GO) run ./internal/testimage/mkimage -o $(DEMO)/base.img
+	$(BIN) build recipes/examples/lab.hcl --image $(DEMO)/base.img --out $(DEMO) --cache $(DEMO)/cache
+	@echo
+	@echo "Images are in $(DEMO). Look inside one with:"
+	@echo "  $(BIN) inspect $(DEMO)/pi-server.img"
+	@echo "  (cd $(DEMO) && sha256sum -c SHA256SUMS)"
+	@echo "  mdir -i $(DEMO)/pi-server.img@@4194304 ::pibake"
+
 ## update: rewrite golden files after an intended change; review the diff.
 update:
 	$(GO) test ./recipes ./firstboot ./cmd/pibake -update
 
 clean:
-	rm -rf bin
+	rm -rf bin out/demo

@@ -2,6 +2,7 @@ package diskimg
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -306,4 +307,31 @@ func TestPatchCmdline(t *testing.T) {
 			t.Errorf("PatchCmdline(%q, +%v, -%v) = %q; want %q", tt.in, tt.add, tt.remove, got, tt.want)
 		}
 	}
+}
+
+// TestReadBootFileSizes reads back files of awkward sizes: go-diskfs's own
+// reads return garbage past the end of some of them (see ReadBootFile).
+func TestReadBootFileSizes(t *testing.T) {
+	img := testimage.For(t, testimage.Bookworm())
+	sizes := []int{0, 1, 255, 256, 511, 512, 513, 638, 2047, 2048, 2049, 5000, 70000}
+	var e Edit
+	for _, n := range sizes {
+		e.Files = append(e.Files, File{Path: fmt.Sprintf("sizes/f%d", n), Data: bytes.Repeat([]byte{byte(n%250 + 1)}, n)})
+	}
+	apply(t, img, e)
+	im, err := Open(img, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	for _, f := range e.Files {
+		got, err := im.ReadBootFile(f.Path)
+		if err != nil || !bytes.Equal(got, f.Data) {
+			t.Errorf("ReadBootFile(%s) = %d bytes, %v; want %d", f.Path, len(got), err, len(f.Data))
+		}
+	}
+	if _, err := im.ReadBootFile("sizes/missing"); !errors.Is(err, ErrNotExist) {
+		t.Errorf("ReadBootFile(missing) = %v; want ErrNotExist", err)
+	}
+	fsckFAT(t, img, im.BootPartition())
 }

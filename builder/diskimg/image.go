@@ -10,6 +10,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"strings"
@@ -220,8 +221,27 @@ func (im *Image) ReadBootFile(name string) ([]byte, error) {
 	}
 	var b []byte
 	err = guard("read "+name, func() error {
-		var e error
-		b, e = bfs.ReadFile(strings.TrimPrefix(name, "/"))
+		// One Read of exactly the file's size: go-diskfs v1.9.4's File.Read
+		// reads past the end of the file when a read starts inside a
+		// cluster, so io.ReadAll's growing reads return trailing garbage.
+		p := strings.TrimPrefix(name, "/")
+		fi, e := bfs.Stat(p)
+		if e != nil {
+			return e
+		}
+		f, e := bfs.OpenFile(p, os.O_RDONLY)
+		if e != nil {
+			return e
+		}
+		defer f.Close()
+		b = make([]byte, fi.Size())
+		if len(b) == 0 {
+			return nil
+		}
+		_, e = f.Read(b)
+		if errors.Is(e, io.EOF) {
+			e = nil
+		}
 		return e
 	})
 	if err != nil {

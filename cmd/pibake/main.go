@@ -51,6 +51,7 @@ type outputs struct {
 func commands() map[string]command {
 	return map[string]command{
 		"validate": validateCommand,
+		"build":    buildCommand,
 		"plan":     planCommand,
 		"inspect":  inspectCommand,
 		"fetch":    fetchCommand,

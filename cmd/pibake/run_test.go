@@ -44,6 +44,9 @@ func TestRun(t *testing.T) {
 		{name: "fetch_bad_source", args: []string{"fetch", "ftp://example.org/a.img.xz"}, code: exitFailure},
 		{name: "fetch_missing_file", args: []string{"fetch", "testdata/missing.img.xz"}, code: exitFailure},
 		{name: "cache_bad_verb", args: []string{"cache", "clean"}, code: exitUsage},
+		{name: "build_unknown_node", args: []string{"build", lab, "--node", "pi-99"}, code: exitUsage},
+		{name: "build_missing_image", args: []string{"build", lab, "--image", "testdata/missing.img", "--out", "testdata/never"}, code: exitFailure},
+		{name: "build_no_recipe", args: []string{"build"}, code: exitUsage},
 		{name: "version_extra_arg", args: []string{"version", "now"}, code: exitUsage},
 	}
 	for _, tt := range tests {

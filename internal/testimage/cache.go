@@ -67,3 +67,19 @@ func Cleanup() {
 		os.RemoveAll(cacheDir)
 	}
 }
+
+// Tool finds a checking tool (also in sbin directories). A missing tool
+// fails the test under CI=true or PIBAKE_REQUIRE_TOOLS=1, and skips it
+// elsewhere, saying how to install it.
+func Tool(t testing.TB, name string) string {
+	t.Helper()
+	if p, err := lookPath(name); err == nil {
+		return p
+	}
+	msg := fmt.Sprintf("%s not found; run make deps (it installs the Debian tools the tests check with)", name)
+	if os.Getenv("CI") == "true" || os.Getenv("PIBAKE_REQUIRE_TOOLS") == "1" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+	return ""
+}

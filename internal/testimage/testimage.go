@@ -6,14 +6,14 @@ package testimage
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
-	"io"
+	"math/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
+
+	"github.com/pibake/pibake/internal/sparse"
 )
 
 // Spec describes one release's layout (facts/raspios.md §1–2).
@@ -30,6 +30,9 @@ type Spec struct {
 	DiskID uint32
 	// RootMiB is the size of the ext4 root partition.
 	RootMiB int64
+	// FillMiB puts that much incompressible file data into the root file
+	// system, so that an image has as much data as a real one (benchmarks).
+	FillMiB int64
 }
 
 // Bookworm is a Bookworm-style image: init=…/firstboot on the command
@@ -128,6 +131,9 @@ func Build(path string, s Spec) error {
 	// The root partition: ext4 "rootfs" without 64bit, as pi-gen makes it.
 	rootDir := filepath.Join(work, "root")
 	if err := writeTree(rootDir, rootFiles(s)); err != nil {
+		return err
+	}
+	if err := fill(filepath.Join(rootDir, "usr", "share", "filler"), s.FillMiB); err != nil {
 		return err
 	}
 	features := "^64bit,^huge_file,metadata_csum,^metadata_csum_seed,^orphan_file"
@@ -236,86 +242,47 @@ func run(stdin, tool string, args ...string) error {
 	return nil
 }
 
-// CopySparse copies an image, keeping all-zero blocks as holes, so that a
-// copy of a mostly empty 600 MiB image takes a few MiB of disk.
+// CopySparse copies an image, keeping holes, so that a copy of a mostly
+// empty 600 MiB image takes a few MiB of disk and a few milliseconds.
 func CopySparse(dst, src string) error {
 	fi, err := os.Stat(src)
 	if err != nil {
 		return err
 	}
-	return CopyRangeSparse(dst, src, 0, fi.Size())
+	return sparse.CopyFile(dst, src, 0, fi.Size())
 }
 
 // CopyRangeSparse copies size bytes from offset off of src into a new file
-// dst (a partition into a file of its own), keeping holes: it asks the file
-// system where the data is (SEEK_DATA/SEEK_HOLE) and copies only that,
-// skipping all-zero blocks inside it too.
+// dst (a partition into a file of its own), keeping holes.
 func CopyRangeSparse(dst, src string, off, size int64) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	buf := make([]byte, 1<<20)
-	zero := make([]byte, len(buf))
-	end := off + size
-	for pos := off; pos < end; {
-		data, hole := dataExtent(in, pos, end)
-		if data >= end {
-			break
-		}
-		for p := data; p < hole; {
-			n := int64(len(buf))
-			if hole-p < n {
-				n = hole - p
-			}
-			if _, err := in.ReadAt(buf[:n], p); err != nil && !errors.Is(err, io.EOF) {
-				out.Close()
-				return err
-			}
-			if !bytes.Equal(buf[:n], zero[:n]) {
-				if _, err := out.WriteAt(buf[:n], p-off); err != nil {
-					out.Close()
-					return err
-				}
-			}
-			p += n
-		}
-		pos = hole
-	}
-	if err := out.Truncate(size); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
+	return sparse.CopyFile(dst, src, off, size)
 }
 
-// Whence values for lseek that find data and holes (Linux, macOS, FreeBSD).
-const (
-	seekData = 3
-	seekHole = 4
-)
-
-// dataExtent returns the next [data, hole) extent at or after pos, capped
-// at end. Where the file system cannot tell, all of [pos, end) is data.
-func dataExtent(f *os.File, pos, end int64) (int64, int64) {
-	data, err := f.Seek(pos, seekData)
-	if err != nil {
-		if errors.Is(err, syscall.ENXIO) {
-			return end, end // only a hole is left
+// fill writes mib MiB of pseudo-random data in 16 MiB files.
+func fill(dir string, mib int64) error {
+	if mib <= 0 {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	rng := rand.New(rand.NewSource(mib))
+	buf := make([]byte, 1<<20)
+	for i := int64(0); i*16 < mib; i++ {
+		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("blob-%03d", i)))
+		if err != nil {
+			return err
 		}
-		return pos, end
+		for j := int64(0); j < 16 && i*16+j < mib; j++ {
+			rng.Read(buf)
+			if _, err := f.Write(buf); err != nil {
+				f.Close()
+				return err
+			}
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
 	}
-	hole, err := f.Seek(data, seekHole)
-	if err != nil || hole > end {
-		hole = end
-	}
-	if data > end {
-		data = end
-	}
-	return data, hole
+	return nil
 }

@@ -1,0 +1,105 @@
+package builder
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/hcl/v2/hclparse"
+	"github.com/pibake/pibake/builder/base"
+	"github.com/pibake/pibake/internal/testimage"
+	"github.com/pibake/pibake/recipes"
+)
+
+// benchImage is a 1.5 GiB Raspberry Pi OS-shaped image holding 768 MiB of
+// data, like a real release.
+func benchImage(b *testing.B) string {
+	b.Helper()
+	p := filepath.Join(b.TempDir(), "base.img")
+	spec := testimage.Bookworm()
+	spec.RootMiB, spec.FillMiB = 1024, 768
+	if err := testimage.Build(p, spec); err != nil {
+		b.Skip(err)
+	}
+	return p
+}
+
+func benchRecipe(b *testing.B, nodes int) *recipes.Recipe {
+	b.Helper()
+	src := fmt.Sprintf("cluster {\n  token = %q\n}\nnode \"s\" {\n  role = \"server\"\n  ip = \"10.0.0.1/24\"\n}\n", testToken)
+	if nodes > 1 {
+		src += fmt.Sprintf("node \"a\" {\n  role = \"agent\"\n  count = %d\n}\n", nodes-1)
+	}
+	p := filepath.Join(b.TempDir(), "bench.hcl")
+	os.WriteFile(p, []byte(src), 0o600)
+	r, diags := recipes.Load(hclparse.NewParser(), p)
+	if diags.HasErrors() {
+		b.Fatal(diags)
+	}
+	return r
+}
+
+// BenchmarkMarginalNode measures one more node from a warm cache (the base
+// image fetched and decompressed already) against `cp --sparse=always` of
+// the same image in the same run. The issue's goal: ratio ≤ 1.2.
+func BenchmarkMarginalNode(b *testing.B) {
+	img := benchImage(b)
+	r := benchRecipe(b, 1)
+	opt := Options{OutDir: filepath.Join(b.TempDir(), "out"), Jobs: 1, Force: true, Version: "bench", Image: img,
+		Base: base.Options{Cache: base.Cache{Dir: filepath.Join(b.TempDir(), "cache")}}}
+	if _, err := Build(context.Background(), r, opt); err != nil { // warm the cache
+		b.Fatal(err)
+	}
+	var node, cp time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		if _, err := Build(context.Background(), r, opt); err != nil {
+			b.Fatal(err)
+		}
+		node += time.Since(start)
+
+		dst := filepath.Join(b.TempDir(), "cp.img")
+		start = time.Now()
+		if out, err := exec.Command("cp", "--sparse=always", img, dst).CombinedOutput(); err != nil {
+			b.Fatalf("cp: %v %s", err, out)
+		}
+		cp += time.Since(start)
+		os.Remove(dst)
+	}
+	b.ReportMetric(node.Seconds()/float64(b.N), "node-s/op")
+	b.ReportMetric(cp.Seconds()/float64(b.N), "cp-s/op")
+	b.ReportMetric(node.Seconds()/cp.Seconds(), "ratio")
+}
+
+// BenchmarkBuildPeakRSS runs `pibake build` of a 6-node recipe with
+// --jobs 2 and reports the process's peak resident memory. The issue's
+// goal: ≤ 150 MiB.
+func BenchmarkBuildPeakRSS(b *testing.B) {
+	img := benchImage(b)
+	bin := filepath.Join(b.TempDir(), "pibake")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/pibake").CombinedOutput(); err != nil {
+		b.Fatalf("go build: %v %s", err, out)
+	}
+	r := benchRecipe(b, 6)
+	recipe := r.Files[0]
+	cache := filepath.Join(b.TempDir(), "cache")
+	var peak int64
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		out := filepath.Join(b.TempDir(), "out")
+		cmd := exec.Command(bin, "build", recipe, "--image", img, "--out", out, "--cache", cache, "--jobs", "2", "-q")
+		if o, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("pibake build: %v\n%s", err, o)
+		}
+		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+			peak = max(peak, ru.Maxrss*1024) // KiB on Linux
+		}
+	}
+	b.ReportMetric(float64(peak)/(1<<20), "peak-RSS-MiB")
+}

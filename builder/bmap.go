@@ -1,0 +1,106 @@
+package builder
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/pibake/pibake/internal/sparse"
+)
+
+// bmapBlockSize is bmaptool's default block size.
+const bmapBlockSize = 4096
+
+// rangeSums remembers the SHA-256 of block ranges of a base image: a node
+// image's ranges outside its boot partition are the base's, so their sums
+// are computed once per base, not once per node.
+type rangeSums map[[2]int64]string
+
+// bmapFor returns the block map of an image in bmaptool's format 2.0, so
+// `bmaptool copy` writes only the mapped blocks and verifies each range
+// against its SHA-256. Mapped blocks are the image's data extents (holes
+// are not copied). Ranges found in known are not hashed again; every range
+// hashed is added to learn (when not nil).
+func bmapFor(imagePath string, known, learn rangeSums) ([]byte, error) {
+	f, err := os.Open(imagePath)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	size := fi.Size()
+	blocks := (size + bmapBlockSize - 1) / bmapBlockSize
+
+	// Data extents, widened to whole blocks and merged.
+	var ranges [][2]int64 // first and last block, inclusive
+	for _, e := range sparse.Extents(f, 0, size) {
+		first, last := e[0]/bmapBlockSize, (e[1]-1)/bmapBlockSize
+		if n := len(ranges); n > 0 && first <= ranges[n-1][1]+1 {
+			ranges[n-1][1] = max(ranges[n-1][1], last)
+			continue
+		}
+		ranges = append(ranges, [2]int64{first, last})
+	}
+
+	var body strings.Builder
+	mapped := int64(0)
+	buf := make([]byte, 1<<20)
+	for _, r := range ranges {
+		mapped += r[1] - r[0] + 1
+		sum, ok := known[r]
+		if !ok {
+			h := sha256.New()
+			start, end := r[0]*bmapBlockSize, min((r[1]+1)*bmapBlockSize, size)
+			if _, err := io.CopyBuffer(h, io.NewSectionReader(f, start, end-start), buf); err != nil {
+				return nil, fmt.Errorf("bmap %s: %w", imagePath, err)
+			}
+			sum = hex.EncodeToString(h.Sum(nil))
+			if learn != nil {
+				learn[r] = sum
+			}
+		}
+		span := fmt.Sprint(r[0])
+		if r[1] != r[0] {
+			span = fmt.Sprintf("%d-%d", r[0], r[1])
+		}
+		fmt.Fprintf(&body, "        <Range chksum=\"%s\"> %s </Range>\n", sum, span)
+	}
+
+	const zeros = "0000000000000000000000000000000000000000000000000000000000000000"
+	doc := fmt.Sprintf(`<?xml version="1.0" ?>
+<!-- Block map of a pibake image: only the listed (mapped) blocks hold data
+     and need to be written. Flash it with: bmaptool copy IMAGE DEVICE -->
+
+<bmap version="2.0">
+    <!-- Image size in bytes: %s -->
+    <ImageSize> %d </ImageSize>
+
+    <!-- Size of a block in bytes -->
+    <BlockSize> %d </BlockSize>
+
+    <!-- Count of blocks in the image file -->
+    <BlocksCount> %d </BlocksCount>
+
+    <!-- Count of mapped blocks: %s -->
+    <MappedBlocksCount> %d </MappedBlocksCount>
+
+    <!-- Type of checksum used in this file -->
+    <ChecksumType> sha256 </ChecksumType>
+
+    <!-- The checksum of this bmap file. When it is calculated, the value of
+         the checksum has be zero (all ASCII "0" symbols).  -->
+    <BmapFileChecksum> %s </BmapFileChecksum>
+
+    <BlockMap>
+%s    </BlockMap>
+</bmap>
+`, humanBytes(size), size, bmapBlockSize, blocks, humanBytes(mapped*bmapBlockSize), mapped, zeros, body.String())
+	sum := sha256.Sum256([]byte(doc))
+	return []byte(strings.Replace(doc, zeros, hex.EncodeToString(sum[:]), 1)), nil
+}

@@ -1,0 +1,420 @@
+package builder
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/hcl/v2/hclparse"
+	"github.com/pibake/pibake/builder/base"
+	"github.com/pibake/pibake/builder/diskimg"
+	"github.com/pibake/pibake/internal/testimage"
+	"github.com/pibake/pibake/recipes"
+)
+
+const testToken = "e2e-cluster-token-0123456789abcdef"
+
+// releaseServer serves a generated Bookworm-shaped image as .img.xz with
+// its .sha256, like downloads.raspberrypi.com, counting requests.
+type releaseServer struct {
+	*httptest.Server
+	raw  string // the uncompressed base image
+	xz   []byte
+	reqs int32
+}
+
+var (
+	releaseOnce sync.Once
+	releaseRaw  string
+	releaseXZ   []byte
+	releaseErr  error
+)
+
+func newReleaseServer(t *testing.T) *releaseServer {
+	t.Helper()
+	xzTool := testimage.Tool(t, "xz")
+	releaseOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "pibake-release-")
+		if err != nil {
+			releaseErr = err
+			return
+		}
+		releaseRaw = filepath.Join(dir, "2025-05-13-raspios-bookworm-arm64-lite.img")
+		if releaseErr = testimage.Build(releaseRaw, testimage.Bookworm()); releaseErr != nil {
+			return
+		}
+		releaseXZ, releaseErr = exec.Command(xzTool, "-T0", "-1", "--block-size=16MiB", "-c", releaseRaw).Output()
+	})
+	if releaseErr != nil {
+		t.Fatal(releaseErr)
+	}
+	s := &releaseServer{raw: releaseRaw, xz: releaseXZ}
+	sum := sha256.Sum256(releaseXZ)
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		atomic.AddInt32(&s.reqs, 1)
+		switch r.URL.Path {
+		case "/latest":
+			http.Redirect(w, r, "/images/release.img.xz", http.StatusFound)
+		case "/images/release.img.xz.sha256":
+			fmt.Fprintf(w, "%s  release.img.xz\n", hex.EncodeToString(sum[:]))
+		case "/images/release.img.xz":
+			http.ServeContent(w, r, "release.img.xz", time.Unix(1e9, 0), bytes.NewReader(s.xz))
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+func (s *releaseServer) sha() string {
+	sum := sha256.Sum256(s.xz)
+	return hex.EncodeToString(sum[:])
+}
+
+// recipeFor writes a two-node recipe whose image is the server's _latest.
+func recipeFor(t *testing.T, s *releaseServer, extra string) *recipes.Recipe {
+	t.Helper()
+	src := fmt.Sprintf(`
+image {
+  source = "%s/latest"
+  %s
+}
+cluster {
+  token = "%s"
+}
+node "srv" {
+  role = "server"
+  ip   = "192.168.7.10/24"
+  ssh  = true
+  user {
+    name                = "ops"
+    ssh_authorized_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGn4lC6ZnWsLqtCQ8ki7SIqNvLZPc0xk1pB9uJZbAFkf ops@lab"]
+  }
+}
+node "agent" {
+  role = "agent"
+}
+`, s.URL, extra, testToken)
+	path := filepath.Join(t.TempDir(), "lab.hcl")
+	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, diags := recipes.Load(hclparse.NewParser(), path)
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	return r
+}
+
+func buildOptions(t *testing.T, s *releaseServer, cache string) Options {
+	return Options{
+		OutDir:  filepath.Join(t.TempDir(), "out"),
+		Jobs:    2,
+		Version: "test",
+		Base:    base.Options{Cache: base.Cache{Dir: cache}, HTTPClient: s.Client(), RetryDelay: time.Millisecond},
+	}
+}
+
+// TestBuildEndToEnd builds a server and an agent from a loopback URL and
+// checks the images with the real tools.
+func TestBuildEndToEnd(t *testing.T) {
+	s := newReleaseServer(t)
+	r := recipeFor(t, s, "")
+	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
+	results, err := Build(context.Background(), r, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(results) != 2 {
+		t.Fatalf("Build returned %d results", len(results))
+	}
+	spec := testimage.Bookworm()
+	bootOff, bootSize := spec.BootStart*512, int64(testimage.BootSectors)*512
+	rootOff := spec.RootStart() * 512
+	for _, res := range results {
+		img := res.File
+		if fi, err := os.Stat(img); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: mode %v, %v; want 0600 (it holds the token)", img, fi.Mode().Perm(), err)
+		}
+		testimage.FsckFAT(t, img, bootOff, bootSize)
+		testimage.E2fsck(t, img, rootOff)
+		cmdline := testimage.Mtype(t, img, bootOff, "cmdline.txt")
+		if !strings.HasPrefix(cmdline, strings.TrimSpace(spec.Cmdline())+" cgroup_memory=1 cgroup_enable=memory") || strings.Count(cmdline, "\n") != 1 {
+			t.Errorf("%s cmdline.txt = %q", res.Hostname, cmdline)
+		}
+		var node struct{ Hostname, Role string }
+		json.Unmarshal([]byte(testimage.Mtype(t, img, bootOff, "pibake/node.json")), &node)
+		if node.Hostname != res.Hostname || node.Role != res.Role {
+			t.Errorf("%s: node.json says %+v", res.Hostname, node)
+		}
+		listing := testimage.Mdir(t, img, bootOff, "")
+		if strings.Contains(listing, "::/ssh\n") != (res.Hostname == "srv") {
+			t.Errorf("%s: ssh file present = %v; want it only on srv:\n%s", res.Hostname, !(res.Hostname == "srv"), listing)
+		}
+		cfg := testimage.Mtype(t, img, bootOff, "pibake/k3s-config.yaml")
+		if !strings.Contains(cfg, testToken) {
+			t.Errorf("%s: k3s config lacks the token", res.Hostname)
+		}
+		if !sameRange(t, img, s.raw, rootOff, spec.Size()-rootOff) || !sameRange(t, img, s.raw, 0, bootOff) {
+			t.Errorf("%s: the root partition or the MBR differs from the base image", res.Hostname)
+		}
+		bmapCopy(t, img)
+	}
+	cmd := exec.Command("sha256sum", "-c", "SHA256SUMS")
+	cmd.Dir = opt.OutDir
+	if out, err := cmd.CombinedOutput(); err != nil || strings.Count(string(out), ": OK") != 2 {
+		t.Errorf("sha256sum -c SHA256SUMS: %v\n%s", err, out)
+	}
+	var m manifest
+	b, _ := os.ReadFile(filepath.Join(opt.OutDir, "manifest.json"))
+	if err := json.Unmarshal(b, &m); err != nil || len(m.Nodes) != 2 || m.Base.SHA256 != s.sha() || m.Nodes[0].Hostname != "agent" ||
+		m.Nodes[1].Joins != "" || m.Nodes[0].Joins != "https://192.168.7.10:6443" || m.Base.Style != diskimg.StyleBookworm {
+		t.Errorf("manifest.json = %s (%v)", b, err)
+	}
+	if bytes.Contains(b, []byte(testToken)) {
+		t.Error("manifest.json contains the token")
+	}
+}
+
+// sameRange compares [off, off+n) of two files.
+func sameRange(t *testing.T, a, b string, off, n int64) bool {
+	t.Helper()
+	fa, err := os.Open(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fa.Close()
+	fb, err := os.Open(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fb.Close()
+	ba, bb := make([]byte, 4<<20), make([]byte, 4<<20)
+	for p := off; p < off+n; p += int64(len(ba)) {
+		k := min(int64(len(ba)), off+n-p)
+		fa.ReadAt(ba[:k], p)
+		fb.ReadAt(bb[:k], p)
+		if !bytes.Equal(ba[:k], bb[:k]) {
+			return false
+		}
+	}
+	return true
+}
+
+// bmapCopy flashes an image to a file with bmaptool, which verifies each
+// range's checksum, and compares the result.
+func bmapCopy(t *testing.T, img string) {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), "flashed.img")
+	if out, err := testimage.Run(t, "bmaptool", "copy", "--bmap", img+".bmap", img, dst); err != nil {
+		t.Errorf("bmaptool copy %s: %v\n%s", filepath.Base(img), err, out)
+		return
+	}
+	fi, _ := os.Stat(img)
+	if !sameRange(t, img, dst, 0, fi.Size()) {
+		t.Errorf("bmaptool copy of %s differs from the image", filepath.Base(img))
+	}
+}
+
+// TestBuildReproducibleAndCached builds twice into two directories, at
+// different clocks and job counts: every output is byte-identical, and the
+// second build makes no request and decompresses nothing.
+func TestBuildReproducibleAndCached(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits 2 s for the clock to move")
+	}
+	s := newReleaseServer(t)
+	r := recipeFor(t, s, "")
+	cache := filepath.Join(t.TempDir(), "cache")
+	first := buildOptions(t, s, cache)
+	if _, err := Build(context.Background(), r, first); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2100 * time.Millisecond)
+	before := atomic.LoadInt32(&s.reqs)
+	second := buildOptions(t, s, cache)
+	second.Jobs = 1
+	var logs []string
+	second.Logf = func(f string, a ...any) { logs = append(logs, fmt.Sprintf(f, a...)) }
+	if _, err := Build(context.Background(), r, second); err != nil {
+		t.Fatal(err)
+	}
+	if n := atomic.LoadInt32(&s.reqs) - before; n != 0 {
+		t.Errorf("the second build made %d requests; want 0", n)
+	}
+	if strings.Contains(strings.Join(logs, "\n"), "decompressing") {
+		t.Error("the second build decompressed the base again")
+	}
+	for _, name := range []string{"srv.img", "agent.img", "srv.img.bmap", "agent.img.bmap", "SHA256SUMS", "manifest.json"} {
+		a, b := filepath.Join(first.OutDir, name), filepath.Join(second.OutDir, name)
+		fa, _ := os.Stat(a)
+		if fa == nil || !sameRange(t, a, b, 0, fa.Size()) {
+			t.Errorf("%s differs between the two builds", name)
+		}
+	}
+}
+
+func TestBuildIncremental(t *testing.T) {
+	s := newReleaseServer(t)
+	r := recipeFor(t, s, "")
+	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
+	if _, err := Build(context.Background(), r, opt); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Build(context.Background(), r, opt)
+	if err != nil || len(res) != 2 || !res[0].Skipped || !res[1].Skipped {
+		t.Fatalf("rebuild = %+v, %v; want both skipped", res, err)
+	}
+	opt.Force = true
+	if res, err = Build(context.Background(), r, opt); err != nil || res[0].Skipped {
+		t.Fatalf("--force rebuild = %+v, %v; want built", res, err)
+	}
+	// A damaged image is rebuilt.
+	opt.Force = false
+	f, _ := os.OpenFile(filepath.Join(opt.OutDir, "agent.img"), os.O_WRONLY, 0)
+	f.WriteAt([]byte("damage"), 1<<20)
+	f.Close()
+	res, err = Build(context.Background(), r, opt)
+	if err != nil || res[0].Skipped != true || res[1].Skipped {
+		t.Errorf("after damaging agent.img: %+v, %v; want srv skipped, agent rebuilt", res, err)
+	}
+}
+
+func TestBuildWrongPinBuildsNothing(t *testing.T) {
+	s := newReleaseServer(t)
+	r := recipeFor(t, s, fmt.Sprintf("sha256 = %q", strings.Repeat("ab", 32)))
+	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
+	_, err := Build(context.Background(), r, opt)
+	if err == nil || !strings.Contains(err.Error(), "checksum mismatch") {
+		t.Fatalf("Build with a wrong pin = %v", err)
+	}
+	if imgs, _ := filepath.Glob(filepath.Join(opt.OutDir, "*.img*")); len(imgs) != 0 {
+		t.Errorf("a refused build wrote %v", imgs)
+	}
+}
+
+// TestBuildInterrupted cancels a build while it writes: no file under a
+// final name and no .part file is left.
+func TestBuildInterrupted(t *testing.T) {
+	s := newReleaseServer(t)
+	r := recipeFor(t, s, "")
+	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	opt.Logf = func(f string, a ...any) {
+		if strings.Contains(fmt.Sprintf(f, a...), "copied base image") {
+			cancel() // as SIGINT does, while a node is being written
+		}
+	}
+	opt.Jobs = 1
+	_, err := Build(ctx, r, opt)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("interrupted Build = %v; want context.Canceled", err)
+	}
+	left, _ := filepath.Glob(filepath.Join(opt.OutDir, "*.img*"))
+	if len(left) != 0 {
+		t.Errorf("an interrupted build left %v", left)
+	}
+}
+
+func TestBuildFailedNodeDoesNotStopOthers(t *testing.T) {
+	s := newReleaseServer(t)
+	r := recipeFor(t, s, "")
+	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
+	// agent.img.part as a non-empty directory cannot be replaced.
+	os.MkdirAll(filepath.Join(opt.OutDir, "agent.img.part", "x"), 0o755)
+	res, err := Build(context.Background(), r, opt)
+	if err == nil || !strings.Contains(err.Error(), "1 of 2 nodes failed (agent)") {
+		t.Fatalf("Build = %v; want agent named as failed", err)
+	}
+	if len(res) != 1 || res[0].Hostname != "srv" || !exists(filepath.Join(opt.OutDir, "srv.img")) {
+		t.Errorf("results = %+v; want srv built", res)
+	}
+	if exists(filepath.Join(opt.OutDir, "agent.img")) {
+		t.Error("the failed node has an image")
+	}
+	sums, _ := os.ReadFile(filepath.Join(opt.OutDir, "SHA256SUMS"))
+	if strings.Contains(string(sums), "agent") || !strings.Contains(string(sums), "srv.img") {
+		t.Errorf("SHA256SUMS = %q", sums)
+	}
+}
+
+func TestBuildSelectNodes(t *testing.T) {
+	s := newReleaseServer(t)
+	r := recipeFor(t, s, "")
+	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
+	opt.Nodes = []string{"nope"}
+	if _, err := Build(context.Background(), r, opt); !errors.Is(err, ErrUnknownNode) || !strings.Contains(err.Error(), "srv, agent") {
+		t.Errorf("Build(--node nope) = %v; want the valid names listed", err)
+	}
+	opt.Nodes = []string{"agent"}
+	res, err := Build(context.Background(), r, opt)
+	if err != nil || len(res) != 1 || res[0].Hostname != "agent" || exists(filepath.Join(opt.OutDir, "srv.img")) {
+		t.Errorf("Build(--node agent) = %+v, %v", res, err)
+	}
+}
+
+func TestBuildCompress(t *testing.T) {
+	s := newReleaseServer(t)
+	r := recipeFor(t, s, "")
+	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
+	opt.Nodes = []string{"srv"}
+	opt.Compress = true
+	res, err := Build(context.Background(), r, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	xzTool := testimage.Tool(t, "xz")
+	list, err := exec.Command(xzTool, "--robot", "--list", res[0].XZ).Output()
+	if err != nil || !strings.Contains(string(list), "\nfile\t1\t") {
+		t.Fatalf("xz --list: %v\n%s", err, list)
+	}
+	var blocks int
+	for _, line := range strings.Split(string(list), "\n") {
+		if strings.HasPrefix(line, "file\t") {
+			fmt.Sscanf(strings.Split(line, "\t")[2], "%d", &blocks)
+		}
+	}
+	if blocks < 2 {
+		t.Errorf("the .img.xz has %d blocks; want a multi-block stream", blocks)
+	}
+	dec := filepath.Join(t.TempDir(), "dec.img")
+	out, _ := os.Create(dec)
+	cmd := exec.Command(xzTool, "-T0", "-dc", res[0].XZ)
+	cmd.Stdout = out
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	out.Close()
+	fi, _ := os.Stat(res[0].File)
+	if !sameRange(t, dec, res[0].File, 0, fi.Size()) {
+		t.Error("xz -dc of the .img.xz differs from the image")
+	}
+	sums, _ := os.ReadFile(filepath.Join(opt.OutDir, "SHA256SUMS"))
+	if !strings.Contains(string(sums), "srv.img.xz") {
+		t.Errorf("SHA256SUMS lacks the .img.xz: %s", sums)
+	}
+}
+
+func TestDescribeWriteError(t *testing.T) {
+	err := describeWriteError("out", &os.PathError{Op: "write", Path: "out/a.img", Err: syscall.ENOSPC})
+	if !errors.Is(err, syscall.ENOSPC) || !strings.Contains(err.Error(), "the disk holding out is full") {
+		t.Errorf("describeWriteError = %v", err)
+	}
+}

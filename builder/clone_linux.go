@@ -1,0 +1,36 @@
+//go:build linux
+
+package builder
+
+import (
+	"errors"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// reflink makes dst share src's blocks (btrfs, XFS, bcachefs): a 3 GB clone
+// in milliseconds, written blocks copied on write.
+func reflink(dst, src *os.File) error {
+	return unix.IoctlFileClone(int(dst.Fd()), int(src.Fd()))
+}
+
+// copyRange copies n bytes at off inside the kernel (copy_file_range).
+func copyRange(dst, src *os.File, off, n int64) error {
+	for n > 0 {
+		roff, woff := off, off
+		k, err := unix.CopyFileRange(int(src.Fd()), &roff, int(dst.Fd()), &woff, int(min(n, 1<<30)), 0)
+		if err != nil {
+			if errors.Is(err, unix.EXDEV) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
+				return errNoCopyRange
+			}
+			return err
+		}
+		if k == 0 {
+			return errors.New("copy_file_range made no progress")
+		}
+		off += int64(k)
+		n -= int64(k)
+	}
+	return nil
+}

@@ -1,0 +1,12 @@
+//go:build !linux
+
+package builder
+
+import (
+	"errors"
+	"os"
+)
+
+func reflink(dst, src *os.File) error { return errors.ErrUnsupported }
+
+func copyRange(dst, src *os.File, off, n int64) error { return errNoCopyRange }
