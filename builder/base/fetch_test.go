@@ -454,3 +454,19 @@ func TestParseSource(t *testing.T) {
 		}
 	}
 }
+
+// TestFetchUntrustedTLS fails at once, without retries, on a certificate
+// the client does not trust.
+func TestFetchUntrustedTLS(t *testing.T) {
+	var gets int32
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { atomic.AddInt32(&gets, 1) }))
+	defer srv.Close()
+	opt := Options{Cache: Cache{Dir: t.TempDir()}, RetryDelay: time.Millisecond} // default client: no trust in the test CA
+	_, err := Fetch(context.Background(), mustSource(t, srv.URL+"/a.img.xz", strings.Repeat("0", 64)), opt)
+	if err == nil || !strings.Contains(err.Error(), "TLS certificate problem") {
+		t.Errorf("Fetch(untrusted TLS) = %v; want a TLS certificate error", err)
+	}
+	if n := atomic.LoadInt32(&gets); n > 1 {
+		t.Errorf("%d requests reached the handler; a certificate error must not be retried", n)
+	}
+}

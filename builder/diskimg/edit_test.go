@@ -335,3 +335,33 @@ func TestReadBootFileSizes(t *testing.T) {
 	}
 	fsckFAT(t, img, im.BootPartition())
 }
+
+// TestApplyRemove deletes a file and a directory tree, leaving fsck.fat
+// silent and every cluster freed.
+func TestApplyRemove(t *testing.T) {
+	img := testimage.For(t, testimage.Trixie())
+	im := openRW(t, img)
+	freeBefore, err := im.FreeBootBytes()
+	im.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	apply(t, img, payloadEdit())
+	apply(t, img, Edit{Remove: []string{"pibake", "userconf.txt", "ssh", "not-there"}})
+	im, err = Open(img, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	fsckFAT(t, img, im.BootPartition())
+	for _, p := range []string{"pibake/activate.sh", "userconf.txt", "ssh"} {
+		if _, err := im.ReadBootFile(p); !errors.Is(err, ErrNotExist) {
+			t.Errorf("%s still readable after Remove: %v", p, err)
+		}
+	}
+	// What is left of the edit: the replaced config.txt, issue.txt and network-config.
+	freeAfter, _ := im.FreeBootBytes()
+	if lost := freeBefore - freeAfter; lost > 64<<10 {
+		t.Errorf("%d bytes fewer free after removing the payload; clusters leaked", lost)
+	}
+}
