@@ -145,3 +145,4 @@ log "started $service"
 
 date -u +%Y-%m-%dT%H:%M:%SZ >"$STATE/firstboot.done"
 log "done"
+sync
