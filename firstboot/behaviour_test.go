@@ -228,7 +228,7 @@ func TestActivateAndFirstbootServer(t *testing.T) {
 	}
 	cmds := n.commands(t)
 	mustContain(t, "commands", cmds,
-		"apt-get update\napt-get update\napt-get update\n",
+		"apt-get update --error-on=any\napt-get update --error-on=any\napt-get update --error-on=any\n",
 		"install.sh EXEC=server SKIP_START=true VERSION=v1.31.4+k3s1 CHANNEL= SKIP_DOWNLOAD= args=--disable=traefik --kubelet-arg=max-pods=50\n",
 		"systemctl start --no-block k3s\n")
 	mustNotContain(t, "commands", cmds, "/ping") // the founding server waits for nobody

@@ -71,7 +71,9 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 # An offline apt update is not fatal: k3s does not need it. Package installs
 # below are, and are retried at the next boot.
-if retry 5 apt-get update; then
+# apt-get update exits 0 when it cannot fetch (only warning "Failed to
+# fetch"); --error-on=any (apt >= 2.1.16) makes that a failure to retry.
+if retry 5 apt-get update --error-on=any; then
 	log "apt-get update done"
 else
 	log "apt-get update failed; continuing with the package lists on the image"
