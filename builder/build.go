@@ -21,6 +21,7 @@ import (
 	"github.com/pibake/pibake/builder/base"
 	"github.com/pibake/pibake/builder/diskimg"
 	"github.com/pibake/pibake/firstboot"
+	"github.com/pibake/pibake/internal/atomicfile"
 	"github.com/pibake/pibake/internal/sparse"
 	"github.com/pibake/pibake/recipes"
 )
@@ -365,7 +366,7 @@ func (b *nodeBuild) run(ctx context.Context) (NodeResult, manifestNode, error) {
 	if err := verify(part, edit); err != nil {
 		return NodeResult{}, manifestNode{}, fmt.Errorf("verify %s: %w", part, err)
 	}
-	if err := syncPath(part); err != nil {
+	if err := atomicfile.Sync(part); err != nil {
 		return NodeResult{}, manifestNode{}, err
 	}
 
@@ -389,7 +390,7 @@ func (b *nodeBuild) run(ctx context.Context) (NodeResult, manifestNode, error) {
 		if err := compressXZ(ctx, part, xzPart, 0); err != nil {
 			return NodeResult{}, manifestNode{}, fmt.Errorf("compress: %w", err)
 		}
-		if err := syncPath(xzPart); err != nil {
+		if err := atomicfile.Sync(xzPart); err != nil {
 			return NodeResult{}, manifestNode{}, err
 		}
 		if entry.XZSHA256, _, err = fileSum(ctx, xzPart); err != nil {
@@ -399,7 +400,7 @@ func (b *nodeBuild) run(ctx context.Context) (NodeResult, manifestNode, error) {
 	if err := ctx.Err(); err != nil {
 		return NodeResult{}, manifestNode{}, err
 	}
-	if err := writeFileAtomic(img+".bmap", bmap, 0o644); err != nil {
+	if err := atomicfile.WriteFile(img+".bmap", bmap, 0o644); err != nil {
 		return NodeResult{}, manifestNode{}, err
 	}
 	if b.compress {
@@ -501,18 +502,6 @@ func verify(path string, e diskimg.Edit) error {
 		}
 	}
 	return nil
-}
-
-func syncPath(p string) error {
-	f, err := os.OpenFile(p, os.O_RDWR, 0)
-	if err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
 
 // fileSum hashes a file, stopping when ctx is cancelled. Holes are hashed

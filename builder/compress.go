@@ -3,15 +3,14 @@ package builder
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"os"
 	"runtime"
 	"sync"
 
+	"github.com/pibake/pibake/internal/xzstream"
 	"github.com/ulikunitz/xz"
 )
 
@@ -126,25 +125,11 @@ func writeXZ(ctx context.Context, w io.Writer, r io.ReaderAt, size int64, jobs i
 	}
 	wg.Wait()
 
-	index := []byte{0}
-	index = binary.AppendUvarint(index, uint64(len(records)))
-	for _, rec := range records {
-		index = binary.AppendUvarint(index, rec.unpadded)
-		index = binary.AppendUvarint(index, rec.uncompressed)
+	recs := make([]xzstream.Record, len(records))
+	for i, r := range records {
+		recs[i] = xzstream.Record{Unpadded: r.unpadded, Uncompressed: r.uncompressed}
 	}
-	for (len(index)+4)%4 != 0 {
-		index = append(index, 0)
-	}
-	index = binary.LittleEndian.AppendUint32(index, crc32.ChecksumIEEE(index))
-	footer := make([]byte, 12)
-	binary.LittleEndian.PutUint32(footer[4:], uint32(len(index)/4-1))
-	copy(footer[8:10], header[6:8])
-	binary.LittleEndian.PutUint32(footer, crc32.ChecksumIEEE(footer[4:10]))
-	copy(footer[10:], "YZ")
-	if _, err := w.Write(index); err != nil {
-		return err
-	}
-	_, err := w.Write(footer)
+	_, err := w.Write(xzstream.Trailer(header[6:8], recs))
 	return err
 }
 
@@ -167,15 +152,15 @@ func compressBlock(r io.Reader) (xzPart, error) {
 		return xzPart{}, errors.New("xz: stream too short")
 	}
 	// The footer says how long the index is; the index holds one record.
-	footer := s[len(s)-12:]
-	indexSize := (int(binary.LittleEndian.Uint32(footer[4:])) + 1) * 4
-	index := s[len(s)-12-indexSize : len(s)-12]
-	count, k := binary.Uvarint(index[1:])
-	if count != 1 {
-		return xzPart{}, fmt.Errorf("xz: %d blocks in a one-block stream", count)
+	indexSize, err := xzstream.IndexSize(s[len(s)-12:])
+	if err != nil {
+		return xzPart{}, err
 	}
-	unpadded, k1 := binary.Uvarint(index[1+k:])
-	uncompressed, _ := binary.Uvarint(index[1+k+k1:])
+	records, err := xzstream.ParseIndex(s[len(s)-12-int(indexSize) : len(s)-12])
+	if err != nil || len(records) != 1 {
+		return xzPart{}, fmt.Errorf("xz: a one-block stream with %d blocks (%v)", len(records), err)
+	}
+	unpadded, uncompressed := records[0].Unpadded, records[0].Uncompressed
 	padded := (unpadded + 3) &^ 3
 	return xzPart{
 		header:       append([]byte(nil), s[:12]...),

@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/pibake/pibake/internal/atomicfile"
 )
 
 // manifest is manifest.json: what was built from what. It holds no secret
@@ -72,7 +74,7 @@ func writeOutputs(dir string, m manifest) error {
 			fmt.Fprintf(&sums, "%s  %s\n", n.XZSHA256, n.XZ)
 		}
 	}
-	if err := writeFileAtomic(filepath.Join(dir, "SHA256SUMS"), []byte(sums.String()), 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, "SHA256SUMS"), []byte(sums.String()), 0o644); err != nil {
 		return fmt.Errorf("write SHA256SUMS: %w", err)
 	}
 	if m.Nodes == nil {
@@ -82,7 +84,7 @@ func writeOutputs(dir string, m manifest) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(dir, "manifest.json"), append(b, '\n'), 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, "manifest.json"), append(b, '\n'), 0o644); err != nil {
 		return fmt.Errorf("write manifest.json: %w", err)
 	}
 	return nil

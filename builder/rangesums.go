@@ -10,6 +10,7 @@ import (
 
 	"github.com/pibake/pibake/builder/base"
 	"github.com/pibake/pibake/builder/diskimg"
+	"github.com/pibake/pibake/internal/atomicfile"
 )
 
 // baseRangeSums returns the bmap range sums of the base image outside its
@@ -45,7 +46,7 @@ func baseRangeSums(ctx context.Context, c base.Cache, img *base.Image) (rangeSum
 		return nil, err
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err == nil {
-		writeFileAtomic(path, b, 0o644) // only a speed-up if it fails
+		atomicfile.WriteFile(path, b, 0o644) // only a speed-up if it fails
 	}
 	return fromList(list), ctx.Err()
 }

@@ -14,6 +14,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/pibake/pibake/internal/atomicfile"
 )
 
 // Cache is the content-addressed store of base images:
@@ -109,7 +111,10 @@ func (c Cache) writeRecord(r sourceRecord) error {
 	if err != nil {
 		return err
 	}
-	return writeAtomic(c.path("sources", keyOf(r.Source)+".json"), append(b, '\n'))
+	if err := os.MkdirAll(c.path("sources"), 0o755); err != nil {
+		return err
+	}
+	return atomicfile.WriteFile(c.path("sources", keyOf(r.Source)+".json"), append(b, '\n'), 0o644)
 }
 
 // rawPath is where the decompressed image of a download lives.
@@ -131,30 +136,6 @@ func exists(p string) bool {
 func touch(p string) {
 	now := time.Now()
 	os.Chtimes(p, now, now)
-}
-
-// writeAtomic writes a small file under a temporary name and renames it.
-func writeAtomic(path string, data []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }
 
 // fileSHA256 hashes a file.

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/cavaliergopher/grab/v3"
+	"github.com/pibake/pibake/internal/atomicfile"
 )
 
 // Options control Fetch.
@@ -140,7 +141,7 @@ func ensureRaw(ctx context.Context, c Cache, xzPath, sha string, img *Image, opt
 		os.Remove(tmp)
 		return fmt.Errorf("decompress %s: %w", xzPath, err)
 	}
-	if err := syncFile(tmp); err != nil {
+	if err := atomicfile.Sync(tmp); err != nil {
 		os.Remove(tmp)
 		return err
 	}
@@ -149,18 +150,6 @@ func ensureRaw(ctx context.Context, c Cache, xzPath, sha string, img *Image, opt
 	}
 	opt.Logf("decompressed in %s", time.Since(start).Round(100*time.Millisecond))
 	return nil
-}
-
-func syncFile(p string) error {
-	f, err := os.OpenFile(p, os.O_RDWR, 0)
-	if err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
 
 func fetchURL(ctx context.Context, src Source, opt Options) (*Image, error) {
@@ -242,7 +231,7 @@ func fetchURL(ctx context.Context, src Source, opt Options) (*Image, error) {
 		os.Rename(partial, bad)
 		return nil, fmt.Errorf("image %s: checksum mismatch: expected sha256 %s, downloaded file has %s; it was moved to %s and nothing was built", finalURL, want, got, bad)
 	}
-	if err := syncFile(partial); err != nil {
+	if err := atomicfile.Sync(partial); err != nil {
 		return nil, err
 	}
 	dl := c.downloadPath(got, isXZ)

@@ -4,15 +4,15 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"os"
 	"runtime"
 	"sync"
 
+	"github.com/pibake/pibake/internal/sparse"
+	"github.com/pibake/pibake/internal/xzstream"
 	"github.com/therootcompany/xz"
 )
 
@@ -28,13 +28,8 @@ import (
 // (xz itself: 0.39 s), which is what brings pibake near xz -T0 on two
 // cores. ulikunitz/xz remains the compressor (--compress) and the tests'.
 
-var (
-	xzHeaderMagic = []byte{0xFD, '7', 'z', 'X', 'Z', 0x00}
-	xzFooterMagic = []byte{'Y', 'Z'}
-)
-
 // errCorruptXZ marks a damaged or truncated .xz file.
-var errCorruptXZ = errors.New("corrupt or truncated xz file")
+var errCorruptXZ = xzstream.ErrCorrupt
 
 // xzBlock is one block of an xz file.
 type xzBlock struct {
@@ -71,10 +66,10 @@ func xzIndex(r io.ReaderAt, size int64) ([]xzBlock, int64, error) {
 		if _, err := r.ReadAt(footer, end-12); err != nil {
 			return nil, 0, err
 		}
-		if !bytes.Equal(footer[10:], xzFooterMagic) || crc32.ChecksumIEEE(footer[4:10]) != binary.LittleEndian.Uint32(footer) {
-			return nil, 0, fmt.Errorf("%w: bad stream footer (the download may be cut short)", errCorruptXZ)
+		indexSize, err := xzstream.IndexSize(footer)
+		if err != nil {
+			return nil, 0, err
 		}
-		indexSize := (int64(binary.LittleEndian.Uint32(footer[4:])) + 1) * 4
 		indexStart := end - 12 - indexSize
 		if indexStart < 12 {
 			return nil, 0, fmt.Errorf("%w: index larger than the file", errCorruptXZ)
@@ -99,8 +94,8 @@ func xzIndex(r io.ReaderAt, size int64) ([]xzBlock, int64, error) {
 		if _, err := r.ReadAt(header, streamStart); err != nil {
 			return nil, 0, err
 		}
-		if !bytes.Equal(header[:6], xzHeaderMagic) || crc32.ChecksumIEEE(header[6:8]) != binary.LittleEndian.Uint32(header[8:]) {
-			return nil, 0, fmt.Errorf("%w: bad stream header", errCorruptXZ)
+		if err := xzstream.CheckHeader(header); err != nil {
+			return nil, 0, err
 		}
 		if !bytes.Equal(header[6:8], footer[8:10]) {
 			return nil, 0, fmt.Errorf("%w: stream header and footer disagree", errCorruptXZ)
@@ -130,63 +125,26 @@ func xzIndex(r io.ReaderAt, size int64) ([]xzBlock, int64, error) {
 }
 
 func parseXZIndex(index []byte) ([]xzBlock, error) {
-	bad := func(what string) error { return fmt.Errorf("%w: bad index (%s)", errCorruptXZ, what) }
-	n := len(index)
-	if n < 8 || index[0] != 0 {
-		return nil, bad("indicator")
+	records, err := xzstream.ParseIndex(index)
+	if err != nil {
+		return nil, err
 	}
-	if crc32.ChecksumIEEE(index[:n-4]) != binary.LittleEndian.Uint32(index[n-4:]) {
-		return nil, bad("checksum")
+	blocks := make([]xzBlock, len(records))
+	for i, r := range records {
+		blocks[i] = xzBlock{unpadded: int64(r.Unpadded), uncompressed: int64(r.Uncompressed)}
 	}
-	body := index[1 : n-4]
-	count, k := binary.Uvarint(body)
-	if k <= 0 || count > uint64(len(body)) {
-		return nil, bad("record count")
-	}
-	body = body[k:]
-	records := make([]xzBlock, 0, count)
-	for i := uint64(0); i < count; i++ {
-		unpadded, k1 := binary.Uvarint(body)
-		if k1 <= 0 {
-			return nil, bad("record")
-		}
-		uncompressed, k2 := binary.Uvarint(body[k1:])
-		if k2 <= 0 || unpadded == 0 || unpadded > 1<<62 || uncompressed > 1<<62 {
-			return nil, bad("record")
-		}
-		body = body[k1+k2:]
-		records = append(records, xzBlock{unpadded: int64(unpadded), uncompressed: int64(uncompressed)})
-	}
-	for _, b := range body {
-		if b != 0 {
-			return nil, bad("padding")
-		}
-	}
-	return records, nil
+	return blocks, nil
 }
 
 // oneBlockStream wraps one block into a stream of its own (header, the
 // block, a one-record index, footer) that the decoder accepts; it checks
 // the block's own check value as it goes.
 func oneBlockStream(r io.ReaderAt, b xzBlock) io.Reader {
-	index := []byte{0}
-	index = binary.AppendUvarint(index, 1)
-	index = binary.AppendUvarint(index, uint64(b.unpadded))
-	index = binary.AppendUvarint(index, uint64(b.uncompressed))
-	for (len(index)+4)%4 != 0 {
-		index = append(index, 0)
-	}
-	index = binary.LittleEndian.AppendUint32(index, crc32.ChecksumIEEE(index))
-	footer := make([]byte, 12)
-	binary.LittleEndian.PutUint32(footer[4:], uint32(len(index)/4-1))
-	copy(footer[8:10], b.header[6:8])
-	binary.LittleEndian.PutUint32(footer, crc32.ChecksumIEEE(footer[4:10]))
-	copy(footer[10:], xzFooterMagic)
+	trailer := xzstream.Trailer(b.header[6:8], []xzstream.Record{{Unpadded: uint64(b.unpadded), Uncompressed: uint64(b.uncompressed)}})
 	return io.MultiReader(
 		bytes.NewReader(b.header),
 		io.NewSectionReader(r, b.offset, b.padded()),
-		bytes.NewReader(index),
-		bytes.NewReader(footer),
+		bytes.NewReader(trailer),
 	)
 }
 
@@ -279,7 +237,7 @@ func decodeBlock(ctx context.Context, in io.ReaderAt, out io.WriterAt, b xzBlock
 			if n+int64(k) > b.uncompressed {
 				return fmt.Errorf("%w: block at byte %d holds more than its index says", errCorruptXZ, b.offset)
 			}
-			if !allZero(buf[:k]) {
+			if !sparse.IsZero(buf[:k]) {
 				if _, werr := out.WriteAt(buf[:k], b.outOffset+n); werr != nil {
 					return werr
 				}
@@ -297,19 +255,4 @@ func decodeBlock(ctx context.Context, in io.ReaderAt, out io.WriterAt, b xzBlock
 		return fmt.Errorf("%w: block at byte %d gave %d bytes, its index says %d", errCorruptXZ, b.offset, n, b.uncompressed)
 	}
 	return nil
-}
-
-func allZero(b []byte) bool {
-	for len(b) >= 8 {
-		if binary.LittleEndian.Uint64(b) != 0 {
-			return false
-		}
-		b = b[8:]
-	}
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
 }

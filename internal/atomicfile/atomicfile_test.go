@@ -1,0 +1,32 @@
+package atomicfile
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestWriteFile(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "secret")
+	if err := WriteFile(p, []byte("one"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteFile(p, []byte("two"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(p)
+	fi, _ := os.Stat(p)
+	if err != nil || string(b) != "two" || fi.Mode().Perm() != 0o600 {
+		t.Errorf("got %q mode %v, %v", b, fi.Mode().Perm(), err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Errorf("%d entries; want no temporary file left", len(entries))
+	}
+	if err := WriteFile(filepath.Join(dir, "missing", "x"), nil, 0o644); err == nil {
+		t.Error("WriteFile into a missing directory succeeded")
+	}
+	if err := Sync(p); err != nil {
+		t.Error(err)
+	}
+}
