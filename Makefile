@@ -11,7 +11,7 @@ FUZZTIME ?= 20s
 
 export CGO_ENABLED = 0
 
-.PHONY: all build test unit lint deps cross bench fuzz update demo clean
+.PHONY: all build test unit lint deps cross bench fuzz update demo e2e clean
 
 all: build
 
@@ -63,6 +63,12 @@ demo: deps build
 	@echo "  $(BIN) inspect $(DEMO)/pi-server.img"
 	@echo "  (cd $(DEMO) && sha256sum -c SHA256SUMS)"
 	@echo "  mdir -i $(DEMO)/pi-server.img@@4194304 ::pibake"
+
+## e2e: boot a server and an agent image under QEMU with real systemd
+## (root; builds a Debian arm64 look-alike once, cached; see README).
+e2e:
+	bash .ci/deps e2e
+	$(GO) test -tags e2e -count=1 -timeout 120m -v -run TestFirstBoot ./internal/e2e
 
 ## update: rewrite golden files after an intended change; review the diff.
 update:

@@ -33,6 +33,9 @@ type Spec struct {
 	// FillMiB puts that much incompressible file data into the root file
 	// system, so that an image has as much data as a real one (benchmarks).
 	FillMiB int64
+	// RootDir, when set, is the root file system's content (a bootable
+	// tree for the QEMU test) instead of the generated stand-in files.
+	RootDir string
 }
 
 // Bookworm is a Bookworm-style image: init=…/firstboot on the command
@@ -129,9 +132,12 @@ func Build(path string, s Spec) error {
 	}
 
 	// The root partition: ext4 "rootfs" without 64bit, as pi-gen makes it.
-	rootDir := filepath.Join(work, "root")
-	if err := writeTree(rootDir, rootFiles(s)); err != nil {
-		return err
+	rootDir := s.RootDir
+	if rootDir == "" {
+		rootDir = filepath.Join(work, "root")
+		if err := writeTree(rootDir, rootFiles(s)); err != nil {
+			return err
+		}
 	}
 	if err := fill(filepath.Join(rootDir, "usr", "share", "filler"), s.FillMiB); err != nil {
 		return err
