@@ -11,7 +11,7 @@ FUZZTIME ?= 20s
 
 export CGO_ENABLED = 0
 
-.PHONY: all build test unit lint deps cross bench fuzz update demo e2e clean
+.PHONY: all build test unit lint deps cross bench fuzz update demo e2e e2e-record clean
 
 all: build
 
@@ -69,6 +69,12 @@ demo: deps build
 e2e:
 	bash .ci/deps e2e
 	$(GO) test -tags e2e -count=1 -timeout 120m -v -run TestFirstBoot ./internal/e2e
+
+## e2e-record: run e2e and record that it passed for the current inputs
+## (.ci/e2e-passed; commit it), so CI runs it again only after a change.
+e2e-record: e2e
+	bash .ci/e2e-inputs > .ci/e2e-passed
+	@echo "recorded: .ci/e2e-passed = $$(cat .ci/e2e-passed)"
 
 ## update: rewrite golden files after an intended change; review the diff.
 update:
