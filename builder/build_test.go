@@ -318,7 +318,7 @@ func TestBuildInterrupted(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	opt.Logf = func(f string, a ...any) {
-		if strings.Contains(fmt.Sprintf(f, a...), "copied base image") {
+		if strings.Contains(fmt.Sprintf(f, a...), "written and verified") {
 			cancel() // as SIGINT does, while a node is being written
 		}
 	}

@@ -15,76 +15,101 @@ var errNoCopyRange = errors.New("copy_file_range not available")
 // cloneMethod names how an image was cloned, for the log.
 type cloneMethod string
 
-// clone copies src to a new file dst (mode 0600: images hold the cluster
-// token), fastest first: a reflink where the file system shares blocks,
-// else copy_file_range over the data extents only, else a read/write copy
-// that skips all-zero blocks. Holes stay holes in every case.
-func clone(ctx context.Context, dst, src string) (cloneMethod, error) {
+// imageClone is a copy of a base image being made, in ranges, so that a
+// node's boot partition can be edited while the rest is still copying.
+type imageClone struct {
+	in, out *os.File
+	dst     string
+	size    int64
+	method  cloneMethod
+	buf     []byte
+}
+
+// startClone creates dst (mode 0600: images hold the cluster token) the
+// size of src. Where the file system shares blocks it is a reflink and
+// complete at once; else copyRange fills it, range by range.
+func startClone(dst, src string) (*imageClone, error) {
 	in, err := os.Open(src)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	defer in.Close()
 	fi, err := in.Stat()
 	if err != nil {
-		return "", err
+		in.Close()
+		return nil, err
 	}
 	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
-		return "", err
+		in.Close()
+		return nil, err
 	}
-	method, err := cloneInto(ctx, out, in, fi.Size())
-	if cerr := out.Close(); err == nil {
-		err = cerr
+	c := &imageClone{in: in, out: out, dst: dst, size: fi.Size()}
+	if reflink(out, in) == nil {
+		c.method = "reflink"
+		return c, nil
 	}
-	if err != nil {
-		os.Remove(dst)
-		return "", err
+	c.method = "copy_file_range"
+	if err := out.Truncate(c.size); err != nil {
+		c.abort()
+		return nil, err
 	}
-	return method, nil
+	return c, nil
 }
 
-func cloneInto(ctx context.Context, out, in *os.File, size int64) (cloneMethod, error) {
-	if reflink(out, in) == nil {
-		return "reflink", nil
+// copyRange copies [from, to) of the base over its data extents only,
+// fastest first: copy_file_range, else a read/write copy that skips
+// all-zero blocks. Holes stay holes. Write-back starts as it goes, so the
+// final sync has little left to wait for.
+func (c *imageClone) copyRange(ctx context.Context, from, to int64) error {
+	if c.method == "reflink" {
+		return nil
 	}
-	if err := out.Truncate(size); err != nil {
-		return "", err
-	}
-	method := cloneMethod("copy_file_range")
-	buf := make([]byte, 1<<20)
-	for pos := int64(0); pos < size; {
-		if err := ctx.Err(); err != nil {
-			return "", err
-		}
-		data, hole := sparse.NextExtent(in, pos, size)
-		if data >= size {
-			break
-		}
-		for p := data; p < hole; {
+	to = min(to, c.size)
+	for _, e := range sparse.Extents(c.in, from, to-from) {
+		for p := e[0]; p < e[1]; {
 			if err := ctx.Err(); err != nil {
-				return "", err
+				return err
 			}
-			n := min(hole-p, 64<<20)
-			if method == "copy_file_range" {
-				err := copyRange(out, in, p, n)
-				if err == nil {
-					p += n
-					continue
+			n := min(e[1]-p, 64<<20)
+			if c.method == "copy_file_range" {
+				err := copyRange(c.out, c.in, p, n)
+				if err != nil && !errors.Is(err, errNoCopyRange) {
+					return err
 				}
-				if !errors.Is(err, errNoCopyRange) {
-					return "", err
+				if err != nil {
+					c.method = "read/write"
 				}
-				method = "read/write"
 			}
-			if err := sparse.CopyAt(out, in, p, n, 0, buf); err != nil {
-				return "", err
+			if c.method == "read/write" {
+				if c.buf == nil {
+					c.buf = make([]byte, 1<<20)
+				}
+				if err := sparse.CopyAt(c.out, c.in, p, n, 0, c.buf); err != nil {
+					return err
+				}
 			}
+			startWriteback(c.out, p, n)
 			p += n
 		}
-		pos = hole
 	}
-	return method, nil
+	return nil
+}
+
+// finish syncs and closes the copy.
+func (c *imageClone) finish() error {
+	c.in.Close()
+	if err := c.out.Sync(); err != nil {
+		c.out.Close()
+		return fmt.Errorf("sync %s: %w", c.dst, err)
+	}
+	return c.out.Close()
+}
+
+// abort closes the copy and removes it.
+func (c *imageClone) abort() {
+	c.in.Close()
+	c.out.Close()
+	os.Remove(c.dst)
 }
 
 // describeWriteError adds what to do when the disk is full.

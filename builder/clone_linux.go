@@ -34,3 +34,9 @@ func copyRange(dst, src *os.File, off, n int64) error {
 	}
 	return nil
 }
+
+// startWriteback asks the kernel to start writing [off, off+n) to disk
+// without waiting, so copying and writing overlap.
+func startWriteback(f *os.File, off, n int64) {
+	unix.SyncFileRange(int(f.Fd()), off, n, unix.SYNC_FILE_RANGE_WRITE)
+}

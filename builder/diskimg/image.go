@@ -103,6 +103,12 @@ func (im *Image) Close() error {
 	return im.f.Close()
 }
 
+// CloseUnsynced closes the image file without syncing it, for a caller
+// that syncs it itself later, overlapping the sync with other work.
+func (im *Image) CloseUnsynced() error {
+	return im.f.Close()
+}
+
 // Path is the image's file name.
 func (im *Image) Path() string { return im.path }
 
