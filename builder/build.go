@@ -416,9 +416,10 @@ func (b *nodeBuild) run(ctx context.Context) (NodeResult, manifestNode, error) {
 // writeImage makes the node's image at part: a clone of the base with the
 // payload written to its boot partition, read back, synced to disk; and
 // returns its SHA-256. The start of the image, up to the end of the boot
-// partition, is cloned and edited first; then the rest is copied and synced while the checksum runs, reading what was
-// copied from the base: the sync waits on the disk, the checksum on the
-// CPU, each about a second for a 1.5 GiB image.
+// partition, is cloned and edited first; then the rest is copied and
+// synced while the checksum runs, reading what was copied from the base:
+// the sync waits on the disk, the checksum on the CPU, each about a second
+// for a 1.5 GiB image.
 func (b *nodeBuild) writeImage(ctx context.Context, part string, payload firstboot.Payload) (string, int64, cloneMethod, error) {
 	c, err := startClone(part, b.base.Path)
 	if err != nil {

@@ -73,11 +73,10 @@ func (c *imageClone) copyRange(ctx context.Context, from, to int64) error {
 			n := min(e[1]-p, 64<<20)
 			if c.method == "copy_file_range" {
 				err := copyRange(c.out, c.in, p, n)
-				if err != nil && !errors.Is(err, errNoCopyRange) {
-					return err
-				}
-				if err != nil {
+				if errors.Is(err, errNoCopyRange) {
 					c.method = "read/write"
+				} else if err != nil {
+					return err
 				}
 			}
 			if c.method == "read/write" {
