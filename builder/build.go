@@ -112,6 +112,9 @@ func Build(ctx context.Context, r *recipes.Recipe, opt Options) ([]NodeResult, e
 		return nil, err
 	}
 	rel, stamp := facts.release, facts.stamp
+	if err := checkBase(rel); err != nil {
+		return nil, fmt.Errorf("base image %s: %w", baseImg.Path, err)
+	}
 	if rel.Style == diskimg.StyleBooted {
 		opt.Logf("warning: the base image's cmdline.txt has neither first-boot marker (init=…firstboot or resize): it may have booted before; its root partition will not grow on first boot")
 	}
@@ -274,6 +277,25 @@ func contains(list []string, s string) bool {
 func exists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
+}
+
+// checkBase refuses a base image that cannot boot or that was already set
+// up for some machine: its settings (Wi-Fi key, SSH keys, static address,
+// user) would leak into every node.
+func checkBase(rel diskimg.Release) error {
+	if err := rel.Bootable(); err != nil {
+		return err
+	}
+	if len(rel.Customised) > 0 {
+		return fmt.Errorf("it was already customised for a machine (%s); build from an unmodified Raspberry Pi OS image (pibake fetch, or the .img.xz as downloaded), never from a card or image that Raspberry Pi Imager or pibake has written",
+			strings.Join(rel.Customised, "; "))
+	}
+	return nil
+}
+
+// firstbootBase is what decides how a payload is activated on rel.
+func firstbootBase(rel diskimg.Release) firstboot.Base {
+	return firstboot.Base{CloudInit: rel.CloudInit, SystemdFirstBoot: rel.MachineID == diskimg.MachineIDUninitialized}
 }
 
 // baseFacts is what every node's build needs to know about the base image.
@@ -484,7 +506,7 @@ func splitSum(ctx context.Context, head, tail string, split, size int64) (string
 // image, pibake version, every payload byte) is also its build id: it
 // names the cloud-init instance and decides whether a rebuild is needed.
 func (b *nodeBuild) payload() (firstboot.Payload, string, error) {
-	opt := firstboot.Options{Token: b.token, ImageHasCloudInit: b.release.CloudInit}
+	opt := firstboot.Options{Token: b.token, Base: firstbootBase(b.release)}
 	p, err := firstboot.Render(b.cluster, b.node, opt)
 	if err != nil {
 		return p, "", err

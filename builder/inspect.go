@@ -5,70 +5,146 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
 	"path"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/pibake/pibake/builder/diskimg"
 	"github.com/pibake/pibake/firstboot"
+	"github.com/pibake/pibake/recipes"
 )
 
-// Inspection is what `pibake inspect` reports about an image. It never
-// holds a secret: the payload summary comes from node.json, which has none.
+// Inspection is what `pibake inspect` reports about an image, a card, or a
+// mounted boot partition. It never holds a secret: the payload summary
+// comes from node.json and the status from status.json, which have none.
 type Inspection struct {
 	Path       string              `json:"path"`
-	Size       int64               `json:"size"`
-	DiskID     string              `json:"disk_id"`
-	Partitions []diskimg.Partition `json:"partitions"`
-	Release    diskimg.Release     `json:"release"`
-	BootFree   int64               `json:"boot_free_bytes"`
-	Payload    *PayloadSummary     `json:"payload,omitempty"`
+	Size       int64               `json:"size,omitempty"`
+	DiskID     string              `json:"disk_id,omitempty"`
+	Partitions []diskimg.Partition `json:"partitions,omitempty"`
+	// Release is nil for a mounted boot partition, which shows no root
+	// file system.
+	Release  *diskimg.Release `json:"release,omitempty"`
+	BootFree int64            `json:"boot_free_bytes,omitempty"`
+	// Activation is the first-boot method "auto" picks for this image as a
+	// base, or empty with ActivationProblem saying why none fits.
+	Activation        recipes.Method     `json:"activation,omitempty"`
+	ActivationProblem string             `json:"activation_problem,omitempty"`
+	Cmdline           string             `json:"cmdline"`
+	Payload           *PayloadSummary    `json:"payload,omitempty"`
+	Status            *firstboot.Status  `json:"status,omitempty"`
+	History           []firstboot.Status `json:"history,omitempty"`
 }
 
 // PayloadSummary describes the pibake payload on a built image.
 type PayloadSummary struct {
-	Hostname    string `json:"hostname"`
-	Role        string `json:"role"`
-	Cluster     string `json:"cluster"`
-	Joins       string `json:"joins,omitempty"`
-	ClusterInit bool   `json:"cluster_init,omitempty"`
-	Method      string `json:"method"`
-	BuildID     string `json:"build_id"`
+	Hostname    string         `json:"hostname"`
+	Role        string         `json:"role"`
+	Cluster     string         `json:"cluster"`
+	Joins       string         `json:"joins,omitempty"`
+	ClusterInit bool           `json:"cluster_init,omitempty"`
+	Method      recipes.Method `json:"method"`
+	BuildID     string         `json:"build_id"`
 }
 
-// Inspect reads an image without changing it.
-func Inspect(imagePath string) (*Inspection, error) {
-	im, err := diskimg.Open(imagePath, false)
+// Inspect reads an image file, a card (block device) or a mounted boot
+// partition (a directory) without changing it.
+func Inspect(p string) (*Inspection, error) {
+	if fi, err := os.Stat(p); err == nil && fi.IsDir() {
+		return inspectBootDir(p)
+	}
+	im, err := diskimg.Open(p, false)
 	if err != nil {
 		return nil, err
 	}
 	defer im.Close()
 	rel, err := im.DetectRelease()
 	if err != nil {
-		return nil, fmt.Errorf("image %s: %w", imagePath, err)
+		return nil, fmt.Errorf("image %s: %w", p, err)
 	}
 	free, err := im.FreeBootBytes()
 	if err != nil {
-		return nil, fmt.Errorf("image %s: %w", imagePath, err)
+		return nil, fmt.Errorf("image %s: %w", p, err)
 	}
 	ins := &Inspection{
-		Path:       imagePath,
+		Path:       p,
+		Size:       im.Size(),
 		DiskID:     fmt.Sprintf("%08x", im.DiskID),
 		Partitions: im.Partitions,
-		Release:    rel,
+		Release:    &rel,
 		BootFree:   free,
+		Cmdline:    rel.Cmdline,
 	}
-	ins.Size = im.Size()
-	if b, err := im.ReadBootFile(path.Join(firstboot.Dir, "node.json")); err == nil {
-		var p PayloadSummary
-		if err := json.Unmarshal(b, &p); err != nil {
-			return nil, fmt.Errorf("image %s: boot partition: %s/node.json: %w", imagePath, firstboot.Dir, err)
+	if m, err := firstboot.ChooseMethod(recipes.MethodAuto, firstbootBase(rel)); err == nil {
+		ins.Activation = m
+	} else {
+		ins.ActivationProblem = err.Error()
+	}
+	read := func(name string) ([]byte, error) {
+		b, err := im.ReadBootFile(name)
+		if errors.Is(err, diskimg.ErrNotExist) {
+			return nil, nil
 		}
-		ins.Payload = &p
-	} else if !errors.Is(err, diskimg.ErrNotExist) {
-		return nil, fmt.Errorf("image %s: %w", imagePath, err)
+		return b, err
+	}
+	if err := ins.readPayload(read); err != nil {
+		return nil, fmt.Errorf("image %s: %w", p, err)
 	}
 	return ins, nil
+}
+
+// inspectBootDir reads a boot partition mounted on any computer (the card
+// of a node that did not come up, say): cmdline.txt, node.json and the
+// status pibake's first boot recorded there.
+func inspectBootDir(dir string) (*Inspection, error) {
+	cmdline, err := os.ReadFile(filepath.Join(dir, "cmdline.txt"))
+	if err != nil {
+		return nil, fmt.Errorf("inspect %s: not a Raspberry Pi OS boot partition: %w", dir, err)
+	}
+	ins := &Inspection{Path: dir, Cmdline: strings.TrimSpace(string(cmdline))}
+	read := func(name string) ([]byte, error) {
+		b, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(name)))
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, nil
+		}
+		return b, err
+	}
+	if err := ins.readPayload(read); err != nil {
+		return nil, fmt.Errorf("boot partition %s: %w", dir, err)
+	}
+	return ins, nil
+}
+
+// readPayload fills in node.json and the status records; read returns nil
+// for a file that is not there.
+func (ins *Inspection) readPayload(read func(name string) ([]byte, error)) error {
+	b, err := read(path.Join(firstboot.Dir, "node.json"))
+	if err != nil {
+		return err
+	}
+	if b != nil {
+		var p PayloadSummary
+		if err := json.Unmarshal(b, &p); err != nil {
+			return fmt.Errorf("%s/node.json: %w", firstboot.Dir, err)
+		}
+		ins.Payload = &p
+	}
+	if b, err = read(path.Join(firstboot.Dir, firstboot.StatusFile)); err != nil {
+		return err
+	}
+	if b != nil {
+		if ins.Status, err = firstboot.ParseStatus(b); err != nil {
+			return fmt.Errorf("%s/%s: %w", firstboot.Dir, firstboot.StatusFile, err)
+		}
+	}
+	if b, err = read(path.Join(firstboot.Dir, firstboot.StatusLogFile)); err != nil {
+		return err
+	}
+	ins.History = firstboot.ParseStatusLog(b)
+	return nil
 }
 
 // WriteJSON writes the inspection as indented JSON.
@@ -81,32 +157,48 @@ func (ins *Inspection) WriteJSON(w io.Writer) error {
 // WriteText writes the inspection for people.
 func (ins *Inspection) WriteText(w io.Writer) error {
 	var b strings.Builder
-	r := ins.Release
-	fmt.Fprintf(&b, "image:      %s (%s)\n", ins.Path, humanBytes(ins.Size))
-	fmt.Fprintf(&b, "disk id:    %s\n", ins.DiskID)
-	fmt.Fprintf(&b, "os:         %s\n", orDash(r.PrettyName))
-	fmt.Fprintf(&b, "hostname:   %s\n", orDash(r.Hostname))
-	style := map[string]string{
-		diskimg.StyleBookworm: "bookworm (first boot runs init=/usr/lib/raspberrypi-sys-mods/firstboot)",
-		diskimg.StyleTrixie:   "trixie (the initramfs grows the root when cmdline has resize)",
-		diskimg.StyleBooted:   "neither first-boot marker on the cmdline (booted before, or unknown)",
-	}[r.Style]
-	fmt.Fprintf(&b, "style:      %s\n", style)
-	fmt.Fprintf(&b, "cloud-init: %s\n", yesNo(r.CloudInit))
-	fmt.Fprintf(&b, "activation: %s (what firstboot method \"auto\" uses)\n", r.Activation)
-	fmt.Fprintf(&b, "cmdline:    %s\n", r.Cmdline)
-	fmt.Fprintf(&b, "boot:       %d-byte clusters, %s free\n\n", r.BootClusterBytes, humanBytes(ins.BootFree))
+	if r := ins.Release; r != nil {
+		fmt.Fprintf(&b, "image:      %s (%s)\n", ins.Path, humanBytes(ins.Size))
+		fmt.Fprintf(&b, "disk id:    %s\n", ins.DiskID)
+		fmt.Fprintf(&b, "os:         %s\n", orDash(r.PrettyName))
+		fmt.Fprintf(&b, "hostname:   %s\n", orDash(r.Hostname))
+		style := map[string]string{
+			diskimg.StyleBookworm: "bookworm (first boot runs init=/usr/lib/raspberrypi-sys-mods/firstboot)",
+			diskimg.StyleTrixie:   "trixie (the initramfs grows the root when cmdline has resize)",
+			diskimg.StyleBooted:   "neither first-boot marker on the cmdline (booted before, or unknown)",
+		}[r.Style]
+		fmt.Fprintf(&b, "style:      %s\n", style)
+		fmt.Fprintf(&b, "machine-id: %s\n", r.MachineID)
+		fmt.Fprintf(&b, "cloud-init: %s\n", yesNo(r.CloudInit))
+		if ins.Activation != "" {
+			fmt.Fprintf(&b, "activation: %s (what firstboot method \"auto\" uses)\n", ins.Activation)
+		} else {
+			fmt.Fprintf(&b, "activation: none fits: %s\n", ins.ActivationProblem)
+		}
+		fmt.Fprintf(&b, "cmdline:    %s\n", r.Cmdline)
+		fmt.Fprintf(&b, "boot:       %d-byte clusters, %s free\n", r.BootClusterBytes, humanBytes(ins.BootFree))
+		for _, c := range r.Customised {
+			fmt.Fprintf(&b, "customised: %s\n", c)
+		}
+		b.WriteString("\n")
+	} else {
+		fmt.Fprintf(&b, "boot partition: %s\ncmdline:    %s\n\n", ins.Path, ins.Cmdline)
+	}
 	if _, err := io.WriteString(w, b.String()); err != nil {
 		return err
 	}
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "PART\tTYPE\tSTART\tSECTORS\tSIZE\tFS\tLABEL")
-	for _, p := range ins.Partitions {
-		fmt.Fprintf(tw, "%d\t0x%02x\t%d\t%d\t%s\t%s\t%s\n", p.Index, p.Type, p.StartSector, p.Sectors, humanBytes(p.Size()), orDash(p.FileSystem), orDash(p.Label))
+	if len(ins.Partitions) > 0 {
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "PART\tTYPE\tSTART\tSECTORS\tSIZE\tFS\tLABEL")
+		for _, p := range ins.Partitions {
+			fmt.Fprintf(tw, "%d\t0x%02x\t%d\t%d\t%s\t%s\t%s\n", p.Index, p.Type, p.StartSector, p.Sectors, humanBytes(p.Size()), orDash(p.FileSystem), orDash(p.Label))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		io.WriteString(w, "\n")
 	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
+	b.Reset()
 	if p := ins.Payload; p != nil {
 		joins := p.Joins
 		if joins == "" {
@@ -115,12 +207,34 @@ func (ins *Inspection) WriteText(w io.Writer) error {
 				joins += " (cluster-init)"
 			}
 		}
-		_, err := fmt.Fprintf(w, "\npibake payload:\n  hostname: %s\n  role:     %s\n  cluster:  %s\n  joins:    %s\n  method:   %s\n  build:    %s\n",
+		fmt.Fprintf(&b, "pibake payload:\n  hostname: %s\n  role:     %s\n  cluster:  %s\n  joins:    %s\n  method:   %s\n  build:    %s\n",
 			p.Hostname, p.Role, p.Cluster, joins, p.Method, p.BuildID)
-		return err
+	} else {
+		b.WriteString("pibake payload: none (not built by pibake)\n")
 	}
-	_, err := io.WriteString(w, "\npibake payload: none (not built by pibake)\n")
+	if s := ins.Status; s != nil {
+		fmt.Fprintf(&b, "\nfirst boot: %s %s at %s%s\n", s.Stage, s.State, s.Time, prefixed(": ", s.Reason))
+		for _, line := range s.Log {
+			fmt.Fprintf(&b, "  | %s\n", line)
+		}
+		if len(ins.History) > 0 {
+			b.WriteString("history:\n")
+			for _, h := range ins.History {
+				fmt.Fprintf(&b, "  %s  boot %s  %-11s %-8s %s\n", h.Time, h.Boot, h.Stage, h.State, h.Reason)
+			}
+		}
+	} else if ins.Payload != nil {
+		b.WriteString("\nfirst boot: no status recorded (the card has not booted, or pibake's activation did not run)\n")
+	}
+	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+func prefixed(prefix, s string) string {
+	if s == "" {
+		return ""
+	}
+	return prefix + s
 }
 
 func humanBytes(n int64) string {

@@ -3,6 +3,7 @@ package builder
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/pibake/pibake/recipes"
 	"os"
 	"path/filepath"
 	"strings"
@@ -29,18 +30,18 @@ type manifestBase struct {
 }
 
 type manifestNode struct {
-	Hostname    string `json:"hostname"`
-	Role        string `json:"role"`
-	IP          string `json:"ip"`
-	Joins       string `json:"joins,omitempty"`
-	ClusterInit bool   `json:"cluster_init,omitempty"`
-	Method      string `json:"method"`
-	File        string `json:"file"`
-	Size        int64  `json:"size"`
-	SHA256      string `json:"sha256"`
-	Bmap        string `json:"bmap"`
-	XZ          string `json:"xz,omitempty"`
-	XZSHA256    string `json:"xz_sha256,omitempty"`
+	Hostname    string         `json:"hostname"`
+	Role        string         `json:"role"`
+	IP          string         `json:"ip"`
+	Joins       string         `json:"joins,omitempty"`
+	ClusterInit bool           `json:"cluster_init,omitempty"`
+	Method      recipes.Method `json:"method"`
+	File        string         `json:"file"`
+	Size        int64          `json:"size"`
+	SHA256      string         `json:"sha256"`
+	Bmap        string         `json:"bmap"`
+	XZ          string         `json:"xz,omitempty"`
+	XZSHA256    string         `json:"xz_sha256,omitempty"`
 	// Inputs hashes everything the image is made from; its first 16 hex
 	// digits are the node's build id.
 	Inputs string `json:"inputs"`

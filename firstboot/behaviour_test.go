@@ -1,6 +1,7 @@
 package firstboot
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,18 +16,29 @@ import (
 // stubs are written into the test's bin directory. Each appends one line
 // to $STUB_LOG. A stub named in $<NAME>_FAILS fails that many times first.
 var stubs = map[string]string{
-	"apt-get":     `record apt-get "$@"; maybe_fail APT_GET; exit 0`,
-	"apt-cache":   `record apt-cache "$@"; [ "${APT_CACHE_HAS:-0}" = 1 ]`,
-	"systemctl":   `record systemctl "$@"; exit 0`,
-	"getent":      `echo "$2:x:1000:1000::/home/$2:/bin/sh"`,
+	"apt-get": `record apt-get "$@"
+case "$*" in
+*" install "*) maybe_fail APT_INSTALL ;;
+*) maybe_fail APT_GET ;;
+esac
+exit 0`,
+	"apt-cache": `record apt-cache "$@"; [ "${APT_CACHE_HAS:-0}" = 1 ]`,
+	"systemctl": `record systemctl "$@"; exit 0`,
+	// getent passwd NAME: the user once userconf has renamed it, with the
+	// shell Raspberry Pi OS gave its first user ($USER_SHELL).
+	"getent":      `[ -d "$PIBAKE_ROOT/home/$2" ] || exit 2; echo "$2:x:1000:1000::/home/$2:${USER_SHELL:-/bin/bash}"`,
+	"usermod":     `record usermod "$@"; exit 0`,
 	"chown":       `record chown "$@"; exit 0`,
-	"modprobe":    `record modprobe "$@"; exit 0`,
+	"rfkill":      `record rfkill "$@"; exit 0`,
+	"nmcli":       `record nmcli "$@"; exit 0`,
+	"iw":          `record iw "$@"; exit 0`,
 	"hostnamectl": `record hostnamectl "$@"; exit 0`,
 	"curl": `record curl "$@"
 case "$*" in
 */ping*) maybe_fail CURL_PING; exit 0 ;;
 esac
 # A download: the stand-in install script.
+maybe_fail CURL_DOWNLOAD
 while [ $# -gt 0 ]; do [ "$1" = -o ] && out=$2; shift; done
 cp "$STUB_DIR/install.sh" "$out"`,
 }
@@ -52,31 +64,41 @@ exit 0
 
 const originalCmdline = "console=serial0,115200 console=tty1 root=PARTUUID=a1b2c3d4-02 rootfstype=ext4 fsck.repair=yes rootwait quiet"
 
+// cgroupControllers is /sys/fs/cgroup/cgroup.controllers on Raspberry Pi
+// OS with cgroup_enable=memory; without it, "memory" is missing.
+const cgroupControllers = "cpuset cpu io memory hugetlb pids rdma misc\n"
+
 // fakeNode is one node's temporary root with its payload on the boot
-// partition, as the builder would write it.
+// partition, as the builder would write it, and what pi-gen leaves in a
+// stock Raspberry Pi OS Lite root file system that pibake touches.
 type fakeNode struct {
-	root, stubDir, log string
-	env                []string
+	root, boot, stubDir, log string
+	env                      []string
 }
 
 func newFakeNode(t *testing.T, p Payload) *fakeNode {
 	t.Helper()
 	dir := t.TempDir()
 	n := &fakeNode{root: filepath.Join(dir, "root"), stubDir: filepath.Join(dir, "stubs"), log: filepath.Join(dir, "commands.log")}
-	boot := filepath.Join(n.root, "boot", "firmware")
-	for _, d := range []string{boot, filepath.Join(n.root, "etc"), filepath.Join(n.root, "home", "ops"),
+	n.boot = filepath.Join(n.root, "boot", "firmware")
+	for _, d := range []string{n.boot, filepath.Join(n.root, "etc", "sudoers.d"), filepath.Join(n.root, "home", "ops"),
 		filepath.Join(n.root, "run", "systemd", "timesync"), filepath.Join(n.root, "usr", "share", "zoneinfo", "Europe"), n.stubDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
 	files := map[string]string{
-		filepath.Join(n.root, "etc", "hostname"):                              "raspberrypi\n",
-		filepath.Join(n.root, "etc", "hosts"):                                 "127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost\n127.0.1.1\traspberrypi\n",
-		filepath.Join(n.root, "run", "systemd", "timesync", "synchronized"):   "",
-		filepath.Join(n.root, "usr", "share", "zoneinfo", "Europe", "Berlin"): "TZif",
-		filepath.Join(boot, "cmdline.txt"):                                    originalCmdline + " " + strings.Join(p.CmdlineAdd, " ") + "\n",
-		filepath.Join(n.stubDir, "install.sh"):                                installStub,
+		"etc/hostname":                                              "raspberrypi\n",
+		"etc/hosts":                                                 "127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost\n127.0.1.1\traspberrypi\n",
+		"run/systemd/timesync/synchronized":                         "",
+		"usr/share/zoneinfo/Europe/Berlin":                          "TZif",
+		"sys/fs/cgroup/cgroup.controllers":                          cgroupControllers,
+		"proc/cmdline":                                              originalCmdline + " " + strings.Join(p.CmdlineAdd, " ") + "\n",
+		"boot/firmware/cmdline.txt":                                 originalCmdline + " " + strings.Join(p.CmdlineAdd, " ") + "\n",
+		"etc/sudoers.d/010_pi-nopasswd":                             "pi ALL=(ALL) NOPASSWD: ALL\n",    // Bookworm's raspberrypi-sys-mods
+		"var/lib/NetworkManager/NetworkManager.state":               "[main]\nWirelessEnabled=false\n", // pi-gen stage2/02-net-tweaks
+		"var/lib/systemd/rfkill/platform-fe215040.serial:bluetooth": "0\n",
+		"var/lib/systemd/rfkill/platform-fe300000.mmcnr:wlan":       "1\n", // saved by systemd-rfkill on an earlier shutdown
 	}
 	for _, f := range p.Files {
 		data := f.Data
@@ -87,48 +109,69 @@ func newFakeNode(t *testing.T, p Payload) *fakeNode {
 			}
 			data = b
 		}
-		files[filepath.Join(boot, filepath.FromSlash(f.Path))] = string(data)
+		files["boot/firmware/"+f.Path] = string(data)
 	}
 	for name, content := range files {
-		if err := os.MkdirAll(filepath.Dir(name), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(name, []byte(content), 0o755); err != nil {
-			t.Fatal(err)
-		}
+		n.write(t, name, content)
 	}
+	n.write(t, "../stubs/install.sh", installStub)
 	for name, body := range stubs {
 		if err := os.WriteFile(filepath.Join(n.stubDir, name), []byte(stubPrelude+body+"\n"), 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
 	n.env = append(os.Environ(),
-		"PATH="+n.stubDir+":"+os.Getenv("PATH"),
-		"PIBAKE_ROOT="+n.root, "PIBAKE_BOOT="+boot,
+		"PATH="+n.stubDir+":"+os.Getenv("PATH")+":/usr/sbin:/sbin",
+		"PIBAKE_ROOT="+n.root, "PIBAKE_BOOT="+n.boot,
 		"STUB_LOG="+n.log, "STUB_DIR="+n.stubDir,
-		"PIBAKE_RETRY_DELAY=0", "PIBAKE_TIME_WAIT=0", "PIBAKE_BATCH_DELAY=0", "PIBAKE_SERVER_WAIT=30",
+		"PIBAKE_RETRY_DELAY=0", "PIBAKE_TIME_WAIT=0", "PIBAKE_BATCH_DELAY=0", "PIBAKE_SERVER_WAIT=30", "PIBAKE_USER_WAIT=0",
 	)
 	return n
 }
 
-// run runs a script from the fake root with extra environment; it returns
-// whether it succeeded.
-func (n *fakeNode) run(t *testing.T, script string, env ...string) bool {
+func (n *fakeNode) write(t *testing.T, rel, content string) {
+	t.Helper()
+	name := filepath.Join(n.root, filepath.FromSlash(rel))
+	if err := os.MkdirAll(filepath.Dir(name), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(name, []byte(content), 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// run runs a script from the fake root with extra environment and returns
+// its exit status.
+func (n *fakeNode) run(t *testing.T, script string, env ...string) int {
 	t.Helper()
 	cmd := exec.Command("sh", script)
 	cmd.Env = append(append([]string(nil), n.env...), env...)
 	out, err := cmd.CombinedOutput()
 	if len(out) > 0 {
-		t.Logf("%s printed (it should log to a file instead):\n%s", filepath.Base(script), out)
+		t.Errorf("%s printed (it should log to a file instead):\n%s", filepath.Base(script), out)
 	}
-	return err == nil
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &exit):
+		return exit.ExitCode()
+	}
+	t.Fatalf("run %s: %v", script, err)
+	return -1
 }
 
-func (n *fakeNode) activate(t *testing.T, env ...string) bool {
-	return n.run(t, filepath.Join(n.root, "boot", "firmware", "pibake", "activate.sh"), env...)
+// activate runs the activator, which must always exit 0: a failed
+// systemd.run= unit would end the boot.
+func (n *fakeNode) activate(t *testing.T, env ...string) {
+	t.Helper()
+	if code := n.run(t, filepath.Join(n.boot, "pibake", "activate.sh"), env...); code != 0 {
+		t.Fatalf("activate.sh exited %d; it must never fail:\n%s", code, n.readOr("var/log/pibake/activate.log"))
+	}
 }
 
-func (n *fakeNode) firstboot(t *testing.T, env ...string) bool {
+func (n *fakeNode) firstboot(t *testing.T, env ...string) int {
+	t.Helper()
 	return n.run(t, filepath.Join(n.root, "usr", "local", "lib", "pibake", "firstboot.sh"), env...)
 }
 
@@ -138,6 +181,11 @@ func (n *fakeNode) read(t *testing.T, rel string) string {
 	if err != nil {
 		t.Fatalf("read %s: %v", rel, err)
 	}
+	return string(b)
+}
+
+func (n *fakeNode) readOr(rel string) string {
+	b, _ := os.ReadFile(filepath.Join(n.root, rel))
 	return string(b)
 }
 
@@ -163,6 +211,31 @@ func (n *fakeNode) commands(t *testing.T) string {
 	return string(b)
 }
 
+// status reads the status record from the root file system and checks
+// that the boot partition holds the same one.
+func (n *fakeNode) status(t *testing.T) *Status {
+	t.Helper()
+	root := n.read(t, "var/lib/pibake/status.json")
+	if boot := n.read(t, "boot/firmware/pibake/status.json"); boot != root {
+		t.Errorf("status on the boot partition differs from the root's:\n%s\n%s", boot, root)
+	}
+	s, err := ParseStatus([]byte(root))
+	if err != nil {
+		t.Fatalf("status.json: %v\n%s", err, root)
+	}
+	return s
+}
+
+// history reads the stages of status.log as "stage state" lines.
+func (n *fakeNode) history(t *testing.T) string {
+	t.Helper()
+	var lines []string
+	for _, s := range ParseStatusLog([]byte(n.read(t, "var/lib/pibake/status.log"))) {
+		lines = append(lines, s.Stage+" "+s.State)
+	}
+	return strings.Join(lines, "\n") + "\n"
+}
+
 func mustContain(t *testing.T, what, got string, wants ...string) {
 	t.Helper()
 	for _, w := range wants {
@@ -183,9 +256,7 @@ func mustNotContain(t *testing.T, what, got string, wants ...string) {
 
 func TestActivateAndFirstbootServer(t *testing.T) {
 	n := newFakeNode(t, renderFor(t, haRecipe, "cp-1", Options{BuildID: "b1"}))
-	if !n.activate(t) {
-		t.Fatalf("activate failed:\n%s", n.read(t, "var/log/pibake/activate.log"))
-	}
+	n.activate(t)
 	if got := n.read(t, "etc/hostname"); got != "cp-1\n" {
 		t.Errorf("/etc/hostname = %q", got)
 	}
@@ -198,6 +269,7 @@ func TestActivateAndFirstbootServer(t *testing.T) {
 		"etc/NetworkManager/system-connections/pibake-eth0.nmconnection": 0o600,
 		"etc/systemd/system/pibake-firstboot.service":                    0o644,
 		"usr/local/lib/pibake/firstboot.sh":                              0o755,
+		"usr/local/lib/pibake/lib.sh":                                    0o644,
 		"etc/pibake/node.env":                                            0o644,
 	} {
 		if got := n.mode(t, rel); got != want {
@@ -207,6 +279,11 @@ func TestActivateAndFirstbootServer(t *testing.T) {
 	link, err := os.Readlink(filepath.Join(n.root, "etc/systemd/system/multi-user.target.wants/pibake-firstboot.service"))
 	if err != nil || link != "/etc/systemd/system/pibake-firstboot.service" {
 		t.Errorf("enable symlink = %q, %v", link, err)
+	}
+	// The server has no user block: the default user cannot log in, so
+	// the OS's passwordless sudo rule goes (nobody needs it).
+	if n.exists("etc/sudoers.d/010_pi-nopasswd") {
+		t.Error("010_pi-nopasswd is still there for a user without passwordless_sudo")
 	}
 	// Secrets are gone from the boot partition; the cmdline lost exactly
 	// the activator's own arguments.
@@ -221,112 +298,175 @@ func TestActivateAndFirstbootServer(t *testing.T) {
 	if n.exists("etc/machine-id") {
 		t.Error("the activator wrote /etc/machine-id")
 	}
+	if s := n.status(t); s.Stage != StageActivate || s.State != StateOK || s.Node != "cp-1" || s.Build != "b1" {
+		t.Errorf("status after activation = %+v", s)
+	}
 
-	// Second boot: apt update fails twice (retry path), then the install.
-	if !n.firstboot(t, "APT_GET_FAILS=2") {
-		t.Fatalf("firstboot failed:\n%s", n.read(t, "var/log/pibake/firstboot.log"))
+	// The first boot: apt update fails twice (retry path), then the install.
+	if code := n.firstboot(t, "APT_GET_FAILS=2"); code != 0 {
+		t.Fatalf("firstboot exited %d:\n%s", code, n.read(t, "var/log/pibake/firstboot.log"))
 	}
 	cmds := n.commands(t)
+	update := "apt-get -o DPkg::Lock::Timeout=300 update --error-on=any\n"
 	mustContain(t, "commands", cmds,
-		"apt-get update --error-on=any\napt-get update --error-on=any\napt-get update --error-on=any\n",
+		update+update+update,
 		"install.sh EXEC=server SKIP_START=true VERSION=v1.31.4+k3s1 CHANNEL= SKIP_DOWNLOAD= args=--disable=traefik --kubelet-arg=max-pods=50\n",
 		"systemctl start --no-block k3s\n")
 	mustNotContain(t, "commands", cmds, "/ping") // the founding server waits for nobody
-	mustContain(t, "firstboot.log", n.read(t, "var/log/pibake/firstboot.log"), "attempt 1/5 failed", "attempt 2/5 failed", "done")
+	mustContain(t, "firstboot.log", n.read(t, "var/log/pibake/firstboot.log"), "attempt 1/5 failed", "attempt 2/5 failed")
 	if !n.exists("var/lib/pibake/firstboot.done") {
 		t.Error("no done-stamp after a successful first boot")
+	}
+	if got, want := n.history(t), "activate running\nactivate ok\nclock ok\napt-update ok\ncgroup ok\nk3s-install running\nk3s-install ok\nk3s-start ok\npackages ok\ndone ok\n"; got != want {
+		t.Errorf("status history:\n%s\nwant:\n%s", got, want)
 	}
 }
 
 func TestFirstbootAgent(t *testing.T) {
 	n := newFakeNode(t, renderFor(t, haRecipe, "worker-7", Options{BuildID: "b1"}))
-	if !n.activate(t) {
-		t.Fatalf("activate failed:\n%s", n.read(t, "var/log/pibake/activate.log"))
-	}
+	n.activate(t)
 	cfg := n.read(t, "etc/rancher/k3s/config.yaml")
 	mustContain(t, "agent config.yaml", cfg, `server: "https://192.168.1.10:6443"`, `token: "`+testAgentToken+`"`)
 	mustNotContain(t, "agent config.yaml", cfg, testToken)
+	// The user has a password: sudo asks for it, so the OS's passwordless
+	// rule is removed, as raspi-config's do_sudo_pass 0 does.
+	if n.exists("etc/sudoers.d/010_pi-nopasswd") || n.exists("etc/sudoers.d/010_ops-nopasswd") {
+		t.Error("a passwordless sudo rule is left for a user with a password")
+	}
 	// The server is not up for the first two pings; the package is missing.
-	if !n.firstboot(t, "CURL_PING_FAILS=2", "APT_CACHE_HAS=0") {
-		t.Fatalf("firstboot failed:\n%s", n.read(t, "var/log/pibake/firstboot.log"))
+	if code := n.firstboot(t, "CURL_PING_FAILS=2", "APT_CACHE_HAS=0", "USER_SHELL=/usr/sbin/nologin"); code != 0 {
+		t.Fatalf("firstboot exited %d:\n%s", code, n.read(t, "var/log/pibake/firstboot.log"))
 	}
 	cmds := n.commands(t)
 	mustContain(t, "commands", cmds,
-		"apt-get -y -o Dpkg::Options::=--force-confold full-upgrade\n",
+		"apt-get -o DPkg::Lock::Timeout=300 -y -o Dpkg::Options::=--force-confold full-upgrade\n",
 		"apt-cache show linux-modules-extra-raspi\n",
-		"apt-get install -y --no-install-recommends vim open-iscsi\n",
+		"apt-get -o DPkg::Lock::Timeout=300 install -y --no-install-recommends vim open-iscsi\n",
 		"curl -ksS --max-time 5 -o /dev/null https://192.168.1.10:6443/ping\n",
 		"install.sh EXEC=agent SKIP_START=true VERSION=v1.31.4+k3s1",
 		"systemctl start --no-block k3s-agent\n",
-		"chown -R ops:")
-	mustNotContain(t, "commands", cmds, "apt-get install -y linux-modules-extra-raspi")
+		"chown -R ops:",
+		"usermod -s /bin/bash ops\n") // Trixie 2026's first user has nologin
+	mustNotContain(t, "commands", cmds, "install -y linux-modules-extra-raspi")
+	// k3s comes first, the optional packages after it.
+	if strings.Index(cmds, "install.sh EXEC=agent") > strings.Index(cmds, "install -y --no-install-recommends vim") {
+		t.Errorf("the optional packages were installed before k3s:\n%s", cmds)
+	}
 	log := n.read(t, "var/log/pibake/firstboot.log")
 	mustContain(t, "firstboot.log", log, "not answering yet", "linux-modules-extra-raspi is not available", "join batch 3")
 	if got := n.read(t, "home/ops/.ssh/authorized_keys"); !strings.HasPrefix(got, "ssh-ed25519 ") || n.mode(t, "home/ops/.ssh/authorized_keys") != 0o600 {
 		t.Errorf("authorized_keys = %q (%#o)", got, n.mode(t, "home/ops/.ssh/authorized_keys"))
 	}
+	mustContain(t, "status history", n.history(t), "user ok\n", "server-wait running\n")
 }
 
 func TestFirstbootJoiningServerWithModulesExtra(t *testing.T) {
 	n := newFakeNode(t, renderFor(t, haRecipe, "cp-2", Options{BuildID: "b1"}))
-	if !n.activate(t) || !n.firstboot(t, "APT_CACHE_HAS=1") {
-		t.Fatalf("activate/firstboot failed:\n%s", n.commands(t))
+	n.activate(t)
+	if code := n.firstboot(t, "APT_CACHE_HAS=1"); code != 0 {
+		t.Fatalf("firstboot exited %d:\n%s", code, n.commands(t))
 	}
 	mustContain(t, "config.yaml", n.read(t, "etc/rancher/k3s/config.yaml"), `server: "https://192.168.1.10:6443"`, `agent-token: "`+testAgentToken+`"`)
 	mustNotContain(t, "config.yaml", n.read(t, "etc/rancher/k3s/config.yaml"), "cluster-init")
 	mustContain(t, "commands", n.commands(t), "/ping\n", "install.sh EXEC=server", "systemctl start --no-block k3s\n")
 }
 
-func TestFirstbootFailureIsRetriedNextBoot(t *testing.T) {
+// TestFirstbootRetries: a failing install is retried in the run, then by
+// systemd (exit 1, Restart=on-failure), never left for the next reboot.
+func TestFirstbootRetries(t *testing.T) {
 	n := newFakeNode(t, renderFor(t, singleRecipe, "pi", Options{BuildID: "b1"}))
-	if !n.activate(t) {
-		t.Fatal("activate failed")
-	}
+	n.activate(t)
 	// The installer fails once; the retry inside the run recovers.
-	if !n.firstboot(t, "INSTALL_FAILS_ONCE=1") || !n.exists("var/lib/pibake/firstboot.done") {
-		t.Fatalf("no done-stamp after a run that recovered:\n%s", n.read(t, "var/log/pibake/firstboot.log"))
+	if code := n.firstboot(t, "INSTALL_FAILS_ONCE=1"); code != 0 || !n.exists("var/lib/pibake/firstboot.done") {
+		t.Fatalf("firstboot exited %d, no done-stamp after a run that recovered:\n%s", code, n.read(t, "var/log/pibake/firstboot.log"))
 	}
 	mustContain(t, "firstboot.log", n.read(t, "var/log/pibake/firstboot.log"), "attempt 1/3 failed, retrying in 0s: sh ")
 	mustContain(t, "commands", n.commands(t), "CHANNEL=stable", "curl -sSfL --max-time 60 -o ")
 
-	// A run whose apt install fails for good leaves no done-stamp.
-	m := newFakeNode(t, renderFor(t, haRecipe, "worker-1", Options{BuildID: "b1"}))
-	if !m.activate(t) {
-		t.Fatal("activate failed")
+	// The install script cannot be downloaded at all: exit 1 for systemd
+	// to retry, the failure recorded, no stamp.
+	m := newFakeNode(t, renderFor(t, singleRecipe, "pi", Options{BuildID: "b1"}))
+	m.activate(t)
+	if code := m.firstboot(t, "CURL_DOWNLOAD_FAILS=100"); code != 1 {
+		t.Fatalf("firstboot exited %d with no install script; want 1 (systemd retries)", code)
 	}
-	if m.firstboot(t, "APT_GET_FAILS=100") {
-		t.Fatal("firstboot succeeded although every apt-get failed")
+	if s := m.status(t); s.Stage != StageK3sInstall || s.State != StateFailed || !strings.Contains(s.Reason, "could not download https://get.k3s.io") || len(s.Log) == 0 {
+		t.Errorf("status = %+v", s)
 	}
-	if m.exists("var/lib/pibake/firstboot.done") {
-		t.Error("done-stamp written after a failure")
+	if m.exists("var/lib/pibake/firstboot.done") || m.exists("var/lib/pibake/stages/k3s") {
+		t.Error("a stamp was written after a failure")
 	}
-	mustContain(t, "firstboot.log", m.read(t, "var/log/pibake/firstboot.log"), "FAILED", "will retry at next boot")
-	if !m.firstboot(t) || !m.exists("var/lib/pibake/firstboot.done") {
-		t.Errorf("the next boot did not finish the job:\n%s", m.read(t, "var/log/pibake/firstboot.log"))
+	if code := m.firstboot(t); code != 0 || !m.exists("var/lib/pibake/firstboot.done") {
+		t.Errorf("the retry did not finish the job:\n%s", m.read(t, "var/log/pibake/firstboot.log"))
 	}
 }
 
-// TestActivateInterrupted cuts the activator short (its config directory
-// cannot be made), then runs it again: the result is the same as one clean
-// run, and running it a third time changes nothing.
-func TestActivateInterrupted(t *testing.T) {
+// TestOptionalPackagesNeverBlockK3s: apt installs that fail leave k3s
+// installed and started; systemd retries the packages, and after
+// PIBAKE_PACKAGE_RUNS runs the failure is recorded and left.
+func TestOptionalPackagesNeverBlockK3s(t *testing.T) {
+	n := newFakeNode(t, renderFor(t, haRecipe, "worker-1", Options{BuildID: "b1"}))
+	n.activate(t)
+	if code := n.firstboot(t, "APT_INSTALL_FAILS=100", "APT_GET_FAILS=100", "PIBAKE_PACKAGE_RUNS=2"); code != 1 {
+		t.Fatalf("firstboot exited %d with apt failing; want 1 (systemd retries the packages)", code)
+	}
+	mustContain(t, "commands", n.commands(t), "install.sh EXEC=agent", "systemctl start --no-block k3s-agent\n")
+	if s := n.status(t); s.Stage != StagePackages || s.State != StateFailed || !strings.Contains(s.Reason, "installing vim open-iscsi failed") {
+		t.Errorf("status = %+v", s)
+	}
+	before := strings.Count(n.commands(t), "install.sh")
+	if code := n.firstboot(t, "APT_INSTALL_FAILS=100", "APT_GET_FAILS=100", "PIBAKE_PACKAGE_RUNS=2"); code != 0 {
+		t.Fatalf("firstboot exited %d on the last package run; want 0 (given up, recorded)", code)
+	}
+	if after := strings.Count(n.commands(t), "install.sh"); after != before {
+		t.Errorf("k3s was installed again on a package retry (%d install.sh runs, then %d)", before, after)
+	}
+	s := n.status(t)
+	if s.Stage != StageDone || !strings.Contains(s.Reason, "with problems: apt-update,packages") {
+		t.Errorf("final status = %+v", s)
+	}
+	mustContain(t, "status history", n.history(t), "packages failed\n")
+}
+
+// TestMemoryCgroupChecked: without the memory controller k3s cannot run;
+// the first boot says so with the command line it saw, installs nothing
+// and exits 3, which systemd does not retry.
+func TestMemoryCgroupChecked(t *testing.T) {
+	n := newFakeNode(t, renderFor(t, singleRecipe, "pi", Options{BuildID: "b1"}))
+	n.activate(t)
+	n.write(t, "sys/fs/cgroup/cgroup.controllers", "cpuset cpu io pids\n")
+	n.write(t, "proc/cmdline", originalCmdline+" cgroup_disable=memory\n")
+	if code := n.firstboot(t); code != 3 {
+		t.Fatalf("firstboot exited %d without the memory cgroup; want 3", code)
+	}
+	s := n.status(t)
+	if s.Stage != StageCgroup || s.State != StateFailed || !strings.Contains(s.Reason, "cgroup_disable=memory") || !strings.Contains(s.Reason, "cgroup_enable=memory") {
+		t.Errorf("status = %+v", s)
+	}
+	mustNotContain(t, "commands", n.commands(t), "install.sh")
+}
+
+// TestActivateFailureIsBounded cuts the activator short (its config
+// directory cannot be made): it records the failure, keeps its arguments
+// and secrets for the next boot, exits 0. A later boot succeeds and ends
+// in the same state as one clean run; a third run changes nothing.
+func TestActivateFailureIsBounded(t *testing.T) {
 	n := newFakeNode(t, renderFor(t, singleRecipe, "wifi", Options{BuildID: "b1"}))
 	blocker := filepath.Join(n.root, "etc", "rancher")
 	if err := os.WriteFile(blocker, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if n.activate(t) {
-		t.Fatal("activate succeeded although /etc/rancher could not be made")
-	}
+	n.activate(t)
 	if !n.exists("boot/firmware/pibake/k3s-config.yaml") || !strings.Contains(n.read(t, "boot/firmware/cmdline.txt"), "systemd.run=") {
-		t.Fatal("an interrupted activator already removed secrets or its arguments")
+		t.Fatal("a failed activator already removed secrets or its arguments")
+	}
+	if s := n.status(t); s.Stage != StageActivate || s.State != StateFailed || !strings.Contains(s.Reason, "attempt 1 of 3") {
+		t.Errorf("status after a failed activation = %+v", s)
 	}
 	if err := os.Remove(blocker); err != nil {
 		t.Fatal(err)
 	}
-	if !n.activate(t) {
-		t.Fatalf("second activate failed:\n%s", n.read(t, "var/log/pibake/activate.log"))
-	}
+	n.activate(t)
 	cmdline := n.read(t, "boot/firmware/cmdline.txt")
 	want := originalCmdline + " cgroup_memory=1 cgroup_enable=memory cfg80211.ieee80211_regdom=DE\n"
 	if cmdline != want {
@@ -334,21 +474,108 @@ func TestActivateInterrupted(t *testing.T) {
 	}
 	wifi := n.read(t, "etc/NetworkManager/system-connections/pibake-wifi.nmconnection")
 	mustContain(t, "wifi keyfile", wifi, "ssid=lab net\n", "psk="+testPSK+"\n", "address1=10.0.0.20/24\n")
-	if !n.activate(t) {
-		t.Fatal("third activate failed")
-	}
+	n.activate(t)
 	if got := n.read(t, "boot/firmware/cmdline.txt"); got != want {
 		t.Errorf("a repeated activate changed cmdline.txt to %q", got)
 	}
 	if n.read(t, "etc/rancher/k3s/config.yaml") == "" || n.read(t, "etc/hostname") != "wifi\n" {
 		t.Error("a repeated activate lost installed files")
 	}
+
+	// A failure that lasts: after three boots the activator gives up,
+	// removes its arguments and the secrets, and says why.
+	m := newFakeNode(t, renderFor(t, singleRecipe, "wifi", Options{BuildID: "b1"}))
+	if err := os.WriteFile(filepath.Join(m.root, "etc", "rancher"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for boot := 1; boot <= 3; boot++ {
+		m.activate(t)
+	}
+	if got := m.read(t, "boot/firmware/cmdline.txt"); got != want {
+		t.Errorf("cmdline.txt after giving up = %q; want %q (normal boot, cgroup kept)", got, want)
+	}
+	for _, rel := range []string{"boot/firmware/pibake/k3s-config.yaml", "boot/firmware/pibake/pibake-wifi.nmconnection"} {
+		if m.exists(rel) {
+			t.Errorf("%s is still on the boot partition after giving up", rel)
+		}
+	}
+	if s := m.status(t); s.State != StateFailed || !strings.Contains(s.Reason, "gave up after 3 attempts") || len(s.Log) == 0 {
+		t.Errorf("status after giving up = %+v", s)
+	}
+	mustContain(t, "activate.log", m.read(t, "var/log/pibake/activate.log"), "/etc/rancher")
+}
+
+// TestActivateWifi turns the radio on the way raspi-config's
+// do_wifi_country does, against pi-gen's WirelessEnabled=false.
+func TestActivateWifi(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		state string // NetworkManager.state before
+	}{
+		{name: "pi-gen state", state: "[main]\nWirelessEnabled=false\n"},
+		{name: "no key", state: "[main]\nNetworkingEnabled=true\n"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			n := newFakeNode(t, renderFor(t, singleRecipe, "wifi", Options{BuildID: "b1"}))
+			n.write(t, "var/lib/NetworkManager/NetworkManager.state", tt.state)
+			n.activate(t)
+			n.activate(t) // idempotent
+			state := n.read(t, "var/lib/NetworkManager/NetworkManager.state")
+			if strings.Count(state, "WirelessEnabled=true\n") != 1 || strings.Contains(state, "WirelessEnabled=false") || !strings.HasPrefix(state, "[main]\n") {
+				t.Errorf("NetworkManager.state = %q", state)
+			}
+			if got := n.read(t, "var/lib/systemd/rfkill/platform-fe300000.mmcnr:wlan"); got != "0\n" {
+				t.Errorf("saved wlan rfkill state = %q; want 0 (unblocked)", got)
+			}
+			if got := n.read(t, "var/lib/systemd/rfkill/platform-fe215040.serial:bluetooth"); got != "0\n" {
+				t.Errorf("bluetooth rfkill state changed to %q", got)
+			}
+		})
+	}
+	// A node without Wi-Fi leaves the radio as the OS has it.
+	n := newFakeNode(t, renderFor(t, singleRecipe, "pi", Options{BuildID: "b1"}))
+	n.activate(t)
+	if got := n.read(t, "var/lib/NetworkManager/NetworkManager.state"); got != "[main]\nWirelessEnabled=false\n" {
+		t.Errorf("a node without Wi-Fi changed NetworkManager.state to %q", got)
+	}
+}
+
+// TestActivateSudoAndSSH: a key-only user gets a passwordless sudo rule
+// that visudo accepts; ssh = true enables the service itself (Trixie may
+// not act on the ssh file).
+func TestActivateSudoAndSSH(t *testing.T) {
+	visudo := requireTool(t, "visudo")
+	n := newFakeNode(t, renderFor(t, staticRecipe, "pi", Options{BuildID: "b1"}))
+	n.activate(t)
+	rule := "etc/sudoers.d/010_ops-nopasswd"
+	if got := n.read(t, rule); got != "ops ALL=(ALL) NOPASSWD: ALL\n" || n.mode(t, rule) != 0o440 {
+		t.Errorf("%s = %q (%#o)", rule, got, n.mode(t, rule))
+	}
+	if out, err := exec.Command(visudo, "-c", "-f", filepath.Join(n.root, rule)).CombinedOutput(); err != nil {
+		t.Errorf("visudo -c: %v\n%s", err, out)
+	}
+	mustContain(t, "commands", n.commands(t), "systemctl --root="+n.root+" enable ssh\n")
+	if n.exists("boot/firmware/pibake/sudoers") {
+		t.Error("the sudoers rule is left on the boot partition")
+	}
+
+	// A rule visudo refuses is not installed, and the activation fails.
+	m := newFakeNode(t, renderFor(t, staticRecipe, "pi", Options{BuildID: "b1"}))
+	m.write(t, "boot/firmware/pibake/sudoers", "ops ALL=(ALL NOPASSWD ALL\n")
+	m.activate(t)
+	if m.exists(rule) {
+		t.Error("a sudoers rule visudo rejects was installed")
+	}
+	if s := m.status(t); s.State != StateFailed {
+		t.Errorf("status = %+v; want failed", s)
+	}
 }
 
 func TestAirgapInstall(t *testing.T) {
 	n := newFakeNode(t, renderFor(t, airgapRecipe, "pi", Options{BuildID: "b1"}))
-	if !n.activate(t) || !n.firstboot(t) {
-		t.Fatalf("activate/firstboot failed:\n%s", n.commands(t))
+	n.activate(t)
+	if code := n.firstboot(t); code != 0 {
+		t.Fatalf("firstboot exited %d:\n%s", code, n.commands(t))
 	}
 	if got := n.mode(t, "usr/local/bin/k3s"); got != 0o755 {
 		t.Errorf("/usr/local/bin/k3s has mode %#o; want 0755", got)

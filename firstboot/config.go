@@ -104,25 +104,25 @@ func YAMLQuote(s string) string {
 	return string(b)
 }
 
-// Keyfile is a NetworkManager connection profile.
-type Keyfile struct {
+// keyfileOut is a NetworkManager connection profile.
+type keyfileOut struct {
 	Path string
 	Data []byte
 }
 
-// Keyfiles renders NetworkManager profiles for a static address and for
+// keyfiles renders NetworkManager profiles for a static address and for
 // Wi-Fi. The static address goes on wlan0 when the node has Wi-Fi (such
 // nodes are usually Wi-Fi only), otherwise on eth0. A node with neither
 // needs none: the image's default is DHCP on eth0.
-func Keyfiles(n *recipes.Node) []Keyfile {
-	var out []Keyfile
+func keyfiles(n *recipes.Node) []keyfileOut {
+	var out []keyfileOut
 	if n.WiFi == nil && n.Address.IsValid() {
 		var k keyfile
 		k.connection(n.Hostname, "ethernet", "eth0", 100)
 		k.ipv4(n)
 		k.section("ipv6")
 		k.kv("method", "auto")
-		out = append(out, Keyfile{Path: "pibake-eth0.nmconnection", Data: k.bytes()})
+		out = append(out, keyfileOut{Path: "pibake-eth0.nmconnection", Data: k.bytes()})
 	}
 	if w := n.WiFi; w != nil {
 		var k keyfile
@@ -135,7 +135,7 @@ func Keyfiles(n *recipes.Node) []Keyfile {
 		k.ipv4(n)
 		k.section("ipv6")
 		k.kv("method", "auto")
-		out = append(out, Keyfile{Path: "pibake-wifi.nmconnection", Data: k.bytes()})
+		out = append(out, keyfileOut{Path: "pibake-wifi.nmconnection", Data: k.bytes()})
 	}
 	return out
 }
@@ -284,15 +284,15 @@ runcmd:
 
 // nodeSummary is node.json: what `pibake inspect` shows of a built image.
 // No secrets.
-func nodeSummary(c *recipes.Cluster, n *recipes.Node, buildID, method string) []byte {
+func nodeSummary(c *recipes.Cluster, n *recipes.Node, buildID string, method recipes.Method) []byte {
 	b, _ := json.MarshalIndent(struct {
-		Hostname string `json:"hostname"`
-		Role     string `json:"role"`
-		Cluster  string `json:"cluster"`
-		Joins    string `json:"joins,omitempty"`
-		Init     bool   `json:"cluster_init,omitempty"`
-		Method   string `json:"method"`
-		BuildID  string `json:"build_id"`
+		Hostname string         `json:"hostname"`
+		Role     string         `json:"role"`
+		Cluster  string         `json:"cluster"`
+		Joins    string         `json:"joins,omitempty"`
+		Init     bool           `json:"cluster_init,omitempty"`
+		Method   recipes.Method `json:"method"`
+		BuildID  string         `json:"build_id"`
 	}{Hostname: n.Hostname, Role: string(n.Role), Cluster: c.Name, Joins: n.JoinURL, Init: n.ClusterInit, Method: method, BuildID: buildID}, "", "  ")
 	return append(b, '\n')
 }

@@ -8,7 +8,6 @@
 package firstboot
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
@@ -18,32 +17,32 @@ import (
 	"path"
 	"sort"
 	"strings"
-	"text/template"
 
 	"github.com/pibake/pibake/recipes"
-)
-
-// The activation methods.
-const (
-	MethodSystemdRun = "systemd-run"
-	MethodCloudInit  = "cloud-init"
 )
 
 // Dir is the folder on the boot partition that holds pibake's payload; the
 // running system mounts the boot partition at /boot/firmware.
 const Dir = "pibake"
 
-// CgroupArgs enable the memory cgroup, without which k3s dies with "failed
+// cgroupArgs enable the memory cgroup, without which k3s dies with "failed
 // to find memory cgroup (v2)". They go at the end of the line: a later
 // argument wins over a cgroup_disable=memory the firmware may add.
-var CgroupArgs = []string{"cgroup_memory=1", "cgroup_enable=memory"}
+func cgroupArgs() []string { return []string{"cgroup_memory=1", "cgroup_enable=memory"} }
 
-// SystemdRunArgs activate the payload on the next systemd boot, the way
-// Raspberry Pi Imager runs its firstrun.sh. The activator removes them.
-var SystemdRunArgs = []string{
-	"systemd.run=/boot/firmware/" + Dir + "/activate.sh",
-	"systemd.run_success_action=reboot",
-	"systemd.unit=kernel-command-line.target",
+// systemdRunArgs activate the payload on the next systemd boot, the way
+// Raspberry Pi Imager runs its firstrun.sh, in a boot that runs nothing
+// else (kernel-command-line.target). The activator removes them. Its
+// success reboots; its failure action is none rather than systemd's
+// default (exit, which powers the Pi off): the activator itself never
+// fails, it records failures and retries a bounded number of boots.
+func systemdRunArgs() []string {
+	return []string{
+		"systemd.run=/boot/firmware/" + Dir + "/activate.sh",
+		"systemd.run_success_action=reboot",
+		"systemd.run_failure_action=none",
+		"systemd.unit=kernel-command-line.target",
+	}
 }
 
 // File is one file for the boot partition.
@@ -61,11 +60,23 @@ type File struct {
 
 // Payload is everything one node's image needs written.
 type Payload struct {
-	Method string
+	Method recipes.Method
 	// Files sorted by Path.
 	Files []File
 	// CmdlineAdd are arguments to append to cmdline.txt when not present.
 	CmdlineAdd []string
+}
+
+// Base is what the builder learned about the base image that decides how a
+// payload can be activated.
+type Base struct {
+	// CloudInit is true when the root file system ships cloud-init.
+	CloudInit bool
+	// SystemdFirstBoot is true when /etc/machine-id says "uninitialized":
+	// the OS's systemd first boot, which runs ConditionFirstBoot units such
+	// as rpi-resize (Trixie grows its root file system there), is still to
+	// come.
+	SystemdFirstBoot bool
 }
 
 // Options are the inputs that do not come from the recipe.
@@ -76,15 +87,58 @@ type Options struct {
 	// BuildID identifies the build; it names the cloud-init instance, so a
 	// re-flashed node runs cloud-init again.
 	BuildID string
-	// ImageHasCloudInit is what the builder detected in the base image; it
-	// decides the method "auto".
-	ImageHasCloudInit bool
+	// Base decides the method "auto" and refuses unsafe ones.
+	Base Base
+}
+
+// ChooseMethod resolves a node's activation method for a base image: "auto"
+// becomes cloud-init where the image ships it and systemd-run elsewhere,
+// and a method that cannot work on the image is an error saying why.
+func ChooseMethod(m recipes.Method, b Base) (recipes.Method, error) {
+	// A systemd.run= boot on an image whose systemd first boot is still to
+	// come is that first boot: systemd commits /etc/machine-id in it, and
+	// ConditionFirstBoot units such as rpi-resize (which grows the root
+	// file system) never run. Seen in a QEMU boot of a Trixie image.
+	consumesFirstBoot := errors.New(`the base image's systemd first boot is still to come (/etc/machine-id is "uninitialized"), and a systemd.run activation boot would use it up: the root file system would never grow`)
+	switch m {
+	case recipes.MethodAuto, "":
+		if b.CloudInit {
+			return recipes.MethodCloudInit, nil
+		}
+		if b.SystemdFirstBoot {
+			return "", fmt.Errorf("no safe first-boot method for this base image: it has no cloud-init, and %w; use an official Raspberry Pi OS Lite image", consumesFirstBoot)
+		}
+		return recipes.MethodSystemdRun, nil
+	case recipes.MethodSystemdRun:
+		if b.SystemdFirstBoot {
+			method := ""
+			if b.CloudInit {
+				method = ` use method "auto" or "cloud-init", which this image ships.`
+			}
+			return "", fmt.Errorf(`first-boot method "systemd-run" does not suit this base image: %w.%s`, consumesFirstBoot, method)
+		}
+		return m, nil
+	case recipes.MethodCloudInit:
+		if !b.CloudInit {
+			return "", errors.New(`first-boot method "cloud-init" asked for, but the base image has no cloud-init; use "auto" or "systemd-run"`)
+		}
+		return m, nil
+	}
+	return "", fmt.Errorf("unknown first-boot method %q", m)
 }
 
 //go:embed templates
 var templateFS embed.FS
 
-var templates = template.Must(template.New("").Option("missingkey=error").ParseFS(templateFS, "templates/*"))
+// script reads one of the payload's fixed files. They are the same for
+// every node: everything node-specific is in node.env.
+func script(name string) []byte {
+	b, err := templateFS.ReadFile("templates/" + name)
+	if err != nil {
+		panic(err) // embedded at build time: a missing file is a programmer error
+	}
+	return b
+}
 
 // Render builds the payload of node n of cluster c.
 func Render(c *recipes.Cluster, n *recipes.Node, opt Options) (Payload, error) {
@@ -95,63 +149,71 @@ func Render(c *recipes.Cluster, n *recipes.Node, opt Options) (Payload, error) {
 	if token == "" {
 		return Payload{}, errors.New("no cluster token: the recipe gives none and none was generated")
 	}
-	method, err := chooseMethod(n.Firstboot.Method, opt.ImageHasCloudInit)
+	method, err := ChooseMethod(n.Firstboot.Method, opt.Base)
 	if err != nil {
 		return Payload{}, err
 	}
-	p := Payload{Method: method, CmdlineAdd: append([]string(nil), CgroupArgs...)}
+	p := Payload{Method: method, CmdlineAdd: cgroupArgs()}
 	if n.WiFi != nil {
 		p.CmdlineAdd = append(p.CmdlineAdd, "cfg80211.ieee80211_regdom="+n.WiFi.Country)
 	}
 	var remove []string
-	if method == MethodSystemdRun {
-		p.CmdlineAdd = append(p.CmdlineAdd, SystemdRunArgs...)
-		remove = SystemdRunArgs
+	switch method {
+	case recipes.MethodSystemdRun:
+		remove = systemdRunArgs()
+		p.CmdlineAdd = append(p.CmdlineAdd, remove...)
+	case recipes.MethodCloudInit:
+		// As Imager 2.x does: names the datasource and pins the instance
+		// id on every boot. It stays: cloud-init reads it at each boot, and
+		// a boot whose seed cannot be read must not count as a new
+		// instance.
+		p.CmdlineAdd = append(p.CmdlineAdd, "ds=nocloud;i="+instanceID(c, n, opt.BuildID))
 	}
 
-	data := templateData{Hostname: n.Hostname, Role: string(n.Role), Method: method}
 	add := func(name string, mode fs.FileMode, b []byte) {
 		p.Files = append(p.Files, File{Path: name, Mode: mode, Data: b})
 	}
-	for _, t := range []struct {
-		tmpl, name string
-		mode       fs.FileMode
+	for _, f := range []struct {
+		name string
+		mode fs.FileMode
 	}{
-		{tmpl: "activate.sh", name: "activate.sh", mode: 0o755},
-		{tmpl: "firstboot.sh", name: "firstboot.sh", mode: 0o755},
-		{tmpl: "pibake-firstboot.service", name: "pibake-firstboot.service", mode: 0o644},
+		{name: "activate.sh", mode: 0o755},
+		{name: "firstboot.sh", mode: 0o755},
+		{name: "lib.sh", mode: 0o644},
+		{name: "pibake-firstboot.service", mode: 0o644},
 	} {
-		b, err := execute(t.tmpl, data)
-		if err != nil {
-			return Payload{}, err
-		}
-		add(path.Join(Dir, t.name), t.mode, b)
+		add(path.Join(Dir, f.name), f.mode, script(f.name))
 	}
-	add(path.Join(Dir, "node.env"), 0o644, NodeEnv(c, n, opt.BuildID, remove))
+	add(path.Join(Dir, "node.env"), 0o644, nodeEnv(c, n, opt.BuildID, remove))
 	add(path.Join(Dir, "k3s-config.yaml"), 0o600, K3sConfig(c, n, token))
 	add(path.Join(Dir, "node.json"), 0o644, nodeSummary(c, n, opt.BuildID, method))
 
-	if u := n.User; u != nil {
-		hash := u.PasswordHash.Reveal()
-		if hash == "" {
-			hash = "*" // no password login; SSH keys only
-		}
-		add("userconf.txt", 0o600, []byte(u.Name+":"+hash+"\n"))
-		if len(u.SSHAuthorizedKeys) > 0 {
-			add(path.Join(Dir, "authorized_keys"), 0o600, []byte(strings.Join(u.SSHAuthorizedKeys, "\n")+"\n"))
-		}
+	// Every image carries userconf.txt: without one, Raspberry Pi OS Lite
+	// stops at first boot in an interactive rename dialog on tty8
+	// (userconf-pi's userconfig.service, armed by pi-gen's rename-user).
+	u := n.User
+	hash := u.PasswordHash.Reveal()
+	if hash == "" {
+		hash = "*" // a locked password: SSH keys only, or no login at all
+	}
+	add("userconf.txt", 0o600, []byte(u.Name+":"+hash+"\n"))
+	if len(u.SSHAuthorizedKeys) > 0 {
+		add(path.Join(Dir, "authorized_keys"), 0o600, []byte(strings.Join(u.SSHAuthorizedKeys, "\n")+"\n"))
+	}
+	if u.PasswordlessSudo {
+		add(path.Join(Dir, "sudoers"), 0o440, Sudoers(u.Name))
 	}
 	if n.SSH {
 		add("ssh", 0o644, nil)
 	}
-	if method == MethodCloudInit {
+	if method == recipes.MethodCloudInit {
 		add("meta-data", 0o644, metaData(c, n, opt.BuildID))
 		add("user-data", 0o644, userData(n))
 		if nc := NetworkConfig(n); nc != nil {
 			add("network-config", 0o600, nc)
 		}
 	} else {
-		for _, k := range Keyfiles(n) {
+		for _, k := range keyfiles(n) {
 			add(path.Join(Dir, k.Path), 0o600, k.Data)
 		}
 	}
@@ -162,47 +224,19 @@ func Render(c *recipes.Cluster, n *recipes.Node, opt Options) (Payload, error) {
 	return p, nil
 }
 
-func chooseMethod(method string, hasCloudInit bool) (string, error) {
-	switch method {
-	case "", "auto":
-		// Prefer cloud-init where the image ships it: on Trixie a
-		// systemd.run boot may be the one that commits /etc/machine-id, and
-		// then ConditionFirstBoot units such as rpi-resize never run.
-		if hasCloudInit {
-			return MethodCloudInit, nil
-		}
-		return MethodSystemdRun, nil
-	case MethodSystemdRun:
-		return method, nil
-	case MethodCloudInit:
-		if !hasCloudInit {
-			return "", errors.New(`first-boot method "cloud-init" asked for, but the base image has no cloud-init; use "auto" or "systemd-run"`)
-		}
-		return method, nil
-	}
-	return "", fmt.Errorf("unknown first-boot method %q", method)
+// Sudoers is the sudoers rule that gives user sudo without a password, as
+// raspi-config's do_sudo_pass writes it. The user name is validated by
+// recipes, so it cannot change the rule's syntax.
+func Sudoers(user string) []byte {
+	return []byte(user + " ALL=(ALL) NOPASSWD: ALL\n")
 }
 
-type templateData struct {
-	Hostname string
-	Role     string
-	Method   string
-}
-
-func execute(name string, data templateData) ([]byte, error) {
-	var b bytes.Buffer
-	if err := templates.ExecuteTemplate(&b, name, data); err != nil {
-		return nil, fmt.Errorf("render %s: %w", name, err)
-	}
-	return b.Bytes(), nil
-}
-
-// NodeEnv renders node.env: the node's settings as shell assignments, read
+// nodeEnv renders node.env: the node's settings as shell assignments, read
 // by the activator and the first-boot script. It holds no secret.
-func NodeEnv(c *recipes.Cluster, n *recipes.Node, buildID string, cmdlineRemove []string) []byte {
-	user := ""
-	if n.User != nil && len(n.User.SSHAuthorizedKeys) > 0 {
-		user = n.User.Name
+func nodeEnv(c *recipes.Cluster, n *recipes.Node, buildID string, cmdlineRemove []string) []byte {
+	wifiCountry := ""
+	if n.WiFi != nil {
+		wifiCountry = n.WiFi.Country
 	}
 	airgap := "0"
 	if c.Airgap != nil && c.Airgap.InstallScript != "" {
@@ -218,11 +252,14 @@ func NodeEnv(c *recipes.Cluster, n *recipes.Node, buildID string, cmdlineRemove 
 		{name: "PIBAKE_K3S_CHANNEL", value: c.K3sChannel},
 		{name: "PIBAKE_INSTALL_SCRIPT_URL", value: c.InstallScriptURL},
 		{name: "PIBAKE_AIRGAP", value: airgap},
-		{name: "PIBAKE_K3S_ARGS", value: ShellJoin(n.K3sArgs)},
+		{name: "PIBAKE_K3S_ARGS", value: shellJoin(n.K3sArgs)},
 		{name: "PIBAKE_APT_UPGRADE", value: boolFlag(n.Apt.Upgrade)},
 		{name: "PIBAKE_MODULES_EXTRA", value: boolFlag(n.Apt.ModulesExtra)},
 		{name: "PIBAKE_APT_PACKAGES", value: strings.Join(n.Apt.Packages, " ")},
-		{name: "PIBAKE_USER", value: user},
+		{name: "PIBAKE_USER", value: n.User.Name},
+		{name: "PIBAKE_USER_LOGIN", value: boolFlag(n.User.CanLogIn())},
+		{name: "PIBAKE_SSH", value: boolFlag(n.SSH)},
+		{name: "PIBAKE_WIFI_COUNTRY", value: wifiCountry},
 		{name: "PIBAKE_TIMEZONE", value: n.Timezone},
 		{name: "PIBAKE_CMDLINE_REMOVE", value: strings.Join(cmdlineRemove, " ")},
 	}
@@ -251,8 +288,8 @@ func ShellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
-// ShellJoin quotes each word and joins them, for `eval "set -- $x"`.
-func ShellJoin(words []string) string {
+// shellJoin quotes each word and joins them, for `eval "set -- $x"`.
+func shellJoin(words []string) string {
 	q := make([]string, len(words))
 	for i, w := range words {
 		q[i] = ShellQuote(w)

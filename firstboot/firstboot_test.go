@@ -6,6 +6,7 @@ import (
 	"github.com/pibake/pibake/internal/golden"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -104,6 +105,11 @@ node "pi" {
   ip      = "10.0.0.10/24"
   gateway = "10.0.0.1"
   dns     = ["10.0.0.1"]
+  ssh     = true
+  user {
+    name                = "ops"
+    ssh_authorized_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGn4lC6ZnWsLqtCQ8ki7SIqNvLZPc0xk1pB9uJZbAFkf ops@lab"]
+  }
 }
 `
 
@@ -136,7 +142,7 @@ var goldenCases = []struct {
 	{name: "static_ip", recipe: staticRecipe, node: "pi"},
 	{name: "wifi", recipe: singleRecipe, node: "wifi"},
 	{name: "airgap", recipe: airgapRecipe, node: "pi"},
-	{name: "cloud_init", recipe: singleRecipe, node: "wifi", opt: Options{ImageHasCloudInit: true}},
+	{name: "cloud_init", recipe: singleRecipe, node: "wifi", opt: Options{Base: Base{CloudInit: true, SystemdFirstBoot: true}}},
 }
 
 func findNode(t *testing.T, r *recipes.Recipe, host string) *recipes.Node {
@@ -162,17 +168,29 @@ func renderFor(t *testing.T, recipe, host string, opt Options) Payload {
 }
 
 // dump renders a payload as text: the cmdline arguments, then every file.
+// The fixed scripts are the same for every node and are their own source
+// (templates/), so a golden file names them without their content: an
+// edit of a script changes no golden file.
 func dump(p Payload) []byte {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "method: %s\ncmdline add: %s\n", p.Method, strings.Join(p.CmdlineAdd, " "))
 	for _, f := range p.Files {
-		if f.Source != "" {
+		switch {
+		case f.Source != "":
 			fmt.Fprintf(&b, "-- %s (%#o) from %s --\n", f.Path, f.Mode, filepath.Base(f.Source))
-			continue
+		case isFixed(f):
+			fmt.Fprintf(&b, "-- %s (%#o) = templates/%s --\n", f.Path, f.Mode, path.Base(f.Path))
+		default:
+			fmt.Fprintf(&b, "-- %s (%#o) --\n%s", f.Path, f.Mode, f.Data)
 		}
-		fmt.Fprintf(&b, "-- %s (%#o) --\n%s", f.Path, f.Mode, f.Data)
 	}
 	return b.Bytes()
+}
+
+// isFixed reports whether f is one of the fixed scripts, byte for byte.
+func isFixed(f File) bool {
+	b, err := templateFS.ReadFile("templates/" + path.Base(f.Path))
+	return err == nil && path.Dir(f.Path) == Dir && bytes.Equal(b, f.Data)
 }
 
 func TestRenderGolden(t *testing.T) {
@@ -217,10 +235,35 @@ func TestGeneratedToken(t *testing.T) {
 	}
 }
 
-func TestCloudInitNeedsCloudInit(t *testing.T) {
-	r := loadRecipe(t, "node \"pi\" {\n  role = \"server\"\n  firstboot {\n    method = \"cloud-init\"\n  }\n}\ncluster {\n  token = \"golden-token-0123456789abcdef\"\n}\n")
-	if _, err := Render(&r.Cluster, &r.Nodes[0], Options{}); err == nil || !strings.Contains(err.Error(), "no cloud-init") {
-		t.Errorf("Render(cloud-init on an image without it) = %v; want an error", err)
+// TestChooseMethod is the one place "auto" is decided, and where a method
+// that cannot work on a base image is refused with the reason.
+func TestChooseMethod(t *testing.T) {
+	bookworm := Base{}
+	trixie := Base{CloudInit: true, SystemdFirstBoot: true}
+	trixieNoCloudInit := Base{SystemdFirstBoot: true}
+	bookwormWithCloudInit := Base{CloudInit: true}
+	tests := []struct {
+		method recipes.Method
+		base   Base
+		want   recipes.Method
+		err    string
+	}{
+		{method: recipes.MethodAuto, base: bookworm, want: recipes.MethodSystemdRun},
+		{method: recipes.MethodAuto, base: trixie, want: recipes.MethodCloudInit},
+		{method: recipes.MethodAuto, base: bookwormWithCloudInit, want: recipes.MethodCloudInit},
+		{method: recipes.MethodAuto, base: trixieNoCloudInit, err: "no safe first-boot method"},
+		{method: recipes.MethodSystemdRun, base: bookworm, want: recipes.MethodSystemdRun},
+		{method: recipes.MethodSystemdRun, base: bookwormWithCloudInit, want: recipes.MethodSystemdRun},
+		{method: recipes.MethodSystemdRun, base: trixie, err: "would never grow"},
+		{method: recipes.MethodCloudInit, base: trixie, want: recipes.MethodCloudInit},
+		{method: recipes.MethodCloudInit, base: bookworm, err: "no cloud-init"},
+		{method: "rc.local", base: bookworm, err: "unknown first-boot method"},
+	}
+	for _, tt := range tests {
+		got, err := ChooseMethod(tt.method, tt.base)
+		if got != tt.want || (err == nil) != (tt.err == "") || err != nil && !strings.Contains(err.Error(), tt.err) {
+			t.Errorf("ChooseMethod(%s, %+v) = %q, %v; want %q, error with %q", tt.method, tt.base, got, err, tt.want, tt.err)
+		}
 	}
 }
 
@@ -239,10 +282,13 @@ func TestShellcheck(t *testing.T) {
 			scripts = append(scripts, name)
 		}
 	}
-	if len(scripts) != 3 {
-		t.Fatalf("found %d scripts; want activate.sh, firstboot.sh, node.env", len(scripts))
+	if len(scripts) != 4 {
+		t.Fatalf("found %d scripts; want activate.sh, firstboot.sh, lib.sh, node.env", len(scripts))
 	}
-	out, err := exec.Command(shellcheck, append([]string{"-s", "sh", "-S", "style"}, scripts...)...).CombinedOutput()
+	// -x follows the scripts' "source=lib.sh" into the shared functions.
+	cmd := exec.Command(shellcheck, append([]string{"-x", "-s", "sh", "-S", "style"}, scripts...)...)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Errorf("shellcheck: %v\n%s", err, out)
 	}

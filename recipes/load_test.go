@@ -105,6 +105,11 @@ func TestLoadFindings(t *testing.T) {
 		{name: "bad taint", src: "node \"a\" {\n  role = \"agent\"\n  taints = [\"dedicated=edge\"]\n}\n" + server, summary: "Invalid taint", pos: "3:12"},
 		{name: "token in k3s_args", src: "node \"a\" {\n  role = \"agent\"\n  k3s_args = [\"--token=abc\"]\n}\n" + server, summary: "Argument managed by pibake", pos: "3:14"},
 		{name: "bad ssh key", src: "node \"a\" {\n  role = \"agent\"\n  user {\n    ssh_authorized_keys = [\"-----BEGIN OPENSSH PRIVATE KEY-----\"]\n  }\n}\n" + server, summary: "Invalid SSH public key", pos: "4:27"},
+		{name: "user name with underscore", src: "node \"a\" {\n  role = \"agent\"\n  user {\n    name = \"ops_team\"\n  }\n}\n" + server, summary: "Invalid user name", pos: "4:12", detail: "starting with a letter"},
+		{name: "user name starting with a digit", src: "node \"a\" {\n  role = \"agent\"\n  user {\n    name = \"1ops\"\n  }\n}\n" + server, summary: "Invalid user name", pos: "4:12"},
+		{name: "user name of 33 characters", src: "node \"a\" {\n  role = \"agent\"\n  user {\n    name = \"" + strings.Repeat("a", 33) + "\"\n  }\n}\n" + server, summary: "Invalid user name", pos: "4:12", detail: "1 to 32"},
+		{name: "user name root", src: "node \"a\" {\n  role = \"agent\"\n  user {\n    name = \"root\"\n  }\n}\n" + server, summary: "Invalid user name", pos: "4:12", detail: "not root"},
+		{name: "user name in defaults", src: "defaults {\n  user {\n    name = \"Ops\"\n  }\n}\n" + server, summary: "Invalid user name", pos: "3:12"},
 		{name: "bad image sha256", src: "image {\n  sha256 = \"abc\"\n}\n" + server, summary: "Invalid sha256", pos: "2:12"},
 		{name: "bad image source", src: "image {\n  source = \"ftp://example.org/x.img\"\n}\n" + server, summary: "Invalid image source", pos: "2:12"},
 		{name: "install script over http", src: "cluster {\n  install_script_url = \"http://get.k3s.io\"\n}\n" + server, summary: "Invalid install script URL", pos: "2:24"},
@@ -115,6 +120,8 @@ func TestLoadFindings(t *testing.T) {
 		{name: "even number of servers", severity: hcl.DiagWarning, src: "node \"s\" {\n  role = \"server\"\n  count = 2\n  ip = \"192.168.1.${10 + count.index}/24\"\n}\n", summary: "Even number of servers", pos: "1:1"},
 		{name: "server on sd card", severity: hcl.DiagWarning, src: "node \"s\" {\n  role = \"server\"\n  storage = \"sd\"\n}\n", summary: "Server on an SD card", pos: "3:13"},
 		{name: "servers too small", severity: hcl.DiagWarning, src: "cluster {\n  agent_join_batch = 1000\n}\nnode \"s\" {\n  role = \"server\"\n  ip = \"192.168.1.10/24\"\n  hardware {\n    cpus = 2\n    memory_gb = 4\n  }\n}\nnode \"a\" {\n  role = \"agent\"\n  count = 351\n}\n", summary: "Servers too small for the agents", pos: "7:3", detail: "about 350"},
+		{name: "nobody can log in", severity: hcl.DiagWarning, src: server, summary: "Nobody can log in", pos: "2:1", detail: `"srv": user "pi" has neither`},
+		{name: "nobody can log in with a user block", severity: hcl.DiagWarning, src: "node \"a\" {\n  role = \"agent\"\n  count = 2\n  user {\n    name = \"ops\"\n  }\n}\n" + server, summary: "Nobody can log in", pos: "4:3", detail: `block "a" (a-1, …)`},
 		{name: "agents join in batches", severity: hcl.DiagWarning, src: "cluster {\n  agent_join_batch = 2\n}\nnode \"a\" {\n  role = \"agent\"\n  count = 3\n}\n" + server, summary: "Agents join in batches", pos: "2:22", detail: "2 batches"},
 	}
 	for _, tt := range tests {
@@ -149,6 +156,61 @@ func TestLoadFindings(t *testing.T) {
 				if containsAny(d.Detail, "0123456789abcdef0123", "qwerty", "K10abcdef", "hunter22", "long-enough", "0123456789 abcdef") {
 					t.Errorf("Load(%s): a diagnostic quotes a secret: %s", tt.name, d.Detail)
 				}
+			}
+		})
+	}
+}
+
+// TestUsers checks the login user every node gets: the default when the
+// recipe has no user block, and who gets passwordless sudo.
+func TestUsers(t *testing.T) {
+	const key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGn4lC6ZnWsLqtCQ8ki7SIqNvLZPc0xk1pB9uJZbAFkf ops@lab"
+	const hash = "$6$salt$hash"
+	tests := []struct {
+		name   string
+		user   string // the user block, or "" for none
+		want   User
+		logsIn bool
+	}{
+		{name: "no user block", want: User{Name: "pi", Default: true}},
+		{name: "keys only", user: `user {
+    name = "ops"
+    ssh_authorized_keys = ["` + key + `"]
+  }`, want: User{Name: "ops", SSHAuthorizedKeys: []string{key}, PasswordlessSudo: true}, logsIn: true},
+		{name: "password", user: `user {
+    password_hash = "` + hash + `"
+  }`, want: User{Name: "pi", PasswordHash: hash}, logsIn: true},
+		{name: "keys, sudo asks for nothing explicitly off", user: `user {
+    ssh_authorized_keys = ["` + key + `"]
+    passwordless_sudo = false
+  }`, want: User{Name: "pi", SSHAuthorizedKeys: []string{key}}, logsIn: true},
+		{name: "password with passwordless sudo", user: `user {
+    password_hash = "` + hash + `"
+    passwordless_sudo = true
+  }`, want: User{Name: "pi", PasswordHash: hash, PasswordlessSudo: true}, logsIn: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, diags := loadSource(t, "node \"srv\" {\n  role = \"server\"\n  "+tt.user+"\n}\n", nil)
+			if diags.HasErrors() {
+				t.Fatal(diags)
+			}
+			got := r.Nodes[0].User
+			if got == nil {
+				t.Fatal("node has no user")
+			}
+			if fmt.Sprintf("%#v", *got) != fmt.Sprintf("%#v", tt.want) || got.PasswordHash.Reveal() != tt.want.PasswordHash.Reveal() {
+				t.Errorf("user = %+v; want %+v", *got, tt.want)
+			}
+			if got.CanLogIn() != tt.logsIn {
+				t.Errorf("CanLogIn() = %v; want %v", got.CanLogIn(), tt.logsIn)
+			}
+			warned := false
+			for _, d := range diags {
+				warned = warned || d.Summary == "Nobody can log in"
+			}
+			if warned == tt.logsIn {
+				t.Errorf("Nobody-can-log-in warning given: %v; want %v", warned, !tt.logsIn)
 			}
 		})
 	}

@@ -174,11 +174,30 @@ type Hardware struct {
 	MemoryGB int `json:"memory_gb,omitempty"`
 }
 
-// User is the login account configured through userconf.txt.
+// DefaultUserName is the login user of a node whose recipe names none: the
+// name Raspberry Pi OS gives its first user.
+const DefaultUserName = "pi"
+
+// User is the login account configured through userconf.txt. Every node
+// has one: without a user block it is DefaultUserName with a locked
+// password, because a Raspberry Pi OS Lite image without userconf.txt
+// stops at an interactive rename dialog on first boot.
 type User struct {
 	Name              string   `json:"name"`
 	PasswordHash      Secret   `json:"password_hash,omitempty"`
 	SSHAuthorizedKeys []string `json:"ssh_authorized_keys"`
+	// PasswordlessSudo gives the user sudo without a password. It defaults
+	// to true for a user who logs in with SSH keys only (there is no
+	// password to type) and false otherwise.
+	PasswordlessSudo bool `json:"passwordless_sudo"`
+	// Default is true when the recipe has no user block.
+	Default bool `json:"default,omitempty"`
+}
+
+// CanLogIn reports whether anyone can log in as u: with a password or an
+// SSH key.
+func (u *User) CanLogIn() bool {
+	return u.PasswordHash != "" || len(u.SSHAuthorizedKeys) > 0
 }
 
 // Apt says what the first boot installs with apt.
@@ -197,6 +216,23 @@ type WiFi struct {
 
 // Firstboot selects how the first-boot payload is activated.
 type Firstboot struct {
-	// Method is "auto", "systemd-run" or "cloud-init".
-	Method string `json:"method"`
+	Method Method `json:"method"`
 }
+
+// Method is how a node's first-boot payload gets activated on the Pi.
+type Method string
+
+// The activation methods. MethodAuto is resolved per base image, in one
+// place: firstboot.ChooseMethod.
+const (
+	MethodAuto Method = "auto"
+	// MethodSystemdRun runs the activator through systemd.run= on the
+	// kernel command line, in a boot of its own (Bookworm).
+	MethodSystemdRun Method = "systemd-run"
+	// MethodCloudInit runs it from a cloud-init NoCloud seed on the boot
+	// partition (Trixie and later).
+	MethodCloudInit Method = "cloud-init"
+)
+
+// Methods lists the methods a recipe may name.
+var Methods = []Method{MethodAuto, MethodSystemdRun, MethodCloudInit}

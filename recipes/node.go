@@ -116,12 +116,12 @@ func resolveNode(spec nodeSpec, meta nodeMeta, group string, index int, counted 
 	}
 	diags = append(diags, resolveWiFi(spec.WiFi, &n, at)...)
 
-	n.Firstboot.Method = "auto"
+	n.Firstboot.Method = MethodAuto
 	if f := spec.Firstboot; f != nil && f.Method != "" {
-		n.Firstboot.Method = f.Method
-		if !slices.Contains(firstbootMethods, f.Method) {
+		n.Firstboot.Method = Method(f.Method)
+		if !slices.Contains(Methods, n.Firstboot.Method) {
 			diags = append(diags, errorAt(at("firstboot.method"), "Invalid first-boot method",
-				"method is %q; use one of %s.", f.Method, quoteList(firstbootMethods)))
+				"method is %q; use one of %s.", f.Method, quoteList(Methods)))
 		}
 	}
 	return n, diags
@@ -180,16 +180,17 @@ func resolveNetwork(spec nodeSpec, n *Node, at func(string) *hcl.Range) hcl.Diag
 
 func resolveUser(u *userSpec, n *Node, at func(string) *hcl.Range) hcl.Diagnostics {
 	if u == nil {
+		n.User = &User{Name: DefaultUserName, Default: true}
 		return nil
 	}
 	var diags hcl.Diagnostics
 	n.User = &User{Name: u.Name, PasswordHash: Secret(u.PasswordHash)}
 	if n.User.Name == "" {
-		n.User.Name = "pi"
+		n.User.Name = DefaultUserName
 	}
 	if !userNamePattern.MatchString(n.User.Name) || n.User.Name == "root" {
 		diags = append(diags, errorAt(at("user.name"), "Invalid user name",
-			"user name %q must be a Linux login name other than root: lowercase letters, digits, '_' and '-', at most 32.", n.User.Name))
+			"user name %q is not one Raspberry Pi OS accepts: 1 to 32 lowercase letters, digits and hyphens, starting with a letter, and not root. The OS refuses any other name at first boot and waits at an interactive dialog instead.", n.User.Name))
 	}
 	if u.PasswordHash != "" && !cryptHashPattern.MatchString(u.PasswordHash) {
 		diags = append(diags, errorAt(at("user.password_hash"), "Invalid password hash",
@@ -203,6 +204,11 @@ func resolveUser(u *userSpec, n *Node, at func(string) *hcl.Range) hcl.Diagnosti
 			continue
 		}
 		n.User.SSHAuthorizedKeys = append(n.User.SSHAuthorizedKeys, k)
+	}
+	// A user with keys but no password could never type a sudo password.
+	n.User.PasswordlessSudo = n.User.PasswordHash == "" && len(n.User.SSHAuthorizedKeys) > 0
+	if u.PasswordlessSudo != nil {
+		n.User.PasswordlessSudo = *u.PasswordlessSudo
 	}
 	return diags
 }

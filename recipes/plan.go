@@ -170,7 +170,7 @@ func (p Plan) WriteText(w io.Writer) error {
 	}
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "HOSTNAME\tROLE\tIP\tJOINS\tBATCH\tLABELS\tTAINTS")
+	fmt.Fprintln(tw, "HOSTNAME\tROLE\tIP\tJOINS\tBATCH\tLOGIN\tLABELS\tTAINTS")
 	for _, n := range p.Nodes {
 		joins := n.Join
 		if n.ClusterInit {
@@ -182,10 +182,32 @@ func (p Plan) WriteText(w io.Writer) error {
 		if n.JoinBatch != nil {
 			batch = fmt.Sprint(*n.JoinBatch)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Hostname, n.Role, n.IP, joins, batch,
-			orDash(joinLabels(n.Labels)), orDash(strings.Join(n.Taints, ",")))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Hostname, n.Role, n.IP, joins, batch,
+			login(n.User), orDash(joinLabels(n.Labels)), orDash(strings.Join(n.Taints, ",")))
 	}
 	return tw.Flush()
+}
+
+// login says how one logs in to a node: the user and what it logs in
+// with, never the secret itself.
+func login(u *User) string {
+	if u == nil {
+		return "-"
+	}
+	var how []string
+	if u.PasswordHash != "" {
+		how = append(how, "password")
+	}
+	if len(u.SSHAuthorizedKeys) > 0 {
+		how = append(how, "keys")
+	}
+	if len(how) == 0 {
+		return u.Name + " (no login)"
+	}
+	if u.PasswordlessSudo {
+		how = append(how, "sudo")
+	}
+	return u.Name + " (" + strings.Join(how, "+") + ")"
 }
 
 func joinLabels(m map[string]string) string {

@@ -33,21 +33,23 @@ var (
 	bootstrapTokenPattern = regexp.MustCompile(`^[a-z0-9]{6}\.[a-z0-9]{16}$`)
 	hostnamePattern       = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 	dnsNamePattern        = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$`)
-	userNamePattern       = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
-	cryptHashPattern      = regexp.MustCompile(`^\$(5|6|y|gy|7|2a|2b|2y)\$[./0-9A-Za-z$=,-]+$`)
-	sshKeyPattern         = regexp.MustCompile(`^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp(256|384|521)|sk-(ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com)(-cert-v01@openssh\.com)? [A-Za-z0-9+/=]+( .*)?$`)
-	timezonePattern       = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$`)
-	countryPattern        = regexp.MustCompile(`^[A-Za-z]{2}$`)
-	hexPSKPattern         = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
-	packagePattern        = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+~:-]+)?$`)
-	taintPattern          = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?(=[A-Za-z0-9._-]*)?:(NoSchedule|PreferNoSchedule|NoExecute)$`)
-	labelKeyPattern       = regexp.MustCompile(`^([a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$`)
-	labelValuePattern     = regexp.MustCompile(`^([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?$`)
+	// userconf-pi's userconf-service accepts 1 to 32 characters matching
+	// ^[a-z][a-z0-9-]*$ and not root; anything else makes the OS rename
+	// userconf.txt to failed_userconf.txt and wait at an interactive dialog
+	// (userconf-pi, branch bookworm, userconf-service: validate_user).
+	userNamePattern   = regexp.MustCompile(`^[a-z][a-z0-9-]{0,31}$`)
+	cryptHashPattern  = regexp.MustCompile(`^\$(5|6|y|gy|7|2a|2b|2y)\$[./0-9A-Za-z$=,-]+$`)
+	sshKeyPattern     = regexp.MustCompile(`^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp(256|384|521)|sk-(ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com)(-cert-v01@openssh\.com)? [A-Za-z0-9+/=]+( .*)?$`)
+	timezonePattern   = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$`)
+	countryPattern    = regexp.MustCompile(`^[A-Za-z]{2}$`)
+	hexPSKPattern     = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
+	packagePattern    = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+~:-]+)?$`)
+	taintPattern      = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?(=[A-Za-z0-9._-]*)?:(NoSchedule|PreferNoSchedule|NoExecute)$`)
+	labelKeyPattern   = regexp.MustCompile(`^([a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$`)
+	labelValuePattern = regexp.MustCompile(`^([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?$`)
 )
 
 var flannelBackends = []string{"vxlan", "wireguard-native", "host-gw", "none"}
-
-var firstbootMethods = []string{"auto", "systemd-run", "cloud-init"}
 
 func resolveImage(spec imageSpec, ranges sourceRanges, fallback hcl.Range, dir string, img *Image) hcl.Diagnostics {
 	var diags hcl.Diagnostics
@@ -262,7 +264,7 @@ func validHost(s string) bool {
 	return len(s) <= 253 && dnsNamePattern.MatchString(s)
 }
 
-func quoteList(list []string) string {
+func quoteList[S ~string](list []S) string {
 	q := make([]string, len(list))
 	for i, s := range list {
 		q[i] = fmt.Sprintf("%q", s)

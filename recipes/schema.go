@@ -94,6 +94,7 @@ type userSpec struct {
 	Name              string   `hcl:"name,optional"`
 	PasswordHash      string   `hcl:"password_hash,optional"`
 	SSHAuthorizedKeys []string `hcl:"ssh_authorized_keys,optional"`
+	PasswordlessSudo  *bool    `hcl:"passwordless_sudo,optional"`
 }
 
 type aptSpec struct {

@@ -39,7 +39,36 @@ func (ld *loader) validate(r *Recipe) hcl.Diagnostics {
 	diags = append(diags, ld.assignJoins(r, founding, servers)...)
 	diags = append(diags, ld.checkNetworks(r)...)
 	diags = append(diags, ld.checkSizing(r, servers)...)
+	diags = append(diags, ld.checkLogins(r)...)
 	return diags
+}
+
+// checkLogins warns, once per node block, when nobody can log in to its
+// nodes: they still boot and join, but nobody can look at one that does
+// not.
+func (ld *loader) checkLogins(r *Recipe) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	warned := map[string]bool{}
+	for i, n := range r.Nodes {
+		if n.User.CanLogIn() || warned[n.Group] {
+			continue
+		}
+		warned[n.Group] = true
+		m := ld.meta[i]
+		diags = append(diags, warningAt(m.ranges.at("user", m.defRange), "Nobody can log in",
+			"Node %s: user %q has neither password_hash nor ssh_authorized_keys, so nobody can log in to it (it still boots and joins). Add ssh_authorized_keys = [file(\"~/.ssh/id_ed25519.pub\")] to a user block, in defaults for every node.",
+			nodeBlockName(n), n.User.Name))
+	}
+	return diags
+}
+
+// nodeBlockName names the node block n came from, for findings that are
+// reported once per block.
+func nodeBlockName(n Node) string {
+	if n.Group != n.Hostname {
+		return fmt.Sprintf("block %q (%s, …)", n.Group, n.Hostname)
+	}
+	return fmt.Sprintf("%q", n.Hostname)
 }
 
 func (m nodeMeta) hostnameRange() *hcl.Range {

@@ -84,7 +84,15 @@ func Open(path string, writable bool) (*Image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open image: %w", err)
 	}
-	im := &Image{path: path, f: f, writable: writable, size: fi.Size(), Boot: -1, Root: -1}
+	size := fi.Size()
+	if fi.Mode()&os.ModeDevice != 0 {
+		// A card in a reader: a block device reports no size to Stat.
+		if size, err = f.Seek(0, io.SeekEnd); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("open image %s: size of the device: %w", path, err)
+		}
+	}
+	im := &Image{path: path, f: f, writable: writable, size: size, Boot: -1, Root: -1}
 	if err := im.readPartitions(); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("image %s: %w", path, err)

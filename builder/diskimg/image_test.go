@@ -12,14 +12,14 @@ import (
 
 func TestDetectRelease(t *testing.T) {
 	tests := []struct {
-		spec              testimage.Spec
-		style, activation string
-		cloudInit         bool
-		cluster           int64
-		codename          string
+		spec             testimage.Spec
+		style, machineID string
+		cloudInit        bool
+		cluster          int64
+		codename         string
 	}{
-		{spec: testimage.Bookworm(), style: StyleBookworm, activation: "systemd-run", cluster: 2048, codename: "bookworm"},
-		{spec: testimage.Trixie(), style: StyleTrixie, activation: "cloud-init", cloudInit: true, cluster: 512, codename: "trixie"},
+		{spec: testimage.Bookworm(), style: StyleBookworm, machineID: MachineIDEmpty, cluster: 2048, codename: "bookworm"},
+		{spec: testimage.Trixie(), style: StyleTrixie, machineID: MachineIDUninitialized, cloudInit: true, cluster: 512, codename: "trixie"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.spec.Name, func(t *testing.T) {
@@ -32,7 +32,7 @@ func TestDetectRelease(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if r.Style != tt.style || r.Activation != tt.activation || r.CloudInit != tt.cloudInit ||
+			if r.Style != tt.style || r.MachineID != tt.machineID || r.CloudInit != tt.cloudInit || len(r.Customised) != 0 || r.Bootable() != nil ||
 				r.BootClusterBytes != tt.cluster || r.Codename != tt.codename || r.Hostname != "raspberrypi" ||
 				r.BootStartSector != tt.spec.BootStart {
 				t.Errorf("DetectRelease = %+v", r)
@@ -43,6 +43,71 @@ func TestDetectRelease(t *testing.T) {
 			}
 			if got := strings.ToLower(strings.TrimSpace(im.PartUUID(2))); got != tt.spec.PartUUID(2) {
 				t.Errorf("PartUUID(2) = %s; want %s", got, tt.spec.PartUUID(2))
+			}
+		})
+	}
+}
+
+// TestCustomisedBases finds what shows that an image was already set up
+// for a machine, by Raspberry Pi Imager or by pibake, and an unbootable
+// cmdline.txt. An official image (TestDetectRelease) shows none of it.
+func TestCustomisedBases(t *testing.T) {
+	tests := []struct {
+		name    string
+		spec    testimage.Spec
+		edit    Edit
+		want    string // a fragment of the one finding
+		cmdline string // Bootable's error, when the edit breaks it
+	}{
+		{name: "Imager firstrun.sh", spec: testimage.Bookworm(),
+			edit: Edit{Files: []File{{Path: "firstrun.sh", Data: []byte("#!/bin/bash\n")}}, CmdlineAdd: []string{"systemd.run=/boot/firstrun.sh", "systemd.run_success_action=reboot"}},
+			want: "firstrun.sh is present"},
+		{name: "userconf.txt", spec: testimage.Bookworm(), edit: Edit{Files: []File{{Path: "userconf.txt", Data: []byte("pi:$6$x$y\n")}}}, want: "userconf.txt is present"},
+		{name: "pibake payload", spec: testimage.Bookworm(),
+			edit: Edit{Files: []File{{Path: "pibake/node.json", Data: []byte(`{"hostname":"old-node","build_id":"b1"}`)}}},
+			want: `pibake payload for node "old-node" (build b1)`},
+		{name: "Imager cloud-init", spec: testimage.Trixie(),
+			edit: Edit{Files: []File{{Path: "user-data", Data: []byte("#cloud-config\nhostname: pi7\nusers:\n  - name: ops\n    passwd: $6$secret\n")}}, CmdlineAdd: []string{"ds=nocloud;i=rpi-imager-1"}},
+			want: `user-data is not the shipped template (it sets "hostname")`},
+		{name: "Imager meta-data", spec: testimage.Trixie(), edit: Edit{Files: []File{{Path: "meta-data", Data: []byte("instance-id: rpi-imager-1\n")}}}, want: `meta-data is not the shipped template (it sets "instance-id")`},
+		{name: "network-config with a Wi-Fi key", spec: testimage.Trixie(),
+			edit: Edit{Files: []File{{Path: "network-config", Data: []byte("network:\n  version: 2\n  wifis:\n    wlan0:\n      access-points:\n        lab:\n          password: hunter22hunter22\n")}}},
+			want: `network-config is not the shipped template (it sets "network")`},
+		{name: "no root=", spec: testimage.Bookworm(), edit: Edit{CmdlineRemove: []string{"root=PARTUUID=5e3da9e3-02"}}, cmdline: "no root= argument"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			img := testimage.For(t, tt.spec)
+			w, err := Open(img, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Apply(tt.edit); err != nil {
+				t.Fatal(err)
+			}
+			w.Close()
+			im, err := Open(img, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer im.Close()
+			r, err := im.DetectRelease()
+			if err != nil {
+				t.Fatal(err)
+			}
+			found := strings.Join(r.Customised, "\n")
+			if tt.want != "" && !strings.Contains(found, tt.want) {
+				t.Errorf("Customised = %q; want a finding with %q", r.Customised, tt.want)
+			}
+			if tt.want == "" && len(r.Customised) != 0 {
+				t.Errorf("Customised = %q; want none", r.Customised)
+			}
+			if strings.Contains(found, "secret") || strings.Contains(found, "hunter22") {
+				t.Errorf("a finding quotes a secret: %q", r.Customised)
+			}
+			err = r.Bootable()
+			if (err == nil) != (tt.cmdline == "") || err != nil && !strings.Contains(err.Error(), tt.cmdline) {
+				t.Errorf("Bootable() = %v; want an error with %q", err, tt.cmdline)
 			}
 		})
 	}

@@ -1,0 +1,59 @@
+# shellcheck shell=sh
+# pibake's shared shell functions, sourced by the activator and the
+# first-boot script: logging and the node's status record. The caller sets
+# ROOT, BOOT and LOG and has sourced node.env.
+
+now() { date -u +%Y-%m-%dT%H:%M:%SZ; }
+
+log() { printf '%s %s: %s\n' "$(now)" "$PIBAKE_SCRIPT" "$*"; }
+
+# json_string prints $1 as a JSON string: backslash, quote and tab escaped,
+# other control characters dropped, lines joined with \n.
+json_string() {
+	printf '%s' "$1" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/	/\\t/g' |
+		tr -d '\000-\010\013-\037' |
+		awk 'BEGIN { printf "\"" } NR > 1 { printf "\\n" } { printf "%s", $0 } END { printf "\"" }'
+}
+
+# json_lines prints the last N lines of a file as a JSON array of strings.
+json_lines() {
+	printf '['
+	if [ -f "$2" ]; then
+		sep=
+		tail -n "$1" "$2" | while IFS= read -r line; do
+			printf '%s%s' "$sep" "$(json_string "$line")"
+			sep=,
+		done
+	fi
+	printf ']'
+}
+
+# status STAGE STATE [REASON] records where this node's first boot stands:
+# /var/lib/pibake/status.json (the latest record) and status.log (one JSON
+# line per change), in the root file system and, when it is mounted, on the
+# boot partition, where `pibake inspect` reads them from a card put into any
+# computer. STATE is running, ok, waiting, skipped or failed; a failed
+# record carries the last lines of the log. Recording never fails the
+# caller: a full disk must not turn a status line into an error.
+status() {
+	s_log='[]'
+	[ "$2" = failed ] && s_log=$(json_lines 12 "$LOG")
+	s_boot=$(cut -c1-8 /proc/sys/kernel/random/boot_id 2>/dev/null || echo unknown)
+	s_json=$(printf '{"version":1,"node":%s,"role":%s,"build":%s,"stage":%s,"state":%s,"time":%s,"boot":%s,"reason":%s,"log":%s}' \
+		"$(json_string "$PIBAKE_HOSTNAME")" "$(json_string "$PIBAKE_ROLE")" "$(json_string "$PIBAKE_BUILD_ID")" \
+		"$(json_string "$1")" "$(json_string "$2")" "$(json_string "$(now)")" "$(json_string "$s_boot")" \
+		"$(json_string "${3:-}")" "$s_log")
+	for s_dir in "$ROOT/var/lib/pibake" "$BOOT/pibake"; do
+		[ -d "$(dirname "$s_dir")" ] || continue
+		{
+			mkdir -p "$s_dir" &&
+				printf '%s\n' "$s_json" >"$s_dir/status.json.tmp" &&
+				mv -f "$s_dir/status.json.tmp" "$s_dir/status.json" &&
+				printf '%s\n' "$s_json" >>"$s_dir/status.log" &&
+				if [ "$(wc -l <"$s_dir/status.log")" -gt 200 ]; then
+					tail -n 100 "$s_dir/status.log" >"$s_dir/status.log.tmp" && mv -f "$s_dir/status.log.tmp" "$s_dir/status.log"
+				fi
+		} 2>/dev/null || log "could not record status in $s_dir"
+	done
+	log "status: $1 $2${3:+: $3}"
+}
