@@ -8,9 +8,7 @@ import (
 	"os"
 	"path"
 	"sort"
-	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/diskfs/go-diskfs/filesystem/fat32"
@@ -170,27 +168,35 @@ func (im *Image) Apply(e Edit) error {
 	if err != nil {
 		return err
 	}
-	err = withTimestamp(stamp, func() error {
-		return guard("write boot partition", func() error {
-			for _, p := range e.Remove {
-				if err := removeIfPresent(bfs, p); err != nil {
-					return err
-				}
+	before, err := im.fat.entries()
+	if err != nil {
+		return fmt.Errorf("boot partition (partition %d): %w", im.BootPartition().Index, err)
+	}
+	err = guard("write boot partition", func() error {
+		for _, p := range e.Remove {
+			if err := removeIfPresent(bfs, p); err != nil {
+				return err
 			}
-			made := map[string]bool{}
-			for _, f := range files {
-				if err := writeFile(bfs, f, made); err != nil {
-					return fmt.Errorf("write %s: %w", f.Path, err)
-				}
+		}
+		made := map[string]bool{}
+		for _, f := range files {
+			if err := writeFile(bfs, f, made); err != nil {
+				return fmt.Errorf("write %s: %w", f.Path, err)
 			}
-			return nil
-		})
+		}
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("boot partition (partition %d): %w", im.BootPartition().Index, err)
 	}
 	if err := im.fat.normalize(im.f); err != nil {
 		return fmt.Errorf("boot partition (partition %d): repair after write: %w", im.BootPartition().Index, err)
+	}
+	// go-diskfs stamps what it writes with the clock (or a process-wide
+	// SOURCE_DATE_EPOCH); every entry this edit made or changed gets the
+	// edit's one time instead, so the bytes never depend on the clock.
+	if err := im.fat.restamp(im.f, before, stamp); err != nil {
+		return fmt.Errorf("boot partition (partition %d): timestamps: %w", im.BootPartition().Index, err)
 	}
 	return nil
 }
@@ -286,27 +292,4 @@ func (im *Image) checkFits(files []File, sizes []int64) error {
 		return fmt.Errorf("boot partition (partition %d): the payload needs %d KiB but only %d KiB are free; nothing was written", im.BootPartition().Index, need/1024, free/1024)
 	}
 	return nil
-}
-
-// go-diskfs stamps directory entries with timestamp.GetTime(), which reads
-// SOURCE_DATE_EPOCH at every call. Setting it around the writes is the only
-// way to make them independent of the clock; the mutex keeps concurrent
-// edits (parallel nodes) from seeing each other's value.
-var timestampMu sync.Mutex
-
-func withTimestamp(t time.Time, f func() error) error {
-	timestampMu.Lock()
-	defer timestampMu.Unlock()
-	old, had := os.LookupEnv("SOURCE_DATE_EPOCH")
-	if err := os.Setenv("SOURCE_DATE_EPOCH", strconv.FormatInt(t.Unix(), 10)); err != nil {
-		return err
-	}
-	defer func() {
-		if had {
-			os.Setenv("SOURCE_DATE_EPOCH", old)
-		} else {
-			os.Unsetenv("SOURCE_DATE_EPOCH")
-		}
-	}()
-	return f()
 }

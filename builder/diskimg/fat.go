@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 )
 
 // fatVolume is pibake's own small reader and fixer for a FAT32 boot
@@ -324,4 +325,75 @@ func (v *fatVolume) freeCluster(w io.WriterAt, t []uint32, c uint32) error {
 	t[c] = 0
 	_, err := w.WriteAt(make([]byte, 4), v.start+v.reservedSectors*v.bytesPerSector+int64(c)*4)
 	return err
+}
+
+// entries reads the raw 32 bytes of every short-name directory entry in
+// the tree, "." and ".." included, by offset.
+func (v *fatVolume) entries() (map[int64][dirEntrySize]byte, error) {
+	t, err := v.table()
+	if err != nil {
+		return nil, err
+	}
+	out := map[int64][dirEntrySize]byte{}
+	var walk func(dir uint32, depth int) error
+	walk = func(dir uint32, depth int) error {
+		if depth > 32 {
+			return errors.New("directory tree deeper than 32 levels (a loop?)")
+		}
+		entries, err := v.readDir(t, dir)
+		if err != nil {
+			return err
+		}
+		for _, e := range entries {
+			var raw [dirEntrySize]byte
+			if _, err := v.rw.ReadAt(raw[:], e.offset); err != nil {
+				return fmt.Errorf("read directory entry: %w", err)
+			}
+			out[e.offset] = raw
+			if e.attr&attrDir != 0 && e.name != ".          " && e.name != "..         " && e.cluster >= 2 {
+				if err := walk(e.cluster, depth+1); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	return out, walk(v.rootCluster, 0)
+}
+
+// restamp sets the creation, access and modification times of every
+// directory entry that is new or changed since before to t.
+func (v *fatVolume) restamp(w io.WriterAt, before map[int64][dirEntrySize]byte, t time.Time) error {
+	after, err := v.entries()
+	if err != nil {
+		return err
+	}
+	date, clock, tenths := dosTime(t)
+	for off, raw := range after {
+		if old, ok := before[off]; ok && old == raw {
+			continue
+		}
+		raw[13] = tenths
+		binary.LittleEndian.PutUint16(raw[14:], clock)
+		binary.LittleEndian.PutUint16(raw[16:], date)
+		binary.LittleEndian.PutUint16(raw[18:], date)
+		binary.LittleEndian.PutUint16(raw[22:], clock)
+		binary.LittleEndian.PutUint16(raw[24:], date)
+		if _, err := w.WriteAt(raw[:], off); err != nil {
+			return fmt.Errorf("write directory entry: %w", err)
+		}
+	}
+	return nil
+}
+
+// dosTime encodes t (UTC) as a FAT date, time and creation hundredths.
+// FAT dates start in 1980.
+func dosTime(t time.Time) (date, clock uint16, tenths byte) {
+	t = t.UTC()
+	if t.Year() < 1980 {
+		t = time.Date(1980, 1, 1, 0, 0, 0, 0, time.UTC)
+	}
+	date = uint16(t.Year()-1980)<<9 | uint16(t.Month())<<5 | uint16(t.Day())
+	clock = uint16(t.Hour())<<11 | uint16(t.Minute())<<5 | uint16(t.Second()/2)
+	return date, clock, byte(t.Second()%2) * 100
 }
