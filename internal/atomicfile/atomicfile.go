@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 )
 
 // WriteFile writes data to a temporary file beside path, syncs it, gives it
@@ -33,7 +34,31 @@ func WriteFile(path string, data []byte, mode fs.FileMode) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp, path)
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	return SyncDir(filepath.Dir(path))
+}
+
+// TempPattern matches the temporary names WriteFile uses, for sweeping
+// what a killed process left behind.
+const TempPattern = ".*.tmp-*"
+
+// SyncDir flushes a directory, so that a rename into it survives a power
+// cut. Windows cannot open a directory for that, and needs no such step.
+func SyncDir(dir string) error {
+	if runtime.GOOS == "windows" {
+		return nil
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	if err := d.Sync(); err != nil {
+		d.Close()
+		return err
+	}
+	return d.Close()
 }
 
 // Sync flushes a file written earlier to stable storage, before it is
