@@ -74,6 +74,7 @@ func TestLoadFindings(t *testing.T) {
 		{name: "agent with nowhere to join", src: "node \"s\" {\n  role = \"server\"\n}\nnode \"a\" {\n  role = \"agent\"\n}\n", summary: "No server address to join", pos: "4:1"},
 		{name: "extra server with nowhere to join", src: "node \"s\" {\n  role = \"server\"\n  count = 3\n}\n", summary: "No server address to join", pos: "1:1"},
 		{name: "node joins itself", src: "cluster {\n  server_ip = \"192.168.1.20\"\n}\nnode \"a\" {\n  role = \"agent\"\n  ip = \"192.168.1.20/24\"\n}\n" + server, summary: "Node joins itself", pos: "4:1"},
+		{name: "server_ip is an agent", src: "cluster {\n  server_ip = \"192.168.1.30\"\n}\nnode \"a\" {\n  role = \"agent\"\n  ip = \"192.168.1.30/24\"\n}\n" + server, summary: "Server address is an agent", pos: "2:15", detail: `agent "a"`},
 		{name: "token too short", src: "cluster {\n  token = \"short\"\n}\n" + server, summary: "Invalid token", pos: "2:11", detail: "5 characters"},
 		{name: "token with whitespace", src: "cluster {\n  token = \"0123456789 abcdef0123\"\n}\n" + server, summary: "Invalid token", pos: "2:11", detail: "white space"},
 		{name: "token K10", src: "cluster {\n  token = \"K10abcdef0123456789::server:abc\"\n}\n" + server, summary: "Invalid token", pos: "2:11", detail: "K10"},

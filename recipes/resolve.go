@@ -222,22 +222,38 @@ func resolveCluster(spec clusterSpec, ranges sourceRanges, fallback hcl.Range, d
 }
 
 func checkToken(name, raw string, subject *hcl.Range) hcl.Diagnostics {
-	tok := strings.TrimSpace(raw)
-	var problem string
-	switch {
-	case len(tok) < 16:
-		problem = fmt.Sprintf("is %d characters long; use at least 16 (for example: openssl rand -hex 32)", len(tok))
-	case strings.ContainsAny(tok, " \t\r\n"):
-		problem = "contains white space, which the k3s config file and install environment would split"
-	case strings.HasPrefix(tok, "K10"):
-		problem = "starts with K10, which k3s reads as a secure token carrying a CA hash; use a plain random secret"
-	case bootstrapTokenPattern.MatchString(tok):
-		problem = "has the shape of a bootstrap token (abcdef.0123456789abcdef), which k3s parses differently; use a plain random secret"
-	default:
+	problem := tokenProblem(strings.TrimSpace(raw))
+	if problem == "" {
 		return nil
 	}
 	// The detail never quotes the token: diagnostics reach logs.
 	return hcl.Diagnostics{errorAt(subject, "Invalid "+strings.ReplaceAll(name, "_", " "), "The %s %s.", name, problem)}
+}
+
+// CheckToken checks a cluster token by the rules a recipe's token follows
+// (a generated token kept on disk is checked by them too); the error never
+// quotes the token.
+func CheckToken(tok string) error {
+	if problem := tokenProblem(tok); problem != "" {
+		return fmt.Errorf("the token %s", problem)
+	}
+	return nil
+}
+
+// tokenProblem says what is wrong with a token k3s would not take as a
+// plain shared secret, or "".
+func tokenProblem(tok string) string {
+	switch {
+	case len(tok) < 16:
+		return fmt.Sprintf("is %d characters long; use at least 16 (for example: openssl rand -hex 32)", len(tok))
+	case strings.ContainsAny(tok, " \t\r\n"):
+		return "contains white space, which the k3s config file and install environment would split"
+	case strings.HasPrefix(tok, "K10"):
+		return "starts with K10, which k3s reads as a secure token carrying a CA hash; use a plain random secret"
+	case bootstrapTokenPattern.MatchString(tok):
+		return "has the shape of a bootstrap token (abcdef.0123456789abcdef), which k3s parses differently; use a plain random secret"
+	}
+	return ""
 }
 
 func parseCIDR(name, raw, def string, subject *hcl.Range) (netip.Prefix, hcl.Diagnostics) {

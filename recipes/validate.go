@@ -35,6 +35,8 @@ func (ld *loader) validate(r *Recipe) hcl.Diagnostics {
 	}
 	if r.Cluster.ServerAddress == "" && r.Nodes[founding].Address.IsValid() {
 		r.Cluster.ServerAddress = r.Nodes[founding].Address.Addr().String()
+	} else if ld.clusterRanges.has("server_ip") {
+		diags = append(diags, ld.checkServerIP(r)...)
 	}
 	diags = append(diags, ld.assignJoins(r, founding, servers)...)
 	diags = append(diags, ld.checkNetworks(r)...)
@@ -69,6 +71,19 @@ func nodeBlockName(n Node) string {
 		return fmt.Sprintf("block %q (%s, …)", n.Group, n.Hostname)
 	}
 	return fmt.Sprintf("%q", n.Hostname)
+}
+
+// checkServerIP refuses a server_ip that is an agent's static address:
+// nodes would try to join a machine that serves no k3s API.
+func (ld *loader) checkServerIP(r *Recipe) hcl.Diagnostics {
+	for i, n := range r.Nodes {
+		if n.Role == RoleAgent && n.Address.IsValid() && n.Address.Addr().String() == r.Cluster.ServerAddress {
+			return hcl.Diagnostics{errorAt(ld.clusterRanges.at("server_ip", ld.clusterRange), "Server address is an agent",
+				"server_ip %s is the address of agent %s (%s); nodes join a server, and agents serve no k3s API. Use a server's address, or a load balancer or DNS name in front of the servers.",
+				r.Cluster.ServerAddress, n.describe(), ld.meta[i].ranges.at("ip", ld.meta[i].defRange))}
+		}
+	}
+	return nil
 }
 
 func (m nodeMeta) hostnameRange() *hcl.Range {
