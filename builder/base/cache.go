@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/pibake/pibake/internal/atomicfile"
+	"github.com/pibake/pibake/internal/flock"
 )
 
 // Cache is the content-addressed store of base images:
@@ -53,29 +54,13 @@ func (c Cache) lock(ctx context.Context, logf func(string, ...any)) (func(), err
 	if err := os.MkdirAll(c.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("cache %s: %w", c.Dir, err)
 	}
-	f, err := os.OpenFile(c.path("lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	l, err := flock.Acquire(ctx, c.path("lock"), flock.Exclusive, true, func(holder string) {
+		logf("waiting for another pibake that is using the cache %s (%s)", c.Dir, holder)
+	})
 	if err != nil {
-		return nil, fmt.Errorf("cache %s: %w", c.Dir, err)
+		return nil, fmt.Errorf("lock cache %s: %w", c.Dir, err)
 	}
-	for waited := false; ; waited = true {
-		ok, err := tryLock(f)
-		if err != nil {
-			f.Close()
-			return nil, fmt.Errorf("lock cache %s: %w", c.Dir, err)
-		}
-		if ok {
-			return func() { unlock(f); f.Close() }, nil
-		}
-		if !waited {
-			logf("waiting for another pibake that is using the cache %s", c.Dir)
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+	return func() { l.Unlock() }, nil
 }
 
 // sourceRecord remembers what a source resolved to, so a later build
@@ -165,16 +150,22 @@ func (r ctxReader) Read(p []byte) (int, error) {
 	return r.r.Read(p)
 }
 
-// Entry is one cached raw image.
+// Entry is one cached image: a decompressed raw image, or an uncompressed
+// download that serves as its own raw image.
 type Entry struct {
-	SHA256   string    `json:"sha256"`
-	Path     string    `json:"path"`
-	Size     int64     `json:"size"`
-	LastUsed time.Time `json:"last_used"`
-	Sources  []string  `json:"sources"`
+	SHA256 string `json:"sha256"`
+	Path   string `json:"path"`
+	// Size is the apparent size; Allocated what it takes on disk (images
+	// are sparse).
+	Size      int64     `json:"size"`
+	Allocated int64     `json:"allocated"`
+	LastUsed  time.Time `json:"last_used"`
+	Sources   []string  `json:"sources"`
+	// InUse is true while a running build holds the image.
+	InUse bool `json:"in_use"`
 }
 
-// List returns the cached raw images, most recently used first.
+// List returns the cached images, most recently used first.
 func (c Cache) List() ([]Entry, error) {
 	sources := map[string][]string{}
 	recs, _ := filepath.Glob(c.path("sources", "*.json"))
@@ -188,28 +179,46 @@ func (c Cache) List() ([]Entry, error) {
 			sources[r.SHA256] = append(sources[r.SHA256], r.Source)
 		}
 	}
-	raws, err := filepath.Glob(c.path("raw", "*.img"))
-	if err != nil {
-		return nil, err
+	var paths []string
+	for _, pattern := range []string{c.path("raw", "*.img"), c.path("downloads", "*.img")} {
+		m, err := filepath.Glob(pattern)
+		if err != nil {
+			return nil, err
+		}
+		paths = append(paths, m...)
 	}
 	var out []Entry
-	for _, p := range raws {
+	for _, p := range paths {
 		fi, err := os.Stat(p)
-		if err != nil {
+		if err != nil || !fi.Mode().IsRegular() {
 			continue
 		}
 		sha := strings.TrimSuffix(filepath.Base(p), ".img")
 		srcs := sources[sha]
 		sort.Strings(srcs)
-		out = append(out, Entry{SHA256: sha, Path: p, Size: fi.Size(), LastUsed: fi.ModTime(), Sources: srcs})
+		out = append(out, Entry{SHA256: sha, Path: p, Size: fi.Size(), Allocated: allocated(fi), LastUsed: fi.ModTime(), Sources: srcs, InUse: inUse(p)})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].LastUsed.After(out[j].LastUsed) })
 	return out, nil
 }
 
+// inUse reports whether a running build holds the file (Image.take).
+func inUse(p string) bool {
+	f, err := os.Open(p)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	ok, err := flock.Try(f, flock.Exclusive)
+	if ok {
+		flock.Unlock(f)
+	}
+	return err == nil && !ok
+}
+
 // Prune removes partial and failed downloads, and every download and raw
-// image not used since before (all of them when before is zero... use
-// All). It returns the bytes freed.
+// image not used for olderThan (every one with all), except those a
+// running build holds. It returns the bytes freed on disk.
 func (c Cache) Prune(ctx context.Context, olderThan time.Duration, all bool, logf func(string, ...any)) (int64, error) {
 	unlock, err := c.lock(ctx, logf)
 	if err != nil {
@@ -218,15 +227,7 @@ func (c Cache) Prune(ctx context.Context, olderThan time.Duration, all bool, log
 	defer unlock()
 	cutoff := time.Now().Add(-olderThan)
 	var freed int64
-	remove := func(p string, fi fs.FileInfo) error {
-		if err := os.RemoveAll(p); err != nil {
-			return err
-		}
-		freed += fi.Size()
-		logf("removed %s", p)
-		return nil
-	}
-	for _, dir := range []string{"partial", "bad", "downloads", "raw"} {
+	for _, dir := range []string{"partial", "bad", "downloads", "raw", "ranges"} {
 		entries, err := os.ReadDir(c.path(dir))
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
@@ -239,11 +240,23 @@ func (c Cache) Prune(ctx context.Context, olderThan time.Duration, all bool, log
 			if err != nil {
 				continue
 			}
+			p := c.path(dir, e.Name())
 			stale := all || dir == "partial" || dir == "bad" || fi.ModTime().Before(cutoff)
-			if stale {
-				if err := remove(c.path(dir, e.Name()), fi); err != nil {
+			if dir == "ranges" {
+				// Block-map sums of a base: stale with the base.
+				sha := strings.TrimSuffix(e.Name(), ".json")
+				stale = !exists(c.rawPath(sha)) || all
+			}
+			switch {
+			case !stale:
+			case inUse(p):
+				logf("kept %s: a running build uses it", p)
+			default:
+				if err := os.RemoveAll(p); err != nil {
 					return freed, err
 				}
+				freed += allocated(fi)
+				logf("removed %s", p)
 			}
 		}
 	}
@@ -252,7 +265,7 @@ func (c Cache) Prune(ctx context.Context, olderThan time.Duration, all bool, log
 	for _, p := range recs {
 		b, _ := os.ReadFile(p)
 		var r sourceRecord
-		if json.Unmarshal(b, &r) != nil || all || (!exists(c.rawPath(r.SHA256)) && !exists(c.downloadPath(r.SHA256, true)) && !exists(c.downloadPath(r.SHA256, false))) {
+		if json.Unmarshal(b, &r) != nil || (!exists(c.rawPath(r.SHA256)) && !exists(c.downloadPath(r.SHA256, true)) && !exists(c.downloadPath(r.SHA256, false))) {
 			os.Remove(p)
 		}
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/cavaliergopher/grab/v3"
 	"github.com/pibake/pibake/internal/atomicfile"
+	"github.com/pibake/pibake/internal/flock"
 )
 
 // Options control Fetch.
@@ -73,9 +74,45 @@ type Image struct {
 	FinalURL string
 	// Cached is true when nothing was downloaded or decompressed.
 	Cached bool
+
+	// lease holds Path shared-locked while the image is in use, so that
+	// cache prune does not delete it under a running build.
+	lease *os.File
+	// cacheEntry is true when Path is in the cache (not the user's own
+	// .img file, whose time pibake leaves alone).
+	cacheEntry bool
 }
 
-// Fetch makes src available as a verified raw image in the cache.
+// Release ends the use of the image: cache prune may delete it again.
+func (img *Image) Release() {
+	if img != nil && img.lease != nil {
+		flock.Unlock(img.lease)
+		img.lease.Close()
+		img.lease = nil
+	}
+}
+
+// take marks the image in use (shared lock, for prune to respect) and
+// used now (its modification time, for prune --older-than and cache list).
+// It is called with the cache locked, so prune cannot come in between.
+func (img *Image) take() error {
+	f, err := os.Open(img.Path)
+	if err != nil {
+		return err
+	}
+	if ok, err := flock.Try(f, flock.Shared); !ok || err != nil {
+		f.Close()
+		return fmt.Errorf("lock %s for use: %v", img.Path, err)
+	}
+	img.lease = f
+	if img.cacheEntry {
+		touch(img.Path)
+	}
+	return nil
+}
+
+// Fetch makes src available as a verified raw image in the cache, held in
+// use until the caller calls Release.
 func Fetch(ctx context.Context, src Source, opt Options) (*Image, error) {
 	opt.defaults()
 	unlock, err := opt.Cache.lock(ctx, opt.Logf)
@@ -83,10 +120,22 @@ func Fetch(ctx context.Context, src Source, opt Options) (*Image, error) {
 		return nil, err
 	}
 	defer unlock()
+	fetch := fetchURL
 	if src.Path != "" {
-		return fetchLocal(ctx, src, opt)
+		fetch = fetchLocal
 	}
-	return fetchURL(ctx, src, opt)
+	img, err := fetch(ctx, src, opt)
+	if err != nil {
+		return nil, err
+	}
+	img.cacheEntry = strings.HasPrefix(img.Path, filepath.Clean(opt.Cache.Dir)+string(filepath.Separator))
+	if err := img.take(); err != nil {
+		return nil, fmt.Errorf("cache: %w", err)
+	}
+	if dl := opt.Cache.downloadPath(img.SHA256, true); img.SHA256 != "" && exists(dl) {
+		touch(dl) // the download a cache entry came from is in use too
+	}
+	return img, nil
 }
 
 func fetchLocal(ctx context.Context, src Source, opt Options) (*Image, error) {
@@ -115,11 +164,34 @@ func fetchLocal(ctx context.Context, src Source, opt Options) (*Image, error) {
 		return nil, fmt.Errorf("image %s: checksum mismatch: the recipe pins sha256 %s but the file has %s; nothing was built", abs, src.Pin, sha)
 	}
 	img := &Image{Path: abs, SHA256: sha, Source: src.Spec, Cached: true}
-	if !compressed(abs) {
-		return img, nil // a raw image is used where it is
+	xz, err := isXZ(abs)
+	if err != nil || !xz {
+		return img, err // a raw image is used where it is
 	}
 	return img, ensureRaw(ctx, c, abs, sha, img, opt)
 }
+
+// isXZ says whether a file is xz-compressed, by its first bytes: a name
+// says nothing (raspios_lite_arm64_latest has no .xz, and anyone may name
+// a raw image x.img.xz).
+func isXZ(path string) (bool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	magic := make([]byte, len(xzMagic))
+	if _, err := io.ReadFull(f, magic); err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return false, nil
+		}
+		return false, err
+	}
+	return string(magic) == xzMagic, nil
+}
+
+// xzMagic starts every xz stream.
+const xzMagic = "\xfd7zXZ\x00"
 
 // ensureRaw decompresses a verified .img.xz into raw/<sha>.img unless it
 // is there already.
@@ -127,7 +199,6 @@ func ensureRaw(ctx context.Context, c Cache, xzPath, sha string, img *Image, opt
 	raw := c.rawPath(sha)
 	img.Path = raw
 	if exists(raw) {
-		touch(raw)
 		return nil
 	}
 	img.Cached = false
@@ -136,7 +207,7 @@ func ensureRaw(ctx context.Context, c Cache, xzPath, sha string, img *Image, opt
 	}
 	tmp := raw + ".tmp"
 	start := time.Now()
-	opt.Logf("decompressing %s (%d jobs)", filepath.Base(xzPath), opt.Jobs)
+	opt.Logf("decompressing %s (%s)", filepath.Base(xzPath), plural(opt.Jobs, "job"))
 	if err := decompressXZ(ctx, xzPath, tmp, opt.Jobs); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("decompress %s: %w", xzPath, err)
@@ -152,6 +223,42 @@ func ensureRaw(ctx context.Context, c Cache, xzPath, sha string, img *Image, opt
 	return nil
 }
 
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// fromCache points img at what the cache holds for the download sha: its
+// raw image, decompressed now if only the .img.xz is there. An
+// uncompressed download is its own raw image; one whose content is xz
+// after all (stored by name by pibake before 2026-11) is moved to its .xz
+// name first. It reports false when the cache holds neither.
+func (c Cache) fromCache(ctx context.Context, sha string, img *Image, opt Options) (bool, error) {
+	if exists(c.rawPath(sha)) {
+		img.Path = c.rawPath(sha)
+		return true, nil
+	}
+	if dl := c.downloadPath(sha, false); exists(dl) {
+		xz, err := isXZ(dl)
+		if err != nil {
+			return false, fmt.Errorf("cache: %w", err)
+		}
+		if !xz {
+			img.Path = dl
+			return true, nil
+		}
+		if err := os.Rename(dl, c.downloadPath(sha, true)); err != nil {
+			return false, fmt.Errorf("cache: %w", err)
+		}
+	}
+	if dl := c.downloadPath(sha, true); exists(dl) {
+		return true, ensureRaw(ctx, c, dl, sha, img, opt)
+	}
+	return false, nil
+}
+
 func fetchURL(ctx context.Context, src Source, opt Options) (*Image, error) {
 	c := opt.Cache
 	img := &Image{Source: src.Spec, Cached: true}
@@ -159,101 +266,97 @@ func fetchURL(ctx context.Context, src Source, opt Options) (*Image, error) {
 	// A source seen before needs no network, unless refreshing.
 	if rec, ok := c.readRecord(src.URL); ok && !opt.Refresh && (src.Pin == "" || src.Pin == rec.SHA256) {
 		img.SHA256, img.FinalURL = rec.SHA256, rec.FinalURL
-		isXZ := compressed(rec.FinalURL)
-		switch {
-		case exists(c.rawPath(rec.SHA256)) || (!isXZ && exists(c.downloadPath(rec.SHA256, false))):
-			if !isXZ {
-				img.Path = c.downloadPath(rec.SHA256, false)
-				return img, nil
-			}
-			img.Path = c.rawPath(rec.SHA256)
-			touch(img.Path)
-			return img, nil
-		case exists(c.downloadPath(rec.SHA256, true)):
-			return img, ensureRaw(ctx, c, c.downloadPath(rec.SHA256, true), rec.SHA256, img, opt)
+		if found, err := c.fromCache(ctx, rec.SHA256, img, opt); found || err != nil {
+			return img, err
 		}
 	}
 	img.Cached = false
 
-	want := src.Pin
-	finalURL := src.URL
-	if want == "" {
-		var err error
-		finalURL, err = resolve(ctx, opt.HTTPClient, src.URL)
-		if err != nil {
-			return nil, err
-		}
-		want, err = sidecarSum(ctx, opt.HTTPClient, finalURL)
-		switch {
-		case errors.Is(err, errNoSidecar) && opt.InsecureSkipVerify:
-			opt.Logf("warning: %s.sha256 does not exist; downloading without verification (--insecure-skip-verify)", finalURL)
-		case errors.Is(err, errNoSidecar):
-			return nil, fmt.Errorf("image %s: no checksum to verify it against: %s.sha256 does not exist. Pin the file's SHA-256 in the recipe (image { sha256 = \"…\" }), or pass --insecure-skip-verify to trust it unverified", src.URL, finalURL)
-		case err != nil:
-			return nil, err
-		}
-	}
-	img.FinalURL = finalURL
-	isXZ := compressed(baseName(finalURL))
-
-	if want != "" {
-		if exists(c.rawPath(want)) {
-			img.SHA256, img.Path = want, c.rawPath(want)
-			return img, c.writeRecord(sourceRecord{Source: src.URL, FinalURL: finalURL, SHA256: want})
-		}
-		if exists(c.downloadPath(want, isXZ)) {
-			img.SHA256 = want
-			if err := c.writeRecord(sourceRecord{Source: src.URL, FinalURL: finalURL, SHA256: want}); err != nil {
-				return nil, err
-			}
-			if !isXZ {
-				img.Path = c.downloadPath(want, false)
-				return img, nil
-			}
-			return img, ensureRaw(ctx, c, c.downloadPath(want, true), want, img, opt)
-		}
-	}
-
-	partial := c.path("partial", keyOf(finalURL))
-	if err := os.MkdirAll(filepath.Dir(partial), 0o755); err != nil {
-		return nil, fmt.Errorf("cache: %w", err)
-	}
-	if err := download(ctx, finalURL, partial, opt); err != nil {
-		return nil, err
-	}
-	got, err := fileSHA256(ctx, partial)
+	want, finalURL, err := expectedSum(ctx, src, opt)
 	if err != nil {
 		return nil, err
 	}
-	if want != "" && got != want {
-		bad := c.path("bad", keyOf(finalURL)+"-"+got)
-		os.MkdirAll(filepath.Dir(bad), 0o755)
-		os.Rename(partial, bad)
-		return nil, fmt.Errorf("image %s: checksum mismatch: expected sha256 %s, downloaded file has %s; it was moved to %s and nothing was built", finalURL, want, got, bad)
+	img.FinalURL = finalURL
+	if want != "" {
+		img.SHA256 = want
+		if found, err := c.fromCache(ctx, want, img, opt); found || err != nil {
+			if err == nil {
+				err = c.writeRecord(sourceRecord{Source: src.URL, FinalURL: finalURL, SHA256: want})
+			}
+			return img, err
+		}
 	}
-	if err := atomicfile.Sync(partial); err != nil {
+	got, err := c.download(ctx, finalURL, want, opt)
+	if err != nil {
 		return nil, err
-	}
-	dl := c.downloadPath(got, isXZ)
-	if err := os.MkdirAll(filepath.Dir(dl), 0o755); err != nil {
-		return nil, err
-	}
-	if err := os.Rename(partial, dl); err != nil {
-		return nil, fmt.Errorf("cache: %w", err)
 	}
 	img.SHA256 = got
-	if isXZ {
-		if err := ensureRaw(ctx, c, dl, got, img, opt); err != nil {
-			return nil, err
-		}
-		img.Cached = false
-	} else {
-		img.Path = dl
+	if _, err := c.fromCache(ctx, got, img, opt); err != nil {
+		return nil, err
 	}
+	img.Cached = false
 	if err := c.writeRecord(sourceRecord{Source: src.URL, FinalURL: finalURL, SHA256: got}); err != nil {
 		return nil, fmt.Errorf("cache: %w", err)
 	}
 	return img, nil
+}
+
+// expectedSum is the SHA-256 the download must have, and the URL it comes
+// from: the pin when the recipe has one (no request), else the .sha256
+// published beside the file the URL redirects to.
+func expectedSum(ctx context.Context, src Source, opt Options) (want, finalURL string, err error) {
+	if src.Pin != "" {
+		return src.Pin, src.URL, nil
+	}
+	if finalURL, err = resolve(ctx, opt.HTTPClient, src.URL); err != nil {
+		return "", "", err
+	}
+	want, err = sidecarSum(ctx, opt.HTTPClient, finalURL)
+	switch {
+	case errors.Is(err, errNoSidecar) && opt.InsecureSkipVerify:
+		opt.Logf("warning: %s.sha256 does not exist; downloading without verification (--insecure-skip-verify)", finalURL)
+		return "", finalURL, nil
+	case errors.Is(err, errNoSidecar):
+		return "", "", fmt.Errorf("image %s: no checksum to verify it against: %s.sha256 does not exist. Pin the file's SHA-256 in the recipe (image { sha256 = \"…\" }), or pass --insecure-skip-verify to trust it unverified", src.URL, finalURL)
+	}
+	return want, finalURL, err
+}
+
+// download fetches url into the cache and verifies it against want (when
+// set); it is stored by its SHA-256, as .img.xz or .img by its content.
+func (c Cache) download(ctx context.Context, url, want string, opt Options) (string, error) {
+	partial := c.path("partial", keyOf(url))
+	if err := os.MkdirAll(filepath.Dir(partial), 0o755); err != nil {
+		return "", fmt.Errorf("cache: %w", err)
+	}
+	if err := download(ctx, url, partial, opt); err != nil {
+		return "", err
+	}
+	got, err := fileSHA256(ctx, partial)
+	if err != nil {
+		return "", err
+	}
+	if want != "" && got != want {
+		bad := c.path("bad", keyOf(url)+"-"+got)
+		os.MkdirAll(filepath.Dir(bad), 0o755)
+		os.Rename(partial, bad)
+		return "", fmt.Errorf("image %s: checksum mismatch: expected sha256 %s, downloaded file has %s; it was moved to %s and nothing was built", url, want, got, bad)
+	}
+	if err := atomicfile.Sync(partial); err != nil {
+		return "", err
+	}
+	xz, err := isXZ(partial)
+	if err != nil {
+		return "", err
+	}
+	dl := c.downloadPath(got, xz)
+	if err := os.MkdirAll(filepath.Dir(dl), 0o755); err != nil {
+		return "", err
+	}
+	if err := os.Rename(partial, dl); err != nil {
+		return "", fmt.Errorf("cache: %w", err)
+	}
+	return got, nil
 }
 
 // resolve follows redirects (raspios_lite_arm64_latest points at the

@@ -71,10 +71,6 @@ func isImageName(name string) bool {
 	return strings.HasSuffix(name, ".img") || strings.HasSuffix(name, ".img.xz") || strings.HasSuffix(name, ".xz")
 }
 
-// compressed reports whether the source file is xz-compressed, judged by
-// its (final, after redirects) name.
-func compressed(name string) bool { return strings.HasSuffix(name, ".xz") }
-
 // String names the source for messages.
 func (s Source) String() string {
 	if s.URL != "" {

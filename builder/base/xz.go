@@ -9,11 +9,11 @@ import (
 	"io"
 	"os"
 	"runtime"
-	"sync"
 
 	"github.com/pibake/pibake/internal/sparse"
 	"github.com/pibake/pibake/internal/xzstream"
 	"github.com/therootcompany/xz"
+	"golang.org/x/sync/errgroup"
 )
 
 // Raspberry Pi OS images are multi-block xz streams (pi-gen compresses with
@@ -180,37 +180,25 @@ func decompressXZ(ctx context.Context, src, dst string, jobs int) error {
 		jobs = len(blocks)
 	}
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	work := make(chan xzBlock)
-	errs := make(chan error, jobs)
-	var wg sync.WaitGroup
+	// One errgroup: the first error cancels the others, and every worker
+	// checks the context between its reads.
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(jobs)
+	bufs := make(chan []byte, jobs)
 	for i := 0; i < jobs; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, 1<<20)
-			for b := range work {
-				if err := decodeBlock(ctx, in, out, b, buf); err != nil {
-					errs <- err
-					cancel()
-					return
-				}
-			}
-		}()
+		bufs <- make([]byte, 1<<20)
 	}
-feed:
 	for _, b := range blocks {
-		select {
-		case work <- b:
-		case <-ctx.Done():
-			break feed
+		if gctx.Err() != nil {
+			break
 		}
+		g.Go(func() error {
+			buf := <-bufs
+			defer func() { bufs <- buf }()
+			return decodeBlock(gctx, in, out, b, buf)
+		})
 	}
-	close(work)
-	wg.Wait()
-	close(errs)
-	err = <-errs
+	err = g.Wait()
 	if err == nil {
 		err = ctx.Err()
 	}
@@ -237,10 +225,8 @@ func decodeBlock(ctx context.Context, in io.ReaderAt, out io.WriterAt, b xzBlock
 			if n+int64(k) > b.uncompressed {
 				return fmt.Errorf("%w: block at byte %d holds more than its index says", errCorruptXZ, b.offset)
 			}
-			if !sparse.IsZero(buf[:k]) {
-				if _, werr := out.WriteAt(buf[:k], b.outOffset+n); werr != nil {
-					return werr
-				}
+			if err := writeNonZero(out, buf[:k], b.outOffset+n); err != nil {
+				return err
 			}
 			n += int64(k)
 		}
@@ -255,4 +241,35 @@ func decodeBlock(ctx context.Context, in io.ReaderAt, out io.WriterAt, b xzBlock
 		return fmt.Errorf("%w: block at byte %d gave %d bytes, its index says %d", errCorruptXZ, b.offset, n, b.uncompressed)
 	}
 	return nil
+}
+
+// holeGranule is the size of the all-zero runs decompression leaves as
+// holes instead of writing them.
+const holeGranule = 64 << 10
+
+// writeNonZero writes b at off, skipping every granule-aligned all-zero
+// run, so that they stay holes in the (truncated, sparse) output.
+func writeNonZero(out io.WriterAt, b []byte, off int64) error {
+	start := -1 // first byte of the pending non-zero run
+	flush := func(end int) error {
+		if start < 0 {
+			return nil
+		}
+		_, err := out.WriteAt(b[start:end], off+int64(start))
+		start = -1
+		return err
+	}
+	for i := 0; i < len(b); i += holeGranule {
+		j := min(i+holeGranule, len(b))
+		if sparse.IsZero(b[i:j]) {
+			if err := flush(i); err != nil {
+				return err
+			}
+			continue
+		}
+		if start < 0 {
+			start = i
+		}
+	}
+	return flush(len(b))
 }
