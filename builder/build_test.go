@@ -278,11 +278,11 @@ func TestBuildIncremental(t *testing.T) {
 		t.Fatal(err)
 	}
 	res, err := Build(context.Background(), r, opt)
-	if err != nil || len(res) != 2 || !res[0].Skipped || !res[1].Skipped {
-		t.Fatalf("rebuild = %+v, %v; want both skipped", res, err)
+	if err != nil || len(res) != 2 || res[0].Status != StatusUnchanged || res[1].Status != StatusUnchanged {
+		t.Fatalf("rebuild = %+v, %v; want both unchanged", res, err)
 	}
 	opt.Force = true
-	if res, err = Build(context.Background(), r, opt); err != nil || res[0].Skipped {
+	if res, err = Build(context.Background(), r, opt); err != nil || res[0].Status != StatusBuilt {
 		t.Fatalf("--force rebuild = %+v, %v; want built", res, err)
 	}
 	// A damaged image is rebuilt.
@@ -291,8 +291,14 @@ func TestBuildIncremental(t *testing.T) {
 	f.WriteAt([]byte("damage"), 1<<20)
 	f.Close()
 	res, err = Build(context.Background(), r, opt)
-	if err != nil || res[0].Skipped != true || res[1].Skipped {
-		t.Errorf("after damaging agent.img: %+v, %v; want srv skipped, agent rebuilt", res, err)
+	if err != nil || res[0].Hostname != "srv" || res[0].Status != StatusUnchanged || res[1].Status != StatusBuilt {
+		t.Errorf("after damaging agent.img: %+v, %v; want srv unchanged, agent rebuilt", res, err)
+	}
+	// Another timestamp for every entry is another image.
+	t.Setenv("SOURCE_DATE_EPOCH", "1700000000")
+	res, err = Build(context.Background(), r, opt)
+	if err != nil || res[0].Status != StatusBuilt || res[1].Status != StatusBuilt {
+		t.Errorf("after SOURCE_DATE_EPOCH changed: %+v, %v; want both rebuilt", res, err)
 	}
 }
 
@@ -337,17 +343,21 @@ func TestBuildFailedNodeDoesNotStopOthers(t *testing.T) {
 	s := newReleaseServer(t)
 	r := recipeFor(t, s, "")
 	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
-	// agent.img.part as a non-empty directory cannot be replaced.
-	os.MkdirAll(filepath.Join(opt.OutDir, "agent.img.part", "x"), 0o755)
+	// agent.img as a non-empty directory cannot be replaced.
+	os.MkdirAll(filepath.Join(opt.OutDir, "agent.img", "x"), 0o755)
 	res, err := Build(context.Background(), r, opt)
 	if err == nil || !strings.Contains(err.Error(), "1 of 2 nodes failed (agent)") {
 		t.Fatalf("Build = %v; want agent named as failed", err)
 	}
-	if len(res) != 1 || res[0].Hostname != "srv" || !exists(filepath.Join(opt.OutDir, "srv.img")) {
-		t.Errorf("results = %+v; want srv built", res)
+	if len(res) != 2 || res[0].Hostname != "srv" || res[0].Status != StatusBuilt || res[1].Status != StatusFailed || res[1].Err == nil ||
+		!exists(filepath.Join(opt.OutDir, "srv.img")) {
+		t.Errorf("results = %+v; want srv built and agent failed, with the reason", res)
 	}
-	if exists(filepath.Join(opt.OutDir, "agent.img")) {
+	if fi, err := os.Stat(filepath.Join(opt.OutDir, "agent.img")); err == nil && fi.Mode().IsRegular() {
 		t.Error("the failed node has an image")
+	}
+	if left, _ := filepath.Glob(filepath.Join(opt.OutDir, "*.part")); len(left) != 0 {
+		t.Errorf("the failed node left %v", left)
 	}
 	sums, _ := os.ReadFile(filepath.Join(opt.OutDir, "SHA256SUMS"))
 	if strings.Contains(string(sums), "agent") || !strings.Contains(string(sums), "srv.img") {
@@ -365,7 +375,7 @@ func TestBuildSelectNodes(t *testing.T) {
 	}
 	opt.Nodes = []string{"agent"}
 	res, err := Build(context.Background(), r, opt)
-	if err != nil || len(res) != 1 || res[0].Hostname != "agent" || exists(filepath.Join(opt.OutDir, "srv.img")) {
+	if err != nil || len(res) != 1 || res[0].Hostname != "agent" || res[0].Status != StatusBuilt || exists(filepath.Join(opt.OutDir, "srv.img")) {
 		t.Errorf("Build(--node agent) = %+v, %v", res, err)
 	}
 }

@@ -8,10 +8,10 @@ import (
 	"io"
 	"os"
 	"runtime"
-	"sync"
 
 	"github.com/pibake/pibake/internal/xzstream"
 	"github.com/ulikunitz/xz"
+	"golang.org/x/sync/errgroup"
 )
 
 // xzBlockSize is the uncompressed size of one block of a .img.xz: what
@@ -59,89 +59,110 @@ func writeXZ(ctx context.Context, w io.Writer, r io.ReaderAt, size int64, jobs i
 	if n == 0 {
 		n = 1
 	}
+	// Workers compress blocks (one errgroup: the first error or an
+	// interrupt stops them all, each within one read of its input); a
+	// writer goroutine writes them in order. This goroutine alone starts
+	// workers, and only then waits for them. At most jobs+1 blocks are in
+	// memory at once.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-
-	// Workers compress blocks; results are written in order. At most
-	// jobs+1 blocks are in memory at once.
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(jobs)
 	results := make([]chan xzPart, n)
 	for i := range results {
 		results[i] = make(chan xzPart, 1)
 	}
-	sem := make(chan struct{}, jobs+1)
-	errc := make(chan error, n)
-	var wg sync.WaitGroup
-	go func() {
-		for i := 0; i < n; i++ {
-			select {
-			case sem <- struct{}{}:
-			case <-ctx.Done():
-				return
-			}
-			wg.Add(1)
-			go func(i int) {
-				defer wg.Done()
-				off := int64(i) * xzBlockSize
-				part, err := compressBlock(io.NewSectionReader(r, off, min(xzBlockSize, size-off)))
-				if err != nil {
-					errc <- err
-					cancel()
-					return
-				}
-				results[i] <- part
-			}(i)
-		}
-	}()
-
+	ahead := make(chan struct{}, jobs+1)
 	var header []byte
 	var records []xzPart
-	for i := 0; i < n; i++ {
-		var part xzPart
-		select {
-		case part = <-results[i]:
-		case err := <-errc:
-			wg.Wait()
-			return err
-		case <-ctx.Done():
-			wg.Wait()
-			return ctx.Err()
+	written := make(chan error, 1)
+	go func() {
+		var err error
+		header, records, err = writeBlocks(gctx, w, results, ahead)
+		if err != nil {
+			cancel() // stop the workers and the feeding below
 		}
-		<-sem
-		if header == nil {
-			header = part.header
-			if _, err := w.Write(header); err != nil {
-				cancel()
-				wg.Wait()
+		written <- err
+	}()
+feed:
+	for i := 0; i < n; i++ {
+		select {
+		case ahead <- struct{}{}:
+		case <-gctx.Done():
+			break feed
+		}
+		g.Go(func() error {
+			off := int64(i) * xzBlockSize
+			part, err := compressBlock(gctx, io.NewSectionReader(r, off, min(xzBlockSize, size-off)))
+			if err != nil {
 				return err
 			}
-		}
-		if _, err := w.Write(part.block); err != nil {
-			cancel()
-			wg.Wait()
-			return err
-		}
-		part.block = nil
-		records = append(records, part)
+			results[i] <- part
+			return nil
+		})
 	}
-	wg.Wait()
-
+	err := g.Wait()
+	if werr := <-written; werr != nil && (err == nil || errors.Is(err, context.Canceled)) {
+		err = werr
+	}
+	if err == nil {
+		err = ctx.Err()
+	}
+	if err != nil {
+		return err
+	}
 	recs := make([]xzstream.Record, len(records))
 	for i, r := range records {
 		recs[i] = xzstream.Record{Unpadded: r.unpadded, Uncompressed: r.uncompressed}
 	}
-	_, err := w.Write(xzstream.Trailer(header[6:8], recs))
+	_, err = w.Write(xzstream.Trailer(header[6:8], recs))
 	return err
+}
+
+// writeBlocks writes compressed blocks to w in order as they arrive,
+// freeing a place for the next block after each.
+func writeBlocks(ctx context.Context, w io.Writer, results []chan xzPart, ahead chan struct{}) ([]byte, []xzPart, error) {
+	var header []byte
+	var records []xzPart
+	for i := range results {
+		var part xzPart
+		select {
+		case part = <-results[i]:
+		case <-ctx.Done():
+			// Done also when every worker finished and the pool closed:
+			// a finished block is then waiting.
+			select {
+			case part = <-results[i]:
+			default:
+				return nil, nil, ctx.Err()
+			}
+		}
+		<-ahead
+		if header == nil {
+			header = part.header
+			if _, err := w.Write(header); err != nil {
+				return nil, nil, err
+			}
+		}
+		if _, err := w.Write(part.block); err != nil {
+			return nil, nil, err
+		}
+		part.block = nil
+		records = append(records, part)
+	}
+	return header, records, nil
 }
 
 // compressBlock compresses one chunk as a one-block xz stream and takes it
 // apart into its header, block and index record.
-func compressBlock(r io.Reader) (xzPart, error) {
+func compressBlock(ctx context.Context, r io.Reader) (xzPart, error) {
 	var buf bytes.Buffer
 	zw, err := xz.WriterConfig{BlockSize: 1 << 62, CheckSum: xz.CRC64}.NewWriter(&buf)
 	if err != nil {
 		return xzPart{}, err
 	}
-	if _, err := io.Copy(zw, r); err != nil {
+	// Small reads: an interrupt stops the block within one of them.
+	if _, err := io.CopyBuffer(zw, ctxReader{ctx: ctx, r: r}, make([]byte, 256<<10)); err != nil {
 		return xzPart{}, err
 	}
 	if err := zw.Close(); err != nil {
@@ -168,4 +189,17 @@ func compressBlock(r io.Reader) (xzPart, error) {
 		unpadded:     unpadded,
 		uncompressed: uncompressed,
 	}, nil
+}
+
+// ctxReader stops a long read when ctx is cancelled.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (r ctxReader) Read(p []byte) (int, error) {
+	if err := r.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return r.r.Read(p)
 }

@@ -2,23 +2,26 @@ package builder
 
 import (
 	"encoding/json"
-	"fmt"
-	"github.com/pibake/pibake/recipes"
 	"os"
 	"path/filepath"
-	"strings"
 
-	"github.com/pibake/pibake/internal/atomicfile"
+	"github.com/pibake/pibake/recipes"
 )
 
 // manifest is manifest.json: what was built from what. It holds no secret
 // and no timestamp, so identical builds give identical manifests.
 type manifest struct {
-	PibakeVersion string         `json:"pibake_version"`
-	Cluster       string         `json:"cluster"`
-	RecipeHash    string         `json:"recipe_hash"`
-	Base          manifestBase   `json:"base_image"`
-	Nodes         []manifestNode `json:"nodes"`
+	PibakeVersion string `json:"pibake_version"`
+	Cluster       string `json:"cluster"`
+	RecipeHash    string `json:"recipe_hash"`
+	// Token says where the cluster token comes from: "recipe" or
+	// "generated" (kept in .pibake/token); TokenID identifies a generated
+	// one, so a different token file is noticed before it rebuilds every
+	// node with a token the running cluster does not know.
+	Token   string         `json:"token"`
+	TokenID string         `json:"token_id,omitempty"`
+	Base    manifestBase   `json:"base_image"`
+	Nodes   []manifestNode `json:"nodes"`
 }
 
 type manifestBase struct {
@@ -32,6 +35,7 @@ type manifestBase struct {
 type manifestNode struct {
 	Hostname    string         `json:"hostname"`
 	Role        string         `json:"role"`
+	State       string         `json:"state"`
 	IP          string         `json:"ip"`
 	Joins       string         `json:"joins,omitempty"`
 	ClusterInit bool           `json:"cluster_init,omitempty"`
@@ -56,7 +60,7 @@ func readManifest(dir string) manifest {
 	return m
 }
 
-func (m manifest) find(host string) *manifestNode {
+func (m *manifest) find(host string) *manifestNode {
 	for i := range m.Nodes {
 		if m.Nodes[i].Hostname == host {
 			return &m.Nodes[i]
@@ -65,28 +69,16 @@ func (m manifest) find(host string) *manifestNode {
 	return nil
 }
 
-// writeOutputs writes SHA256SUMS (checkable with sha256sum -c) and
-// manifest.json, each atomically.
-func writeOutputs(dir string, m manifest) error {
-	var sums strings.Builder
-	for _, n := range m.Nodes {
-		fmt.Fprintf(&sums, "%s  %s\n", n.SHA256, n.File)
-		if n.XZ != "" {
-			fmt.Fprintf(&sums, "%s  %s\n", n.XZSHA256, n.XZ)
+func (m *manifest) remove(host string) {
+	for i := range m.Nodes {
+		if m.Nodes[i].Hostname == host {
+			m.Nodes = append(m.Nodes[:i], m.Nodes[i+1:]...)
+			return
 		}
 	}
-	if err := atomicfile.WriteFile(filepath.Join(dir, "SHA256SUMS"), []byte(sums.String()), 0o644); err != nil {
-		return fmt.Errorf("write SHA256SUMS: %w", err)
-	}
-	if m.Nodes == nil {
-		m.Nodes = []manifestNode{}
-	}
-	b, err := json.MarshalIndent(m, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := atomicfile.WriteFile(filepath.Join(dir, "manifest.json"), append(b, '\n'), 0o644); err != nil {
-		return fmt.Errorf("write manifest.json: %w", err)
-	}
-	return nil
+}
+
+func (m *manifest) set(e manifestNode) {
+	m.remove(e.Hostname)
+	m.Nodes = append(m.Nodes, e)
 }

@@ -323,3 +323,19 @@ func airgapFiles(a *recipes.Airgap) []File {
 	}
 	return files
 }
+
+// Fingerprint identifies the fixed scripts every payload carries, for a
+// build's inputs hash: a changed script must rebuild the nodes even when
+// pibake's version string did not move.
+func Fingerprint() string {
+	h := sha256.New()
+	entries, err := templateFS.ReadDir("templates")
+	if err != nil {
+		panic(err)
+	}
+	for _, e := range entries {
+		fmt.Fprintf(h, "%s\n", e.Name())
+		h.Write(script(e.Name()))
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}

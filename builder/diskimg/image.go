@@ -252,9 +252,12 @@ func (im *Image) ReadBootFile(name string) ([]byte, error) {
 		if len(b) == 0 {
 			return nil
 		}
-		_, e = f.Read(b)
-		if errors.Is(e, io.EOF) {
+		got, e := f.Read(b)
+		if got == len(b) && errors.Is(e, io.EOF) {
 			e = nil
+		}
+		if e == nil && got < len(b) {
+			e = fmt.Errorf("read %d of its %d bytes: %w", got, len(b), io.ErrUnexpectedEOF)
 		}
 		return e
 	})

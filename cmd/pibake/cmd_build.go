@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/pibake/pibake/builder"
@@ -21,7 +22,13 @@ var buildCommand = command{
 		image := fs.String("image", "", "base image source instead of the recipe's (alias, URL or .img/.img.xz path)")
 		compress := fs.Bool("compress", false, "also write <host>.img.xz")
 		force := fs.Bool("force", false, "rebuild nodes whose inputs did not change")
+		wait := fs.Bool("wait", false, "wait for another build writing the output directory instead of failing at once")
+		prune := fs.Bool("prune", false, "delete the images of nodes that are no longer in the recipe")
+		newCluster := fs.Bool("new-cluster", false, "make a new cluster token although the output directory holds images built with another (every node is rebuilt)")
 		return func(ctx context.Context, args []string, o outputs) int {
+			if msg := bf.usage(); msg != "" {
+				return usageError(o, "build", "%s", msg)
+			}
 			if len(args) != 1 {
 				return usageError(o, "build", "want exactly one recipe (a .hcl file or a directory of them), got %d arguments", len(args))
 			}
@@ -36,14 +43,21 @@ var buildCommand = command{
 			}
 			opt := builder.Options{
 				OutDir: *out, Nodes: *nodes, Jobs: bf.jobs, Base: bopt, Image: *image,
-				Compress: *compress, Force: *force, Version: fullVersion(), Logf: bopt.Logf,
+				Compress: *compress, Force: *force, Wait: *wait, Prune: *prune, NewCluster: *newCluster,
+				Version: fullVersion(), Logf: bopt.Logf,
 			}
 			results, err := builder.Build(ctx, r, opt)
 			if !bf.quiet && len(results) > 0 {
 				writeBuildTable(o, results)
 			}
 			for _, res := range results {
+				if res.Status != builder.StatusBuilt && res.Status != builder.StatusUnchanged {
+					continue
+				}
 				fmt.Fprintln(o.stdout, res.File)
+				if res.XZ != "" {
+					fmt.Fprintln(o.stdout, res.XZ)
+				}
 			}
 			switch {
 			case errors.Is(err, builder.ErrUnknownNode):
@@ -59,20 +73,54 @@ var buildCommand = command{
 }
 
 // writeBuildTable is the summary for people, on stderr; stdout keeps one
-// image path per line for scripts.
+// file path per line for scripts.
 func writeBuildTable(o outputs, results []builder.NodeResult) {
 	tw := tabwriter.NewWriter(o.stderr, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "\nNODE\tROLE\tFILE\tSIZE\tSHA256\tSTATUS")
 	for _, r := range results {
-		status := "built"
-		if r.Skipped {
-			status = "skipped (unchanged)"
-		}
 		sum := r.SHA256
 		if len(sum) > 12 {
 			sum = sum[:12] + "…"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%.1f MiB\t%s\t%s\n", r.Hostname, r.Role, r.File, float64(r.Size)/(1<<20), sum, status)
+		size := "-"
+		if r.Size > 0 {
+			size = fmt.Sprintf("%.1f MiB", float64(r.Size)/(1<<20))
+		}
+		status := r.Status
+		switch r.Status {
+		case builder.StatusUnchanged:
+			status = "unchanged, skipped"
+		case builder.StatusFailed:
+			status = "FAILED: " + oneLine(r.Err)
+		case builder.StatusOrphan:
+			status = "not in the recipe; kept (--prune deletes it)"
+		case builder.StatusPruned:
+			status = "not in the recipe; deleted"
+		}
+		file := r.File
+		if file == "" {
+			file = "-"
+		}
+		if r.XZ != "" {
+			file += " (+ .xz)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Hostname, r.Role, file, size, orDash(sum), status)
 	}
 	tw.Flush()
+}
+
+// oneLine is an error's first line.
+func oneLine(err error) string {
+	if err == nil {
+		return ""
+	}
+	s, _, _ := strings.Cut(err.Error(), "\n")
+	return s
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }

@@ -56,9 +56,17 @@ var cacheCommand = command{
 				return exitOK
 			}
 			tw := tabwriter.NewWriter(out.stdout, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "SHA256\tSIZE\tLAST USED\tSOURCES")
+			fmt.Fprintln(tw, "SHA256\tON DISK\tLAST USED\tSOURCES")
 			for _, e := range entries {
-				fmt.Fprintf(tw, "%s\t%.1f MiB\t%s\t%v\n", e.SHA256[:16], float64(e.Size)/(1<<20), e.LastUsed.Format("2006-01-02 15:04"), e.Sources)
+				id := e.SHA256
+				if len(id) > 16 {
+					id = id[:16]
+				}
+				used := e.LastUsed.Format("2006-01-02 15:04")
+				if e.InUse {
+					used += " (in use)"
+				}
+				fmt.Fprintf(tw, "%s\t%.1f MiB\t%s\t%v\n", id, float64(e.Allocated)/(1<<20), used, e.Sources)
 			}
 			tw.Flush()
 			return exitOK

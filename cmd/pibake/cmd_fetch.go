@@ -14,6 +14,7 @@ import (
 // baseFlags are the flags of every command that needs the base image.
 type baseFlags struct {
 	cache    string
+	fs       *pflag.FlagSet
 	jobs     int
 	insecure bool
 	refresh  bool
@@ -22,10 +23,19 @@ type baseFlags struct {
 
 func (b *baseFlags) add(fs *pflag.FlagSet) {
 	fs.StringVar(&b.cache, "cache", "", "cache directory (default $XDG_CACHE_HOME/pibake)")
-	fs.IntVar(&b.jobs, "jobs", 0, "parallel jobs (default: number of CPUs)")
+	fs.IntVar(&b.jobs, "jobs", 0, "parallel jobs, at least 1 (default: number of CPUs)")
+	b.fs = fs
 	fs.BoolVar(&b.insecure, "insecure-skip-verify", false, "allow a download with no pinned sha256 and no published .sha256")
 	fs.BoolVar(&b.refresh, "refresh", false, "ask the network again for a source already in the cache")
 	fs.BoolVarP(&b.quiet, "quiet", "q", false, "print no progress")
+}
+
+// usage reports a flag value no command can run with, or "".
+func (b *baseFlags) usage() string {
+	if b.fs.Changed("jobs") && b.jobs < 1 {
+		return fmt.Sprintf("--jobs is %d; it must be at least 1", b.jobs)
+	}
+	return ""
 }
 
 func (b *baseFlags) options(out outputs) (base.Options, error) {
@@ -61,6 +71,9 @@ var fetchCommand = command{
 		var bf baseFlags
 		bf.add(fs)
 		return func(ctx context.Context, args []string, out outputs) int {
+			if msg := bf.usage(); msg != "" {
+				return usageError(out, "fetch", "%s", msg)
+			}
 			if len(args) > 1 {
 				return usageError(out, "fetch", "want at most one recipe or image source, got %d arguments", len(args))
 			}

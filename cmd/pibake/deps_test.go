@@ -27,6 +27,7 @@ var allowedModules = map[string]string{
 	"github.com/therootcompany/xz":             "xz block decoding, 1.5x faster than ulikunitz/xz (measured: builder/base/xz.go)",
 	"github.com/ulikunitz/xz":                  "xz decompression (chosen dependency)",
 	"github.com/cavaliergopher/grab/v3":        "resumable downloads (chosen dependency)",
+	"golang.org/x/sync":                        "errgroup: one bounded worker pool for nodes and xz blocks, cancelled as one",
 }
 
 func TestDependencies(t *testing.T) {

@@ -6,6 +6,7 @@ package sparse
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"syscall"
@@ -55,7 +56,12 @@ func Extents(f *os.File, off, n int64) [][2]int64 {
 func CopyAt(out io.WriterAt, in io.ReaderAt, off, n, shift int64, buf []byte) error {
 	for n > 0 {
 		k := min(n, int64(len(buf)))
-		if _, err := in.ReadAt(buf[:k], off); err != nil && !errors.Is(err, io.EOF) {
+		// ReadAt returns fewer bytes only with an error; io.EOF then means
+		// the source ended early, which must not pass as zeros.
+		if got, err := in.ReadAt(buf[:k], off); int64(got) < k {
+			if err == nil || errors.Is(err, io.EOF) {
+				err = fmt.Errorf("source ends at byte %d, before %d: %w", off+int64(got), off+k, io.ErrUnexpectedEOF)
+			}
 			return err
 		}
 		if !IsZero(buf[:k]) {

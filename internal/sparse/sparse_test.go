@@ -2,6 +2,8 @@ package sparse
 
 import (
 	"bytes"
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -40,3 +42,19 @@ func TestCopyFile(t *testing.T) {
 		t.Errorf("Extents = %v; want the two written regions (or all, without hole support)", ex)
 	}
 }
+
+// TestCopyAtShortSource: a source that ends before the range is an
+// error, not zeros in the copy.
+func TestCopyAtShortSource(t *testing.T) {
+	in := bytes.NewReader(bytes.Repeat([]byte("x"), 1000))
+	out := &bytes.Buffer{}
+	w := writerAt{out}
+	err := CopyAt(w, in, 0, 4096, 0, make([]byte, 512))
+	if !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("CopyAt past the end of the source = %v; want io.ErrUnexpectedEOF", err)
+	}
+}
+
+type writerAt struct{ b *bytes.Buffer }
+
+func (w writerAt) WriteAt(p []byte, off int64) (int, error) { return w.b.Write(p) }

@@ -1,0 +1,77 @@
+package builder
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"testing"
+)
+
+// cancellingReader is an image that cancels the build once some of it has
+// been read, and counts the reads that start afterwards.
+type cancellingReader struct {
+	mu          sync.Mutex
+	size, after int64
+	read        int64
+	cancel      func()
+	cancelled   bool
+	late        int // reads started after the cancel
+}
+
+func (r *cancellingReader) ReadAt(p []byte, off int64) (int, error) {
+	r.mu.Lock()
+	if r.cancelled {
+		r.late++
+	}
+	r.read += int64(len(p))
+	if !r.cancelled && r.read >= r.after {
+		r.cancelled = true
+		r.cancel()
+	}
+	r.mu.Unlock()
+	if off >= r.size {
+		return 0, io.EOF
+	}
+	n := min(int64(len(p)), r.size-off)
+	for i := range p[:n] {
+		p[i] = byte(off + int64(i))
+	}
+	return int(n), nil
+}
+
+// TestCompressCancelled: an interrupt stops every block in flight within
+// one read of its input, instead of finishing 24 MiB blocks first.
+func TestCompressCancelled(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	const jobs = 2
+	r := &cancellingReader{size: 6 * xzBlockSize, after: 1 << 20, cancel: cancel}
+	err := writeXZ(ctx, io.Discard, r, r.size, jobs)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("writeXZ after an interrupt = %v; want context.Canceled", err)
+	}
+	if r.late > jobs {
+		t.Errorf("%d reads started after the interrupt; want at most one per worker (%d)", r.late, jobs)
+	}
+	if r.read > 4<<20 {
+		t.Errorf("%d bytes read in all; the interrupt came after 1 MiB", r.read)
+	}
+}
+
+// TestCompressWriteError: a failing output stops the workers and is the
+// error returned.
+func TestCompressWriteError(t *testing.T) {
+	data := bytes.Repeat([]byte("pibake "), 3*xzBlockSize/7)
+	err := writeXZ(context.Background(), failingWriter{}, bytes.NewReader(data), int64(len(data)), 2)
+	if !errors.Is(err, errDiskFull) {
+		t.Errorf("writeXZ to a failing writer = %v; want its error", err)
+	}
+}
+
+var errDiskFull = errors.New("no space left on device")
+
+type failingWriter struct{}
+
+func (failingWriter) Write([]byte) (int, error) { return 0, errDiskFull }

@@ -1,0 +1,161 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pibake/pibake/internal/testimage"
+)
+
+// TestMain lets the kill test run this test binary as pibake itself.
+func TestMain(m *testing.M) {
+	if os.Getenv("PIBAKE_TEST_AS_PIBAKE") == "1" {
+		main()
+		return
+	}
+	code := m.Run()
+	testimage.Cleanup()
+	os.Exit(code)
+}
+
+// TestKillAtRandomInstants kills `pibake build` with SIGKILL at random
+// instants, over and over, each time after a recipe change so that nodes
+// are being published. After each kill the output directory holds no
+// listed file that is missing or has another checksum (sha256sum -c
+// passes), and the next build, run to the end, leaves the whole set
+// consistent: every image listed, nothing under a temporary name.
+func TestKillAtRandomInstants(t *testing.T) {
+	if testing.Short() {
+		t.Skip("kills and rebuilds 20 times")
+	}
+	testimage.Tool(t, "sha256sum")
+	base := filepath.Join(t.TempDir(), "base.img")
+	if err := testimage.Build(base, testimage.Bookworm()); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	cache := filepath.Join(dir, "cache")
+	recipe := filepath.Join(dir, "lab.hcl")
+	writeRecipe := func(zone int) {
+		src := fmt.Sprintf(`image {
+  source = %q
+}
+defaults {
+  labels = { zone = "z%d" }
+}
+node "srv" {
+  role = "server"
+  ip   = "192.168.7.10/24"
+}
+node "agent" {
+  role  = "agent"
+  count = 2
+}
+`, base, zone)
+		if err := os.WriteFile(recipe, []byte(src), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pibake := func(args ...string) *exec.Cmd {
+		cmd := exec.Command(os.Args[0], append([]string{"build", "--out", out, "--cache", cache, "--jobs", "2"}, args...)...)
+		cmd.Env = append(os.Environ(), "PIBAKE_TEST_AS_PIBAKE=1")
+		return cmd
+	}
+	// How long a rebuild of every node takes here, once the cache is
+	// warm: the kills fall inside it.
+	var span time.Duration
+	for zone := 0; zone < 2; zone++ {
+		writeRecipe(zone)
+		start := time.Now()
+		if out, err := pibake(recipe).CombinedOutput(); err != nil {
+			t.Fatalf("build: %v\n%s", err, out)
+		}
+		span = time.Since(start)
+	}
+	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
+	outcomes := map[string]int{}
+	const runs = 20
+	for i := 2; i < 2+runs; i++ {
+		writeRecipe(i)
+		var log bytes.Buffer
+		cmd := pibake(recipe)
+		cmd.Stderr = &log
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		delay := time.Duration(rng.Int63n(int64(span)))
+		time.Sleep(delay)
+		cmd.Process.Signal(syscall.SIGKILL)
+		err := cmd.Wait()
+		published := strings.Count(log.String(), ": done in ")
+		outcome := fmt.Sprintf("killed with %d of 3 nodes published", published)
+		if err == nil {
+			outcome = "finished before the kill"
+		}
+		outcomes[outcome]++
+		if err := checkSums(out); err != nil {
+			t.Errorf("run %d (%s after %s): right after the kill: %v", i, outcome, delay.Round(time.Millisecond), err)
+		}
+		var rebuild bytes.Buffer
+		cmd = pibake(recipe)
+		cmd.Stderr = &rebuild
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("run %d: the build after the kill failed: %v\n%s", i, err, rebuild.String())
+		}
+		if err := checkSet(out); err != nil {
+			t.Errorf("run %d (%s): after the next build: %v\n%s", i, outcome, err, rebuild.String())
+		}
+	}
+	for o, n := range outcomes {
+		t.Logf("%d of %d runs: %s", n, runs, o)
+	}
+}
+
+// checkSums: every file SHA256SUMS lists exists with that checksum.
+func checkSums(dir string) error {
+	if _, err := os.Stat(filepath.Join(dir, "SHA256SUMS")); err != nil {
+		return nil // killed before the first listing: nothing claims anything
+	}
+	cmd := exec.Command("sha256sum", "--strict", "--quiet", "-c", "SHA256SUMS")
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("sha256sum -c SHA256SUMS: %v\n%s", err, out)
+	}
+	return nil
+}
+
+// checkSet: checkSums, every image under a final name is listed, and no
+// file is left under a temporary name.
+func checkSet(dir string) error {
+	if err := checkSums(dir); err != nil {
+		return err
+	}
+	sums, err := os.ReadFile(filepath.Join(dir, "SHA256SUMS"))
+	if err != nil {
+		return err
+	}
+	for _, pattern := range []string{"*.img", "*.img.xz"} {
+		files, _ := filepath.Glob(filepath.Join(dir, pattern))
+		for _, f := range files {
+			if !bytes.Contains(sums, []byte("  "+filepath.Base(f)+"\n")) {
+				return fmt.Errorf("%s is not listed in SHA256SUMS", filepath.Base(f))
+			}
+		}
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, "*.part")); len(left) > 0 {
+		return fmt.Errorf("left under temporary names: %v", left)
+	}
+	if n := bytes.Count(sums, []byte(".img\n")); n != 3 {
+		return fmt.Errorf("SHA256SUMS lists %d images; want 3:\n%s", n, sums)
+	}
+	return nil
+}
