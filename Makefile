@@ -64,11 +64,14 @@ demo: deps build
 	@echo "  (cd $(DEMO) && sha256sum -c SHA256SUMS)"
 	@echo "  mdir -i $(DEMO)/pi-server.img@@4194304 ::pibake"
 
-## e2e: boot a server and an agent image under QEMU with real systemd
-## (root; builds a Debian arm64 look-alike once, cached; see README).
+## e2e: boot Bookworm and Trixie images under QEMU with real systemd and
+## cloud-init (root; builds the Debian arm64 look-alikes once, cached; see
+## README). E2E_RUN narrows it, e.g. E2E_RUN=TestFirstBoot/trixie/e2e-server;
+## PIBAKE_E2E_BREAK=... breaks one thing on purpose (internal/e2e).
+E2E_RUN ?= TestFirstBoot
 e2e:
 	bash .ci/deps e2e
-	$(GO) test -tags e2e -count=1 -timeout 120m -v -run TestFirstBoot ./internal/e2e
+	$(GO) test -tags e2e -count=1 -timeout 150m -v -run '$(E2E_RUN)' ./internal/e2e
 
 ## e2e-record: run e2e and record that it passed for the current inputs
 ## (.ci/e2e-passed; commit it), so CI runs it again only after a change.

@@ -1,81 +1,96 @@
 //go:build e2e
 
 // Package e2e boots images built by pibake under QEMU, with real systemd,
-// and checks that first boot does what the README says. Run it with
-// `make e2e`; it needs root (debootstrap), qemu-system-aarch64 and
-// qemu-user-static, and takes several minutes.
+// real NetworkManager and (Trixie) Debian's real cloud-init, on Raspberry
+// Pi OS look-alikes whose missing pieces are stand-ins written from the
+// real Raspberry Pi OS sources, failure modes included (testdata/e2e). It
+// checks that first boot does what the README says. Run it with `make e2e`;
+// it needs root, qemu-system-aarch64, qemu-user-static and mmdebstrap.
+//
+// PIBAKE_E2E_BREAK breaks one thing on purpose; the test must then fail:
+//
+//	activator-args  the activator no longer removes its cmdline arguments
+//	no-userconf     the images carry no userconf.txt (the OS's rename dialog waits)
+//	activator-error the activator fails at its first step on every boot
+//	cgroup          the kernel gets cgroup_disable=memory after pibake's arguments
 package e2e
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/pibake/pibake/builder"
 	"github.com/pibake/pibake/builder/base"
 	"github.com/pibake/pibake/builder/diskimg"
+	"github.com/pibake/pibake/firstboot"
 	"github.com/pibake/pibake/internal/testimage"
 	"github.com/pibake/pibake/recipes"
 )
 
 const e2eToken = "e2e-qemu-cluster-token-0123456789"
 
-// lookalike returns a bootable Raspberry Pi OS look-alike image plus the
-// kernel and initrd to boot it, built once and cached under a key derived
-// from the rootfs script.
-func lookalike(t *testing.T) (img, kernel, initrd string) {
-	t.Helper()
-	script, err := filepath.Abs("../../testdata/e2e/mkrootfs.sh")
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := os.ReadFile(script)
-	if err != nil {
-		t.Fatal(err)
-	}
-	halt, _ := os.ReadFile(filepath.Join(filepath.Dir(script), "e2e-halt.sh"))
-	sum := sha256.Sum256(append(src, halt...))
-	cacheRoot := os.Getenv("PIBAKE_E2E_CACHE")
-	if cacheRoot == "" {
-		d, err := os.UserCacheDir()
-		if err != nil {
-			t.Fatal(err)
-		}
-		cacheRoot = filepath.Join(d, "pibake-e2e")
-	}
-	dir := filepath.Join(cacheRoot, hex.EncodeToString(sum[:8]))
-	img = filepath.Join(dir, "lookalike.img")
-	kernel, initrd = filepath.Join(dir, "vmlinuz"), filepath.Join(dir, "initrd.img")
-	if _, err := os.Stat(img); err == nil {
-		return img, kernel, initrd
-	}
-	t.Logf("building the look-alike root file system in %s (debootstrap, several minutes)", dir)
-	cmd := exec.Command("sh", script, dir)
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("mkrootfs.sh: %v", err)
-	}
-	spec := testimage.Bookworm()
-	spec.RootMiB = 1536
-	spec.RootDir = filepath.Join(dir, "rootfs")
-	if err := testimage.Build(img+".tmp", spec); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(img+".tmp", img); err != nil {
-		t.Fatal(err)
-	}
-	os.RemoveAll(spec.RootDir) // the image holds it now
-	return img, kernel, initrd
+const opsKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGn4lC6ZnWsLqtCQ8ki7SIqNvLZPc0xk1pB9uJZbAFkf ops@e2e"
+
+// The Wi-Fi node's user logs in with a password ("e2e", SHA-512 crypt).
+const wifiPasswordHash = "$6$e2esalt$AX./6U/.Oo0l.5S8Zk.GyeGkK1XrkPlACSiAwLUtmy5.5hIDQoU5S7p04uT4AugzYW9GUwhYXtws9fVmrzHuE0"
+
+// e2eRecipe: a server with a keys-only user and an apt package from the
+// test's mirror, an agent whose server never answers, and a Wi-Fi node with
+// a password user. k3s travels as the air-gap payload, with a stand-in
+// install.sh that records how it was called.
+const e2eRecipe = `
+cluster {
+  token = "` + e2eToken + `"
+  airgap {
+    k3s_binary     = "k3s-arm64"
+    images         = "k3s-airgap-images-arm64.tar.zst"
+    install_script = "install.sh"
+  }
 }
+node "e2e-server" {
+  role    = "server"
+  ip      = "192.168.1.20/24"
+  gateway = "192.168.1.1"
+  ssh     = true
+  apt {
+    packages = ["vim"]
+  }
+  user {
+    name                = "ops"
+    ssh_authorized_keys = ["` + opsKey + `"]
+  }
+}
+node "e2e-agent" {
+  role   = "agent"
+  server = "192.168.1.99" # nothing listens there: the agent must wait, not fail
+  ssh    = true
+  user {
+    name                = "ops"
+    ssh_authorized_keys = ["` + opsKey + `"]
+  }
+}
+node "e2e-wifi" {
+  role   = "agent"
+  server = "192.168.1.99"
+  wifi {
+    ssid    = "e2e-lab"
+    psk     = "e2e-wifi-passphrase"
+    country = "DE"
+  }
+  user {
+    name          = "alice"
+    password_hash = "` + wifiPasswordHash + `"
+  }
+}
+`
 
 // airgapFiles writes the stand-ins that travel as the air-gap payload:
 // k3s itself cannot be downloaded here, so install.sh records how it was
@@ -109,249 +124,540 @@ systemctl daemon-reload
 	}
 }
 
-const recipeSrc = `
-cluster {
-  token = "` + e2eToken + `"
-  airgap {
-    k3s_binary     = "k3s-arm64"
-    images         = "k3s-airgap-images-arm64.tar.zst"
-    install_script = "install.sh"
-  }
-}
-node "e2e-server" {
-  role = "server"
-  ip   = "10.77.0.10/24"
-  ssh  = true
-  user {
-    name                = "ops"
-    ssh_authorized_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGn4lC6ZnWsLqtCQ8ki7SIqNvLZPc0xk1pB9uJZbAFkf ops@e2e"]
-  }
-}
-node "e2e-agent" {
-  role   = "agent"
-  server = "10.99.0.1" # nothing listens there: the agent must wait, not fail
-}
-`
-
-// bootUntilOff boots img until the guest powers off without rebooting,
-// re-reading cmdline.txt from the image before every boot as the Pi's
-// firmware does. It returns the serial logs of the boots.
-func bootUntilOff(t *testing.T, img, kernel, initrd string, maxBoots int) []string {
-	t.Helper()
-	var logs []string
-	for boot := 1; boot <= maxBoots; boot++ {
-		im, err := diskimg.Open(img, false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmdline, err := im.ReadBootFile("cmdline.txt")
-		im.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		appendArgs := strings.TrimSpace(string(cmdline)) + " console=ttyAMA0"
-		logPath := img + fmt.Sprintf(".boot%d.log", boot)
-		if d := os.Getenv("PIBAKE_E2E_LOGS"); d != "" {
-			os.MkdirAll(d, 0o755)
-			logPath = filepath.Join(d, filepath.Base(logPath))
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-		cmd := exec.CommandContext(ctx, "qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a72", "-smp", "2", "-m", "2048",
-			"-nographic", "-nic", "none", "-no-reboot",
-			"-drive", "file="+img+",if=virtio,format=raw",
-			"-kernel", kernel, "-initrd", initrd, "-append", appendArgs)
-		out, _ := os.Create(logPath)
-		cmd.Stdout, cmd.Stderr = out, out
-		start := time.Now()
-		err = cmd.Run()
-		timedOut := ctx.Err() == context.DeadlineExceeded
-		cancel()
-		out.Close()
-		serial, _ := os.ReadFile(logPath)
-		logs = append(logs, string(serial))
-		t.Logf("boot %d: %s, %v (cmdline: %s)", boot, time.Since(start).Round(time.Second), err, strings.TrimSpace(string(cmdline)))
-		if timedOut {
-			t.Fatalf("boot %d timed out; the serial log ends:\n%s", boot, tail(string(serial), 60))
-		}
-		// A guest that rebooted comes back for another boot; one that
-		// powered off is done. The serial log tells them apart.
-		if strings.Contains(string(serial), "reboot: Power down") {
-			return logs
-		}
-	}
-	t.Fatalf("no power-off after %d boots; the last serial log ends:\n%s", maxBoots, tail(logs[len(logs)-1], 60))
-	return logs
-}
-
-// tail returns the last n lines of s.
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-// rootFile reads a file from the image's root file system with debugfs,
-// with its mode.
-func rootFile(t *testing.T, img, path string) (content string, mode string, ok bool) {
-	t.Helper()
-	spec := testimage.Bookworm()
-	dev := fmt.Sprintf("%s?offset=%d", img, spec.RootStart()*512)
-	out, err := exec.Command("debugfs", "-R", "cat "+path, dev).Output()
-	if err != nil {
-		return "", "", false
-	}
-	stat, _ := exec.Command("debugfs", "-R", "stat "+path, dev).Output()
-	if m := regexp.MustCompile(`Mode:\s+(\d+)`).FindSubmatch(stat); m != nil {
-		mode = string(m[1])
-	}
-	if strings.Contains(string(stat), "File not found") {
-		return "", "", false
-	}
-	return string(out), mode, true
-}
-
 func TestFirstBoot(t *testing.T) {
-	for _, tool := range []string{"qemu-system-aarch64", "debootstrap", "debugfs"} {
+	for _, tool := range []string{"qemu-system-aarch64", "mmdebstrap", "debugfs", "dpkg-deb"} {
 		testimage.Tool(t, tool)
 	}
-	baseImg, kernel, initrd := lookalike(t)
-	dir := t.TempDir()
-	airgapFiles(t, dir)
-	recipePath := filepath.Join(dir, "e2e.hcl")
-	os.WriteFile(recipePath, []byte(recipeSrc), 0o600)
-	r, diags := recipes.Load(hclparse.NewParser(), recipePath)
+	if os.Getuid() != 0 {
+		t.Fatal("make e2e needs root (mmdebstrap, binfmt_misc, chroot)")
+	}
+	logs := os.Getenv("PIBAKE_E2E_LOGS")
+	if logs == "" {
+		logs = t.TempDir()
+	}
+	srv := mirror(t, "vim", "htop")
+	brk := os.Getenv("PIBAKE_E2E_BREAK")
+	if brk != "" {
+		t.Logf("PIBAKE_E2E_BREAK=%s: this run must fail", brk)
+	}
+	for _, fl := range flavours {
+		t.Run(fl.name, func(t *testing.T) {
+			t.Parallel()
+			la := buildLookalike(t, fl)
+			dir := t.TempDir()
+			airgapFiles(t, dir)
+			os.WriteFile(filepath.Join(dir, "e2e.hcl"), []byte(e2eRecipe), 0o600)
+			build(t, filepath.Join(dir, "e2e.hcl"), la.img, filepath.Join(dir, "out"), filepath.Join(dir, "cache"))
+			// recipes/examples/lab.hcl exactly as the README shows it: no
+			// user block, packages, k3s from get.k3s.io.
+			build(t, "../../recipes/examples/lab.hcl", la.img, filepath.Join(dir, "lab"), filepath.Join(dir, "cache"))
+			for _, nc := range nodeChecks {
+				t.Run(nc.host, func(t *testing.T) {
+					img := filepath.Join(dir, "out", nc.host+".img")
+					if nc.host == "pi-server" {
+						img = filepath.Join(dir, "lab", nc.host+".img")
+					}
+					n := newNode(t, fl, la, img, srv.Listener.Addr().String(), logs)
+					sabotage(t, brk, n)
+					n.boots = n.m.bootUntilOff(t, 6)
+					n.checkCommon(t, nc)
+					nc.check(t, n)
+					if nc.checkBoot {
+						n.checkAnotherBoot(t)
+					}
+				})
+			}
+		})
+	}
+}
+
+func build(t *testing.T, recipe, baseImg, out, cache string) {
+	t.Helper()
+	r, diags := recipes.Load(hclparse.NewParser(), recipe)
 	if diags.HasErrors() {
 		t.Fatal(diags)
 	}
-	out := filepath.Join(dir, "out")
 	_, err := builder.Build(context.Background(), r, builder.Options{
 		OutDir: out, Image: baseImg, Version: "e2e", Logf: t.Logf,
-		Base: base.Options{Cache: base.Cache{Dir: filepath.Join(dir, "cache")}},
+		Base: base.Options{Cache: base.Cache{Dir: cache}},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if os.Getenv("PIBAKE_E2E_BREAK") == "activator-args" {
-		breakActivator(t, filepath.Join(out, "e2e-server.img"))
-	}
-	// What the OS's own first boot leaves of the shipped cmdline.
-	origCmdline := strings.NewReplacer(" init=/usr/lib/raspberrypi-sys-mods/firstboot", "", " quiet", "").Replace(strings.TrimSpace(testimage.Bookworm().Cmdline()))
-
-	t.Run("server", func(t *testing.T) {
-		img := filepath.Join(out, "e2e-server.img")
-		logs := bootUntilOff(t, img, kernel, initrd, 5)
-		checkCommon(t, img, "e2e-server", origCmdline, logs)
-		cfg, mode, ok := rootFile(t, img, "/etc/rancher/k3s/config.yaml")
-		if !ok || mode != "0600" || !strings.Contains(cfg, `token: "`+e2eToken+`"`) || !strings.Contains(cfg, `node-name: "e2e-server"`) || strings.Contains(cfg, "server:") {
-			t.Errorf("config.yaml (mode %s):\n%s", mode, cfg)
-		}
-		install, _, _ := rootFile(t, img, "/var/log/e2e-install.log")
-		for _, want := range []string{"INSTALL_K3S_EXEC=server", "INSTALL_K3S_SKIP_START=true", "INSTALL_K3S_SKIP_DOWNLOAD=true"} {
-			if !strings.Contains(install, want) {
-				t.Errorf("install.sh was not called with %s:\n%s", want, install)
-			}
-		}
-		if _, _, ok := rootFile(t, img, "/var/lib/pibake/firstboot.done"); !ok {
-			t.Fatal("no done-stamp on the server")
-		}
-		keys, mode, ok := rootFile(t, img, "/home/ops/.ssh/authorized_keys")
-		if !ok || mode != "0600" || !strings.HasPrefix(keys, "ssh-ed25519 ") {
-			t.Errorf("authorized_keys of the renamed user: %q mode %s", keys, mode)
-		}
-		// A further boot does not run the unit again.
-		bootUntilOff(t, img, kernel, initrd, 1)
-		fb, _, _ := rootFile(t, img, "/var/log/pibake/firstboot.log")
-		if n := strings.Count(fb, "firstboot: start:"); n != 1 {
-			t.Errorf("the first-boot unit ran %d times; want exactly once:\n%s", n, fb)
-		}
-	})
-
-	t.Run("agent", func(t *testing.T) {
-		img := filepath.Join(out, "e2e-agent.img")
-		logs := bootUntilOff(t, img, kernel, initrd, 5)
-		checkCommon(t, img, "e2e-agent", origCmdline, logs)
-		cfg, mode, ok := rootFile(t, img, "/etc/rancher/k3s/config.yaml")
-		if !ok || mode != "0600" || !strings.Contains(cfg, `server: "https://10.99.0.1:6443"`) || strings.Contains(cfg, "cluster-init") {
-			t.Errorf("agent config.yaml (mode %s):\n%s", mode, cfg)
-		}
-		fb, _, _ := rootFile(t, img, "/var/log/pibake/firstboot.log")
-		if strings.Count(fb, "not answering yet") < 3 || strings.Contains(fb, "FAILED") {
-			t.Errorf("the agent did not wait and retry:\n%s", fb)
-		}
-	})
 }
 
-// checkCommon asserts what every node shares.
-func checkCommon(t *testing.T, img, host, origCmdline string, logs []string) {
+// node is one built image under test.
+type node struct {
+	fl      flavour
+	m       *machine
+	img     string
+	builtID uint32 // the disk id pibake wrote
+	cmdline string // cmdline.txt as pibake wrote it
+	boots   []boot
+}
+
+// grow is how much bigger than the image the card is: the OS's first boot
+// must grow the root partition and file system into it.
+const grow = 256 << 20
+
+func newNode(t *testing.T, fl flavour, la lookalike, img, mirror, logs string) *node {
 	t.Helper()
 	im, err := diskimg.Open(img, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer im.Close()
-	cmdline, _ := im.ReadBootFile("cmdline.txt")
-	if got, want := strings.TrimSpace(string(cmdline)), origCmdline+" cgroup_memory=1 cgroup_enable=memory"; got != want {
-		t.Errorf("cmdline.txt after first boot = %q; want %q (the activator removes exactly its own arguments)", got, want)
+	cmdline, err := im.ReadBootFile("cmdline.txt")
+	id := im.DiskID
+	im.Close()
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, secret := range []string{"pibake/k3s-config.yaml", "pibake/pibake-eth0.nmconnection", "pibake/authorized_keys"} {
-		if _, err := im.ReadBootFile(secret); err == nil {
-			t.Errorf("%s is still on the boot partition", secret)
+	fi, err := os.Stat(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, fi.Size()+grow); err != nil {
+		t.Fatal(err)
+	}
+	return &node{fl: fl, img: img, builtID: id, cmdline: strings.TrimSpace(string(cmdline)),
+		m: &machine{la: la, img: img, mirror: mirror, logs: logs}}
+}
+
+// sabotage breaks the image on purpose (PIBAKE_E2E_BREAK).
+func sabotage(t *testing.T, brk string, n *node) {
+	t.Helper()
+	edit := func(e diskimg.Edit) {
+		im, err := diskimg.Open(n.img, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer im.Close()
+		if err := im.Apply(e); err != nil {
+			t.Fatal(err)
 		}
 	}
-	hostname, _, _ := rootFile(t, img, "/etc/hostname")
-	if strings.TrimSpace(hostname) != host {
-		t.Errorf("/etc/hostname = %q; want %s", hostname, host)
-	}
-	activate, _, _ := rootFile(t, img, "/var/log/pibake/activate.log")
-	if n := strings.Count(activate, "activate: start"); n != 1 {
-		t.Errorf("the activator ran %d times; want once:\n%s", n, activate)
-	}
-	if id, _, _ := rootFile(t, img, "/etc/machine-id"); strings.TrimSpace(id) == "" {
-		t.Log("machine-id still empty (systemd commits it on a later boot)")
-	}
-	// The unit started after network-online.target was reached: the
-	// harness's helper recorded both monotonic timestamps before power-off.
-	units, _, _ := rootFile(t, img, "/var/log/e2e-units.txt")
-	var netAt, unitAt int64
-	for _, line := range strings.Split(units, "\n") {
-		k, v, _ := strings.Cut(line, "=")
-		switch k {
-		case "ActiveEnterTimestampMonotonic":
-			fmt.Sscan(v, &netAt)
-		case "InactiveExitTimestampMonotonic":
-			fmt.Sscan(v, &unitAt)
+	patch := func(old, new string) {
+		im, err := diskimg.Open(n.img, false)
+		if err != nil {
+			t.Fatal(err)
 		}
+		act, err := im.ReadBootFile("pibake/activate.sh")
+		im.Close()
+		if err != nil || !strings.Contains(string(act), old) {
+			t.Fatalf("sabotage: activate.sh has no %q (%v)", old, err)
+		}
+		edit(diskimg.Edit{Files: []diskimg.File{{Path: "pibake/activate.sh", Data: []byte(strings.Replace(string(act), old, new, 1))}}})
 	}
-	if netAt == 0 || unitAt == 0 || unitAt < netAt {
-		t.Errorf("pibake-firstboot started at %d µs, network-online.target reached at %d µs; want after:\n%s", unitAt, netAt, units)
-	}
-	if !strings.Contains(strings.Join(logs, "\n"), "pibake-firstboot") {
-		t.Error("the serial console never shows the pibake first-boot unit")
-	}
-	fb, _, _ := rootFile(t, img, "/var/log/pibake/firstboot.log")
-	if !strings.Contains(fb, "apt-get update") || !strings.Contains(fb, "attempt 1/5 failed") {
-		t.Errorf("firstboot.log shows no apt-get update retries:\n%s", fb)
+	switch brk {
+	case "":
+	case "activator-args":
+		patch(`if (!($i in skip))`, `if (1)`)
+	case "activator-error":
+		patch("install_payload() {\n", "install_payload() {\n\tfalse\n")
+	case "no-userconf":
+		edit(diskimg.Edit{Remove: []string{"userconf.txt"}})
+	case "cgroup":
+		n.m.appendArgs = " cgroup_disable=memory"
+	default:
+		t.Fatalf("unknown PIBAKE_E2E_BREAK=%s", brk)
 	}
 }
 
-// breakActivator disables the activator's cmdline clean-up, to prove the
-// test notices (PIBAKE_E2E_BREAK=activator-args make e2e must fail).
-func breakActivator(t *testing.T, img string) {
+// nodeCheck is what one node must show after its first boot.
+type nodeCheck struct {
+	host string
+	// checkBoot boots the node once more: nothing of the first boot runs
+	// again.
+	checkBoot bool
+	check     func(t *testing.T, n *node)
+}
+
+var nodeChecks = []nodeCheck{
+	{host: "pi-server", check: func(t *testing.T, n *node) {
+		// lab.hcl has no user block: pi with a locked password, and no
+		// rename dialog. There is no internet, so the k3s install script
+		// cannot be fetched: the first boot got as far as that.
+		n.checkUser(t, "pi", "*", "")
+		s := n.status(t)
+		if s.Stage != firstboot.StageK3sInstall || s.State != firstboot.StateFailed || !strings.Contains(s.Reason, "could not download https://get.k3s.io") {
+			t.Errorf("status = %+v; want the k3s install reached (and failing offline)", s)
+		}
+		fb, _ := n.rootFile(t, "/var/log/pibake/firstboot.log")
+		mustContain(t, "firstboot.log", fb, "status: apt-update ok", "status: cgroup ok")
+	}},
+	{host: "e2e-server", checkBoot: true, check: func(t *testing.T, n *node) {
+		n.checkUser(t, "ops", "*", opsKey)
+		cfg, mode := n.rootFile(t, "/etc/rancher/k3s/config.yaml")
+		if mode != "0600" || !strings.Contains(cfg, `token: "`+e2eToken+`"`) || !strings.Contains(cfg, `node-name: "e2e-server"`) || strings.Contains(cfg, "server:") {
+			t.Errorf("config.yaml (mode %s):\n%s", mode, cfg)
+		}
+		install, _ := n.rootFile(t, "/var/log/e2e-install.log")
+		mustContain(t, "install.sh's record", install, "INSTALL_K3S_EXEC=server", "INSTALL_K3S_SKIP_START=true", "INSTALL_K3S_SKIP_DOWNLOAD=true")
+		if s := n.status(t); s.Stage != firstboot.StageDone || s.State != firstboot.StateOK || s.Reason != "first boot finished" {
+			t.Errorf("status = %+v; want done, no problems", s)
+		}
+		if _, mode := n.rootFile(t, "/usr/share/e2e/vim"); mode == "" {
+			t.Error("the apt package vim from the mirror was not installed")
+		}
+		if rule, mode := n.rootFile(t, "/etc/sudoers.d/010_ops-nopasswd"); mode != "0440" || rule != "ops ALL=(ALL) NOPASSWD: ALL\n" {
+			t.Errorf("sudoers rule (mode %s): %q", mode, rule)
+		}
+		n.checkSSH(t, true)
+		n.checkStatic(t, "192.168.1.20")
+	}},
+	{host: "e2e-agent", check: func(t *testing.T, n *node) {
+		n.checkUser(t, "ops", "*", opsKey)
+		cfg, mode := n.rootFile(t, "/etc/rancher/k3s/config.yaml")
+		if mode != "0600" || !strings.Contains(cfg, `server: "https://192.168.1.99:6443"`) || strings.Contains(cfg, "cluster-init") {
+			t.Errorf("agent config.yaml (mode %s):\n%s", mode, cfg)
+		}
+		fb, _ := n.rootFile(t, "/var/log/pibake/firstboot.log")
+		if strings.Count(fb, "not answering yet") < 3 || strings.Contains(fb, "FAILED") {
+			t.Errorf("the agent did not wait and retry:\n%s", fb)
+		}
+		n.checkSSH(t, true)
+	}},
+	{host: "e2e-wifi", check: func(t *testing.T, n *node) {
+		n.checkUser(t, "alice", wifiPasswordHash, "")
+		state, _ := n.rootFile(t, "/var/lib/NetworkManager/NetworkManager.state")
+		if !strings.Contains(state, "WirelessEnabled=true") || strings.Contains(state, "WirelessEnabled=false") {
+			t.Errorf("NetworkManager.state: the radio is still off:\n%s", state)
+		}
+		if !strings.Contains(n.finalCmdline(t), "cfg80211.ieee80211_regdom=DE") {
+			t.Error("the Wi-Fi country is not on cmdline.txt")
+		}
+		if n.fl.name == "bookworm" {
+			keyfile, mode := n.rootFile(t, "/etc/NetworkManager/system-connections/pibake-wifi.nmconnection")
+			if mode != "0600" || !strings.Contains(keyfile, "ssid=e2e-lab") {
+				t.Errorf("Wi-Fi keyfile (mode %s):\n%s", mode, keyfile)
+			}
+		} else {
+			netplan, mode := n.rootFile(t, "/etc/netplan/50-cloud-init.yaml")
+			if mode != "0600" || !strings.Contains(netplan, "e2e-lab") {
+				t.Errorf("cloud-init's netplan (mode %s):\n%s", mode, netplan)
+			}
+		}
+		for _, rule := range []string{"/etc/sudoers.d/010_pi-nopasswd", "/etc/sudoers.d/010_alice-nopasswd"} {
+			if _, mode := n.rootFile(t, rule); mode != "" {
+				t.Errorf("%s exists: a user with a password gets sudo with a password", rule)
+			}
+		}
+		n.checkSSH(t, false)
+	}},
+}
+
+// checkCommon asserts what every node shares: the OS's own first boot ran
+// untouched, pibake's activation ran once and cleaned up, systemd reached
+// multi-user.target with nothing failed.
+func (n *node) checkCommon(t *testing.T, nc nodeCheck) {
 	t.Helper()
-	im, err := diskimg.Open(img, true)
+	last := n.boots[len(n.boots)-1]
+	units, _ := n.rootFile(t, "/var/log/e2e-units.txt")
+	kv := map[string]string{}
+	for _, line := range strings.Split(units, "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok {
+			kv[k] = v
+		}
+	}
+	// The boot is complete but for pibake's own unit, which may still be
+	// waiting (an agent for its server): it does not hold up the boot.
+	if kv["multi-user"] != "active" || kv["failed"] != "" || kv["jobs"] != "" || (kv["system"] != "running" && kv["system"] != "starting") {
+		t.Errorf("systemd at power-off: multi-user.target %q, system %q, failed units %q, other start jobs %q (want active, running, none, none); the serial log ends:\n%s\n%s",
+			kv["multi-user"], kv["system"], kv["failed"], kv["jobs"], tail(last.serial, 40), units)
+	}
+	if kv["userconfig.ActiveState"] != "inactive" || kv["userconfig.Result"] != "success" {
+		t.Errorf("userconfig.service: %s, %s; want inactive, success (the rename ran and finished)", kv["userconfig.ActiveState"], kv["userconfig.Result"])
+	}
+	if strings.Contains(strings.Join(bootSerials(n.boots), "\n"), "waiting at the rename dialog") {
+		t.Error("userconf-pi's rename dialog waited for a keyboard")
+	}
+	boot := n.bootFiles(t)
+	for _, f := range []string{"userconf.txt", "failed_userconf.txt", "pibake/k3s-config.yaml", "pibake/pibake-eth0.nmconnection", "pibake/pibake-wifi.nmconnection", "pibake/authorized_keys", "pibake/sudoers", "network-config", "ssh"} {
+		if boot[f] {
+			t.Errorf("%s is still on the boot partition", f)
+		}
+	}
+	// cmdline.txt: the OS's first boot removed its own words and set a new
+	// disk id; pibake's activator removed exactly its own arguments.
+	want := n.expectedCmdline(t)
+	if got := n.finalCmdline(t); got != want {
+		t.Errorf("cmdline.txt after first boot = %q; want %q", got, want)
+	}
+	n.checkDiskID(t)
+	n.checkGrown(t)
+	hostname, _ := n.rootFile(t, "/etc/hostname")
+	if strings.TrimSpace(hostname) != nc.host {
+		t.Errorf("/etc/hostname = %q; want %s", hostname, nc.host)
+	}
+	if _, mode := n.rootFile(t, "/etc/ssh/ssh_host_ed25519_key"); mode == "" {
+		t.Error("no SSH host key: the OS's first boot did not make them")
+	}
+	activate, _ := n.rootFile(t, "/var/log/pibake/activate.log")
+	if c := strings.Count(activate, "activate: start"); c != 1 {
+		t.Errorf("the activator ran %d times; want once:\n%s", c, activate)
+	}
+	id, _ := n.rootFile(t, "/etc/machine-id")
+	if len(strings.TrimSpace(id)) != 32 {
+		t.Errorf("/etc/machine-id = %q; want one systemd committed", id)
+	}
+	// The unit started after network-online.target was reached.
+	netAt, _ := strconv.ParseInt(kv["ActiveEnterTimestampMonotonic"], 10, 64)
+	unitAt, _ := strconv.ParseInt(kv["InactiveExitTimestampMonotonic"], 10, 64)
+	if netAt == 0 || unitAt == 0 || unitAt < netAt {
+		t.Errorf("pibake-firstboot started at %d µs, network-online.target reached at %d µs; want after:\n%s", unitAt, netAt, units)
+	}
+	if n.fl.name == "trixie" {
+		// rpi-resize and the canary are ConditionFirstBoot units: they ran
+		// once, in the boot that activated pibake's payload.
+		canary, _ := n.rootFile(t, "/var/lib/e2e/canary")
+		if c := len(strings.Fields(canary)); c != 1 {
+			t.Errorf("the ConditionFirstBoot canary ran %d times; want once (systemd's first boot left to the OS)", c)
+		}
+		if _, mode := n.rootFile(t, "/var/lib/e2e/rpi-resize.ran"); mode == "" {
+			t.Error("rpi-resize.service did not run: systemd's first boot was used up")
+		}
+		for _, h := range n.history(t) {
+			if h.Stage == firstboot.StageActivate && h.State == firstboot.StateOK && !strings.HasPrefix(strings.TrimSpace(canary), h.Boot) {
+				t.Errorf("activation ran in boot %s, systemd's first boot was %s; want the same boot (cloud-init)", h.Boot, canary)
+			}
+		}
+	}
+	e2fsck := exec.Command("e2fsck", "-fn", fmt.Sprintf("%s?offset=%d", n.img, n.rootOffset(t)))
+	if out, err := e2fsck.CombinedOutput(); err != nil {
+		t.Errorf("e2fsck -fn on the root file system after the boots: %v\n%s", err, out)
+	}
+}
+
+// expectedCmdline is what cmdline.txt must say once the OS's and pibake's
+// first boots are over: the built one minus the OS's first-boot words and
+// pibake's activation arguments, with the new disk id.
+func (n *node) expectedCmdline(t *testing.T) string {
+	t.Helper()
+	var kept []string
+	for _, a := range strings.Fields(n.cmdline) {
+		switch {
+		case a == "init=/usr/lib/raspberrypi-sys-mods/firstboot", a == "quiet", a == "resize", strings.HasPrefix(a, "systemd."):
+			continue
+		}
+		kept = append(kept, a)
+	}
+	return strings.Replace(strings.Join(kept, " "), fmt.Sprintf("%08x", n.builtID), fmt.Sprintf("%08x", n.diskID(t)), 1)
+}
+
+func (n *node) finalCmdline(t *testing.T) string {
+	t.Helper()
+	im, err := diskimg.Open(n.img, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer im.Close()
-	act, err := im.ReadBootFile("pibake/activate.sh")
+	b, err := im.ReadBootFile("cmdline.txt")
 	if err != nil {
 		t.Fatal(err)
 	}
-	broken := strings.Replace(string(act), `if (!($i in skip))`, `if (1)`, 1)
-	if err := im.Apply(diskimg.Edit{Files: []diskimg.File{{Path: "pibake/activate.sh", Data: []byte(broken)}}}); err != nil {
+	return strings.TrimSpace(string(b))
+}
+
+func (n *node) diskID(t *testing.T) uint32 {
+	t.Helper()
+	im, err := diskimg.Open(n.img, false)
+	if err != nil {
 		t.Fatal(err)
 	}
-	t.Log("PIBAKE_E2E_BREAK=activator-args: the activator no longer removes its arguments")
+	defer im.Close()
+	return im.DiskID
+}
+
+// checkDiskID: the OS gave the card a disk id of its own and wrote it into
+// fstab too, so the root is found by it at the next boot.
+func (n *node) checkDiskID(t *testing.T) {
+	t.Helper()
+	id := n.diskID(t)
+	if id == n.builtID {
+		t.Errorf("disk id is still %08x: the OS's first boot did not re-randomise it", id)
+	}
+	fstab, _ := n.rootFile(t, "/etc/fstab")
+	if !strings.Contains(fstab, fmt.Sprintf("PARTUUID=%08x-02", id)) || !strings.Contains(fstab, fmt.Sprintf("PARTUUID=%08x-01", id)) {
+		t.Errorf("fstab does not name the new disk id %08x:\n%s", id, fstab)
+	}
+}
+
+// checkGrown: partition 2 reaches the end of the (bigger) card and the
+// file system fills it.
+func (n *node) checkGrown(t *testing.T) {
+	t.Helper()
+	im, err := diskimg.Open(n.img, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := im.RootPartition()
+	size := im.Size()
+	im.Close()
+	if end := root.Offset() + root.Size(); end != size {
+		t.Errorf("root partition ends at byte %d of %d: not grown to the end of the card", end, size)
+	}
+	out, err := exec.Command("debugfs", "-R", "stats", fmt.Sprintf("%s?offset=%d", n.img, root.Offset())).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := regexp.MustCompile(`Block count:\s+(\d+)`).FindSubmatch(out)
+	bsize := regexp.MustCompile(`Block size:\s+(\d+)`).FindSubmatch(out)
+	if count == nil || bsize == nil {
+		t.Fatalf("debugfs stats: %s", out)
+	}
+	blocks, _ := strconv.ParseInt(string(count[1]), 10, 64)
+	bs, _ := strconv.ParseInt(string(bsize[1]), 10, 64)
+	if fs := blocks * bs; fs < root.Size()-4<<20 {
+		t.Errorf("root file system is %d bytes in a %d-byte partition: not grown", fs, root.Size())
+	}
+}
+
+// checkUser: the OS renamed its first user from userconf.txt, with this
+// password hash, an SSH key when given, and a login shell.
+func (n *node) checkUser(t *testing.T, name, hash, key string) {
+	t.Helper()
+	shadow, _ := n.rootFile(t, "/etc/shadow")
+	if !strings.Contains(shadow, "\n"+name+":"+hash+":") && !strings.HasPrefix(shadow, name+":"+hash+":") {
+		t.Errorf("/etc/shadow has no %s with the recipe's password hash", name)
+	}
+	passwd, _ := n.rootFile(t, "/etc/passwd")
+	re := regexp.MustCompile(`(?m)^` + name + `:x:1000:1000:[^:]*:/home/` + name + `:(\S+)$`)
+	m := re.FindStringSubmatch(passwd)
+	if m == nil {
+		t.Fatalf("/etc/passwd: the UID-1000 user is not %s:\n%s", name, passwd)
+	}
+	if key == "" {
+		return
+	}
+	if m[1] != "/bin/bash" {
+		t.Errorf("%s's login shell is %s; want /bin/bash", name, m[1])
+	}
+	keys, mode := n.rootFile(t, "/home/"+name+"/.ssh/authorized_keys")
+	if mode != "0600" || strings.TrimSpace(keys) != key {
+		t.Errorf("authorized_keys of %s: %q mode %s", name, keys, mode)
+	}
+}
+
+// checkSSH: ssh = true enables sshd, which then runs; without it, it does
+// not.
+func (n *node) checkSSH(t *testing.T, want bool) {
+	t.Helper()
+	units, _ := n.rootFile(t, "/var/log/e2e-units.txt")
+	active := strings.Contains(units, "ssh.ActiveState=active")
+	if active != want {
+		t.Errorf("sshd active at power-off: %v; want %v", active, want)
+	}
+}
+
+// checkStatic: the node came up on its static address.
+func (n *node) checkStatic(t *testing.T, addr string) {
+	t.Helper()
+	units, _ := n.rootFile(t, "/var/log/e2e-units.txt")
+	if !strings.Contains(units, "eth0="+addr+"/24") {
+		t.Errorf("eth0 does not have the static address %s/24:\n%s", addr, units)
+	}
+}
+
+// checkAnotherBoot boots once more: the first-boot unit does not run
+// again, nor cloud-init's activation.
+func (n *node) checkAnotherBoot(t *testing.T) {
+	t.Helper()
+	before, _ := n.rootFile(t, "/var/log/pibake/firstboot.log")
+	n.boots = append(n.boots, n.m.bootUntilOff(t, 1)...)
+	after, _ := n.rootFile(t, "/var/log/pibake/firstboot.log")
+	if after != before {
+		t.Errorf("the first-boot unit ran again on a later boot:\n%s", strings.TrimPrefix(after, before))
+	}
+	activate, _ := n.rootFile(t, "/var/log/pibake/activate.log")
+	if c := strings.Count(activate, "activate: start"); c != 1 {
+		t.Errorf("the activator ran %d times after another boot; want once", c)
+	}
+	units, _ := n.rootFile(t, "/var/log/e2e-units.txt")
+	if !strings.Contains(units, "system=running") {
+		t.Errorf("the later boot did not settle:\n%s", units)
+	}
+}
+
+func bootSerials(boots []boot) []string {
+	var s []string
+	for _, b := range boots {
+		s = append(s, b.serial)
+	}
+	return s
+}
+
+func (n *node) rootOffset(t *testing.T) int64 {
+	t.Helper()
+	im, err := diskimg.Open(n.img, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	return im.RootPartition().Offset()
+}
+
+// rootFile reads a file from the image's root file system with debugfs,
+// with its mode; the mode is "" when the file does not exist.
+func (n *node) rootFile(t *testing.T, path string) (content, mode string) {
+	t.Helper()
+	dev := fmt.Sprintf("%s?offset=%d", n.img, n.rootOffset(t))
+	stat, _ := exec.Command("debugfs", "-R", "stat "+path, dev).CombinedOutput()
+	m := regexp.MustCompile(`Mode:\s+(\d+)`).FindSubmatch(stat)
+	if m == nil {
+		return "", ""
+	}
+	out, err := exec.Command("debugfs", "-R", "cat "+path, dev).Output()
+	if err != nil {
+		t.Fatalf("debugfs cat %s: %v", path, err)
+	}
+	return string(out), string(m[1])
+}
+
+// bootFiles lists the boot partition's root and pibake/.
+func (n *node) bootFiles(t *testing.T) map[string]bool {
+	t.Helper()
+	im, err := diskimg.Open(n.img, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	have := map[string]bool{}
+	for _, f := range []string{"userconf.txt", "failed_userconf.txt", "pibake/k3s-config.yaml", "pibake/pibake-eth0.nmconnection", "pibake/pibake-wifi.nmconnection", "pibake/authorized_keys", "pibake/sudoers", "network-config", "ssh"} {
+		if _, err := im.ReadBootFile(f); err == nil {
+			have[f] = true
+		}
+	}
+	return have
+}
+
+// status is the node's status record on the boot partition, as `pibake
+// inspect` shows it from the card.
+func (n *node) status(t *testing.T) *firstboot.Status {
+	t.Helper()
+	ins, err := builder.Inspect(n.img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ins.Status == nil {
+		t.Fatal("no status record on the boot partition")
+	}
+	return ins.Status
+}
+
+func (n *node) history(t *testing.T) []firstboot.Status {
+	t.Helper()
+	ins, err := builder.Inspect(n.img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ins.History
+}
+
+func mustContain(t *testing.T, what, got string, wants ...string) {
+	t.Helper()
+	for _, w := range wants {
+		if !strings.Contains(got, w) {
+			t.Errorf("%s does not contain %q:\n%s", what, w, got)
+		}
+	}
 }
