@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/pibake/pibake/builder/base"
 	"github.com/pibake/pibake/internal/sparse"
 )
 
@@ -100,7 +101,7 @@ func bmapFor(imagePath string, known, learn rangeSums) ([]byte, error) {
     <BlockMap>
 %s    </BlockMap>
 </bmap>
-`, humanBytes(size), size, bmapBlockSize, blocks, humanBytes(mapped*bmapBlockSize), mapped, zeros, body.String())
+`, base.HumanBytes(size), size, bmapBlockSize, blocks, base.HumanBytes(mapped*bmapBlockSize), mapped, zeros, body.String())
 	sum := sha256.Sum256([]byte(doc))
 	return []byte(strings.Replace(doc, zeros, hex.EncodeToString(sum[:]), 1)), nil
 }

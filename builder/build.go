@@ -53,7 +53,23 @@ type Options struct {
 	Version string
 	// Logf receives progress lines.
 	Logf func(format string, args ...any)
+	// Event, when set, is told as each node reaches a stage: for
+	// progress displays, and for tests that act at a given moment.
+	Event func(host string, stage NodeStage)
 }
+
+// NodeStage is a point in a node's build that Options.Event reports.
+type NodeStage string
+
+// The stages Options.Event reports, in order.
+const (
+	// StageWritten: the image is written and verified under its
+	// temporary name.
+	StageWritten NodeStage = "written"
+	// StagePublished: the node's files have their final names and are
+	// listed in SHA256SUMS and manifest.json.
+	StagePublished NodeStage = "published"
+)
 
 // Node statuses in a NodeResult.
 const (
@@ -133,6 +149,9 @@ func prepare(r *recipes.Recipe, opt Options) (*build, error) {
 	}
 	if opt.Logf == nil {
 		opt.Logf = func(string, ...any) {}
+	}
+	if opt.Event == nil {
+		opt.Event = func(string, NodeStage) {}
 	}
 	nodes, err := selectNodes(r, opt.Nodes)
 	if err != nil {

@@ -149,8 +149,10 @@ func TestBuildEndToEnd(t *testing.T) {
 	rootOff := spec.RootStart() * 512
 	for _, res := range results {
 		img := res.File
-		if fi, err := os.Stat(img); err != nil || fi.Mode().Perm() != 0o600 {
-			t.Errorf("%s: mode %v, %v; want 0600 (it holds the token)", img, fi.Mode().Perm(), err)
+		if fi, err := os.Stat(img); err != nil {
+			t.Fatal(err)
+		} else if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: mode %v; want 0600 (it holds the token)", img, fi.Mode().Perm())
 		}
 		testimage.FsckFAT(t, img, bootOff, bootSize)
 		testimage.E2fsck(t, img, rootOff)
@@ -192,24 +194,31 @@ func TestBuildEndToEnd(t *testing.T) {
 	}
 }
 
-// sameRange compares [off, off+n) of two files.
+// sameRange compares [off, off+n) of two files, both of which must hold
+// the whole range.
 func sameRange(t *testing.T, a, b string, off, n int64) bool {
 	t.Helper()
-	fa, err := os.Open(a)
-	if err != nil {
-		t.Fatal(err)
+	files := make([]*os.File, 2)
+	for i, p := range []string{a, b} {
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if fi, err := f.Stat(); err != nil || fi.Size() < off+n {
+			t.Fatalf("%s is shorter than the range compared (%d+%d bytes): %v", p, off, n, err)
+		}
+		files[i] = f
 	}
-	defer fa.Close()
-	fb, err := os.Open(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fb.Close()
 	ba, bb := make([]byte, 4<<20), make([]byte, 4<<20)
 	for p := off; p < off+n; p += int64(len(ba)) {
 		k := min(int64(len(ba)), off+n-p)
-		fa.ReadAt(ba[:k], p)
-		fb.ReadAt(bb[:k], p)
+		if _, err := files[0].ReadAt(ba[:k], p); err != nil {
+			t.Fatalf("read %s: %v", a, err)
+		}
+		if _, err := files[1].ReadAt(bb[:k], p); err != nil {
+			t.Fatalf("read %s: %v", b, err)
+		}
 		if !bytes.Equal(ba[:k], bb[:k]) {
 			return false
 		}
@@ -323,8 +332,8 @@ func TestBuildInterrupted(t *testing.T) {
 	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	opt.Logf = func(f string, a ...any) {
-		if strings.Contains(fmt.Sprintf(f, a...), "written and verified") {
+	opt.Event = func(_ string, stage NodeStage) {
+		if stage == StageWritten {
 			cancel() // as SIGINT does, while a node is being written
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/pibake/pibake/builder/base"
 	"github.com/pibake/pibake/builder/diskimg"
 	"github.com/pibake/pibake/firstboot"
 	"github.com/pibake/pibake/recipes"
@@ -158,7 +159,7 @@ func (ins *Inspection) WriteJSON(w io.Writer) error {
 func (ins *Inspection) WriteText(w io.Writer) error {
 	var b strings.Builder
 	if r := ins.Release; r != nil {
-		fmt.Fprintf(&b, "image:      %s (%s)\n", ins.Path, humanBytes(ins.Size))
+		fmt.Fprintf(&b, "image:      %s (%s)\n", ins.Path, base.HumanBytes(ins.Size))
 		fmt.Fprintf(&b, "disk id:    %s\n", ins.DiskID)
 		fmt.Fprintf(&b, "os:         %s\n", orDash(r.PrettyName))
 		fmt.Fprintf(&b, "hostname:   %s\n", orDash(r.Hostname))
@@ -176,7 +177,7 @@ func (ins *Inspection) WriteText(w io.Writer) error {
 			fmt.Fprintf(&b, "activation: none fits: %s\n", ins.ActivationProblem)
 		}
 		fmt.Fprintf(&b, "cmdline:    %s\n", r.Cmdline)
-		fmt.Fprintf(&b, "boot:       %d-byte clusters, %s free\n", r.BootClusterBytes, humanBytes(ins.BootFree))
+		fmt.Fprintf(&b, "boot:       %d-byte clusters, %s free\n", r.BootClusterBytes, base.HumanBytes(ins.BootFree))
 		for _, c := range r.Customised {
 			fmt.Fprintf(&b, "customised: %s\n", c)
 		}
@@ -191,7 +192,7 @@ func (ins *Inspection) WriteText(w io.Writer) error {
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "PART\tTYPE\tSTART\tSECTORS\tSIZE\tFS\tLABEL")
 		for _, p := range ins.Partitions {
-			fmt.Fprintf(tw, "%d\t0x%02x\t%d\t%d\t%s\t%s\t%s\n", p.Index, p.Type, p.StartSector, p.Sectors, humanBytes(p.Size()), orDash(p.FileSystem), orDash(p.Label))
+			fmt.Fprintf(tw, "%d\t0x%02x\t%d\t%d\t%s\t%s\t%s\n", p.Index, p.Type, p.StartSector, p.Sectors, base.HumanBytes(p.Size()), orDash(p.FileSystem), orDash(p.Label))
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -235,18 +236,6 @@ func prefixed(prefix, s string) string {
 		return ""
 	}
 	return prefix + s
-}
-
-func humanBytes(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }
 
 func yesNo(b bool) string {

@@ -112,6 +112,7 @@ func (nb *nodeBuild) build1(ctx context.Context) (entry manifestNode, unchanged 
 	pub.Entry.SHA256, pub.Entry.Size = sum, size
 	pub.Parts[img] = part{Temp: imgPart, SHA256: sum}
 	nb.logf("%s: written and verified (%s)", host, how)
+	nb.opt.Event(host, StageWritten)
 
 	bmap, err := bmapFor(nb.out.path(imgPart), nb.base.known, nil)
 	if err != nil {
@@ -145,6 +146,7 @@ func (nb *nodeBuild) build1(ctx context.Context) (entry manifestNode, unchanged 
 		return manifestNode{}, false, err
 	}
 	nb.logf("%s: done in %s, sha256 %s…", host, time.Since(start).Round(10*time.Millisecond), sum[:12])
+	nb.opt.Event(host, StagePublished)
 	return pub.Entry, false, nil
 }
 

@@ -229,8 +229,8 @@ func TestRebuildKeepsOneConsistentSet(t *testing.T) {
 	defer cancel()
 	iopt := opt
 	iopt.Jobs = 1
-	iopt.Logf = func(f string, a ...any) {
-		if strings.Contains(fmt.Sprintf(f, a...), "done in") {
+	iopt.Event = func(_ string, stage NodeStage) {
+		if stage == StagePublished {
 			cancel()
 		}
 	}

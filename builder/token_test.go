@@ -35,12 +35,15 @@ func TestClusterToken(t *testing.T) {
 		t.Errorf("generated token %d chars, want 64 hex digits", len(tok))
 	}
 	path := filepath.Join(out, ".pibake", "token")
-	fi, err := os.Stat(path)
-	if err != nil || fi.Mode().Perm() != 0o600 {
-		t.Errorf("token file: %v, mode %v; want 0600", err, fi.Mode().Perm())
+	if fi, err := os.Stat(path); err != nil {
+		t.Errorf("token file: %v", err)
+	} else if fi.Mode().Perm() != 0o600 {
+		t.Errorf("token file mode %v; want 0600", fi.Mode().Perm())
 	}
-	if di, err := os.Stat(filepath.Dir(path)); err != nil || di.Mode().Perm() != 0o700 {
-		t.Errorf(".pibake directory mode %v, %v; want 0700", di.Mode().Perm(), err)
+	if di, err := os.Stat(filepath.Dir(path)); err != nil {
+		t.Errorf(".pibake directory: %v", err)
+	} else if di.Mode().Perm() != 0o700 {
+		t.Errorf(".pibake directory mode %v; want 0700", di.Mode().Perm())
 	}
 	again, _, err := o.clusterToken(noToken, false)
 	if err != nil || again != tok {

@@ -11,11 +11,11 @@ import (
 	"github.com/pibake/pibake/recipes"
 )
 
-// K3sConfig renders /etc/rancher/k3s/config.yaml. Servers and agents get
+// k3sConfig renders /etc/rancher/k3s/config.yaml. Servers and agents get
 // different keys, because agents refuse server-only ones ("flag provided
 // but not defined"). Every server gets the same cluster-wide settings,
 // which k3s requires to match.
-func K3sConfig(c *recipes.Cluster, n *recipes.Node, token string) []byte {
+func k3sConfig(c *recipes.Cluster, n *recipes.Node, token string) []byte {
 	var y yamlWriter
 	y.comment(fmt.Sprintf("Written by pibake for %s (%s). k3s reads it at every start; keys are k3s's flag names.", n.Hostname, n.Role))
 	if n.Role == recipes.RoleAgent {
@@ -85,7 +85,7 @@ type yamlWriter struct{ b strings.Builder }
 func (y *yamlWriter) comment(s string) { fmt.Fprintf(&y.b, "# %s\n", s) }
 func (y *yamlWriter) line(s string)    { y.b.WriteString(s + "\n") }
 func (y *yamlWriter) str(key, value string) {
-	fmt.Fprintf(&y.b, "%s: %s\n", key, YAMLQuote(value))
+	fmt.Fprintf(&y.b, "%s: %s\n", key, yamlQuote(value))
 }
 func (y *yamlWriter) list(key string, values []string) {
 	if len(values) == 0 {
@@ -93,13 +93,13 @@ func (y *yamlWriter) list(key string, values []string) {
 	}
 	fmt.Fprintf(&y.b, "%s:\n", key)
 	for _, v := range values {
-		fmt.Fprintf(&y.b, "  - %s\n", YAMLQuote(v))
+		fmt.Fprintf(&y.b, "  - %s\n", yamlQuote(v))
 	}
 }
 func (y *yamlWriter) bytes() []byte { return []byte(y.b.String()) }
 
-// YAMLQuote returns s as a YAML double-quoted scalar.
-func YAMLQuote(s string) string {
+// yamlQuote returns s as a YAML double-quoted scalar.
+func yamlQuote(s string) string {
 	b, _ := json.Marshal(s) // cannot fail for a string
 	return string(b)
 }
@@ -166,7 +166,7 @@ func (k *keyfile) connection(host, kind, iface string, priority int) {
 	k.section(kind)
 }
 
-func (k *keyfile) kv(key, value string) { fmt.Fprintf(&k.b, "%s=%s\n", key, KeyfileEscape(value)) }
+func (k *keyfile) kv(key, value string) { fmt.Fprintf(&k.b, "%s=%s\n", key, keyfileEscape(value)) }
 
 func (k *keyfile) ipv4(n *recipes.Node) {
 	k.section("ipv4")
@@ -187,9 +187,9 @@ func (k *keyfile) ipv4(n *recipes.Node) {
 
 func (k *keyfile) bytes() []byte { return []byte(k.b.String()) }
 
-// KeyfileEscape escapes a value for a GKeyFile (NetworkManager keyfile):
+// keyfileEscape escapes a value for a GKeyFile (NetworkManager keyfile):
 // backslash, line breaks, tabs and leading space.
-func KeyfileEscape(s string) string {
+func keyfileEscape(s string) string {
 	var b strings.Builder
 	for i, r := range s {
 		switch {
@@ -226,23 +226,23 @@ func joinAddrs(addrs []netip.Addr, sep string) string {
 	return strings.Join(s, sep)
 }
 
-// NetworkConfig renders cloud-init's network-config (netplan v2) for a
+// networkConfig renders cloud-init's network-config (netplan v2) for a
 // static address or Wi-Fi, or nil when DHCP on eth0 is all the node needs.
-func NetworkConfig(n *recipes.Node) []byte {
+func networkConfig(n *recipes.Node) []byte {
 	if n.WiFi == nil && !n.Address.IsValid() {
 		return nil
 	}
 	var b strings.Builder
 	b.WriteString("# Written by pibake. Read by cloud-init on first boot, then removed (it holds the Wi-Fi key).\nnetwork:\n  version: 2\n")
 	static := func(indent string) {
-		fmt.Fprintf(&b, "%sdhcp4: false\n%saddresses: [%s]\n", indent, indent, YAMLQuote(n.Address.String()))
+		fmt.Fprintf(&b, "%sdhcp4: false\n%saddresses: [%s]\n", indent, indent, yamlQuote(n.Address.String()))
 		if n.Gateway.IsValid() {
-			fmt.Fprintf(&b, "%sroutes:\n%s  - to: default\n%s    via: %s\n", indent, indent, indent, YAMLQuote(n.Gateway.String()))
+			fmt.Fprintf(&b, "%sroutes:\n%s  - to: default\n%s    via: %s\n", indent, indent, indent, yamlQuote(n.Gateway.String()))
 		}
 		if len(n.DNS) > 0 {
 			q := make([]string, len(n.DNS))
 			for i, a := range n.DNS {
-				q[i] = YAMLQuote(a.String())
+				q[i] = yamlQuote(a.String())
 			}
 			fmt.Fprintf(&b, "%snameservers:\n%s  addresses: [%s]\n", indent, indent, strings.Join(q, ", "))
 		}
@@ -261,13 +261,13 @@ func NetworkConfig(n *recipes.Node) []byte {
 			b.WriteString("      dhcp4: true\n")
 		}
 		fmt.Fprintf(&b, "      regulatory-domain: %s\n      access-points:\n        %s:\n          password: %s\n",
-			YAMLQuote(w.Country), YAMLQuote(w.SSID), YAMLQuote(w.PSK.Reveal()))
+			yamlQuote(w.Country), yamlQuote(w.SSID), yamlQuote(w.PSK.Reveal()))
 	}
 	return []byte(b.String())
 }
 
 func metaData(c *recipes.Cluster, n *recipes.Node, buildID string) []byte {
-	return []byte(fmt.Sprintf("# Written by pibake.\ninstance-id: %s\nlocal-hostname: %s\n", instanceID(c, n, buildID), YAMLQuote(n.Hostname)))
+	return []byte(fmt.Sprintf("# Written by pibake.\ninstance-id: %s\nlocal-hostname: %s\n", instanceID(c, n, buildID), yamlQuote(n.Hostname)))
 }
 
 // userData runs the activator from cloud-init; everything else stays in
@@ -279,7 +279,7 @@ hostname: %s
 manage_etc_hosts: false
 runcmd:
   - [sh, -c, "PIBAKE_METHOD=cloud-init sh /boot/firmware/%s/activate.sh"]
-`, n.Hostname, YAMLQuote(n.Hostname), Dir))
+`, n.Hostname, yamlQuote(n.Hostname), Dir))
 }
 
 // nodeSummary is node.json: what `pibake inspect` shows of a built image.

@@ -185,7 +185,7 @@ func Render(c *recipes.Cluster, n *recipes.Node, opt Options) (Payload, error) {
 		add(path.Join(Dir, f.name), f.mode, script(f.name))
 	}
 	add(path.Join(Dir, "node.env"), 0o644, nodeEnv(c, n, opt.BuildID, remove))
-	add(path.Join(Dir, "k3s-config.yaml"), 0o600, K3sConfig(c, n, token))
+	add(path.Join(Dir, "k3s-config.yaml"), 0o600, k3sConfig(c, n, token))
 	add(path.Join(Dir, "node.json"), 0o644, nodeSummary(c, n, opt.BuildID, method))
 
 	// Every image carries userconf.txt: without one, Raspberry Pi OS Lite
@@ -201,7 +201,7 @@ func Render(c *recipes.Cluster, n *recipes.Node, opt Options) (Payload, error) {
 		add(path.Join(Dir, "authorized_keys"), 0o600, []byte(strings.Join(u.SSHAuthorizedKeys, "\n")+"\n"))
 	}
 	if u.PasswordlessSudo {
-		add(path.Join(Dir, "sudoers"), 0o440, Sudoers(u.Name))
+		add(path.Join(Dir, "sudoers"), 0o440, sudoers(u.Name))
 	}
 	if n.SSH {
 		add("ssh", 0o644, nil)
@@ -209,7 +209,7 @@ func Render(c *recipes.Cluster, n *recipes.Node, opt Options) (Payload, error) {
 	if method == recipes.MethodCloudInit {
 		add("meta-data", 0o644, metaData(c, n, opt.BuildID))
 		add("user-data", 0o644, userData(n))
-		if nc := NetworkConfig(n); nc != nil {
+		if nc := networkConfig(n); nc != nil {
 			add("network-config", 0o600, nc)
 		}
 	} else {
@@ -224,10 +224,10 @@ func Render(c *recipes.Cluster, n *recipes.Node, opt Options) (Payload, error) {
 	return p, nil
 }
 
-// Sudoers is the sudoers rule that gives user sudo without a password, as
+// sudoers is the sudoers rule that gives user sudo without a password, as
 // raspi-config's do_sudo_pass writes it. The user name is validated by
 // recipes, so it cannot change the rule's syntax.
-func Sudoers(user string) []byte {
+func sudoers(user string) []byte {
 	return []byte(user + " ALL=(ALL) NOPASSWD: ALL\n")
 }
 
@@ -267,7 +267,7 @@ func nodeEnv(c *recipes.Cluster, n *recipes.Node, buildID string, cmdlineRemove 
 	b.WriteString("# Written by pibake: this node's first-boot settings. No secrets here.\n")
 	b.WriteString("# shellcheck disable=SC2034 # read by the scripts that source this file\n")
 	for _, v := range vars {
-		fmt.Fprintf(&b, "%s=%s\n", v.name, ShellQuote(v.value))
+		fmt.Fprintf(&b, "%s=%s\n", v.name, shellQuote(v.value))
 	}
 	return []byte(b.String())
 }
@@ -279,9 +279,9 @@ func boolFlag(b bool) string {
 	return "0"
 }
 
-// ShellQuote quotes s for POSIX sh so that it is one word with exactly
+// shellQuote quotes s for POSIX sh so that it is one word with exactly
 // this value, whatever it contains.
-func ShellQuote(s string) string {
+func shellQuote(s string) string {
 	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:=+,@") == "" {
 		return s
 	}
@@ -292,7 +292,7 @@ func ShellQuote(s string) string {
 func shellJoin(words []string) string {
 	q := make([]string, len(words))
 	for i, w := range words {
-		q[i] = ShellQuote(w)
+		q[i] = shellQuote(w)
 	}
 	return strings.Join(q, " ")
 }

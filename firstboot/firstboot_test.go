@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"github.com/pibake/pibake/internal/golden"
+	"github.com/pibake/pibake/internal/testimage"
 	"os"
 	"os/exec"
 	"path"
@@ -213,7 +214,7 @@ func TestRenderGolden(t *testing.T) {
 
 func TestAgentCarriesAgentToken(t *testing.T) {
 	r := loadRecipe(t, haRecipe)
-	cfg := string(K3sConfig(&r.Cluster, findNode(t, r, "worker-1"), testToken))
+	cfg := string(k3sConfig(&r.Cluster, findNode(t, r, "worker-1"), testToken))
 	if strings.Contains(cfg, testToken) || !strings.Contains(cfg, testAgentToken) {
 		t.Errorf("agent config carries the wrong token:\n%s", cfg)
 	}
@@ -294,44 +295,45 @@ func TestShellcheck(t *testing.T) {
 	}
 }
 
-// TestUnitVerifies runs systemd-analyze verify on the first-boot unit.
+// TestUnitVerifies runs systemd-analyze verify on the first-boot unit, and
+// on a copy with a mistake in it, to show that the check sees mistakes on
+// this machine (verify exits 0 on warnings, and reports the host's own
+// units too, so the lines about ours are what counts).
 func TestUnitVerifies(t *testing.T) {
 	analyze := requireTool(t, "systemd-analyze")
 	p := renderFor(t, haRecipe, "cp-1", Options{BuildID: "b"})
-	unit := filepath.Join(t.TempDir(), "pibake-firstboot.service")
+	var unit []byte
 	for _, f := range p.Files {
 		if strings.HasSuffix(f.Path, ".service") {
-			if err := os.WriteFile(unit, f.Data, 0o644); err != nil {
-				t.Fatal(err)
+			unit = f.Data
+		}
+	}
+	verify := func(data []byte) (problems string, err error) {
+		path := filepath.Join(t.TempDir(), "pibake-firstboot.service")
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command(analyze, "verify", "--man=no", path).CombinedOutput()
+		var ours []string
+		for _, line := range strings.Split(string(out), "\n") {
+			if strings.Contains(line, "pibake-firstboot") {
+				ours = append(ours, line)
 			}
 		}
+		return strings.Join(ours, "\n"), err
 	}
-	out, err := exec.Command(analyze, "verify", "--man=no", unit).CombinedOutput()
-	// verify also reports problems in the host's own units; keep ours.
-	var ours []string
-	for _, line := range strings.Split(string(out), "\n") {
-		if strings.Contains(line, "pibake-firstboot") {
-			ours = append(ours, line)
-		}
+	if problems, err := verify(unit); problems != "" || err != nil {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, problems)
 	}
-	if len(ours) > 0 || (err != nil && len(out) == 0) {
-		t.Errorf("systemd-analyze verify: %v\n%s", err, strings.Join(ours, "\n"))
+	broken := bytes.Replace(unit, []byte("RestartSec=60"), []byte("RestartSec=sixty"), 1)
+	if problems, _ := verify(broken); !strings.Contains(problems, "sixty") {
+		t.Errorf("systemd-analyze verify did not report RestartSec=sixty; the check cannot see mistakes here:\n%s", problems)
 	}
 }
 
-// requireTool finds a checking tool. A missing tool fails the test under
-// CI=true and on any machine where `make deps` has run; otherwise it skips
-// with the install command.
+// requireTool finds a checking tool, by the one rule for a missing tool
+// (testimage.Tool).
 func requireTool(t *testing.T, name string) string {
 	t.Helper()
-	path, err := exec.LookPath(name)
-	if err == nil {
-		return path
-	}
-	msg := fmt.Sprintf("%s not found; run `make deps` (or apt-get install the package that has it)", name)
-	if os.Getenv("CI") == "true" || os.Getenv("PIBAKE_REQUIRE_TOOLS") == "1" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
+	return testimage.Tool(t, name)
 }

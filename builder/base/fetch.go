@@ -443,7 +443,7 @@ func download(ctx context.Context, url, dst string, opt Options) error {
 			return nil
 		}
 		if fi, err := os.Stat(dst); err == nil && fi.Size() > 0 {
-			opt.Logf("resuming %s at %s", url, humanBytes(fi.Size()))
+			opt.Logf("resuming %s at %s", url, HumanBytes(fi.Size()))
 		} else {
 			opt.Logf("downloading %s", url)
 		}
@@ -451,7 +451,7 @@ func download(ctx context.Context, url, dst string, opt Options) error {
 		showProgress(resp, opt.Progress)
 		err = resp.Err()
 		if err == nil {
-			opt.Logf("downloaded %s in %s", humanBytes(resp.Size()), resp.Duration().Round(100*time.Millisecond))
+			opt.Logf("downloaded %s in %s", HumanBytes(resp.Size()), resp.Duration().Round(100*time.Millisecond))
 			return nil
 		}
 		if ctx.Err() != nil {
@@ -542,8 +542,8 @@ func showProgress(resp *grab.Response, w io.Writer) {
 		if e := time.Until(resp.ETA()); e > 0 && resp.Size() > 0 {
 			eta = e.Round(time.Second).String()
 		}
-		fmt.Fprintf(w, "\r  %s / %s (%.0f%%)  %s/s  ETA %s   ", humanBytes(resp.BytesComplete()), humanBytes(resp.Size()),
-			100*resp.Progress(), humanBytes(int64(resp.BytesPerSecond())), eta)
+		fmt.Fprintf(w, "\r  %s / %s (%.0f%%)  %s/s  ETA %s   ", HumanBytes(resp.BytesComplete()), HumanBytes(resp.Size()),
+			100*resp.Progress(), HumanBytes(int64(resp.BytesPerSecond())), eta)
 	}
 	for {
 		select {
@@ -557,7 +557,8 @@ func showProgress(resp *grab.Response, w io.Writer) {
 	}
 }
 
-func humanBytes(n int64) string {
+// HumanBytes formats a size for people: "1.50 GiB", "12.0 MiB".
+func HumanBytes(n int64) string {
 	switch {
 	case n < 0:
 		return "?"

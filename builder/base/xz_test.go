@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/pibake/pibake/internal/testimage"
 	"github.com/ulikunitz/xz"
 )
 
@@ -135,14 +136,7 @@ func TestDecompressXZCorrupt(t *testing.T) {
 // xzTool compresses with the real xz, as pi-gen does.
 func xzTool(t testing.TB, dst string, data []byte, args ...string) {
 	t.Helper()
-	path, err := exec.LookPath("xz")
-	if err != nil {
-		if os.Getenv("CI") == "true" || os.Getenv("PIBAKE_REQUIRE_TOOLS") == "1" {
-			t.Fatal("xz not found; run make deps")
-		}
-		t.Skip("xz not found; run make deps")
-	}
-	cmd := exec.Command(path, append([]string{"-c", "-6"}, args...)...)
+	cmd := exec.Command(testimage.Tool(t, "xz"), append([]string{"-c", "-6"}, args...)...)
 	cmd.Stdin = bytes.NewReader(data)
 	out, err := os.Create(dst)
 	if err != nil {

@@ -35,9 +35,9 @@ type Edit struct {
 	Time time.Time
 }
 
-// PatchCmdline returns cmdline.txt with args removed and then added where
+// patchCmdline returns cmdline.txt with args removed and then added where
 // missing, as one line that keeps every other argument in order.
-func PatchCmdline(cmdline string, add, remove []string) string {
+func patchCmdline(cmdline string, add, remove []string) string {
 	drop := map[string]bool{}
 	for _, a := range remove {
 		drop[a] = true
@@ -139,7 +139,7 @@ func (im *Image) Apply(e Edit) error {
 		if bytes.Count(bytes.TrimSpace(old), []byte("\n")) > 0 {
 			return fmt.Errorf("boot partition: cmdline.txt has more than one line; the firmware reads only the first, so fix it before pibake edits it")
 		}
-		files = append(files, File{Path: "cmdline.txt", Data: []byte(PatchCmdline(string(old), e.CmdlineAdd, e.CmdlineRemove))})
+		files = append(files, File{Path: "cmdline.txt", Data: []byte(patchCmdline(string(old), e.CmdlineAdd, e.CmdlineRemove))})
 	}
 	sizes := make([]int64, len(files))
 	for i, f := range files {

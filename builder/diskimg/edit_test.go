@@ -335,7 +335,7 @@ func TestPatchCmdline(t *testing.T) {
 		{in: "root=PARTUUID=1-02 systemd.run=/x systemd.unit=kernel-command-line.target quiet", remove: []string{"systemd.run=/x", "systemd.unit=kernel-command-line.target"}, want: "root=PARTUUID=1-02 quiet\n"},
 	}
 	for _, tt := range tests {
-		if got := PatchCmdline(tt.in, tt.add, tt.remove); got != tt.want {
+		if got := patchCmdline(tt.in, tt.add, tt.remove); got != tt.want {
 			t.Errorf("PatchCmdline(%q, +%v, -%v) = %q; want %q", tt.in, tt.add, tt.remove, got, tt.want)
 		}
 	}

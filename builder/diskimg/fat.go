@@ -12,7 +12,7 @@ import (
 // fatVolume is pibake's own small reader and fixer for a FAT32 boot
 // partition. go-diskfs does the file writes; this layer accounts for free
 // space before them and repairs what go-diskfs v1.9.4 leaves behind
-// (DESIGN.md: a wrong ".." in sub-directories of the root, a stale FSInfo
+// (found with fsck.fat: a wrong ".." in sub-directories of the root, a stale FSInfo
 // free count), so that fsck.fat stays silent.
 type fatVolume struct {
 	rw                io.ReaderAt

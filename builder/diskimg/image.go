@@ -1,7 +1,8 @@
 // Package diskimg reads Raspberry Pi OS disk images and edits their FAT32
 // boot partition, without root, loop devices or mounts. The ext4 root file
 // system is only ever read: go-diskfs's ext4 writer corrupts Raspberry Pi
-// OS's 32-bit-descriptor file systems (DESIGN.md).
+// OS's 32-bit-descriptor file systems (go-diskfs v1.9.4 panics in
+// groupdescriptors.go and leaves the file system failing e2fsck).
 //
 // This package is internal to pibake and not a stable API.
 package diskimg
@@ -116,9 +117,6 @@ func (im *Image) Close() error {
 func (im *Image) CloseUnsynced() error {
 	return im.f.Close()
 }
-
-// Path is the image's file name.
-func (im *Image) Path() string { return im.path }
 
 func (im *Image) readPartitions() error {
 	if im.size < SectorSize {
@@ -338,9 +336,9 @@ func guard(what string, f func() error) (err error) {
 	return f()
 }
 
-// PartUUID returns partition n's PARTUUID as Linux and cmdline.txt spell
+// partUUID returns partition n's PARTUUID as Linux and cmdline.txt spell
 // it: the disk identifier and the partition number.
-func (im *Image) PartUUID(n int) string { return fmt.Sprintf("%08x-%02d", im.DiskID, n) }
+func (im *Image) partUUID(n int) string { return fmt.Sprintf("%08x-%02d", im.DiskID, n) }
 
 // Size is the image file's size in bytes.
 func (im *Image) Size() int64 { return im.size }

@@ -104,7 +104,10 @@ func writeBuildTable(o outputs, results []builder.NodeResult) {
 		if r.XZ != "" {
 			file += " (+ .xz)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Hostname, r.Role, file, size, orDash(sum), status)
+		if sum == "" {
+			sum = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Hostname, r.Role, file, size, sum, status)
 	}
 	tw.Flush()
 }
@@ -115,12 +118,5 @@ func oneLine(err error) string {
 		return ""
 	}
 	s, _, _ := strings.Cut(err.Error(), "\n")
-	return s
-}
-
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
 	return s
 }

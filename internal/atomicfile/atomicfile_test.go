@@ -16,9 +16,15 @@ func TestWriteFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, err := os.ReadFile(p)
-	fi, _ := os.Stat(p)
-	if err != nil || string(b) != "two" || fi.Mode().Perm() != 0o600 {
-		t.Errorf("got %q mode %v, %v", b, fi.Mode().Perm(), err)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(b) != "two" || fi.Mode().Perm() != 0o600 {
+		t.Errorf("got %q mode %v; want \"two\", 0600", b, fi.Mode().Perm())
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
 		t.Errorf("%d entries; want no temporary file left", len(entries))

@@ -16,7 +16,8 @@ import (
 	"github.com/pibake/pibake/internal/sparse"
 )
 
-// Spec describes one release's layout (facts/raspios.md §1–2).
+// Spec describes one release's layout, as pi-gen makes it
+// (export-image/prerun.sh; stage1/00-boot-files for cmdline.txt).
 type Spec struct {
 	// Name is "bookworm" or "trixie".
 	Name string
