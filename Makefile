@@ -50,6 +50,8 @@ bench:
 fuzz:
 	$(GO) test ./recipes -run '^$$' -fuzz FuzzLoad -fuzztime $(FUZZTIME)
 	$(GO) test ./builder/diskimg -run '^$$' -fuzz FuzzOpen -fuzztime $(FUZZTIME)
+	$(GO) test ./firstboot -run '^$$' -fuzz FuzzShellQuote -fuzztime $(FUZZTIME)
+	$(GO) test ./firstboot -run '^$$' -fuzz FuzzYAMLQuote -fuzztime $(FUZZTIME)
 
 ## demo: build recipes/examples/lab.hcl offline, against a generated
 ## Raspberry Pi OS-shaped image (no download).

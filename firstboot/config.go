@@ -98,10 +98,33 @@ func (y *yamlWriter) list(key string, values []string) {
 }
 func (y *yamlWriter) bytes() []byte { return []byte(y.b.String()) }
 
-// yamlQuote returns s as a YAML double-quoted scalar.
+// yamlQuote returns s as a YAML double-quoted scalar. Every character YAML
+// does not allow in a stream as it is (C0 and C1 controls, DEL, U+FEFF,
+// the non-characters U+FFFE and U+FFFF) is escaped, and so are the line
+// separators U+2028 and U+2029 (line breaks to YAML 1.1 readers), the
+// quote and the backslash; invalid UTF-8 becomes U+FFFD. JSON's quoting,
+// which YAML mostly accepts, lets DEL and C1 controls through, which YAML
+// refuses (found by FuzzYAMLQuote).
 func yamlQuote(s string) string {
-	b, _ := json.Marshal(s) // cannot fail for a string
-	return string(b)
+	var b strings.Builder
+	b.WriteByte('"')
+	for _, r := range s {
+		switch {
+		case r == '"' || r == '\\':
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		case r == '\n':
+			b.WriteString(`\n`)
+		case r == '\t':
+			b.WriteString(`\t`)
+		case r < 0x20, r >= 0x7f && r <= 0x9f, r == 0x2028, r == 0x2029, r == 0xfeff, r == 0xfffe, r == 0xffff:
+			fmt.Fprintf(&b, `\u%04x`, r)
+		default:
+			b.WriteRune(r) // a bad byte arrives here as U+FFFD
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
 }
 
 // keyfileOut is a NetworkManager connection profile.

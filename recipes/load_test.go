@@ -104,6 +104,7 @@ func TestLoadFindings(t *testing.T) {
 		{name: "role in defaults", src: "defaults {\n  role = \"agent\"\n}\n" + server, summary: "Attribute not allowed in defaults", pos: "2:10"},
 		{name: "reserved label", src: "node \"a\" {\n  role = \"agent\"\n  labels = { \"node-role.kubernetes.io/worker\" = \"true\" }\n}\n" + server, summary: "Reserved label", pos: "3:12"},
 		{name: "bad taint", src: "node \"a\" {\n  role = \"agent\"\n  taints = [\"dedicated=edge\"]\n}\n" + server, summary: "Invalid taint", pos: "3:12"},
+		{name: "control character in k3s_args", src: "node \"a\" {\n  role = \"agent\"\n  k3s_args = [\"--node-label=a\\nb\"]\n}\n" + server, summary: "Invalid k3s argument", pos: "3:14", detail: "control character"},
 		{name: "token in k3s_args", src: "node \"a\" {\n  role = \"agent\"\n  k3s_args = [\"--token=abc\"]\n}\n" + server, summary: "Argument managed by pibake", pos: "3:14"},
 		{name: "bad ssh key", src: "node \"a\" {\n  role = \"agent\"\n  user {\n    ssh_authorized_keys = [\"-----BEGIN OPENSSH PRIVATE KEY-----\"]\n  }\n}\n" + server, summary: "Invalid SSH public key", pos: "4:27"},
 		{name: "user name with underscore", src: "node \"a\" {\n  role = \"agent\"\n  user {\n    name = \"ops_team\"\n  }\n}\n" + server, summary: "Invalid user name", pos: "4:12", detail: "starting with a letter"},

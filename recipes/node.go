@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode"
 
 	"github.com/hashicorp/hcl/v2"
 )
@@ -83,6 +84,8 @@ func resolveNode(spec nodeSpec, meta nodeMeta, group string, index int, counted 
 		switch {
 		case !strings.HasPrefix(a, "-"):
 			diags = append(diags, errorAt(at("k3s_args"), "Invalid k3s argument", "%q is not a flag; k3s_args entries look like \"--disable=traefik\".", a))
+		case strings.IndexFunc(a, unicode.IsControl) >= 0:
+			diags = append(diags, errorAt(at("k3s_args"), "Invalid k3s argument", "%q holds a control character (a newline, a tab, NUL…), which no k3s flag takes.", a))
 		case slices.Contains([]string{"token", "agent-token", "token-file", "server", "cluster-init", "node-name"}, flag):
 			diags = append(diags, errorAt(at("k3s_args"), "Argument managed by pibake",
 				"--%s is set by pibake from the recipe (cluster.token, server, hostname); remove it from k3s_args.", flag))
