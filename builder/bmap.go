@@ -20,6 +20,21 @@ const bmapBlockSize = 4096
 // are computed once per base, not once per node.
 type rangeSums map[[2]int64]string
 
+// mappedRanges are the file's data extents, widened to whole blocks and
+// merged: first and last block, inclusive.
+func mappedRanges(f *os.File, size int64) [][2]int64 {
+	var ranges [][2]int64
+	for _, e := range sparse.Extents(f, 0, size) {
+		first, last := e[0]/bmapBlockSize, (e[1]-1)/bmapBlockSize
+		if n := len(ranges); n > 0 && first <= ranges[n-1][1]+1 {
+			ranges[n-1][1] = max(ranges[n-1][1], last)
+			continue
+		}
+		ranges = append(ranges, [2]int64{first, last})
+	}
+	return ranges
+}
+
 // bmapFor returns the block map of an image in bmaptool's format 2.0, so
 // `bmaptool copy` writes only the mapped blocks and verifies each range
 // against its SHA-256. Mapped blocks are the image's data extents (holes
@@ -38,17 +53,7 @@ func bmapFor(imagePath string, known, learn rangeSums) ([]byte, error) {
 	size := fi.Size()
 	blocks := (size + bmapBlockSize - 1) / bmapBlockSize
 
-	// Data extents, widened to whole blocks and merged.
-	var ranges [][2]int64 // first and last block, inclusive
-	for _, e := range sparse.Extents(f, 0, size) {
-		first, last := e[0]/bmapBlockSize, (e[1]-1)/bmapBlockSize
-		if n := len(ranges); n > 0 && first <= ranges[n-1][1]+1 {
-			ranges[n-1][1] = max(ranges[n-1][1], last)
-			continue
-		}
-		ranges = append(ranges, [2]int64{first, last})
-	}
-
+	ranges := mappedRanges(f, size)
 	var body strings.Builder
 	mapped := int64(0)
 	buf := make([]byte, 1<<20)

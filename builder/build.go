@@ -336,20 +336,17 @@ func (b *build) buildNodes(ctx context.Context, facts *baseFacts, out *output) [
 	return results
 }
 
-// finish records the state of every node the directory holds, deals with
-// nodes no longer in the recipe, and says what failed.
-func (b *build) finish(ctx context.Context, facts *baseFacts, out *output, results []NodeResult) ([]NodeResult, error) {
-	inRecipe := map[string]*recipes.Node{}
-	for i := range b.r.Nodes {
-		inRecipe[b.r.Nodes[i].Hostname] = &b.r.Nodes[i]
-	}
-	var orphans []string
+// orphans reports the nodes the directory holds that are no longer in the
+// recipe, deleting them with Prune.
+func (b *build) orphans(ctx context.Context, out *output, inRecipe map[string]*recipes.Node) ([]NodeResult, error) {
+	var hosts []string
 	for _, e := range out.m.Nodes {
 		if inRecipe[e.Hostname] == nil {
-			orphans = append(orphans, e.Hostname)
+			hosts = append(hosts, e.Hostname)
 		}
 	}
-	for _, host := range orphans {
+	var results []NodeResult
+	for _, host := range hosts {
 		e := out.m.find(host)
 		res := NodeResult{Hostname: host, Role: e.Role, Status: StatusOrphan, File: filepath.Join(b.outDir, e.File), Size: e.Size, SHA256: e.SHA256}
 		if b.opt.Prune && ctx.Err() == nil {
@@ -363,6 +360,21 @@ func (b *build) finish(ctx context.Context, facts *baseFacts, out *output, resul
 		}
 		results = append(results, res)
 	}
+	return results, nil
+}
+
+// finish records the state of every node the directory holds, deals with
+// nodes no longer in the recipe, and says what failed.
+func (b *build) finish(ctx context.Context, facts *baseFacts, out *output, results []NodeResult) ([]NodeResult, error) {
+	inRecipe := map[string]*recipes.Node{}
+	for i := range b.r.Nodes {
+		inRecipe[b.r.Nodes[i].Hostname] = &b.r.Nodes[i]
+	}
+	orphans, err := b.orphans(ctx, out, inRecipe)
+	results = append(results, orphans...)
+	if err != nil {
+		return results, err
+	}
 	// Every node's state: is its image made from what the recipe and base
 	// say now?
 	current := map[string]string{}
@@ -371,7 +383,7 @@ func (b *build) finish(ctx context.Context, facts *baseFacts, out *output, resul
 			current[n.Hostname] = in
 		}
 	}
-	err := out.update(func(m *manifest) {
+	err = out.update(func(m *manifest) {
 		for i := range m.Nodes {
 			e := &m.Nodes[i]
 			switch want, ok := current[e.Hostname]; {

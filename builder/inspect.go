@@ -158,48 +158,55 @@ func (ins *Inspection) WriteJSON(w io.Writer) error {
 // WriteText writes the inspection for people.
 func (ins *Inspection) WriteText(w io.Writer) error {
 	var b strings.Builder
-	if r := ins.Release; r != nil {
-		fmt.Fprintf(&b, "image:      %s (%s)\n", ins.Path, base.HumanBytes(ins.Size))
-		fmt.Fprintf(&b, "disk id:    %s\n", ins.DiskID)
-		fmt.Fprintf(&b, "os:         %s\n", orDash(r.PrettyName))
-		fmt.Fprintf(&b, "hostname:   %s\n", orDash(r.Hostname))
-		style := map[string]string{
-			diskimg.StyleBookworm: "bookworm (first boot runs init=/usr/lib/raspberrypi-sys-mods/firstboot)",
-			diskimg.StyleTrixie:   "trixie (the initramfs grows the root when cmdline has resize)",
-			diskimg.StyleBooted:   "neither first-boot marker on the cmdline (booted before, or unknown)",
-		}[r.Style]
-		fmt.Fprintf(&b, "style:      %s\n", style)
-		fmt.Fprintf(&b, "machine-id: %s\n", r.MachineID)
-		fmt.Fprintf(&b, "cloud-init: %s\n", yesNo(r.CloudInit))
-		if ins.Activation != "" {
-			fmt.Fprintf(&b, "activation: %s (what firstboot method \"auto\" uses)\n", ins.Activation)
-		} else {
-			fmt.Fprintf(&b, "activation: none fits: %s\n", ins.ActivationProblem)
-		}
-		fmt.Fprintf(&b, "cmdline:    %s\n", r.Cmdline)
-		fmt.Fprintf(&b, "boot:       %d-byte clusters, %s free\n", r.BootClusterBytes, base.HumanBytes(ins.BootFree))
-		for _, c := range r.Customised {
-			fmt.Fprintf(&b, "customised: %s\n", c)
-		}
-		b.WriteString("\n")
-	} else {
-		fmt.Fprintf(&b, "boot partition: %s\ncmdline:    %s\n\n", ins.Path, ins.Cmdline)
-	}
-	if _, err := io.WriteString(w, b.String()); err != nil {
-		return err
-	}
+	ins.writeImage(&b)
 	if len(ins.Partitions) > 0 {
-		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "PART\tTYPE\tSTART\tSECTORS\tSIZE\tFS\tLABEL")
 		for _, p := range ins.Partitions {
 			fmt.Fprintf(tw, "%d\t0x%02x\t%d\t%d\t%s\t%s\t%s\n", p.Index, p.Type, p.StartSector, p.Sectors, base.HumanBytes(p.Size()), orDash(p.FileSystem), orDash(p.Label))
 		}
-		if err := tw.Flush(); err != nil {
-			return err
-		}
-		io.WriteString(w, "\n")
+		tw.Flush()
+		b.WriteString("\n")
 	}
-	b.Reset()
+	ins.writePayload(&b)
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// writeImage is the image's (or the boot partition's) header.
+func (ins *Inspection) writeImage(b *strings.Builder) {
+	r := ins.Release
+	if r == nil {
+		fmt.Fprintf(b, "boot partition: %s\ncmdline:    %s\n\n", ins.Path, ins.Cmdline)
+		return
+	}
+	fmt.Fprintf(b, "image:      %s (%s)\n", ins.Path, base.HumanBytes(ins.Size))
+	fmt.Fprintf(b, "disk id:    %s\n", ins.DiskID)
+	fmt.Fprintf(b, "os:         %s\n", orDash(r.PrettyName))
+	fmt.Fprintf(b, "hostname:   %s\n", orDash(r.Hostname))
+	style := map[diskimg.Style]string{
+		diskimg.StyleBookworm: "bookworm (first boot runs init=/usr/lib/raspberrypi-sys-mods/firstboot)",
+		diskimg.StyleTrixie:   "trixie (the initramfs grows the root when cmdline has resize)",
+		diskimg.StyleBooted:   "neither first-boot marker on the cmdline (booted before, or unknown)",
+	}[r.Style]
+	fmt.Fprintf(b, "style:      %s\n", style)
+	fmt.Fprintf(b, "machine-id: %s\n", r.MachineID)
+	fmt.Fprintf(b, "cloud-init: %s\n", yesNo(r.CloudInit))
+	if ins.Activation != "" {
+		fmt.Fprintf(b, "activation: %s (what firstboot method \"auto\" uses)\n", ins.Activation)
+	} else {
+		fmt.Fprintf(b, "activation: none fits: %s\n", ins.ActivationProblem)
+	}
+	fmt.Fprintf(b, "cmdline:    %s\n", r.Cmdline)
+	fmt.Fprintf(b, "boot:       %d-byte clusters, %s free\n", r.BootClusterBytes, base.HumanBytes(ins.BootFree))
+	for _, c := range r.Customised {
+		fmt.Fprintf(b, "customised: %s\n", c)
+	}
+	b.WriteString("\n")
+}
+
+// writePayload is pibake's payload and the first boot's status.
+func (ins *Inspection) writePayload(b *strings.Builder) {
 	if p := ins.Payload; p != nil {
 		joins := p.Joins
 		if joins == "" {
@@ -208,27 +215,28 @@ func (ins *Inspection) WriteText(w io.Writer) error {
 				joins += " (cluster-init)"
 			}
 		}
-		fmt.Fprintf(&b, "pibake payload:\n  hostname: %s\n  role:     %s\n  cluster:  %s\n  joins:    %s\n  method:   %s\n  build:    %s\n",
+		fmt.Fprintf(b, "pibake payload:\n  hostname: %s\n  role:     %s\n  cluster:  %s\n  joins:    %s\n  method:   %s\n  build:    %s\n",
 			p.Hostname, p.Role, p.Cluster, joins, p.Method, p.BuildID)
 	} else {
 		b.WriteString("pibake payload: none (not built by pibake)\n")
 	}
-	if s := ins.Status; s != nil {
-		fmt.Fprintf(&b, "\nfirst boot: %s %s at %s%s\n", s.Stage, s.State, s.Time, prefixed(": ", s.Reason))
-		for _, line := range s.Log {
-			fmt.Fprintf(&b, "  | %s\n", line)
+	s := ins.Status
+	if s == nil {
+		if ins.Payload != nil {
+			b.WriteString("\nfirst boot: no status recorded (the card has not booted, or pibake's activation did not run)\n")
 		}
-		if len(ins.History) > 0 {
-			b.WriteString("history:\n")
-			for _, h := range ins.History {
-				fmt.Fprintf(&b, "  %s  boot %s  %-11s %-8s %s\n", h.Time, h.Boot, h.Stage, h.State, h.Reason)
-			}
-		}
-	} else if ins.Payload != nil {
-		b.WriteString("\nfirst boot: no status recorded (the card has not booted, or pibake's activation did not run)\n")
+		return
 	}
-	_, err := io.WriteString(w, b.String())
-	return err
+	fmt.Fprintf(b, "\nfirst boot: %s %s at %s%s\n", s.Stage, s.State, s.Time, prefixed(": ", s.Reason))
+	for _, line := range s.Log {
+		fmt.Fprintf(b, "  | %s\n", line)
+	}
+	if len(ins.History) > 0 {
+		b.WriteString("history:\n")
+		for _, h := range ins.History {
+			fmt.Fprintf(b, "  %s  boot %s  %-11s %-8s %s\n", h.Time, h.Boot, h.Stage, h.State, h.Reason)
+		}
+	}
 }
 
 func prefixed(prefix, s string) string {

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/pibake/pibake/builder/diskimg"
 	"github.com/pibake/pibake/recipes"
 )
 
@@ -25,11 +26,11 @@ type manifest struct {
 }
 
 type manifestBase struct {
-	Source    string `json:"source"`
-	FinalURL  string `json:"final_url,omitempty"`
-	SHA256    string `json:"sha256"`
-	Style     string `json:"style"`
-	OSRelease string `json:"os_release"`
+	Source    string        `json:"source"`
+	FinalURL  string        `json:"final_url,omitempty"`
+	SHA256    string        `json:"sha256"`
+	Style     diskimg.Style `json:"style"`
+	OSRelease string        `json:"os_release"`
 }
 
 type manifestNode struct {

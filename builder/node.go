@@ -17,6 +17,7 @@ import (
 
 	"github.com/pibake/pibake/builder/diskimg"
 	"github.com/pibake/pibake/firstboot"
+	"github.com/pibake/pibake/internal/atomicfile"
 	"github.com/pibake/pibake/internal/sparse"
 	"github.com/pibake/pibake/recipes"
 )
@@ -70,7 +71,7 @@ func (nb *nodeBuild) build1(ctx context.Context) (entry manifestNode, unchanged 
 	if err != nil {
 		return manifestNode{}, false, err
 	}
-	img, bmapName, xzName := nodeFiles(host)
+	img, bmapName, _ := nodeFiles(host)
 	entry = manifestNode{
 		Hostname: host, Role: string(n.Role), State: StateCurrent, IP: "dhcp", Joins: n.JoinURL, ClusterInit: n.ClusterInit,
 		Method: method, File: img, Bmap: bmapName, Inputs: inputs,
@@ -103,39 +104,8 @@ func (nb *nodeBuild) build1(ctx context.Context) (entry manifestNode, unchanged 
 			os.Remove(nb.out.path(pt.Temp)) // a no-op once published
 		}
 	}()
-	imgPart := img + ".part"
-	pub.Parts[img] = part{Temp: imgPart}
-	sum, size, how, err := nb.writeImage(ctx, nb.out.path(imgPart), payload)
-	if err != nil {
+	if err := nb.makeParts(ctx, payload, &pub); err != nil {
 		return manifestNode{}, false, err
-	}
-	pub.Entry.SHA256, pub.Entry.Size = sum, size
-	pub.Parts[img] = part{Temp: imgPart, SHA256: sum}
-	nb.logf("%s: written and verified (%s)", host, how)
-	nb.opt.Event(host, StageWritten)
-
-	bmap, err := bmapFor(nb.out.path(imgPart), nb.base.known, nil)
-	if err != nil {
-		return manifestNode{}, false, fmt.Errorf("block map: %w", err)
-	}
-	bmapSum := sha256.Sum256(bmap)
-	pub.Parts[bmapName] = part{Temp: bmapName + ".part", SHA256: hex.EncodeToString(bmapSum[:])}
-	if err := writeSynced(nb.out.path(bmapName+".part"), bmap, 0o644); err != nil {
-		return manifestNode{}, false, fmt.Errorf("block map: %w", err)
-	}
-	if nb.compress {
-		nb.logf("%s: compressing", host)
-		xzPart := xzName + ".part"
-		pub.Parts[xzName] = part{Temp: xzPart}
-		if err := compressXZ(ctx, nb.out.path(imgPart), nb.out.path(xzPart), 0); err != nil {
-			return manifestNode{}, false, fmt.Errorf("compress: %w", err)
-		}
-		xzSum, _, err := fileSum(ctx, nb.out.path(xzPart))
-		if err != nil {
-			return manifestNode{}, false, err
-		}
-		pub.Entry.XZ, pub.Entry.XZSHA256 = xzName, xzSum
-		pub.Parts[xzName] = part{Temp: xzPart, SHA256: xzSum}
 	}
 	// Past this point the node is published whole, even on an interrupt:
 	// its files are complete.
@@ -145,9 +115,56 @@ func (nb *nodeBuild) build1(ctx context.Context) (entry manifestNode, unchanged 
 	if err := nb.out.publish(pub); err != nil {
 		return manifestNode{}, false, err
 	}
-	nb.logf("%s: done in %s, sha256 %s…", host, time.Since(start).Round(10*time.Millisecond), sum[:12])
+	nb.logf("%s: done in %s, sha256 %s…", host, time.Since(start).Round(10*time.Millisecond), pub.Entry.SHA256[:12])
 	nb.opt.Event(host, StagePublished)
 	return pub.Entry, false, nil
+}
+
+// makeParts writes the node's image, block map and (when compressing)
+// .img.xz under temporary names, recording each in pub as it goes so that
+// the caller removes whatever exists if a later step fails.
+func (nb *nodeBuild) makeParts(ctx context.Context, payload firstboot.Payload, pub *publication) error {
+	host := nb.node.Hostname
+	img, bmapName, xzName := nodeFiles(host)
+	imgPart := img + ".part"
+	pub.Parts[img] = part{Temp: imgPart}
+	sum, size, how, err := nb.writeImage(ctx, nb.out.path(imgPart), payload)
+	if err != nil {
+		return err
+	}
+	pub.Entry.SHA256, pub.Entry.Size = sum, size
+	pub.Parts[img] = part{Temp: imgPart, SHA256: sum}
+	nb.logf("%s: written and verified (%s)", host, how)
+	nb.opt.Event(host, StageWritten)
+
+	bmap, err := bmapFor(nb.out.path(imgPart), nb.base.known, nil)
+	if err != nil {
+		return fmt.Errorf("block map: %w", err)
+	}
+	bmapSum := sha256.Sum256(bmap)
+	pub.Parts[bmapName] = part{Temp: bmapName + ".part", SHA256: hex.EncodeToString(bmapSum[:])}
+	if err := writeSynced(nb.out.path(bmapName+".part"), bmap, 0o644); err != nil {
+		return fmt.Errorf("block map: %w", err)
+	}
+	if !nb.compress {
+		return nil
+	}
+	nb.logf("%s: compressing", host)
+	xzPart := xzName + ".part"
+	pub.Parts[xzName] = part{Temp: xzPart}
+	if err := compressXZ(ctx, nb.out.path(imgPart), nb.out.path(xzPart), 0); err != nil {
+		return fmt.Errorf("compress: %w", err)
+	}
+	if err := atomicfile.Sync(nb.out.path(xzPart)); err != nil {
+		return fmt.Errorf("compress: %w", err)
+	}
+	xzSum, _, err := fileSum(ctx, nb.out.path(xzPart))
+	if err != nil {
+		return err
+	}
+	pub.Entry.XZ, pub.Entry.XZSHA256 = xzName, xzSum
+	pub.Parts[xzName] = part{Temp: xzPart, SHA256: xzSum}
+	return nil
 }
 
 // writeSynced writes a file and syncs it, for a .part that is renamed

@@ -153,26 +153,56 @@ func Render(c *recipes.Cluster, n *recipes.Node, opt Options) (Payload, error) {
 	if err != nil {
 		return Payload{}, err
 	}
-	p := Payload{Method: method, CmdlineAdd: cgroupArgs()}
-	if n.WiFi != nil {
-		p.CmdlineAdd = append(p.CmdlineAdd, "cfg80211.ieee80211_regdom="+n.WiFi.Country)
+	add, remove := cmdlineArgs(c, n, method, opt.BuildID)
+	p := Payload{Method: method, CmdlineAdd: add}
+	p.Files = append(p.Files, fixedFiles()...)
+	p.Files = append(p.Files,
+		File{Path: path.Join(Dir, "node.env"), Mode: 0o644, Data: nodeEnv(c, n, opt.BuildID, remove)},
+		File{Path: path.Join(Dir, "k3s-config.yaml"), Mode: 0o600, Data: k3sConfig(c, n, token)},
+		File{Path: path.Join(Dir, "node.json"), Mode: 0o644, Data: nodeSummary(c, n, opt.BuildID, method)},
+	)
+	p.Files = append(p.Files, userFiles(n)...)
+	if method == recipes.MethodCloudInit {
+		p.Files = append(p.Files, File{Path: "meta-data", Mode: 0o644, Data: metaData(c, n, opt.BuildID)}, File{Path: "user-data", Mode: 0o644, Data: userData(n)})
+		if nc := networkConfig(n); nc != nil {
+			p.Files = append(p.Files, File{Path: "network-config", Mode: 0o600, Data: nc})
+		}
+	} else {
+		for _, k := range keyfiles(n) {
+			p.Files = append(p.Files, File{Path: path.Join(Dir, k.Path), Mode: 0o600, Data: k.Data})
+		}
 	}
-	var remove []string
+	if a := c.Airgap; a != nil {
+		p.Files = append(p.Files, airgapFiles(a)...)
+	}
+	sort.Slice(p.Files, func(i, j int) bool { return p.Files[i].Path < p.Files[j].Path })
+	return p, nil
+}
+
+// cmdlineArgs are the arguments a node's cmdline.txt gains, and those of
+// them the activator removes again.
+func cmdlineArgs(c *recipes.Cluster, n *recipes.Node, method recipes.Method, buildID string) (add, remove []string) {
+	add = cgroupArgs()
+	if n.WiFi != nil {
+		add = append(add, "cfg80211.ieee80211_regdom="+n.WiFi.Country)
+	}
 	switch method {
 	case recipes.MethodSystemdRun:
 		remove = systemdRunArgs()
-		p.CmdlineAdd = append(p.CmdlineAdd, remove...)
+		add = append(add, remove...)
 	case recipes.MethodCloudInit:
 		// As Imager 2.x does: names the datasource and pins the instance
 		// id on every boot. It stays: cloud-init reads it at each boot, and
 		// a boot whose seed cannot be read must not count as a new
 		// instance.
-		p.CmdlineAdd = append(p.CmdlineAdd, "ds=nocloud;i="+instanceID(c, n, opt.BuildID))
+		add = append(add, "ds=nocloud;i="+instanceID(c, n, buildID))
 	}
+	return add, remove
+}
 
-	add := func(name string, mode fs.FileMode, b []byte) {
-		p.Files = append(p.Files, File{Path: name, Mode: mode, Data: b})
-	}
+// fixedFiles are the scripts and unit every payload carries as they are.
+func fixedFiles() []File {
+	var files []File
 	for _, f := range []struct {
 		name string
 		mode fs.FileMode
@@ -182,46 +212,32 @@ func Render(c *recipes.Cluster, n *recipes.Node, opt Options) (Payload, error) {
 		{name: "lib.sh", mode: 0o644},
 		{name: "pibake-firstboot.service", mode: 0o644},
 	} {
-		add(path.Join(Dir, f.name), f.mode, script(f.name))
+		files = append(files, File{Path: path.Join(Dir, f.name), Mode: f.mode, Data: script(f.name)})
 	}
-	add(path.Join(Dir, "node.env"), 0o644, nodeEnv(c, n, opt.BuildID, remove))
-	add(path.Join(Dir, "k3s-config.yaml"), 0o600, k3sConfig(c, n, token))
-	add(path.Join(Dir, "node.json"), 0o644, nodeSummary(c, n, opt.BuildID, method))
+	return files
+}
 
-	// Every image carries userconf.txt: without one, Raspberry Pi OS Lite
-	// stops at first boot in an interactive rename dialog on tty8
-	// (userconf-pi's userconfig.service, armed by pi-gen's rename-user).
+// userFiles provision the login user. Every image carries userconf.txt:
+// without one, Raspberry Pi OS Lite stops at first boot in an interactive
+// rename dialog on tty8 (userconf-pi's userconfig.service, armed by
+// pi-gen's rename-user).
+func userFiles(n *recipes.Node) []File {
 	u := n.User
 	hash := u.PasswordHash.Reveal()
 	if hash == "" {
 		hash = "*" // a locked password: SSH keys only, or no login at all
 	}
-	add("userconf.txt", 0o600, []byte(u.Name+":"+hash+"\n"))
+	files := []File{{Path: "userconf.txt", Mode: 0o600, Data: []byte(u.Name + ":" + hash + "\n")}}
 	if len(u.SSHAuthorizedKeys) > 0 {
-		add(path.Join(Dir, "authorized_keys"), 0o600, []byte(strings.Join(u.SSHAuthorizedKeys, "\n")+"\n"))
+		files = append(files, File{Path: path.Join(Dir, "authorized_keys"), Mode: 0o600, Data: []byte(strings.Join(u.SSHAuthorizedKeys, "\n") + "\n")})
 	}
 	if u.PasswordlessSudo {
-		add(path.Join(Dir, "sudoers"), 0o440, sudoers(u.Name))
+		files = append(files, File{Path: path.Join(Dir, "sudoers"), Mode: 0o440, Data: sudoers(u.Name)})
 	}
 	if n.SSH {
-		add("ssh", 0o644, nil)
+		files = append(files, File{Path: "ssh", Mode: 0o644})
 	}
-	if method == recipes.MethodCloudInit {
-		add("meta-data", 0o644, metaData(c, n, opt.BuildID))
-		add("user-data", 0o644, userData(n))
-		if nc := networkConfig(n); nc != nil {
-			add("network-config", 0o600, nc)
-		}
-	} else {
-		for _, k := range keyfiles(n) {
-			add(path.Join(Dir, k.Path), 0o600, k.Data)
-		}
-	}
-	if a := c.Airgap; a != nil {
-		p.Files = append(p.Files, airgapFiles(a)...)
-	}
-	sort.Slice(p.Files, func(i, j int) bool { return p.Files[i].Path < p.Files[j].Path })
-	return p, nil
+	return files
 }
 
 // sudoers is the sudoers rule that gives user sudo without a password, as

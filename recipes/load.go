@@ -128,6 +128,9 @@ func load(p *hclparse.Parser, path, dir string, srcs []source) (*Recipe, hcl.Dia
 	diags = append(diags, d...)
 	r.Nodes = nodes
 	if !diags.HasErrors() {
+		// Everything wrong across nodes, in one pass: validate also runs
+		// when the cluster could not be fully resolved.
+		diags = append(diags, ld.resolveCluster(r)...)
 		diags = append(diags, ld.validate(r)...)
 	}
 	diags = dedupe(diags)

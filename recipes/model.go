@@ -153,19 +153,31 @@ type Node struct {
 	Gateway netip.Addr
 	DNS     []netip.Addr
 
-	Labels   map[string]string
-	Taints   []string
-	K3sArgs  []string
-	SSH      bool
-	Timezone string
-	// Storage is "ssd", "sd" or empty when the recipe does not say.
-	Storage   string
+	Labels    map[string]string
+	Taints    []string
+	K3sArgs   []string
+	SSH       bool
+	Timezone  string
+	Storage   Storage
 	Hardware  Hardware
 	User      *User
 	Apt       Apt
 	WiFi      *WiFi
 	Firstboot Firstboot
 }
+
+// Storage is what a node boots from, as the recipe declares it.
+type Storage string
+
+// The storages a recipe may name; StorageUnknown when it says nothing.
+const (
+	StorageUnknown Storage = ""
+	StorageSSD     Storage = "ssd"
+	StorageSD      Storage = "sd"
+)
+
+// Storages lists the storages a recipe may name.
+var Storages = []Storage{StorageSSD, StorageSD}
 
 // Hardware is what the recipe declares about a node's machine. Zero means
 // not declared.

@@ -14,41 +14,70 @@ import (
 // resolveNode turns one merged node spec into a Node, checking every value
 // that can be checked without looking at the other nodes.
 func resolveNode(spec nodeSpec, meta nodeMeta, group string, index int, counted bool) (Node, hcl.Diagnostics) {
-	var diags hcl.Diagnostics
 	at := func(path string) *hcl.Range { return meta.ranges.at(path, meta.defRange) }
-	n := Node{Group: group, Index: index, SSH: spec.SSH, Timezone: spec.Timezone, Storage: spec.Storage}
+	n := Node{Group: group, Index: index, SSH: spec.SSH}
+	var diags hcl.Diagnostics
+	for _, resolve := range []func(nodeSpec, *Node, nodeMeta, func(string) *hcl.Range) hcl.Diagnostics{
+		resolveRole,
+		func(spec nodeSpec, n *Node, meta nodeMeta, at func(string) *hcl.Range) hcl.Diagnostics {
+			return resolveHostname(spec, n, meta, at, counted)
+		},
+		func(spec nodeSpec, n *Node, _ nodeMeta, at func(string) *hcl.Range) hcl.Diagnostics {
+			return resolveNetwork(spec, n, at)
+		},
+		resolveKubernetes,
+		resolveMachine,
+		func(spec nodeSpec, n *Node, _ nodeMeta, at func(string) *hcl.Range) hcl.Diagnostics {
+			return append(resolveUser(spec.User, n, at), resolveWiFi(spec.WiFi, n, at)...)
+		},
+		resolveSoftware,
+	} {
+		diags = append(diags, resolve(spec, &n, meta, at)...)
+	}
+	return n, diags
+}
 
+func resolveRole(spec nodeSpec, n *Node, meta nodeMeta, at func(string) *hcl.Range) hcl.Diagnostics {
 	switch Role(spec.Role) {
 	case RoleServer, RoleAgent:
 		n.Role = Role(spec.Role)
 	case "":
-		diags = append(diags, errorAt(&meta.defRange, "Missing role",
-			"Every node needs role = \"server\" or role = \"agent\"."))
+		return hcl.Diagnostics{errorAt(&meta.defRange, "Missing role",
+			"Every node needs role = \"server\" or role = \"agent\".")}
 	default:
-		diags = append(diags, errorAt(at("role"), "Invalid role",
-			"role is %q; it must be \"server\" or \"agent\".", spec.Role))
+		return hcl.Diagnostics{errorAt(at("role"), "Invalid role",
+			"role is %q; it must be \"server\" or \"agent\".", spec.Role)}
 	}
+	return nil
+}
 
+// resolveHostname: the hostname written, or the block's label (with its
+// count.index + 1 when counted).
+func resolveHostname(spec nodeSpec, n *Node, meta nodeMeta, at func(string) *hcl.Range, counted bool) hcl.Diagnostics {
 	n.Hostname = spec.Hostname
 	hostRange := at("hostname")
 	if !meta.ranges.has("hostname") {
 		hostRange = &meta.nameRange
-		n.Hostname = group
+		n.Hostname = n.Group
 		if counted {
-			n.Hostname = fmt.Sprintf("%s-%d", group, index+1)
+			n.Hostname = fmt.Sprintf("%s-%d", n.Group, n.Index+1)
 		}
 	}
-	if !hostnamePattern.MatchString(n.Hostname) {
-		hint := ""
-		if strings.ToLower(n.Hostname) != n.Hostname {
-			hint = " Kubernetes node names are lowercase: use lower() or rename it."
-		}
-		diags = append(diags, errorAt(hostRange, "Invalid hostname",
-			"%q is not a valid hostname: use 1 to 63 lowercase letters, digits and hyphens, starting and ending with a letter or digit (RFC 1123).%s", n.Hostname, hint))
+	if hostnamePattern.MatchString(n.Hostname) {
+		return nil
 	}
+	hint := ""
+	if strings.ToLower(n.Hostname) != n.Hostname {
+		hint = " Kubernetes node names are lowercase: use lower() or rename it."
+	}
+	return hcl.Diagnostics{errorAt(hostRange, "Invalid hostname",
+		"%q is not a valid hostname: use 1 to 63 lowercase letters, digits and hyphens, starting and ending with a letter or digit (RFC 1123).%s", n.Hostname, hint)}
+}
 
-	diags = append(diags, resolveNetwork(spec, &n, at)...)
-
+// resolveKubernetes: where the node joins, its labels, taints and k3s
+// arguments.
+func resolveKubernetes(spec nodeSpec, n *Node, _ nodeMeta, at func(string) *hcl.Range) hcl.Diagnostics {
+	var diags hcl.Diagnostics
 	if spec.Server != "" {
 		if u, ok := joinURL(spec.Server); ok {
 			n.JoinURL = u
@@ -57,7 +86,6 @@ func resolveNode(spec nodeSpec, meta nodeMeta, group string, index int, counted 
 				"server %q must be an IP address or DNS name (\"192.168.1.10\") or an https:// URL.", spec.Server))
 		}
 	}
-
 	n.Labels = spec.Labels
 	for _, k := range sortedKeys(spec.Labels) {
 		v := spec.Labels[k]
@@ -91,14 +119,20 @@ func resolveNode(spec nodeSpec, meta nodeMeta, group string, index int, counted 
 				"--%s is set by pibake from the recipe (cluster.token, server, hostname); remove it from k3s_args.", flag))
 		}
 	}
+	return diags
+}
 
+// resolveMachine: timezone, storage and declared hardware.
+func resolveMachine(spec nodeSpec, n *Node, meta nodeMeta, at func(string) *hcl.Range) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	n.Timezone = spec.Timezone
 	if n.Timezone != "" && !timezonePattern.MatchString(n.Timezone) {
 		diags = append(diags, errorAt(at("timezone"), "Invalid timezone", "timezone %q is not a tz database name such as \"Europe/Berlin\" or \"UTC\".", n.Timezone))
 	}
-	if n.Storage != "" && n.Storage != "ssd" && n.Storage != "sd" {
-		diags = append(diags, errorAt(at("storage"), "Invalid storage", "storage is %q; it must be \"ssd\" or \"sd\".", n.Storage))
+	n.Storage = Storage(spec.Storage)
+	if n.Storage != StorageUnknown && !slices.Contains(Storages, n.Storage) {
+		diags = append(diags, errorAt(at("storage"), "Invalid storage", "storage is %q; it must be %s.", n.Storage, quoteList(Storages)))
 	}
-
 	if h := spec.Hardware; h != nil {
 		n.Hardware = Hardware{CPUs: h.CPUs, MemoryGB: h.MemoryGB}
 		if meta.ranges.has("hardware.cpus") && h.CPUs < 1 {
@@ -108,7 +142,12 @@ func resolveNode(spec nodeSpec, meta nodeMeta, group string, index int, counted 
 			diags = append(diags, errorAt(at("hardware.memory_gb"), "Invalid hardware", "memory_gb is %d; it must be at least 1.", h.MemoryGB))
 		}
 	}
-	diags = append(diags, resolveUser(spec.User, &n, at)...)
+	return diags
+}
+
+// resolveSoftware: apt and the first-boot method.
+func resolveSoftware(spec nodeSpec, n *Node, _ nodeMeta, at func(string) *hcl.Range) hcl.Diagnostics {
+	var diags hcl.Diagnostics
 	if a := spec.Apt; a != nil {
 		n.Apt = Apt{Upgrade: a.Upgrade, Packages: a.Packages, ModulesExtra: a.ModulesExtra}
 		for _, p := range a.Packages {
@@ -117,8 +156,6 @@ func resolveNode(spec nodeSpec, meta nodeMeta, group string, index int, counted 
 			}
 		}
 	}
-	diags = append(diags, resolveWiFi(spec.WiFi, &n, at)...)
-
 	n.Firstboot.Method = MethodAuto
 	if f := spec.Firstboot; f != nil && f.Method != "" {
 		n.Firstboot.Method = Method(f.Method)
@@ -127,7 +164,7 @@ func resolveNode(spec nodeSpec, meta nodeMeta, group string, index int, counted 
 				"method is %q; use one of %s.", f.Method, quoteList(Methods)))
 		}
 	}
-	return n, diags
+	return diags
 }
 
 func resolveNetwork(spec nodeSpec, n *Node, at func(string) *hcl.Range) hcl.Diagnostics {

@@ -55,7 +55,7 @@ type PlanNode struct {
 	K3sArgs     []string          `json:"k3s_args"`
 	SSH         bool              `json:"ssh"`
 	Timezone    string            `json:"timezone,omitempty"`
-	Storage     string            `json:"storage,omitempty"`
+	Storage     Storage           `json:"storage,omitempty"`
 	Hardware    *Hardware         `json:"hardware,omitempty"`
 	User        *User             `json:"user,omitempty"`
 	Apt         Apt               `json:"apt"`

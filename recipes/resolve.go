@@ -91,23 +91,35 @@ func resolveImage(spec imageSpec, ranges sourceRanges, fallback hcl.Range, dir s
 }
 
 func resolveCluster(spec clusterSpec, ranges sourceRanges, fallback hcl.Range, defaultName, dir string, c *Cluster) hcl.Diagnostics {
-	var diags hcl.Diagnostics
 	at := func(name string) *hcl.Range { return ranges.at(name, fallback) }
+	var diags hcl.Diagnostics
+	diags = append(diags, resolveClusterName(spec, ranges, at, defaultName, c)...)
+	diags = append(diags, resolveTokens(spec, ranges, at, c)...)
+	diags = append(diags, resolveK3s(spec, at, c)...)
+	diags = append(diags, resolveClusterNetwork(spec, at, c)...)
+	diags = append(diags, resolveAirgap(spec.Airgap, ranges, fallback, dir, c)...)
+	return diags
+}
 
+func resolveClusterName(spec clusterSpec, ranges sourceRanges, at func(string) *hcl.Range, defaultName string, c *Cluster) hcl.Diagnostics {
 	c.Name = spec.Name
 	if c.Name == "" {
 		c.Name = defaultName
 	}
-	if !hostnamePattern.MatchString(c.Name) {
-		if ranges.has("name") {
-			diags = append(diags, errorAt(at("name"), "Invalid cluster name",
-				"The cluster name %q must be lowercase letters, digits and hyphens (at most 63), starting and ending with a letter or digit.", c.Name))
-		} else {
-			// The file name is not the user's fault: fall back quietly.
-			c.Name = "k3s"
-		}
+	if hostnamePattern.MatchString(c.Name) {
+		return nil
 	}
+	if !ranges.has("name") {
+		// The file name is not the user's fault: fall back quietly.
+		c.Name = "k3s"
+		return nil
+	}
+	return hcl.Diagnostics{errorAt(at("name"), "Invalid cluster name",
+		"The cluster name %q must be lowercase letters, digits and hyphens (at most 63), starting and ending with a letter or digit.", c.Name)}
+}
 
+func resolveTokens(spec clusterSpec, ranges sourceRanges, at func(string) *hcl.Range, c *Cluster) hcl.Diagnostics {
+	var diags hcl.Diagnostics
 	// Tokens read with file() end in a newline; surrounding white space is
 	// never part of a token.
 	c.Token = Secret(strings.TrimSpace(spec.Token))
@@ -122,7 +134,12 @@ func resolveCluster(spec clusterSpec, ranges sourceRanges, fallback hcl.Range, d
 				"agent_token exists so that agent images cannot join servers; it must differ from token."))
 		}
 	}
+	return diags
+}
 
+// resolveK3s: the release, the install script and the join batches.
+func resolveK3s(spec clusterSpec, at func(string) *hcl.Range, c *Cluster) hcl.Diagnostics {
+	var diags hcl.Diagnostics
 	switch {
 	case spec.K3sVersion != "" && spec.K3sChannel != "":
 		diags = append(diags, errorAt(at("k3s_channel"), "Both k3s_version and k3s_channel set",
@@ -143,6 +160,30 @@ func resolveCluster(spec clusterSpec, ranges sourceRanges, fallback hcl.Range, d
 		c.K3sChannel = DefaultK3sChannel
 	}
 
+	c.InstallScriptURL = spec.InstallScriptURL
+	if c.InstallScriptURL == "" {
+		c.InstallScriptURL = DefaultInstallScriptURL
+	}
+	if u, err := url.Parse(c.InstallScriptURL); err != nil || u.Scheme != "https" || u.Host == "" {
+		diags = append(diags, errorAt(at("install_script_url"), "Invalid install script URL",
+			"install_script_url %q must be an https:// URL: the script runs as root on every node.", c.InstallScriptURL))
+	}
+
+	c.AgentJoinBatch = DefaultAgentJoinBatch
+	if spec.AgentJoinBatch != nil {
+		c.AgentJoinBatch = *spec.AgentJoinBatch
+		if c.AgentJoinBatch < 1 {
+			diags = append(diags, errorAt(at("agent_join_batch"), "Invalid agent join batch",
+				"agent_join_batch is %d; it must be at least 1 (k3s recommends batches of 50 or fewer).", c.AgentJoinBatch))
+		}
+	}
+	return diags
+}
+
+// resolveClusterNetwork: where nodes join, flannel, the pod and service
+// networks, the TLS names.
+func resolveClusterNetwork(spec clusterSpec, at func(string) *hcl.Range, c *Cluster) hcl.Diagnostics {
+	var diags hcl.Diagnostics
 	if spec.ServerIP != "" {
 		if !validHost(spec.ServerIP) {
 			diags = append(diags, errorAt(at("server_ip"), "Invalid server address",
@@ -173,50 +214,37 @@ func resolveCluster(spec clusterSpec, ranges sourceRanges, fallback hcl.Range, d
 		}
 	}
 	c.TLSSAN = spec.TLSSAN
+	return diags
+}
 
-	c.InstallScriptURL = spec.InstallScriptURL
-	if c.InstallScriptURL == "" {
-		c.InstallScriptURL = DefaultInstallScriptURL
+func resolveAirgap(a *airgapSpec, ranges sourceRanges, fallback hcl.Range, dir string, c *Cluster) hcl.Diagnostics {
+	if a == nil {
+		return nil
 	}
-	if u, err := url.Parse(c.InstallScriptURL); err != nil || u.Scheme != "https" || u.Host == "" {
-		diags = append(diags, errorAt(at("install_script_url"), "Invalid install script URL",
-			"install_script_url %q must be an https:// URL: the script runs as root on every node.", c.InstallScriptURL))
-	}
-
-	c.AgentJoinBatch = DefaultAgentJoinBatch
-	if spec.AgentJoinBatch != nil {
-		c.AgentJoinBatch = *spec.AgentJoinBatch
-		if c.AgentJoinBatch < 1 {
-			diags = append(diags, errorAt(at("agent_join_batch"), "Invalid agent join batch",
-				"agent_join_batch is %d; it must be at least 1 (k3s recommends batches of 50 or fewer).", c.AgentJoinBatch))
+	var diags hcl.Diagnostics
+	c.Airgap = &Airgap{}
+	for _, f := range []struct {
+		name string
+		val  string
+		dst  *string
+	}{
+		{name: "k3s_binary", val: a.K3sBinary, dst: &c.Airgap.K3sBinary},
+		{name: "images", val: a.Images, dst: &c.Airgap.Images},
+		{name: "install_script", val: a.InstallScript, dst: &c.Airgap.InstallScript},
+	} {
+		if f.val == "" {
+			continue
 		}
-	}
-
-	if a := spec.Airgap; a != nil {
-		c.Airgap = &Airgap{}
-		for _, f := range []struct {
-			name string
-			val  string
-			dst  *string
-		}{
-			{name: "k3s_binary", val: a.K3sBinary, dst: &c.Airgap.K3sBinary},
-			{name: "images", val: a.Images, dst: &c.Airgap.Images},
-			{name: "install_script", val: a.InstallScript, dst: &c.Airgap.InstallScript},
-		} {
-			if f.val == "" {
-				continue
-			}
-			p, err := resolvePath(dir, f.val)
-			if err == nil {
-				_, err = os.Stat(p)
-			}
-			if err != nil {
-				diags = append(diags, errorAt(ranges.at("airgap."+f.name, fallback), "Air-gap file not found",
-					"airgap.%s: %s. Download it from https://github.com/k3s-io/k3s/releases and give its path.", f.name, err))
-				continue
-			}
-			*f.dst = p
+		p, err := resolvePath(dir, f.val)
+		if err == nil {
+			_, err = os.Stat(p)
 		}
+		if err != nil {
+			diags = append(diags, errorAt(ranges.at("airgap."+f.name, fallback), "Air-gap file not found",
+				"airgap.%s: %s. Download it from https://github.com/k3s-io/k3s/releases and give its path.", f.name, err))
+			continue
+		}
+		*f.dst = p
 	}
 	return diags
 }

@@ -4,43 +4,42 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
 )
 
-// validate checks what involves more than one node, and fills in what
-// follows from the whole recipe: the founding server, join URLs and batches.
-func (ld *loader) validate(r *Recipe) hcl.Diagnostics {
+// resolveCluster fills in what follows from the whole recipe, once every
+// node is resolved: the founding server, the address nodes join, each
+// node's join URL and batch. It reports only what makes that impossible.
+func (ld *loader) resolveCluster(r *Recipe) hcl.Diagnostics {
 	if len(r.Nodes) == 0 {
 		return hcl.Diagnostics{errorAt(&ld.start, "No nodes",
 			"A recipe needs at least one node block, such as:\n  node \"pi-server\" { role = \"server\" }")}
 	}
-	var diags hcl.Diagnostics
-	diags = append(diags, ld.checkUnique(r)...)
-
-	founding := -1
-	servers := 0
-	for i, n := range r.Nodes {
-		if n.Role == RoleServer {
-			servers++
-			if founding < 0 {
-				founding = i
-			}
-		}
-	}
+	founding := slices.IndexFunc(r.Nodes, func(n Node) bool { return n.Role == RoleServer })
 	if founding < 0 {
-		return append(diags, errorAt(&ld.meta[0].defRange, "No server",
-			"A cluster needs at least one node with role = \"server\"; this recipe has only agents."))
+		return hcl.Diagnostics{errorAt(&ld.meta[0].defRange, "No server",
+			"A cluster needs at least one node with role = \"server\"; this recipe has only agents.")}
 	}
 	if r.Cluster.ServerAddress == "" && r.Nodes[founding].Address.IsValid() {
 		r.Cluster.ServerAddress = r.Nodes[founding].Address.Addr().String()
-	} else if ld.clusterRanges.has("server_ip") {
+	}
+	return ld.assignJoins(r, founding, r.Servers())
+}
+
+// validate checks what involves more than one node, on a resolved recipe;
+// it changes nothing.
+func (ld *loader) validate(r *Recipe) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	diags = append(diags, ld.checkUnique(r)...)
+	if ld.clusterRanges.has("server_ip") {
 		diags = append(diags, ld.checkServerIP(r)...)
 	}
-	diags = append(diags, ld.assignJoins(r, founding, servers)...)
+	diags = append(diags, ld.checkJoinsItself(r)...)
 	diags = append(diags, ld.checkNetworks(r)...)
-	diags = append(diags, ld.checkSizing(r, servers)...)
+	diags = append(diags, ld.checkSizing(r, r.Servers())...)
 	diags = append(diags, ld.checkLogins(r)...)
 	return diags
 }
@@ -159,7 +158,20 @@ func (ld *loader) assignJoins(r *Recipe, founding, servers int) hcl.Diagnostics 
 				n.describe(), n.Role, r.Nodes[founding].describe()))
 			continue
 		}
-		if n.Address.IsValid() && n.JoinURL == fmt.Sprintf("https://%s:%d", n.Address.Addr(), APIPort) {
+	}
+	return diags
+}
+
+// checkJoinsItself refuses a node whose join address is its own.
+func (ld *loader) checkJoinsItself(r *Recipe) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	founding := slices.IndexFunc(r.Nodes, func(n Node) bool { return n.Role == RoleServer })
+	if founding < 0 {
+		return nil // "No server" says it
+	}
+	for i, n := range r.Nodes {
+		if n.JoinURL != "" && n.Address.IsValid() && n.JoinURL == fmt.Sprintf("https://%s:%d", n.Address.Addr(), APIPort) {
+			m := ld.meta[i]
 			diags = append(diags, errorAt(m.ranges.at("server", m.defRange), "Node joins itself",
 				"Node %s would join %s, which is its own address. Point it at the founding server %s.", n.describe(), n.JoinURL, r.Nodes[founding].describe()))
 		}
@@ -261,7 +273,7 @@ func (ld *loader) checkSizing(r *Recipe, servers int) hcl.Diagnostics {
 		}
 		lastServer = i
 		m := ld.meta[i]
-		if n.Storage == "sd" {
+		if n.Storage == StorageSD {
 			diags = append(diags, warningAt(m.ranges.at("storage", m.defRange), "Server on an SD card",
 				"Server %s stores the cluster datastore on an SD card. etcd and SQLite write constantly; SD cards wear out and stall under that load. Boot servers from an SSD.", n.describe()))
 		}

@@ -12,11 +12,12 @@ import (
 
 func TestDetectRelease(t *testing.T) {
 	tests := []struct {
-		spec             testimage.Spec
-		style, machineID string
-		cloudInit        bool
-		cluster          int64
-		codename         string
+		spec      testimage.Spec
+		style     Style
+		machineID string
+		cloudInit bool
+		cluster   int64
+		codename  string
 	}{
 		{spec: testimage.Bookworm(), style: StyleBookworm, machineID: MachineIDEmpty, cluster: 2048, codename: "bookworm"},
 		{spec: testimage.Trixie(), style: StyleTrixie, machineID: MachineIDUninitialized, cloudInit: true, cluster: 512, codename: "trixie"},

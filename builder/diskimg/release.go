@@ -12,15 +12,19 @@ import (
 	"strings"
 )
 
-// Release styles, told apart by the shipped cmdline.txt.
+// Style is how a release's first boot works, told apart by the shipped
+// cmdline.txt.
+type Style string
+
+// The release styles.
 const (
 	// StyleBookworm boots first with init=/usr/lib/raspberrypi-sys-mods/firstboot.
-	StyleBookworm = "bookworm"
+	StyleBookworm Style = "bookworm"
 	// StyleTrixie grows the root in the initramfs when "resize" is present.
-	StyleTrixie = "trixie"
+	StyleTrixie Style = "trixie"
 	// StyleBooted has neither: an image that has booted already, or an
 	// unknown release.
-	StyleBooted = "booted-or-unknown"
+	StyleBooted Style = "booted-or-unknown"
 )
 
 // States of /etc/machine-id on the root file system.
@@ -38,7 +42,7 @@ const (
 
 // Release is what pibake learns about a base image from the image itself.
 type Release struct {
-	Style string `json:"style"`
+	Style Style `json:"style"`
 	// CloudInit is true when the root file system ships cloud-init.
 	CloudInit bool `json:"cloud_init"`
 	// MachineID is the state of /etc/machine-id (MachineIDUninitialized, …).
