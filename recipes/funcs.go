@@ -79,6 +79,9 @@ var envFunc = function.New(&function.Spec{
 	Type:   function.StaticReturnType(cty.String),
 	Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
 		name := args[0].AsString()
+		if name == "" {
+			return cty.NilVal, fmt.Errorf("env needs the name of an environment variable, such as env(\"K3S_TOKEN\"); it was given an empty string")
+		}
 		v, ok := os.LookupEnv(name)
 		if !ok {
 			return cty.NilVal, fmt.Errorf("environment variable %s is not set; set it (export %s=...) or write the value in the recipe", name, name)

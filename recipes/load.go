@@ -1,6 +1,7 @@
 package recipes
 
 import (
+	"bytes"
 	"fmt"
 	"math/big"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"reflect"
 	"sort"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/gohcl"
@@ -57,6 +59,32 @@ type source struct {
 	src  []byte
 }
 
+// notText refuses a file that is not UTF-8 text (an image given as the
+// recipe, say) with one finding, instead of the parser's hundreds.
+func notText(s source) *hcl.Diagnostic {
+	bad := bytes.IndexByte(s.src, 0)
+	if bad < 0 && !utf8.Valid(s.src) {
+		for i := 0; i < len(s.src); {
+			r, n := utf8.DecodeRune(s.src[i:])
+			if r == utf8.RuneError && n <= 1 {
+				bad = i
+				break
+			}
+			i += n
+		}
+	}
+	if bad < 0 {
+		return nil
+	}
+	line := 1 + bytes.Count(s.src[:bad], []byte("\n"))
+	return &hcl.Diagnostic{
+		Severity: hcl.DiagError,
+		Summary:  "Not a text file",
+		Detail:   fmt.Sprintf("%s is not a recipe: byte %d (line %d) is not UTF-8 text. A recipe is an HCL text file (.hcl), such as recipes/examples/lab.hcl.", s.name, bad, line),
+		Subject:  &hcl.Range{Filename: s.name, Start: hcl.Pos{Line: line, Column: 1, Byte: bad}, End: hcl.Pos{Line: line, Column: 1, Byte: bad}},
+	}
+}
+
 // recipeFiles lists the files that make up the recipe at path and the
 // directory relative paths are resolved against.
 func recipeFiles(path string) ([]string, string, hcl.Diagnostics) {
@@ -91,7 +119,22 @@ func load(p *hclparse.Parser, path, dir string, srcs []source) (*Recipe, hcl.Dia
 	var diags hcl.Diagnostics
 	var files []*hcl.File
 	for _, s := range srcs {
+		if d := notText(s); d != nil {
+			diags = append(diags, d)
+			continue
+		}
 		f, d := p.ParseHCL(s.src, s.name)
+		// After a syntax error the parser's later findings in the same file
+		// mostly follow from it (one unterminated string gives several):
+		// the first one is what to fix.
+		if d.HasErrors() {
+			for _, e := range d {
+				if e.Severity == hcl.DiagError {
+					d = hcl.Diagnostics{e}
+					break
+				}
+			}
+		}
 		diags = append(diags, d...)
 		if f != nil {
 			files = append(files, f)
@@ -277,7 +320,9 @@ func (ld *loader) nodes(defaults *rawBlock, blocks []rawNode, c *Cluster) ([]Nod
 		count, counted, d := ld.count(rn)
 		diags = append(diags, d...)
 		if d.HasErrors() {
-			continue
+			// The rest of the block is still checked once, so that its
+			// other mistakes come out in the same run.
+			count, counted = 1, true
 		}
 		for i := 0; i < count; i++ {
 			ctx := ld.ctx.NewChild()
@@ -292,7 +337,7 @@ func (ld *loader) nodes(defaults *rawBlock, blocks []rawNode, c *Cluster) ([]Nod
 			meta := nodeMeta{ranges: ranges, defRange: rn.DefRange, nameRange: rn.NameRange}
 			node, d := resolveNode(spec, meta, rn.Name, i, counted)
 			diags = append(diags, d...)
-			if d.HasErrors() {
+			if d.HasErrors() || diags.HasErrors() {
 				continue
 			}
 			nodes = append(nodes, node)

@@ -226,3 +226,27 @@ func containsAny(s string, subs ...string) bool {
 	}
 	return false
 }
+
+// TestClusterCIDRCapacity: k3s gives each node a /24, servers included, so
+// a /16 holds 256 nodes, not one more.
+func TestClusterCIDRCapacity(t *testing.T) {
+	for _, tt := range []struct {
+		agents int
+		fits   bool
+	}{{agents: 255, fits: true}, {agents: 256, fits: false}} {
+		src := fmt.Sprintf("cluster {\n  agent_join_batch = 1000\n}\nnode \"a\" {\n  role = \"agent\"\n  count = %d\n}\n%s", tt.agents, server)
+		_, diags := loadSource(t, src, nil)
+		tooSmall := false
+		for _, d := range diags {
+			if d.Summary == "Cluster network too small" {
+				tooSmall = true
+				if !strings.Contains(d.Detail, "has 256 of them") {
+					t.Errorf("detail %q does not say a /16 has 256", d.Detail)
+				}
+			}
+		}
+		if tooSmall == tt.fits {
+			t.Errorf("%d agents and a server on a /16: too small = %v; want %v", tt.agents, tooSmall, !tt.fits)
+		}
+	}
+}

@@ -2,7 +2,9 @@ package recipes
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -274,26 +276,28 @@ func resolveWiFi(w *wifiSpec, n *Node, at func(string) *hcl.Range) hcl.Diagnosti
 	return diags
 }
 
-// joinURL turns a server attribute into the URL a node joins.
+// joinURL turns a server attribute into the URL a node joins: an IP
+// address (IPv6 too), a DNS name, or an https:// URL, whose port is
+// APIPort unless the URL names one.
 func joinURL(s string) (string, bool) {
 	if strings.HasPrefix(s, "https://") {
-		host := strings.TrimPrefix(s, "https://")
-		h, port, hasPort := strings.Cut(host, ":")
-		if !validHost(h) || hasPort && !isPort(port) {
+		u, err := url.Parse(s)
+		if err != nil || u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
 			return "", false
 		}
-		if !hasPort {
-			return fmt.Sprintf("https://%s:%d", h, APIPort), true
+		host, port := u.Hostname(), u.Port()
+		if !validHost(host) || strings.HasSuffix(u.Host, ":") || port != "" && !isPort(port) {
+			return "", false
 		}
-		return s, true
+		if port == "" {
+			port = strconv.Itoa(APIPort)
+		}
+		return "https://" + net.JoinHostPort(host, port), true
 	}
 	if !validHost(s) {
 		return "", false
 	}
-	if a, err := netip.ParseAddr(s); err == nil && a.Is6() {
-		return fmt.Sprintf("https://[%s]:%d", s, APIPort), true
-	}
-	return fmt.Sprintf("https://%s:%d", s, APIPort), true
+	return "https://" + net.JoinHostPort(s, strconv.Itoa(APIPort)), true
 }
 
 func isPort(s string) bool {

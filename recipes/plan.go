@@ -154,9 +154,12 @@ func (p Plan) WriteText(w io.Writer) error {
 	if c.AgentToken != "" {
 		token += " (agents carry a separate agent token)"
 	}
-	join := c.ServerAddress
-	if join == "" {
-		join = "-"
+	join := "-"
+	if c.ServerAddress != "" {
+		join = c.ServerAddress
+		if u, ok := joinURL(c.ServerAddress); ok {
+			join += " (nodes join " + u + "; the port is 6443 unless a node's server URL names one)"
+		}
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "cluster %s: %s (%s, %s)\n", c.Name, Plural(p.Summary.Nodes, "node"), Plural(p.Summary.Servers, "server"), Plural(p.Summary.Agents, "agent"))

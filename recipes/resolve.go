@@ -22,6 +22,9 @@ const (
 	DefaultAgentJoinBatch   = 50
 	// APIPort is the port k3s servers listen on for joining nodes.
 	APIPort = 6443
+	// BatchDelaySeconds is how long each agent join batch waits after the
+	// one before (firstboot.sh: PIBAKE_BATCH_DELAY's default).
+	BatchDelaySeconds = 60
 )
 
 var (

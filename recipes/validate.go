@@ -218,14 +218,14 @@ func (ld *loader) checkNetworks(r *Recipe) hcl.Diagnostics {
 		}
 	}
 
-	// k3s gives every node a /24 of cluster_cidr.
+	// k3s gives every node, servers included, a /24 of cluster_cidr.
 	capacity := 0
 	if b := c.ClusterCIDR.Bits(); b <= 24 {
-		capacity = 1<<(24-b) - 1
+		capacity = 1 << (24 - b)
 	}
 	if len(r.Nodes) > capacity {
 		want := 24
-		for want > 0 && 1<<(24-want)-1 < len(r.Nodes) {
+		for want > 0 && 1<<(24-want) < len(r.Nodes) {
 			want--
 		}
 		subject := cr.at("cluster_cidr", ld.clusterRange)
@@ -233,7 +233,7 @@ func (ld *loader) checkNetworks(r *Recipe) hcl.Diagnostics {
 			subject = &ld.meta[0].defRange
 		}
 		diags = append(diags, errorAt(subject, "Cluster network too small",
-			"k3s gives every node a /24 of cluster_cidr, so %s holds %d nodes, but the recipe has %d. Widen cluster_cidr to a /%d (for example %s).",
+			"k3s gives every node, servers included, a /24 of cluster_cidr: %s has %d of them, but the recipe has %d nodes. Widen cluster_cidr to a /%d (for example %s).",
 			c.ClusterCIDR, capacity, len(r.Nodes), want, netip.PrefixFrom(c.ClusterCIDR.Addr(), want).Masked()))
 	}
 	return diags
@@ -313,7 +313,7 @@ func (ld *loader) checkSizing(r *Recipe, servers int) hcl.Diagnostics {
 		}
 		batches := (agents + batch - 1) / batch
 		diags = append(diags, warningAt(subject, "Agents join in batches",
-			"%d agents will join in %d batches of at most %d, each batch waiting for the one before: k3s servers take a CPU spike on every join.", agents, batches, batch))
+			"%d agents join in %d batches of at most %d: once the server answers, the agents of batch n wait n × %d s before installing k3s (the last batch %d s), so the servers take each join wave in turn.", agents, batches, batch, BatchDelaySeconds, (batches-1)*BatchDelaySeconds))
 	}
 	return diags
 }
