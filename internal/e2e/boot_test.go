@@ -135,6 +135,9 @@ func TestFirstBoot(t *testing.T) {
 	if logs == "" {
 		logs = t.TempDir()
 	}
+	if err := os.MkdirAll(logs, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	srv := mirror(t, "vim", "htop")
 	brk := os.Getenv("PIBAKE_E2E_BREAK")
 	if brk != "" {
