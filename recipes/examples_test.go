@@ -66,6 +66,7 @@ cluster {
   token       = "ha-cluster-secret-0123456789"
   agent_token = "ha-agent-secret-9876543210"
   server_ip   = "10.1.0.11"
+  ca          = "generate"
 }
 defaults {
   user {
@@ -102,7 +103,11 @@ node "worker" {
 		}
 	}
 	var got struct {
+		Cluster struct {
+			CA string `json:"ca"`
+		} `json:"cluster"`
 		Nodes []struct {
+			CA          string `json:"ca"`
 			Hostname    string `json:"hostname"`
 			ClusterInit bool   `json:"cluster_init"`
 			Join        string `json:"join"`
@@ -121,6 +126,14 @@ node "worker" {
 	first, last := got.Nodes[0], got.Nodes[62]
 	if first.Hostname != "cp-1" || !first.ClusterInit || first.Join != "" {
 		t.Errorf("first node = %+v; want cp-1 founding the cluster", first)
+	}
+	if got.Cluster.CA != "generate" {
+		t.Errorf("plan cluster ca = %q; want generate", got.Cluster.CA)
+	}
+	for i, n := range got.Nodes {
+		if want := map[bool]string{true: "carries", false: "pins"}[i == 0]; n.CA != want {
+			t.Errorf("%s: ca = %q; want %q", n.Hostname, n.CA, want)
+		}
 	}
 	if last.Hostname != "worker-60" || last.Join != "https://10.1.0.11:6443" || last.WiFi.PSK != "<redacted>" || last.WiFi.Country != "DE" {
 		t.Errorf("last node = %+v; want worker-60 joining https://10.1.0.11:6443 with a redacted psk", last)

@@ -86,6 +86,7 @@ func TestLoadFindings(t *testing.T) {
 		{name: "bad k3s version", src: "cluster {\n  k3s_version = \"1.31\"\n}\n" + server, summary: "Invalid k3s version", pos: "2:17"},
 		{name: "bad k3s channel", src: "cluster {\n  k3s_channel = \"newest\"\n}\n" + server, summary: "Invalid k3s channel", pos: "2:17"},
 		{name: "version and channel", src: "cluster {\n  k3s_version = \"v1.31.4+k3s1\"\n  k3s_channel = \"stable\"\n}\n" + server, summary: "Both k3s_version and k3s_channel set", pos: "3:17"},
+		{name: "bad ca", src: "cluster {\n  ca = \"custom\"\n}\n" + server, summary: "Invalid ca", pos: "2:8", detail: `"generate"`},
 		{name: "bad flannel backend", src: "cluster {\n  flannel_backend = \"ipsec\"\n}\n" + server, summary: "Invalid flannel backend", pos: "2:21"},
 		{name: "bad cluster cidr", src: "cluster {\n  cluster_cidr = \"10.42.0.0\"\n}\n" + server, summary: "Invalid cluster cidr", pos: "2:18"},
 		{name: "cidr with host bits", src: "cluster {\n  service_cidr = \"10.43.0.1/16\"\n}\n" + server, summary: "Invalid service cidr", pos: "2:18", detail: "10.43.0.0/16"},

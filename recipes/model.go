@@ -108,9 +108,34 @@ type Cluster struct {
 	TLSSAN           []string
 	InstallScriptURL string
 	AgentJoinBatch   int
+	// CA says who makes the cluster's certificate authorities.
+	CA CAMode
+	// APIServer is the URL kubectl reaches the cluster at, for the admin
+	// kubeconfig: https://<ServerAddress>:6443, else the first tls_san,
+	// else the founding server's mDNS name (<hostname>.local), which the
+	// servers then carry as a tls-san.
+	APIServer string
 	// Airgap, when set, names local k3s files that travel in the images.
 	Airgap *Airgap
 }
+
+// CAMode says who makes a cluster's certificate authorities.
+type CAMode string
+
+// The CA modes a recipe may name.
+const (
+	// CANone leaves it to k3s: the founding server makes its own CAs at
+	// first start, and joining nodes trust the first server that answers
+	// at the join address (short tokens).
+	CANone CAMode = "none"
+	// CAGenerate has pibake make them at build time: the founding server
+	// starts with them, every joining node pins them in a full token, and
+	// the build writes an admin kubeconfig.
+	CAGenerate CAMode = "generate"
+)
+
+// CAModes lists the CA modes a recipe may name.
+var CAModes = []CAMode{CANone, CAGenerate}
 
 // Airgap names the k3s files for an install without internet access.
 // Paths are absolute.

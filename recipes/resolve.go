@@ -217,6 +217,15 @@ func resolveClusterNetwork(spec clusterSpec, at func(string) *hcl.Range, c *Clus
 		}
 	}
 	c.TLSSAN = spec.TLSSAN
+
+	c.CA = CAMode(spec.CA)
+	if c.CA == "" {
+		c.CA = CANone
+	}
+	if !slices.Contains(CAModes, c.CA) {
+		diags = append(diags, errorAt(at("ca"), "Invalid ca",
+			"ca %q is not one pibake knows; use \"generate\" (pibake makes the cluster's CAs, pins them in every joining node's token and writes an admin kubeconfig) or \"none\" (k3s makes them at first start; the default).", spec.CA))
+	}
 	return diags
 }
 

@@ -47,6 +47,7 @@ type clusterSpec struct {
 	TLSSAN           []string    `hcl:"tls_san,optional"`
 	InstallScriptURL string      `hcl:"install_script_url,optional"`
 	AgentJoinBatch   *int        `hcl:"agent_join_batch,optional"`
+	CA               string      `hcl:"ca,optional"`
 	Airgap           *airgapSpec `hcl:"airgap,block"`
 }
 

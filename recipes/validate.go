@@ -26,6 +26,14 @@ func (ld *loader) resolveCluster(r *Recipe) hcl.Diagnostics {
 	if r.Cluster.ServerAddress == "" && r.Nodes[founding].Address.IsValid() {
 		r.Cluster.ServerAddress = r.Nodes[founding].Address.Addr().String()
 	}
+	switch api := r.Cluster.ServerAddress; {
+	case api != "":
+		r.Cluster.APIServer, _ = joinURL(api)
+	case len(r.Cluster.TLSSAN) > 0:
+		r.Cluster.APIServer, _ = joinURL(r.Cluster.TLSSAN[0])
+	default:
+		r.Cluster.APIServer, _ = joinURL(r.Nodes[founding].Hostname + ".local")
+	}
 	return ld.assignJoins(r, founding, r.Servers())
 }
 

@@ -12,6 +12,9 @@ cluster {
   server_ip       = "10.0.10.11"
   flannel_backend = "wireguard-native"
   tls_san         = ["k3s.ha.example"]
+  # ca = "generate" would have pibake make the cluster CA: every joiner
+  # pins it and the build writes out/ha.kubeconfig (README: Cluster
+  # identity). Off by default until seen working against a real k3s.
 }
 
 defaults {
