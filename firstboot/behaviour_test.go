@@ -590,3 +590,83 @@ func TestAirgapInstall(t *testing.T) {
 	mustContain(t, "commands", cmds, "install.sh EXEC=server SKIP_START=true VERSION= CHANNEL=stable SKIP_DOWNLOAD=true")
 	mustNotContain(t, "commands", cmds, "curl -sSfL")
 }
+
+// TestActivateInstallsCA: the founding server's activator puts every CA
+// file where k3s looks for a custom CA, with k3s's modes, sets the node
+// password, and leaves no key on the boot partition.
+func TestActivateInstallsCA(t *testing.T) {
+	files := fakeCAFiles()
+	n := newFakeNode(t, renderFor(t, haRecipe, "cp-1", Options{BuildID: "b1", CAHash: testCAHash, CAFiles: files, NodePassword: "0123456789abcdef0123456789abcdef"}))
+	n.activate(t)
+	const tls = "var/lib/rancher/k3s/server/tls/"
+	for name, data := range files {
+		want := os.FileMode(0o644)
+		if strings.HasSuffix(name, ".key") {
+			want = 0o600
+		}
+		if got := n.read(t, tls+name); got != string(data) {
+			t.Errorf("%s = %q; want %q", tls+name, got, data)
+		}
+		if got := n.mode(t, tls+name); got != want {
+			t.Errorf("%s: mode %v, want %v", tls+name, got, want)
+		}
+	}
+	for _, dir := range []string{"var/lib/rancher/k3s/server", tls, tls + "etcd"} {
+		if got := n.mode(t, dir); got != 0o700 {
+			t.Errorf("%s: mode %v, want 0700", dir, got)
+		}
+	}
+	if got, mode := n.read(t, "etc/rancher/node/password"), n.mode(t, "etc/rancher/node/password"); got != "0123456789abcdef0123456789abcdef\n" || mode != 0o600 {
+		t.Errorf("node password %q, mode %v", got, mode)
+	}
+	for _, rel := range []string{"boot/firmware/pibake/tls", "boot/firmware/pibake/node-password"} {
+		if n.exists(rel) {
+			t.Errorf("%s is still on the boot partition", rel)
+		}
+	}
+	if s := n.status(t); s.Stage != StageActivate || s.State != StateOK {
+		t.Errorf("status = %+v", s)
+	}
+}
+
+// TestActivateRefusesPartialCA: k3s replaces a missing CA pair with a new
+// self-signed CA without a word, and every joiner would then be refused;
+// so a missing file fails the activation, installing none of them.
+func TestActivateRefusesPartialCA(t *testing.T) {
+	n := newFakeNode(t, renderFor(t, haRecipe, "cp-1", Options{BuildID: "b1", CAHash: testCAHash, CAFiles: fakeCAFiles()}))
+	if err := os.Remove(filepath.Join(n.boot, "pibake", "tls", "etcd", "peer-ca.key")); err != nil {
+		t.Fatal(err)
+	}
+	n.activate(t)
+	if s := n.status(t); s.State != StateFailed {
+		t.Errorf("status = %+v; want a failed activation", s)
+	}
+	if n.exists("var/lib/rancher/k3s/server/tls/server-ca.crt") {
+		t.Error("part of the CA was installed")
+	}
+	mustContain(t, "activate.log", n.read(t, "var/log/pibake/activate.log"), "tls/etcd/peer-ca.key is missing")
+}
+
+// TestAgentCarriesNoCA: a joining node's payload has no CA file and no
+// server token, only its node password and the pinned agent token.
+func TestAgentCarriesNoCA(t *testing.T) {
+	full := "K10" + testCAHash + "::node:" + testAgentToken
+	p := renderFor(t, haRecipe, "worker-1", Options{BuildID: "b1", Token: testToken, CAHash: testCAHash, JoinToken: full, NodePassword: "00112233445566778899aabbccddeeff"})
+	for _, f := range p.Files {
+		if strings.HasPrefix(f.Path, Dir+"/tls/") || strings.Contains(string(f.Data), "PRIVATE KEY") {
+			t.Errorf("agent payload carries %s", f.Path)
+		}
+		if strings.Contains(string(f.Data), testToken) {
+			t.Errorf("agent payload file %s holds the server token", f.Path)
+		}
+	}
+	n := newFakeNode(t, p)
+	n.activate(t)
+	mustContain(t, "config.yaml", n.read(t, "etc/rancher/k3s/config.yaml"), `token: "`+full+`"`)
+	if n.exists("var/lib/rancher/k3s/server") {
+		t.Error("an agent's activation made k3s server directories")
+	}
+	if got := n.read(t, "etc/rancher/node/password"); got != "00112233445566778899aabbccddeeff\n" {
+		t.Errorf("node password %q", got)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"net/url"
 	"slices"
 	"strings"
 
@@ -15,7 +16,10 @@ import (
 // different keys, because agents refuse server-only ones ("flag provided
 // but not defined"). Every server gets the same cluster-wide settings,
 // which k3s requires to match.
-func k3sConfig(c *recipes.Cluster, n *recipes.Node, token string) []byte {
+//
+// A joining node carries joinToken when there is one: the full token that
+// pins the cluster CA, so it checks the server before sending its secret.
+func k3sConfig(c *recipes.Cluster, n *recipes.Node, token, joinToken string) []byte {
 	var y yamlWriter
 	y.comment(fmt.Sprintf("Written by pibake for %s (%s). k3s reads it at every start; keys are k3s's flag names.", n.Hostname, n.Role))
 	if n.Role == recipes.RoleAgent {
@@ -23,6 +27,9 @@ func k3sConfig(c *recipes.Cluster, n *recipes.Node, token string) []byte {
 		// cannot be used to join a server.
 		if at := c.AgentToken.Reveal(); at != "" {
 			token = at
+		}
+		if joinToken != "" {
+			token = joinToken
 		}
 		y.str("server", n.JoinURL)
 		y.str("token", token)
@@ -33,6 +40,9 @@ func k3sConfig(c *recipes.Cluster, n *recipes.Node, token string) []byte {
 		y.list("node-label", labels(n.Labels))
 		y.list("node-taint", n.Taints)
 		return y.bytes()
+	}
+	if joinToken != "" && n.JoinURL != "" {
+		token = joinToken
 	}
 	y.str("token", token)
 	if at := c.AgentToken.Reveal(); at != "" {
@@ -58,14 +68,47 @@ func k3sConfig(c *recipes.Cluster, n *recipes.Node, token string) []byte {
 	return y.bytes()
 }
 
-// tlsSANs adds the join address to the recipe's SANs, so that nodes that
-// join through a DNS name or virtual IP can verify the server.
+// tlsSANs adds the join address and the API server's host to the
+// recipe's SANs, so that nodes that join through a DNS name or virtual IP,
+// and kubectl with the admin kubeconfig, can verify the server. k3s adds
+// its own on top (127.0.0.1, ::1, localhost, the node's name and
+// addresses, the first service address, kubernetes.default…: see
+// ServingSANs).
 func tlsSANs(c *recipes.Cluster) []string {
 	sans := append([]string(nil), c.TLSSAN...)
-	if c.ServerAddress != "" && !slices.Contains(sans, c.ServerAddress) {
-		sans = append(sans, c.ServerAddress)
+	for _, host := range []string{c.ServerAddress, apiHost(c)} {
+		if host != "" && !slices.Contains(sans, host) {
+			sans = append(sans, host)
+		}
 	}
 	return sans
+}
+
+func apiHost(c *recipes.Cluster) string {
+	u, err := url.Parse(c.APIServer)
+	if err != nil {
+		return ""
+	}
+	return u.Hostname()
+}
+
+// ServingSANs are the names and addresses k3s puts in a server's serving
+// certificates, for checking that every address a client is given is
+// covered: the config's tls-san, then what k3s adds itself
+// (pkg/cli/server/server.go: 127.0.0.1, ::1, localhost, the node name and
+// node IPs, the first address of the service network; deps.go
+// genServerCerts: kubernetes, kubernetes.default, kubernetes.default.svc,
+// kubernetes.default.svc.cluster.local).
+func ServingSANs(c *recipes.Cluster, n *recipes.Node) []string {
+	sans := tlsSANs(c)
+	sans = append(sans, "127.0.0.1", "::1", "localhost", n.Hostname)
+	if n.Address.IsValid() {
+		sans = append(sans, n.Address.Addr().String())
+	}
+	if c.ServiceCIDR.IsValid() {
+		sans = append(sans, c.ServiceCIDR.Addr().Next().String())
+	}
+	return append(sans, "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local")
 }
 
 func labels(m map[string]string) []string {
@@ -307,15 +350,40 @@ runcmd:
 
 // nodeSummary is node.json: what `pibake inspect` shows of a built image.
 // No secrets.
-func nodeSummary(c *recipes.Cluster, n *recipes.Node, buildID string, method recipes.Method) []byte {
-	b, _ := json.MarshalIndent(struct {
-		Hostname string         `json:"hostname"`
-		Role     string         `json:"role"`
-		Cluster  string         `json:"cluster"`
-		Joins    string         `json:"joins,omitempty"`
-		Init     bool           `json:"cluster_init,omitempty"`
-		Method   recipes.Method `json:"method"`
-		BuildID  string         `json:"build_id"`
-	}{Hostname: n.Hostname, Role: string(n.Role), Cluster: c.Name, Joins: n.JoinURL, Init: n.ClusterInit, Method: method, BuildID: buildID}, "", "  ")
+func nodeSummary(c *recipes.Cluster, n *recipes.Node, opt Options, method recipes.Method) []byte {
+	ca := ""
+	switch {
+	case len(opt.CAFiles) > 0:
+		ca = CACarries
+	case opt.CAHash != "":
+		ca = CAPins
+	}
+	b, _ := json.MarshalIndent(Summary{
+		Hostname: n.Hostname, Role: string(n.Role), Cluster: c.Name, Joins: n.JoinURL, Init: n.ClusterInit,
+		Method: method, BuildID: opt.BuildID, CA: ca, CAHash: opt.CAHash, NodePassword: opt.NodePassword != "",
+	}, "", "  ")
 	return append(b, '\n')
 }
+
+// Summary is node.json: what `pibake inspect` shows of a built image. It
+// holds no secret.
+type Summary struct {
+	Hostname string         `json:"hostname"`
+	Role     string         `json:"role"`
+	Cluster  string         `json:"cluster"`
+	Joins    string         `json:"joins,omitempty"`
+	Init     bool           `json:"cluster_init,omitempty"`
+	Method   recipes.Method `json:"method"`
+	BuildID  string         `json:"build_id"`
+	// CA is CACarries, CAPins or empty; CAHash the CA's hash.
+	CA     string `json:"ca,omitempty"`
+	CAHash string `json:"ca_hash,omitempty"`
+	// NodePassword says the image sets /etc/rancher/node/password.
+	NodePassword bool `json:"node_password,omitempty"`
+}
+
+// A node's part in a cluster CA pibake generated.
+const (
+	CACarries = "carries" // the founding server: installs the CA keys
+	CAPins    = "pins"    // a joining node: its token pins the CA hash
+)

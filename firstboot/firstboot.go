@@ -89,6 +89,18 @@ type Options struct {
 	BuildID string
 	// Base decides the method "auto" and refuses unsafe ones.
 	Base Base
+	// JoinToken, when set, is the full token (K10<CA hash>::user:secret)
+	// this node joins with instead of the plain one: it pins the cluster
+	// CA. Unused on the founding server, which never joins.
+	JoinToken string
+	// CAHash is the cluster CA hash the node pins or carries, for
+	// node.json; empty without a generated CA.
+	CAHash string
+	// CAFiles, on the founding server only, are the cluster CA files k3s
+	// reads from server/tls at first start, by their names there.
+	CAFiles map[string][]byte
+	// NodePassword, when set, becomes /etc/rancher/node/password.
+	NodePassword string
 }
 
 // ChooseMethod resolves a node's activation method for a base image: "auto"
@@ -155,12 +167,26 @@ func Render(c *recipes.Cluster, n *recipes.Node, opt Options) (Payload, error) {
 	}
 	add, remove := cmdlineArgs(c, n, method, opt.BuildID)
 	p := Payload{Method: method, CmdlineAdd: add}
+	caFiles := caFileNames(opt.CAFiles)
+	if len(caFiles) > 0 && n.JoinURL != "" {
+		return Payload{}, fmt.Errorf("node %s joins the cluster: only the founding server carries the CA", n.Hostname)
+	}
 	p.Files = append(p.Files, fixedFiles()...)
 	p.Files = append(p.Files,
-		File{Path: path.Join(Dir, "node.env"), Mode: 0o644, Data: nodeEnv(c, n, opt.BuildID, remove)},
-		File{Path: path.Join(Dir, "k3s-config.yaml"), Mode: 0o600, Data: k3sConfig(c, n, token)},
-		File{Path: path.Join(Dir, "node.json"), Mode: 0o644, Data: nodeSummary(c, n, opt.BuildID, method)},
+		File{Path: path.Join(Dir, "node.env"), Mode: 0o644, Data: nodeEnv(c, n, opt.BuildID, remove, caFiles)},
+		File{Path: path.Join(Dir, "k3s-config.yaml"), Mode: 0o600, Data: k3sConfig(c, n, token, opt.JoinToken)},
+		File{Path: path.Join(Dir, "node.json"), Mode: 0o644, Data: nodeSummary(c, n, opt, method)},
 	)
+	for _, name := range caFiles {
+		mode := fs.FileMode(0o644)
+		if strings.HasSuffix(name, ".key") {
+			mode = 0o600
+		}
+		p.Files = append(p.Files, File{Path: path.Join(Dir, "tls", name), Mode: mode, Data: opt.CAFiles[name]})
+	}
+	if opt.NodePassword != "" {
+		p.Files = append(p.Files, File{Path: path.Join(Dir, "node-password"), Mode: 0o600, Data: []byte(opt.NodePassword + "\n")})
+	}
 	p.Files = append(p.Files, userFiles(n)...)
 	if method == recipes.MethodCloudInit {
 		p.Files = append(p.Files, File{Path: "meta-data", Mode: 0o644, Data: metaData(c, n, opt.BuildID)}, File{Path: "user-data", Mode: 0o644, Data: userData(n)})
@@ -198,6 +224,20 @@ func cmdlineArgs(c *recipes.Cluster, n *recipes.Node, method recipes.Method, bui
 		add = append(add, "ds=nocloud;i="+instanceID(c, n, buildID))
 	}
 	return add, remove
+}
+
+// caFileNames are the CA files' names, sorted; each is a plain relative
+// path, or the activator could be made to write outside server/tls.
+func caFileNames(files map[string][]byte) []string {
+	names := make([]string, 0, len(files))
+	for name := range files {
+		if name == "" || path.Clean(name) != name || strings.HasPrefix(name, "../") || path.IsAbs(name) || strings.ContainsAny(name, " '\"\\\n") {
+			panic(fmt.Sprintf("firstboot: CA file name %q is not a plain relative path", name))
+		}
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names
 }
 
 // fixedFiles are the scripts and unit every payload carries as they are.
@@ -249,7 +289,7 @@ func sudoers(user string) []byte {
 
 // nodeEnv renders node.env: the node's settings as shell assignments, read
 // by the activator and the first-boot script. It holds no secret.
-func nodeEnv(c *recipes.Cluster, n *recipes.Node, buildID string, cmdlineRemove []string) []byte {
+func nodeEnv(c *recipes.Cluster, n *recipes.Node, buildID string, cmdlineRemove, caFiles []string) []byte {
 	wifiCountry := ""
 	if n.WiFi != nil {
 		wifiCountry = n.WiFi.Country
@@ -278,6 +318,7 @@ func nodeEnv(c *recipes.Cluster, n *recipes.Node, buildID string, cmdlineRemove 
 		{name: "PIBAKE_WIFI_COUNTRY", value: wifiCountry},
 		{name: "PIBAKE_TIMEZONE", value: n.Timezone},
 		{name: "PIBAKE_CMDLINE_REMOVE", value: strings.Join(cmdlineRemove, " ")},
+		{name: "PIBAKE_CA_FILES", value: strings.Join(caFiles, " ")},
 	}
 	var b strings.Builder
 	b.WriteString("# Written by pibake: this node's first-boot settings. No secrets here.\n")

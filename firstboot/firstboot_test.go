@@ -144,6 +144,22 @@ var goldenCases = []struct {
 	{name: "wifi", recipe: singleRecipe, node: "wifi"},
 	{name: "airgap", recipe: airgapRecipe, node: "pi"},
 	{name: "cloud_init", recipe: singleRecipe, node: "wifi", opt: Options{Base: Base{CloudInit: true, SystemdFirstBoot: true}}},
+	{name: "ca_founding_server", recipe: haRecipe, node: "cp-1", opt: Options{CAHash: testCAHash, CAFiles: fakeCAFiles(), NodePassword: "0123456789abcdef0123456789abcdef"}},
+	{name: "ca_joining_server", recipe: haRecipe, node: "cp-2", opt: Options{CAHash: testCAHash, JoinToken: "K10" + testCAHash + "::server:" + testToken, NodePassword: "fedcba9876543210fedcba9876543210"}},
+	{name: "ca_agent", recipe: haRecipe, node: "worker-1", opt: Options{CAHash: testCAHash, JoinToken: "K10" + testCAHash + "::node:" + testAgentToken, NodePassword: "00112233445566778899aabbccddeeff"}},
+}
+
+const testCAHash = "5f1c0c5b6a1e0b6b5cf6ad8b0e3f0e6d3f4b0c2a9d8e7f6a5b4c3d2e1f0a9b8c"
+
+// fakeCAFiles stand for the CA files the builder passes (their content is
+// the identity package's business): the names k3s reads from server/tls.
+func fakeCAFiles() map[string][]byte {
+	files := map[string][]byte{"service.key": []byte("-----BEGIN RSA PRIVATE KEY-----\nfake service key\n-----END RSA PRIVATE KEY-----\n")}
+	for _, ca := range []string{"server-ca", "client-ca", "request-header-ca", "etcd/peer-ca", "etcd/server-ca"} {
+		files[ca+".crt"] = []byte("-----BEGIN CERTIFICATE-----\nfake " + ca + "\n-----END CERTIFICATE-----\n")
+		files[ca+".key"] = []byte("-----BEGIN EC PRIVATE KEY-----\nfake " + ca + " key\n-----END EC PRIVATE KEY-----\n")
+	}
+	return files
 }
 
 func findNode(t *testing.T, r *recipes.Recipe, host string) *recipes.Node {
@@ -204,6 +220,7 @@ func TestRenderGolden(t *testing.T) {
 			for _, f := range p.Files {
 				secret := bytes.Contains(f.Data, []byte(testToken)) || bytes.Contains(f.Data, []byte(testAgentToken)) ||
 					bytes.Contains(f.Data, []byte(testPSK)) || bytes.Contains(f.Data, []byte("$6$golden"))
+				secret = secret || strings.HasSuffix(f.Path, ".key") || strings.HasSuffix(f.Path, "node-password")
 				if secret && f.Mode != 0o600 {
 					t.Errorf("%s holds a secret but has mode %#o; want 0600", f.Path, f.Mode)
 				}
@@ -214,13 +231,38 @@ func TestRenderGolden(t *testing.T) {
 
 func TestAgentCarriesAgentToken(t *testing.T) {
 	r := loadRecipe(t, haRecipe)
-	cfg := string(k3sConfig(&r.Cluster, findNode(t, r, "worker-1"), testToken))
+	cfg := string(k3sConfig(&r.Cluster, findNode(t, r, "worker-1"), testToken, ""))
 	if strings.Contains(cfg, testToken) || !strings.Contains(cfg, testAgentToken) {
 		t.Errorf("agent config carries the wrong token:\n%s", cfg)
 	}
 	for _, key := range []string{"cluster-init", "tls-san", "flannel-backend", "cluster-cidr", "agent-token", "write-kubeconfig-mode"} {
 		if strings.Contains(cfg, key+":") {
 			t.Errorf("agent config has the server-only key %s", key)
+		}
+	}
+}
+
+// TestCAOnlyOnTheFoundingServer: CA files for a node that joins are a
+// builder bug, refused rather than written.
+func TestCAOnlyOnTheFoundingServer(t *testing.T) {
+	r := loadRecipe(t, haRecipe)
+	_, err := Render(&r.Cluster, findNode(t, r, "cp-2"), Options{Token: testToken, CAFiles: fakeCAFiles()})
+	if err == nil || !strings.Contains(err.Error(), "only the founding server carries the CA") {
+		t.Errorf("Render of a joining server with CA files: %v", err)
+	}
+}
+
+// TestJoinToken: joiners carry the full token; the founding server keeps
+// the plain secret it starts the cluster with (k3s's docs/cli/token.md:
+// the first server takes only the short form unless it already has the
+// CA, and pibake does not rely on that).
+func TestJoinToken(t *testing.T) {
+	r := loadRecipe(t, haRecipe)
+	full := "K10" + testCAHash + "::server:" + testToken
+	for host, want := range map[string]string{"cp-1": `token: "` + testToken + `"`, "cp-2": `token: "` + full + `"`, "worker-1": `token: "` + full + `"`} {
+		cfg := string(k3sConfig(&r.Cluster, findNode(t, r, host), testToken, full))
+		if !strings.Contains(cfg, want+"\n") {
+			t.Errorf("%s config lacks %s:\n%s", host, want, cfg)
 		}
 	}
 }

@@ -132,11 +132,46 @@ enable_ssh() {
 	log "ssh enabled"
 }
 
+# install_ca puts the cluster CA pibake generated where k3s looks for a
+# custom CA at its first start (docs/cli/certificate.md): every file
+# must be there, because k3s silently replaces a missing pair with a new
+# self-signed CA (pkg/daemons/control/deps, createSigningCertKey), which
+# the joining nodes' tokens would not match. Keys 0600, certificates
+# 0644, as k3s writes its own (dynamiclistener cert/io.go); directories
+# 0700, as k3s makes server/.
+install_ca() {
+	tls=$ROOT/var/lib/rancher/k3s/server/tls
+	for f in $PIBAKE_CA_FILES; do
+		if [ ! -f "$PAYLOAD/tls/$f" ]; then
+			echo "the cluster CA file tls/$f is missing from $PAYLOAD: k3s would make its own CA, which the joining nodes would refuse" >&2
+			return 1
+		fi
+	done
+	mkdir -p "$tls/etcd"
+	chmod 700 "$ROOT/var/lib/rancher/k3s/server" "$tls" "$tls/etcd"
+	for f in $PIBAKE_CA_FILES; do
+		case $f in
+		*.key) install_file "$PAYLOAD/tls/$f" "$tls/$f" 600 ;;
+		*) install_file "$PAYLOAD/tls/$f" "$tls/$f" 644 ;;
+		esac
+	done
+}
+
 install_payload() {
 	set_hostname
 
 	# The k3s configuration holds the token: root only.
 	install_file "$PAYLOAD/k3s-config.yaml" "$ROOT/etc/rancher/k3s/config.yaml" 600
+
+	if [ -n "$PIBAKE_CA_FILES" ]; then
+		install_ca
+	fi
+	# The node's password, derived at build time so that a re-flashed
+	# node rejoins under its name: k3s uses a password file it finds as
+	# it is (pkg/agent/config, ensureNodePassword).
+	if [ -f "$PAYLOAD/node-password" ]; then
+		install_file "$PAYLOAD/node-password" "$ROOT/etc/rancher/node/password" 600
+	fi
 
 	# NetworkManager keyfiles (static address, Wi-Fi): root only, or NM
 	# ignores them.
@@ -194,8 +229,8 @@ install_payload() {
 # remove_secrets deletes what the boot partition must not keep: it is FAT,
 # readable by every user of the running system.
 remove_secrets() {
-	rm -f "$PAYLOAD/k3s-config.yaml" "$PAYLOAD"/*.nmconnection "$PAYLOAD/authorized_keys" "$PAYLOAD/sudoers" "$BOOT/network-config"
-	rm -rf "$PAYLOAD/airgap"
+	rm -f "$PAYLOAD/k3s-config.yaml" "$PAYLOAD"/*.nmconnection "$PAYLOAD/authorized_keys" "$PAYLOAD/sudoers" "$PAYLOAD/node-password" "$BOOT/network-config"
+	rm -rf "$PAYLOAD/airgap" "$PAYLOAD/tls"
 	log "secrets removed from $BOOT"
 }
 
