@@ -14,6 +14,7 @@ import (
 
 	"github.com/pibake/pibake/builder/base"
 	"github.com/pibake/pibake/builder/diskimg"
+	"github.com/pibake/pibake/builder/identity"
 	"github.com/pibake/pibake/firstboot"
 	"github.com/pibake/pibake/recipes"
 	"golang.org/x/sync/errgroup"
@@ -44,10 +45,14 @@ type Options struct {
 	// Prune deletes the images of nodes that are no longer in the recipe;
 	// without it they stay, listed as orphans.
 	Prune bool
-	// NewCluster generates a new cluster token even though the output
-	// directory holds images built with the one that is missing or
-	// different: every node is rebuilt.
+	// NewCluster generates a new cluster token (and, with cluster.ca =
+	// "generate", a new CA) even though the output directory holds images
+	// built with the one that is missing or different: every node is
+	// rebuilt.
 	NewCluster bool
+	// RotateNodePassword gives these nodes a new node password (the next
+	// generation), for a node whose card may have been stolen.
+	RotateNodePassword []string
 	// Version is pibake's version, recorded in the manifest and part of
 	// every node's inputs.
 	Version string
@@ -138,6 +143,10 @@ type build struct {
 	token    string
 	// tokenSource is "recipe" or "generated".
 	tokenSource string
+	// ca is the cluster CA with cluster.ca = "generate", else nil.
+	ca *identity.CA
+	// passwordGens are the nodes' password generations (0 when absent).
+	passwordGens map[string]int
 }
 
 func prepare(r *recipes.Recipe, opt Options) (*build, error) {
@@ -155,6 +164,9 @@ func prepare(r *recipes.Recipe, opt Options) (*build, error) {
 	}
 	nodes, err := selectNodes(r, opt.Nodes)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkRotations(r, nodes, opt.RotateNodePassword); err != nil {
 		return nil, err
 	}
 	b := &build{r: r, opt: opt, nodes: nodes, outDir: opt.OutDir, compress: opt.Compress || r.Output.Compress, logf: opt.Logf}
@@ -315,7 +327,13 @@ func (b *build) identity(out *output) error {
 	}
 	var err error
 	b.token, b.tokenSource, err = out.clusterToken(b.r, b.opt.NewCluster)
-	return err
+	if err != nil {
+		return err
+	}
+	if err := b.settleNodePasswords(out); err != nil {
+		return err
+	}
+	return b.settleCA(out, time.Now())
 }
 
 // buildNodes builds the selected nodes, opt.Jobs at a time, each published
@@ -398,6 +416,10 @@ func (b *build) finish(ctx context.Context, facts *baseFacts, out *output, resul
 		m.PibakeVersion, m.Cluster, m.RecipeHash = b.opt.Version, b.r.Cluster.Name, recipeHash(b.r)
 		m.Base = manifestBase{Source: facts.img.Source, FinalURL: facts.img.FinalURL, SHA256: facts.img.SHA256,
 			Style: facts.release.Style, OSRelease: facts.release.PrettyName}
+		m.CAHash = ""
+		if b.ca != nil {
+			m.CAHash = b.ca.Hash()
+		}
 		m.Token, m.TokenID = b.tokenSource, ""
 		if b.tokenSource == "generated" {
 			m.TokenID = tokenID(b.token)

@@ -40,16 +40,9 @@ type Inspection struct {
 	History           []firstboot.Status `json:"history,omitempty"`
 }
 
-// PayloadSummary describes the pibake payload on a built image.
-type PayloadSummary struct {
-	Hostname    string         `json:"hostname"`
-	Role        string         `json:"role"`
-	Cluster     string         `json:"cluster"`
-	Joins       string         `json:"joins,omitempty"`
-	ClusterInit bool           `json:"cluster_init,omitempty"`
-	Method      recipes.Method `json:"method"`
-	BuildID     string         `json:"build_id"`
-}
+// PayloadSummary describes the pibake payload on a built image: its
+// node.json.
+type PayloadSummary = firstboot.Summary
 
 // Inspect reads an image file, a card (block device) or a mounted boot
 // partition (a directory) without changing it.
@@ -211,12 +204,23 @@ func (ins *Inspection) writePayload(b *strings.Builder) {
 		joins := p.Joins
 		if joins == "" {
 			joins = "founds the cluster"
-			if p.ClusterInit {
+			if p.Init {
 				joins += " (cluster-init)"
 			}
 		}
 		fmt.Fprintf(b, "pibake payload:\n  hostname: %s\n  role:     %s\n  cluster:  %s\n  joins:    %s\n  method:   %s\n  build:    %s\n",
 			p.Hostname, p.Role, p.Cluster, joins, p.Method, p.BuildID)
+		switch p.CA {
+		case firstboot.CACarries:
+			fmt.Fprintf(b, "  ca:       carries the cluster CA keys (sha256 %s), installed at first boot and then removed from the boot partition\n", p.CAHash)
+		case firstboot.CAPins:
+			fmt.Fprintf(b, "  ca:       joins with a token pinning the cluster CA sha256 %s\n", p.CAHash)
+		default:
+			b.WriteString("  ca:       none generated: trusts the server that answers at first contact\n")
+		}
+		if p.NodePassword {
+			b.WriteString("  password: sets /etc/rancher/node/password (derived, stable across rebuilds)\n")
+		}
 	} else {
 		b.WriteString("pibake payload: none (not built by pibake)\n")
 	}

@@ -19,10 +19,13 @@ type manifest struct {
 	// "generated" (kept in .pibake/token); TokenID identifies a generated
 	// one, so a different token file is noticed before it rebuilds every
 	// node with a token the running cluster does not know.
-	Token   string         `json:"token"`
-	TokenID string         `json:"token_id,omitempty"`
-	Base    manifestBase   `json:"base_image"`
-	Nodes   []manifestNode `json:"nodes"`
+	Token   string `json:"token"`
+	TokenID string `json:"token_id,omitempty"`
+	// CAHash is the hash of the CA pibake generated for the cluster,
+	// which the joining nodes pin; empty with cluster.ca = "none".
+	CAHash string         `json:"ca_hash,omitempty"`
+	Base   manifestBase   `json:"base_image"`
+	Nodes  []manifestNode `json:"nodes"`
 }
 
 type manifestBase struct {
@@ -41,12 +44,15 @@ type manifestNode struct {
 	Joins       string         `json:"joins,omitempty"`
 	ClusterInit bool           `json:"cluster_init,omitempty"`
 	Method      recipes.Method `json:"method"`
-	File        string         `json:"file"`
-	Size        int64          `json:"size"`
-	SHA256      string         `json:"sha256"`
-	Bmap        string         `json:"bmap"`
-	XZ          string         `json:"xz,omitempty"`
-	XZSHA256    string         `json:"xz_sha256,omitempty"`
+	// CA is the node's part in the generated CA: firstboot.CACarries,
+	// firstboot.CAPins or empty.
+	CA       string `json:"ca,omitempty"`
+	File     string `json:"file"`
+	Size     int64  `json:"size"`
+	SHA256   string `json:"sha256"`
+	Bmap     string `json:"bmap"`
+	XZ       string `json:"xz,omitempty"`
+	XZSHA256 string `json:"xz_sha256,omitempty"`
 	// Inputs hashes everything the image is made from; its first 16 hex
 	// digits are the node's build id.
 	Inputs string `json:"inputs"`

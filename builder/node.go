@@ -10,8 +10,10 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -79,6 +81,11 @@ func (nb *nodeBuild) build1(ctx context.Context) (entry manifestNode, unchanged 
 	if n.Address.IsValid() {
 		entry.IP = n.Address.String()
 	}
+	if opt := nb.payloadOptions(nb.base, n, ""); len(opt.CAFiles) > 0 {
+		entry.CA = firstboot.CACarries
+	} else if opt.CAHash != "" {
+		entry.CA = firstboot.CAPins
+	}
 
 	// Unchanged inputs and an intact image: nothing to do, but a .img.xz
 	// that was not asked for this time goes (it describes this image only
@@ -93,7 +100,7 @@ func (nb *nodeBuild) build1(ctx context.Context) (entry manifestNode, unchanged 
 		return *nb.out.m.find(host), true, nil
 	}
 
-	payload, err := firstboot.Render(&nb.r.Cluster, n, firstboot.Options{Token: nb.token, BuildID: inputs[:16], Base: firstbootBase(nb.base.release)})
+	payload, err := firstboot.Render(&nb.r.Cluster, n, nb.payloadOptions(nb.base, n, inputs[:16]))
 	if err != nil {
 		return manifestNode{}, false, err
 	}
@@ -118,6 +125,14 @@ func (nb *nodeBuild) build1(ctx context.Context) (entry manifestNode, unchanged 
 	nb.logf("%s: done in %s, sha256 %s…", host, time.Since(start).Round(10*time.Millisecond), pub.Entry.SHA256[:12])
 	nb.opt.Event(host, StagePublished)
 	return pub.Entry, false, nil
+}
+
+// payloadOptions are the inputs of node n's payload that are not in the
+// recipe.
+func (b *build) payloadOptions(facts *baseFacts, n *recipes.Node, buildID string) firstboot.Options {
+	opt := firstboot.Options{Token: b.token, BuildID: buildID, Base: firstbootBase(facts.release)}
+	b.nodeIdentity(n, &opt)
+	return opt
 }
 
 // makeParts writes the node's image, block map and (when compressing)
@@ -205,6 +220,11 @@ func (b *build) inputs(facts *baseFacts, n recipes.Node) (string, error) {
 	enc.Encode(c)
 	enc.Encode(n)
 	fmt.Fprintf(h, "token %q\nagent-token %q\n", b.token, c.AgentToken.Reveal())
+	id := b.payloadOptions(facts, &n, "")
+	fmt.Fprintf(h, "join-token %q\nca %s\nnode-password %q\n", id.JoinToken, id.CAHash, id.NodePassword)
+	for _, name := range slices.Sorted(maps.Keys(id.CAFiles)) {
+		fmt.Fprintf(h, "ca-file %s %x\n", name, sha256.Sum256(id.CAFiles[name]))
+	}
 	if n.User != nil {
 		fmt.Fprintf(h, "password %q\n", n.User.PasswordHash.Reveal())
 	}

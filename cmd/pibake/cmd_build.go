@@ -24,7 +24,8 @@ var buildCommand = command{
 		force := fs.Bool("force", false, "rebuild nodes whose inputs did not change")
 		wait := fs.Bool("wait", false, "wait for another build writing the output directory instead of failing at once")
 		prune := fs.Bool("prune", false, "delete the images of nodes that are no longer in the recipe")
-		newCluster := fs.Bool("new-cluster", false, "make a new cluster token although the output directory holds images built with another (every node is rebuilt)")
+		newCluster := fs.Bool("new-cluster", false, "make a new cluster token (and CA) although the output directory holds images built with others (every node is rebuilt)")
+		rotate := fs.StringArray("rotate-node-password", nil, "give this node a new node password, e.g. after its card was lost (repeatable; then kubectl delete node NODE before it boots)")
 		return func(ctx context.Context, args []string, o outputs) int {
 			if msg := bf.usage(); msg != "" {
 				return usageError(o, "build", "%s", msg)
@@ -44,7 +45,7 @@ var buildCommand = command{
 			opt := builder.Options{
 				OutDir: *out, Nodes: *nodes, Jobs: bf.jobs, Base: bopt, Image: *image,
 				Compress: *compress, Force: *force, Wait: *wait, Prune: *prune, NewCluster: *newCluster,
-				Version: fullVersion(), Logf: bopt.Logf,
+				RotateNodePassword: *rotate, Version: fullVersion(), Logf: bopt.Logf,
 			}
 			results, err := builder.Build(ctx, r, opt)
 			if !bf.quiet && len(results) > 0 {
@@ -60,7 +61,7 @@ var buildCommand = command{
 				}
 			}
 			switch {
-			case errors.Is(err, builder.ErrUnknownNode):
+			case errors.Is(err, builder.ErrUnknownNode), errors.Is(err, builder.ErrNotSelected):
 				fmt.Fprintf(o.stderr, "pibake build: %v\n", err)
 				return exitUsage
 			case err != nil:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/pibake/pibake/builder"
 	"github.com/pibake/pibake/recipes"
 	"github.com/spf13/pflag"
 )
@@ -13,6 +14,7 @@ var planCommand = command{
 	usage:   "RECIPE",
 	flags: func(fs *pflag.FlagSet) func(context.Context, []string, outputs) int {
 		asJSON := fs.Bool("json", false, "print the plan as JSON")
+		outDir := fs.StringP("out", "o", "", "output directory whose generated CA the plan shows (default: the recipe's output.dir, else ./out)")
 		return func(_ context.Context, args []string, out outputs) int {
 			if len(args) != 1 {
 				return usageError(out, "plan", "want exactly one recipe (a .hcl file or a directory of them), got %d arguments", len(args))
@@ -22,6 +24,16 @@ var planCommand = command{
 				return exitFailure
 			}
 			plan := recipes.NewPlan(r)
+			if r.Cluster.CA == recipes.CAGenerate {
+				dir := *outDir
+				if dir == "" {
+					dir = r.Output.Dir
+				}
+				if dir == "" {
+					dir = "out"
+				}
+				plan.Cluster.CAHash = builder.ReadCAHash(dir)
+			}
 			write := plan.WriteText
 			if *asJSON {
 				write = plan.WriteJSON

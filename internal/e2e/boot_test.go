@@ -25,11 +25,13 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/pibake/pibake/builder"
 	"github.com/pibake/pibake/builder/base"
 	"github.com/pibake/pibake/builder/diskimg"
+	"github.com/pibake/pibake/builder/identity"
 	"github.com/pibake/pibake/firstboot"
 	"github.com/pibake/pibake/internal/testimage"
 	"github.com/pibake/pibake/recipes"
@@ -49,6 +51,7 @@ const wifiPasswordHash = "$6$e2esalt$AX./6U/.Oo0l.5S8Zk.GyeGkK1XrkPlACSiAwLUtmy5
 const e2eRecipe = `
 cluster {
   token = "` + e2eToken + `"
+  ca    = "generate"
   airgap {
     k3s_binary     = "k3s-arm64"
     images         = "k3s-airgap-images-arm64.tar.zst"
@@ -101,6 +104,9 @@ func airgapFiles(t *testing.T, dir string) {
 {
   echo "args=$*"
   env | grep -E '^(INSTALL_K3S_|K3S_)' | sort
+  # k3s takes a custom CA only if it finds it at its first start: what is
+  # there now is what it would find.
+  ls -lnR /var/lib/rancher/k3s/server/tls 2>&1
 } >/var/log/e2e-install.log
 cat >/etc/systemd/system/k3s-stand-in.service <<UNIT
 [Unit]
@@ -295,7 +301,9 @@ var nodeChecks = []nodeCheck{
 			t.Errorf("config.yaml (mode %s):\n%s", mode, cfg)
 		}
 		install, _ := n.rootFile(t, "/var/log/e2e-install.log")
-		mustContain(t, "install.sh's record", install, "INSTALL_K3S_EXEC=server", "INSTALL_K3S_SKIP_START=true", "INSTALL_K3S_SKIP_DOWNLOAD=true")
+		mustContain(t, "install.sh's record", install, "INSTALL_K3S_EXEC=server", "INSTALL_K3S_SKIP_START=true", "INSTALL_K3S_SKIP_DOWNLOAD=true",
+			"-rw------- 1 0 0", "server-ca.key", "peer-ca.key", "service.key")
+		n.checkCA(t)
 		if s := n.status(t); s.Stage != firstboot.StageDone || s.State != firstboot.StateOK || s.Reason != "first boot finished" {
 			t.Errorf("status = %+v; want done, no problems", s)
 		}
@@ -314,6 +322,14 @@ var nodeChecks = []nodeCheck{
 		if mode != "0600" || !strings.Contains(cfg, `server: "https://192.168.1.99:6443"`) || strings.Contains(cfg, "cluster-init") {
 			t.Errorf("agent config.yaml (mode %s):\n%s", mode, cfg)
 		}
+		ca := n.keptCA(t)
+		if want := `token: "K10` + ca.Hash() + `::server:` + e2eToken + `"`; !strings.Contains(cfg, want) {
+			t.Errorf("agent config.yaml lacks the token pinning the cluster CA, %s:\n%s", want, cfg)
+		}
+		if _, mode := n.rootFile(t, "/var/lib/rancher/k3s/server/tls/server-ca.key"); mode != "" {
+			t.Error("the agent has the cluster CA key")
+		}
+		n.checkNodePassword(t)
 		fb, _ := n.rootFile(t, "/var/log/pibake/firstboot.log")
 		if strings.Count(fb, "not answering yet") < 3 || strings.Contains(fb, "FAILED") {
 			t.Errorf("the agent did not wait and retry:\n%s", fb)
@@ -375,7 +391,7 @@ func (n *node) checkCommon(t *testing.T, nc nodeCheck) {
 		t.Error("userconf-pi's rename dialog waited for a keyboard")
 	}
 	boot := n.bootFiles(t)
-	for _, f := range []string{"userconf.txt", "failed_userconf.txt", "pibake/k3s-config.yaml", "pibake/pibake-eth0.nmconnection", "pibake/pibake-wifi.nmconnection", "pibake/authorized_keys", "pibake/sudoers", "network-config", "ssh"} {
+	for _, f := range []string{"userconf.txt", "failed_userconf.txt", "pibake/k3s-config.yaml", "pibake/pibake-eth0.nmconnection", "pibake/pibake-wifi.nmconnection", "pibake/authorized_keys", "pibake/sudoers", "pibake/node-password", "pibake/tls/server-ca.key", "pibake/tls/etcd/peer-ca.key", "pibake/tls/service.key", "network-config", "ssh"} {
 		if boot[f] {
 			t.Errorf("%s is still on the boot partition", f)
 		}
@@ -599,6 +615,61 @@ func (n *node) rootOffset(t *testing.T) int64 {
 	return im.RootPartition().Offset()
 }
 
+// keptCA is the cluster CA the build kept in the node's output directory.
+func (n *node) keptCA(t *testing.T) *identity.CA {
+	t.Helper()
+	ca, err := identity.Load(filepath.Join(filepath.Dir(n.img), filepath.FromSlash(builder.CADir)), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca
+}
+
+// checkCA: the founding server's first boot put every CA file where k3s
+// reads a custom CA, byte for byte, with k3s's modes.
+func (n *node) checkCA(t *testing.T) {
+	t.Helper()
+	ca := n.keptCA(t)
+	const tls = "/var/lib/rancher/k3s/server/tls/"
+	for _, name := range identity.K3sFiles() {
+		got, mode := n.rootFile(t, tls+name)
+		want := "0644"
+		if strings.HasSuffix(name, ".key") {
+			want = "0600"
+		}
+		if got != string(ca.File(name)) || mode != want {
+			t.Errorf("%s: mode %s (want %s), same as the build's: %v", tls+name, mode, want, got == string(ca.File(name)))
+		}
+	}
+	for _, dir := range []string{"/var/lib/rancher/k3s/server", tls, tls + "etcd"} {
+		if mode := n.rootMode(t, dir); mode != "0700" {
+			t.Errorf("%s: mode %s, want 0700", dir, mode)
+		}
+	}
+	n.checkNodePassword(t)
+}
+
+// checkNodePassword: /etc/rancher/node/password as k3s would write it.
+func (n *node) checkNodePassword(t *testing.T) {
+	t.Helper()
+	pw, mode := n.rootFile(t, "/etc/rancher/node/password")
+	if mode != "0600" || !regexp.MustCompile(`^[0-9a-f]{32}\n$`).MatchString(pw) {
+		t.Errorf("/etc/rancher/node/password: mode %s, %q", mode, pw)
+	}
+}
+
+// rootMode is the mode of a file or directory in the image's root file
+// system, "" when it does not exist.
+func (n *node) rootMode(t *testing.T, path string) string {
+	t.Helper()
+	dev := fmt.Sprintf("%s?offset=%d", n.img, n.rootOffset(t))
+	stat, _ := exec.Command("debugfs", "-R", "stat "+path, dev).CombinedOutput()
+	if m := regexp.MustCompile(`Mode:\s+(\d+)`).FindSubmatch(stat); m != nil {
+		return string(m[1])
+	}
+	return ""
+}
+
 // rootFile reads a file from the image's root file system with debugfs,
 // with its mode; the mode is "" when the file does not exist.
 func (n *node) rootFile(t *testing.T, path string) (content, mode string) {
@@ -625,7 +696,7 @@ func (n *node) bootFiles(t *testing.T) map[string]bool {
 	}
 	defer im.Close()
 	have := map[string]bool{}
-	for _, f := range []string{"userconf.txt", "failed_userconf.txt", "pibake/k3s-config.yaml", "pibake/pibake-eth0.nmconnection", "pibake/pibake-wifi.nmconnection", "pibake/authorized_keys", "pibake/sudoers", "network-config", "ssh"} {
+	for _, f := range []string{"userconf.txt", "failed_userconf.txt", "pibake/k3s-config.yaml", "pibake/pibake-eth0.nmconnection", "pibake/pibake-wifi.nmconnection", "pibake/authorized_keys", "pibake/sudoers", "pibake/node-password", "pibake/tls/server-ca.key", "pibake/tls/etcd/peer-ca.key", "pibake/tls/service.key", "network-config", "ssh"} {
 		if _, err := im.ReadBootFile(f); err == nil {
 			have[f] = true
 		}

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/pibake/pibake/internal/testimage"
+)
+
+// TestGeneratedCACommands: build with cluster.ca = "generate" writes the
+// kubeconfig and says how to use it; plan and inspect show which node
+// carries the CA and which hash the others pin, and never a key or a
+// token; --rotate-node-password for an unknown node is a usage error.
+func TestGeneratedCACommands(t *testing.T) {
+	t.Setenv("NO_COLOR", "1")
+	base := testimage.For(t, testimage.Bookworm())
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	recipe := filepath.Join(dir, "lab.hcl")
+	const token = "ca-cli-test-token-0123456789"
+	src := fmt.Sprintf(`image {
+  source = %q
+}
+cluster {
+  name  = "lab"
+  token = %q
+  ca    = "generate"
+}
+node "srv" {
+  role = "server"
+  ip   = "192.168.7.10/24"
+}
+node "agent" {
+  role = "agent"
+}
+`, base, token)
+	if err := os.WriteFile(recipe, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pibake := func(args ...string) (string, string, int) {
+		var stdout, stderr bytes.Buffer
+		code := run(context.Background(), args, &stdout, &stderr)
+		all := stdout.String() + stderr.String()
+		for _, secret := range []string{token, "PRIVATE KEY"} {
+			if strings.Contains(all, secret) {
+				t.Errorf("pibake %s printed %q", strings.Join(args, " "), secret)
+			}
+		}
+		return stdout.String(), stderr.String(), code
+	}
+
+	stdout, stderr, code := pibake("plan", "--out", out, recipe)
+	if code != exitOK || !strings.Contains(stdout, "made at the first build") || !strings.Contains(stdout, "founds the cluster, carries the CA") || !strings.Contains(stdout, "https://192.168.7.10:6443, pins the CA") {
+		t.Errorf("plan before the first build: exit %d\n%s%s", code, stdout, stderr)
+	}
+	_, stderr, code = pibake("build", "--cache", filepath.Join(dir, "cache"), "--out", out, recipe)
+	if code != exitOK || !strings.Contains(stderr, "kubectl --kubeconfig "+filepath.Join(out, "lab.kubeconfig")+" get nodes") {
+		t.Fatalf("build: exit %d\n%s", code, stderr)
+	}
+	hash := regexp.MustCompile(`sha256 ([0-9a-f]{64})`)
+	stdout, _, _ = pibake("plan", "--out", out, recipe)
+	m := hash.FindStringSubmatch(stdout)
+	if m == nil {
+		t.Fatalf("plan after the build shows no CA hash:\n%s", stdout)
+	}
+	for host, want := range map[string]string{
+		"srv":   "carries the cluster CA keys (sha256 " + m[1] + ")",
+		"agent": "joins with a token pinning the cluster CA sha256 " + m[1],
+	} {
+		stdout, stderr, code := pibake("inspect", filepath.Join(out, host+".img"))
+		if code != exitOK || !strings.Contains(stdout, want) || !strings.Contains(stdout, "sets /etc/rancher/node/password") {
+			t.Errorf("inspect %s: exit %d; want %q\n%s%s", host, code, want, stdout, stderr)
+		}
+	}
+	_, stderr, code = pibake("build", "--cache", filepath.Join(dir, "cache"), "--out", out, "--rotate-node-password", "pi-99", recipe)
+	if code != exitUsage || !strings.Contains(stderr, `unknown node "pi-99"`) {
+		t.Errorf("rotate an unknown node: exit %d\n%s", code, stderr)
+	}
+}
