@@ -393,3 +393,29 @@ func changed(a, b map[string]string) []string {
 	slices.Sort(out)
 	return out
 }
+
+// TestSweepIdentityLeftovers: a build killed while it made the CA, or
+// renewed the admin certificate, leaves temporary names that the next
+// one removes; the CA itself stays.
+func TestSweepIdentityLeftovers(t *testing.T) {
+	dir := t.TempDir()
+	left := []string{".pibake/.ca.tmp-123/etcd/peer-ca.key", ".pibake/ca/.admin.key.tmp-456", ".pibake/ca/etcd/.peer-ca.crt.tmp-789"}
+	keep := ".pibake/ca/server-ca.crt"
+	for _, rel := range append(left, keep) {
+		p := filepath.Join(dir, filepath.FromSlash(rel))
+		os.MkdirAll(filepath.Dir(p), 0o700)
+		os.WriteFile(p, []byte("x"), 0o600)
+	}
+	openTestOutput(t, dir)
+	for _, rel := range left {
+		if _, err := os.Stat(filepath.Join(dir, filepath.FromSlash(rel))); err == nil {
+			t.Errorf("%s survived the sweep", rel)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, ".pibake/.ca.tmp-123")); err == nil {
+		t.Error("the half-made CA directory survived the sweep")
+	}
+	if _, err := os.Stat(filepath.Join(dir, filepath.FromSlash(keep))); err != nil {
+		t.Errorf("the sweep removed the CA: %v", err)
+	}
+}

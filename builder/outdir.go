@@ -110,7 +110,7 @@ func (o *output) path(name string) string { return filepath.Join(o.dir, filepath
 
 // sweep removes what interrupted builds leave under temporary names.
 func (o *output) sweep() error {
-	for _, pattern := range []string{"*.part", atomicfile.TempPattern, stateDir + "/" + atomicfile.TempPattern} {
+	for _, pattern := range []string{"*.part", atomicfile.TempPattern, stateDir + "/" + atomicfile.TempPattern, CADir + "/" + atomicfile.TempPattern, CADir + "/etcd/" + atomicfile.TempPattern} {
 		left, _ := filepath.Glob(filepath.Join(o.dir, filepath.FromSlash(pattern)))
 		for _, p := range left {
 			if err := os.RemoveAll(p); err != nil {
