@@ -50,7 +50,7 @@ func Inspect(p string) (*Inspection, error) {
 	if fi, err := os.Stat(p); err == nil && fi.IsDir() {
 		return inspectBootDir(p)
 	}
-	im, err := diskimg.Open(p, false)
+	im, err := openForInspect(p)
 	if err != nil {
 		return nil, err
 	}
@@ -88,6 +88,31 @@ func Inspect(p string) (*Inspection, error) {
 		return nil, fmt.Errorf("image %s: %w", p, err)
 	}
 	return ins, nil
+}
+
+// openForInspect opens an image, a card, or an .img.xz, which is read
+// where it lies, decoding only the blocks that hold what inspect reads.
+func openForInspect(p string) (*diskimg.Image, error) {
+	if !isXZ(p) {
+		return diskimg.Open(p, false)
+	}
+	x, err := base.OpenXZ(p)
+	if err != nil {
+		return nil, fmt.Errorf("open image: %w", err)
+	}
+	return diskimg.OpenSource(p, x)
+}
+
+// isXZ reports whether the file starts with the xz magic bytes.
+func isXZ(p string) bool {
+	f, err := os.Open(p)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	magic := make([]byte, 6)
+	_, err = io.ReadFull(f, magic)
+	return err == nil && string(magic) == "\xfd7zXZ\x00"
 }
 
 // inspectBootDir reads a boot partition mounted on any computer (the card

@@ -2,7 +2,11 @@ package builder
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -56,5 +60,49 @@ func TestInspect(t *testing.T) {
 	}
 	if strings.Contains(text.String()+js.String(), "inspect-secret") {
 		t.Error("inspect printed the token")
+	}
+}
+
+// TestInspectXZ: an .img.xz, as pibake and xz write it, is inspected where
+// it lies, with the same findings as the image itself and no file written.
+func TestInspectXZ(t *testing.T) {
+	xzTool := testimage.Tool(t, "xz")
+	img := testimage.For(t, testimage.Trixie())
+	want, err := Inspect(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	ours := filepath.Join(dir, "ours.img.xz")
+	if err := compressXZ(context.Background(), img, ours, 2); err != nil {
+		t.Fatal(err)
+	}
+	theirs := filepath.Join(dir, "theirs.img.xz")
+	out, err := exec.Command(xzTool, "-T1", "-0", "-k", "-c", img).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(theirs, out, 0o600)
+	for _, p := range []string{ours, theirs} {
+		got, err := Inspect(p)
+		if err != nil {
+			t.Fatalf("Inspect(%s): %v", filepath.Base(p), err)
+		}
+		got.Path = want.Path
+		a, _ := json.Marshal(got)
+		b, _ := json.Marshal(want)
+		if !bytes.Equal(a, b) {
+			t.Errorf("Inspect(%s) =\n%s\nthe image itself:\n%s", filepath.Base(p), a, b)
+		}
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 2 {
+		t.Errorf("inspecting wrote files: %v", entries)
+	}
+	// Not an image inside: an error naming the file, not a panic.
+	junk := filepath.Join(dir, "junk.img.xz")
+	out, _ = exec.Command("sh", "-c", "head -c 100000 /dev/urandom | "+xzTool+" -c").Output()
+	os.WriteFile(junk, out, 0o600)
+	if _, err := Inspect(junk); err == nil || !strings.Contains(err.Error(), "junk.img.xz") {
+		t.Errorf("Inspect(random data .xz) = %v", err)
 	}
 }

@@ -50,7 +50,10 @@ func (p Partition) Size() int64 { return p.Sectors * SectorSize }
 
 // Image is an open Raspberry Pi OS disk image.
 type Image struct {
-	path     string
+	path string
+	// src is what the image is read from; f is the same file when it is
+	// a plain file or device (nil for another Source), for writing.
+	src      Source
 	f        *os.File
 	writable bool
 	size     int64
@@ -93,9 +96,35 @@ func Open(path string, writable bool) (*Image, error) {
 			return nil, fmt.Errorf("open image %s: size of the device: %w", path, err)
 		}
 	}
-	im := &Image{path: path, f: f, writable: writable, size: size, Boot: -1, Root: -1}
+	im := &Image{path: path, src: f, f: f, writable: writable, size: size, Boot: -1, Root: -1}
 	if err := im.readPartitions(); err != nil {
 		f.Close()
+		return nil, fmt.Errorf("image %s: %w", path, err)
+	}
+	return im, nil
+}
+
+// Source is what an image can be read from besides a file: the content
+// of an .img.xz, say. go-diskfs reads through it as through a file.
+type Source interface {
+	io.ReaderAt
+	io.Reader
+	io.Seeker
+	io.Closer
+	Stat() (fs.FileInfo, error)
+}
+
+// OpenSource opens, read-only, an image held by src (which the Image
+// closes), named path in messages.
+func OpenSource(path string, src Source) (*Image, error) {
+	size, err := src.Seek(0, io.SeekEnd)
+	if err != nil {
+		src.Close()
+		return nil, fmt.Errorf("open image %s: %w", path, err)
+	}
+	im := &Image{path: path, src: src, size: size, Boot: -1, Root: -1}
+	if err := im.readPartitions(); err != nil {
+		src.Close()
 		return nil, fmt.Errorf("image %s: %w", path, err)
 	}
 	return im, nil
@@ -109,13 +138,13 @@ func (im *Image) Close() error {
 			return fmt.Errorf("sync %s: %w", im.path, err)
 		}
 	}
-	return im.f.Close()
+	return im.src.Close()
 }
 
 // CloseUnsynced closes the image file without syncing it, for a caller
 // that syncs it itself later, overlapping the sync with other work.
 func (im *Image) CloseUnsynced() error {
-	return im.f.Close()
+	return im.src.Close()
 }
 
 func (im *Image) readPartitions() error {
@@ -123,7 +152,7 @@ func (im *Image) readPartitions() error {
 		return fmt.Errorf("the file is empty or too small to be a disk image (%d bytes)", im.size)
 	}
 	mbr := make([]byte, SectorSize)
-	if _, err := im.f.ReadAt(mbr, 0); err != nil {
+	if _, err := im.src.ReadAt(mbr, 0); err != nil {
 		return fmt.Errorf("read partition table: %w", err)
 	}
 	if mbr[510] != 0x55 || mbr[511] != 0xAA {
@@ -153,7 +182,7 @@ func (im *Image) readPartitions() error {
 		p := &im.Partitions[i]
 		switch p.Type {
 		case TypeFAT32LBA, TypeFAT32CHS:
-			v, err := readFAT(im.f, p.Offset(), p.Size())
+			v, err := readFAT(im.src, p.Offset(), p.Size())
 			if err != nil {
 				return fmt.Errorf("partition %d (FAT32, type %#02x): %w", p.Index, p.Type, err)
 			}
@@ -162,7 +191,7 @@ func (im *Image) readPartitions() error {
 				im.Boot, im.fat = i, v
 			}
 		case TypeLinux:
-			label, ok := ext4Label(im.f, p.Offset())
+			label, ok := ext4Label(im.src, p.Offset())
 			if ok {
 				p.FileSystem, p.Label = "ext4", label
 				if im.Root < 0 {
@@ -181,7 +210,7 @@ func (im *Image) readPartitions() error {
 }
 
 // ext4Label reads the volume label from an ext4 superblock.
-func ext4Label(f *os.File, offset int64) (string, bool) {
+func ext4Label(f io.ReaderAt, offset int64) (string, bool) {
 	sb := make([]byte, 1024)
 	if _, err := f.ReadAt(sb, offset+1024); err != nil {
 		return "", false
@@ -216,7 +245,7 @@ func (im *Image) bootFS() (fs *fat32.FileSystem, err error) {
 	p := im.BootPartition()
 	err = guard("read FAT32 boot partition", func() error {
 		var e error
-		fs, e = fat32.Read(file.New(im.f, !im.writable), p.Size(), p.Offset(), SectorSize)
+		fs, e = fat32.Read(file.New(im.src, !im.writable), p.Size(), p.Offset(), SectorSize)
 		return e
 	})
 	if err != nil {
@@ -273,7 +302,7 @@ func (im *Image) ReadRootFile(name string) ([]byte, error) {
 	p := im.RootPartition()
 	var b []byte
 	err := guard("read ext4 "+name, func() error {
-		rfs, e := ext4.Read(file.New(im.f, true), p.Size(), p.Offset(), SectorSize)
+		rfs, e := ext4.Read(file.New(im.src, true), p.Size(), p.Offset(), SectorSize)
 		if e != nil {
 			return e
 		}
@@ -294,7 +323,7 @@ func (im *Image) RootFileExists(name string) (bool, error) {
 	p := im.RootPartition()
 	found := false
 	err := guard("look up ext4 "+name, func() error {
-		rfs, e := ext4.Read(file.New(im.f, true), p.Size(), p.Offset(), SectorSize)
+		rfs, e := ext4.Read(file.New(im.src, true), p.Size(), p.Offset(), SectorSize)
 		if e != nil {
 			return e
 		}
