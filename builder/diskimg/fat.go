@@ -64,6 +64,15 @@ func readFAT(r io.ReaderAt, start, size int64) (*fatVolume, error) {
 	switch {
 	case bs[510] != 0x55 || bs[511] != 0xAA:
 		return nil, fmt.Errorf("%w (no 55 AA signature; the partition may be zeroed or damaged)", errNoFAT)
+	case binary.LittleEndian.Uint16(bs[22:]) != 0:
+		// A 16-bit FAT size, which FAT32 keeps zero: FAT12 or FAT16,
+		// whatever the partition type claims. Its type string is at
+		// offset 54.
+		kind := strings.TrimSpace(string(bs[54:62]))
+		if kind != "FAT12" && kind != "FAT16" {
+			kind = "FAT12/FAT16"
+		}
+		return nil, fmt.Errorf("%w: it holds a %s file system, though the partition type says FAT32; Raspberry Pi OS boot partitions are FAT32, so this is not an unmodified Raspberry Pi OS image", errNoFAT, kind)
 	case v.bytesPerSector != 512 && v.bytesPerSector != 4096:
 		return nil, fmt.Errorf("%w (bytes per sector is %d)", errNoFAT, v.bytesPerSector)
 	case v.sectorsPerCluster == 0 || v.sectorsPerCluster&(v.sectorsPerCluster-1) != 0:

@@ -3,7 +3,9 @@ package diskimg
 import (
 	"encoding/binary"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -155,6 +157,12 @@ func TestBadImages(t *testing.T) {
 		{name: "garbage", path: garbage, want: "no MBR partition table"},
 		{name: "truncated", path: mk("truncated.img", func(p string) { os.Truncate(p, spec.RootStart()*512+4096) }), want: "partition 2 ends at byte"},
 		{name: "zeroed FAT boot sector", path: mk("zeroed.img", func(p string) { writeAt(p, spec.BootStart*512, make([]byte, 512)) }), want: "partition 1 (FAT32, type 0x0c): no FAT32 boot sector"},
+		{name: "FAT16 in a FAT32 partition", path: mk("fat16.img", func(p string) {
+			out, err := exec.Command(testimage.Tool(t, "mkfs.fat"), "-F", "16", "--offset", strconv.FormatInt(spec.BootStart, 10), p, strconv.Itoa(testimage.BootSectors/2)).CombinedOutput()
+			if err != nil {
+				t.Fatalf("mkfs.fat -F 16: %v\n%s", err, out)
+			}
+		}), want: "partition 1 (FAT32, type 0x0c): no FAT32 boot sector: it holds a FAT16 file system, though the partition type says FAT32"},
 		{name: "GPT", path: mk("gpt.img", func(p string) { writeAt(p, 446+4, []byte{0xee}) }), want: "GPT partition table"},
 		{name: "no root partition", path: mk("noroot.img", func(p string) { writeAt(p, 446+16, make([]byte, 16)) }), want: "no ext4 root partition"},
 		{name: "no boot partition", path: mk("noboot.img", func(p string) { writeAt(p, 446+4, []byte{0x83}) }), want: "no FAT32 boot partition"},
