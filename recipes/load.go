@@ -23,6 +23,11 @@ import (
 // most 5000 nodes.
 const maxCount = 5000
 
+// maxRecipeBytes bounds what is parsed: HCL's parser allocates about 250
+// bytes per byte of source (measured: 2 GB for 8 MB), so a runaway file
+// is refused before it is read into an AST.
+const maxRecipeBytes = 4 << 20
+
 // Load parses, decodes and validates the recipe at path: one .hcl file, or
 // a directory whose *.hcl files together form one recipe. The parser is
 // passed in so the caller can render diagnostics with source snippets from
@@ -118,10 +123,21 @@ func recipeFiles(path string) ([]string, string, hcl.Diagnostics) {
 func load(p *hclparse.Parser, path, dir string, srcs []source) (*Recipe, hcl.Diagnostics) {
 	var diags hcl.Diagnostics
 	var files []*hcl.File
+	total := 0
 	for _, s := range srcs {
 		if d := notText(s); d != nil {
 			diags = append(diags, d)
 			continue
+		}
+		if total += len(s.src); total > maxRecipeBytes {
+			diags = append(diags, &hcl.Diagnostic{
+				Severity: hcl.DiagError,
+				Summary:  "Recipe too large",
+				Detail: fmt.Sprintf("%s brings the recipe to %.1f MiB; pibake reads at most %d MiB. Even the largest cluster, %d nodes each in a node block of its own, takes a few MiB; use count for fleets, or split them into clusters of their own.",
+					s.name, float64(total)/(1<<20), maxRecipeBytes>>20, maxCount),
+				Subject: &hcl.Range{Filename: s.name, Start: hcl.Pos{Line: 1, Column: 1}, End: hcl.Pos{Line: 1, Column: 1}},
+			})
+			break
 		}
 		f, d := p.ParseHCL(s.src, s.name)
 		// After a syntax error the parser's later findings in the same file
@@ -316,6 +332,7 @@ func (ld *loader) nodes(defaults *rawBlock, blocks []rawNode, c *Cluster) ([]Nod
 		diags = append(diags, checkDefaultsBody(defaults)...)
 	}
 	var nodes []Node
+	total := 0
 	for _, rn := range blocks {
 		count, counted, d := ld.count(rn)
 		diags = append(diags, d...)
@@ -324,6 +341,19 @@ func (ld *loader) nodes(defaults *rawBlock, blocks []rawNode, c *Cluster) ([]Nod
 			// other mistakes come out in the same run.
 			count, counted = 1, true
 		}
+		if total+count > maxCount {
+			// Past k3s's limit nothing further is expanded: a recipe of a
+			// hundred thousand nodes is refused in the time of five
+			// thousand, not decoded whole.
+			subject := rn.DefRange
+			if counted {
+				subject = ld.countRange(rn)
+			}
+			diags = append(diags, errorAt(&subject, "Too many nodes",
+				"This node block brings the recipe to at least %d nodes; Kubernetes, k3s included, supports clusters of at most %d nodes, so pibake reads no further. Split the fleet into clusters of their own, each in its own recipe.", total+count, maxCount))
+			break
+		}
+		total += count
 		for i := 0; i < count; i++ {
 			ctx := ld.ctx.NewChild()
 			ctx.Variables = map[string]cty.Value{
@@ -345,6 +375,15 @@ func (ld *loader) nodes(defaults *rawBlock, blocks []rawNode, c *Cluster) ([]Nod
 		}
 	}
 	return nodes, diags
+}
+
+// countRange is where a node block's count is written.
+func (ld *loader) countRange(rn rawNode) hcl.Range {
+	content, _, _ := rn.Body.PartialContent(&hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "count"}}})
+	if a := content.Attributes["count"]; a != nil {
+		return a.Expr.Range()
+	}
+	return rn.DefRange
 }
 
 // count evaluates a node block's count, which must not depend on itself.

@@ -86,6 +86,8 @@ func TestLoadFindings(t *testing.T) {
 		{name: "bad k3s version", src: "cluster {\n  k3s_version = \"1.31\"\n}\n" + server, summary: "Invalid k3s version", pos: "2:17"},
 		{name: "bad k3s channel", src: "cluster {\n  k3s_channel = \"newest\"\n}\n" + server, summary: "Invalid k3s channel", pos: "2:17"},
 		{name: "version and channel", src: "cluster {\n  k3s_version = \"v1.31.4+k3s1\"\n  k3s_channel = \"stable\"\n}\n" + server, summary: "Both k3s_version and k3s_channel set", pos: "3:17"},
+		{name: "too many nodes", src: server + "node \"a\" {\n  role = \"agent\"\n  count = 3000\n}\nnode \"b\" {\n  role = \"agent\"\n  count = 2000\n}\n", summary: "Too many nodes", pos: "12:11", detail: "at least 5001 nodes"},
+		{name: "recipe too large", src: server + "# " + strings.Repeat("x", 4<<20) + "\n", summary: "Recipe too large", pos: "1:1", detail: "at most 4 MiB"},
 		{name: "bad ca", src: "cluster {\n  ca = \"custom\"\n}\n" + server, summary: "Invalid ca", pos: "2:8", detail: `"generate"`},
 		{name: "bad flannel backend", src: "cluster {\n  flannel_backend = \"ipsec\"\n}\n" + server, summary: "Invalid flannel backend", pos: "2:21"},
 		{name: "bad cluster cidr", src: "cluster {\n  cluster_cidr = \"10.42.0.0\"\n}\n" + server, summary: "Invalid cluster cidr", pos: "2:18"},
@@ -124,7 +126,7 @@ func TestLoadFindings(t *testing.T) {
 		{name: "server on sd card", severity: hcl.DiagWarning, src: "node \"s\" {\n  role = \"server\"\n  storage = \"sd\"\n}\n", summary: "Server on an SD card", pos: "3:13"},
 		{name: "servers too small", severity: hcl.DiagWarning, src: "cluster {\n  agent_join_batch = 1000\n}\nnode \"s\" {\n  role = \"server\"\n  ip = \"192.168.1.10/24\"\n  hardware {\n    cpus = 2\n    memory_gb = 4\n  }\n}\nnode \"a\" {\n  role = \"agent\"\n  count = 351\n}\n", summary: "Servers too small for the agents", pos: "7:3", detail: "about 350"},
 		{name: "nobody can log in", severity: hcl.DiagWarning, src: server, summary: "Nobody can log in", pos: "2:1", detail: `"srv": user "pi" has neither`},
-		{name: "nobody can log in with a user block", severity: hcl.DiagWarning, src: "node \"a\" {\n  role = \"agent\"\n  count = 2\n  user {\n    name = \"ops\"\n  }\n}\n" + server, summary: "Nobody can log in", pos: "4:3", detail: `block "a" (a-1, …)`},
+		{name: "nobody can log in with a user block", severity: hcl.DiagWarning, src: "node \"a\" {\n  role = \"agent\"\n  count = 2\n  user {\n    name = \"ops\"\n  }\n}\n" + server, summary: "Nobody can log in", pos: "4:3", detail: `3 nodes of node blocks "a", "srv": user "ops"`},
 		{name: "agents join in batches", severity: hcl.DiagWarning, src: "cluster {\n  agent_join_batch = 2\n}\nnode \"a\" {\n  role = \"agent\"\n  count = 3\n}\n" + server, summary: "Agents join in batches", pos: "2:22", detail: "2 batches"},
 	}
 	for _, tt := range tests {

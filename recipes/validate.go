@@ -52,32 +52,50 @@ func (ld *loader) validate(r *Recipe) hcl.Diagnostics {
 	return diags
 }
 
-// checkLogins warns, once per node block, when nobody can log in to its
-// nodes: they still boot and join, but nobody can look at one that does
-// not.
+// checkLogins warns when nobody can log in to some nodes: they still boot
+// and join, but nobody can look at one that does not. One warning, at
+// the first such node block, names them all: a fleet of a thousand
+// blocks gets one finding, not a thousand.
 func (ld *loader) checkLogins(r *Recipe) hcl.Diagnostics {
-	var diags hcl.Diagnostics
-	warned := map[string]bool{}
+	var blocks []string
+	first, nodes := -1, 0
+	seen := map[string]bool{}
 	for i, n := range r.Nodes {
-		if n.User.CanLogIn() || warned[n.Group] {
+		if n.User.CanLogIn() {
 			continue
 		}
-		warned[n.Group] = true
-		m := ld.meta[i]
-		diags = append(diags, warningAt(m.ranges.at("user", m.defRange), "Nobody can log in",
-			"Node %s: user %q has neither password_hash nor ssh_authorized_keys, so nobody can log in to it (it still boots and joins). Add ssh_authorized_keys = [file(\"~/.ssh/id_ed25519.pub\")] to a user block, in defaults for every node.",
-			nodeBlockName(n), n.User.Name))
+		nodes++
+		if seen[n.Group] {
+			continue
+		}
+		seen[n.Group] = true
+		if first < 0 {
+			first = i
+		}
+		blocks = append(blocks, fmt.Sprintf("%q", n.Group))
 	}
-	return diags
+	if first < 0 {
+		return nil
+	}
+	n, m := r.Nodes[first], ld.meta[first]
+	which := fmt.Sprintf("Node %q", n.Hostname)
+	switch {
+	case len(blocks) > 1:
+		which = fmt.Sprintf("%s of node blocks %s", Plural(nodes, "node"), listSome(blocks, 5))
+	case nodes > 1 || n.Group != n.Hostname:
+		which = fmt.Sprintf("%s of node block %s", Plural(nodes, "node"), blocks[0])
+	}
+	return hcl.Diagnostics{warningAt(m.ranges.at("user", m.defRange), "Nobody can log in",
+		"%s: user %q has neither password_hash nor ssh_authorized_keys, so nobody can log in (the nodes still boot and join). Add ssh_authorized_keys = [file(\"~/.ssh/id_ed25519.pub\")] to a user block, in defaults for every node.",
+		which, n.User.Name)}
 }
 
-// nodeBlockName names the node block n came from, for findings that are
-// reported once per block.
-func nodeBlockName(n Node) string {
-	if n.Group != n.Hostname {
-		return fmt.Sprintf("block %q (%s, …)", n.Group, n.Hostname)
+// listSome lists the first few items and says how many more there are.
+func listSome(items []string, few int) string {
+	if len(items) <= few {
+		return strings.Join(items, ", ")
 	}
-	return fmt.Sprintf("%q", n.Hostname)
+	return fmt.Sprintf("%s and %d more", strings.Join(items[:few], ", "), len(items)-few)
 }
 
 // checkServerIP refuses a server_ip that is an agent's static address:
