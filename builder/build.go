@@ -117,7 +117,10 @@ func Build(ctx context.Context, r *recipes.Recipe, opt Options) ([]NodeResult, e
 	}
 	baseImg, err := b.fetchBase(ctx)
 	if err != nil {
-		return nil, err
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w; nothing was built", err)
 	}
 	defer baseImg.img.Release()
 	out, err := openOutput(ctx, b.outDir, opt.Wait, b.logf)
@@ -179,20 +182,32 @@ func prepare(r *recipes.Recipe, opt Options) (*build, error) {
 	return b, nil
 }
 
+// selectNodes picks the nodes --node names: by hostname, or by the label
+// of a node block, which selects every node its count makes.
 func selectNodes(r *recipes.Recipe, names []string) ([]*recipes.Node, error) {
+	matches := func(n *recipes.Node, name string) bool {
+		return strings.EqualFold(name, n.Hostname) || strings.EqualFold(name, n.Group)
+	}
 	var nodes []*recipes.Node
 	for i := range r.Nodes {
-		if len(names) == 0 || slices.ContainsFunc(names, func(n string) bool { return strings.EqualFold(n, r.Nodes[i].Hostname) }) {
+		if len(names) == 0 || slices.ContainsFunc(names, func(name string) bool { return matches(&r.Nodes[i], name) }) {
 			nodes = append(nodes, &r.Nodes[i])
 		}
 	}
 	for _, name := range names {
-		if !slices.ContainsFunc(r.Nodes, func(n recipes.Node) bool { return strings.EqualFold(n.Hostname, name) }) {
-			var valid []string
+		if !slices.ContainsFunc(r.Nodes, func(n recipes.Node) bool { return matches(&n, name) }) {
+			var valid, groups []string
 			for _, n := range r.Nodes {
 				valid = append(valid, n.Hostname)
+				if n.Group != n.Hostname && !slices.Contains(groups, n.Group) {
+					groups = append(groups, n.Group)
+				}
 			}
-			return nil, fmt.Errorf("%w %q; the recipe's nodes are: %s", ErrUnknownNode, name, strings.Join(valid, ", "))
+			blocks := ""
+			if len(groups) > 0 {
+				blocks = "; its node blocks (each selects all its nodes): " + strings.Join(groups, ", ")
+			}
+			return nil, fmt.Errorf("%w %q; the recipe's nodes are: %s%s", ErrUnknownNode, name, strings.Join(valid, ", "), blocks)
 		}
 	}
 	return nodes, nil

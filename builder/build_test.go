@@ -316,7 +316,7 @@ func TestBuildWrongPinBuildsNothing(t *testing.T) {
 	r := recipeFor(t, s, fmt.Sprintf("sha256 = %q", strings.Repeat("ab", 32)))
 	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
 	_, err := Build(context.Background(), r, opt)
-	if err == nil || !strings.Contains(err.Error(), "checksum mismatch") {
+	if err == nil || !strings.Contains(err.Error(), "checksum mismatch") || !strings.HasSuffix(err.Error(), "; nothing was built") {
 		t.Fatalf("Build with a wrong pin = %v", err)
 	}
 	if imgs, _ := filepath.Glob(filepath.Join(opt.OutDir, "*.img*")); len(imgs) != 0 {
@@ -435,5 +435,52 @@ func TestDescribeWriteError(t *testing.T) {
 	err := describeWriteError("out", &os.PathError{Op: "write", Path: "out/a.img", Err: syscall.ENOSPC})
 	if !errors.Is(err, syscall.ENOSPC) || !strings.Contains(err.Error(), "the disk holding out is full") {
 		t.Errorf("describeWriteError = %v", err)
+	}
+}
+
+// TestSelectNodesByBlock: --node takes a hostname or a node block's label,
+// which selects every node its count makes.
+func TestSelectNodesByBlock(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "fleet.hcl")
+	os.WriteFile(path, []byte(`
+node "srv" {
+  role = "server"
+  ip   = "10.0.0.10/24"
+}
+node "edge" {
+  role  = "agent"
+  count = 3
+}
+node "solo" {
+  role     = "agent"
+  hostname = "lonely"
+}
+`), 0o600)
+	r, diags := recipes.Load(hclparse.NewParser(), path)
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	for _, tc := range []struct {
+		names []string
+		want  string
+	}{
+		{nil, "srv edge-1 edge-2 edge-3 lonely"},
+		{[]string{"edge"}, "edge-1 edge-2 edge-3"},
+		{[]string{"EDGE-2", "srv"}, "srv edge-2"},
+		{[]string{"solo"}, "lonely"},
+		{[]string{"edge", "edge-1"}, "edge-1 edge-2 edge-3"},
+	} {
+		nodes, err := selectNodes(r, tc.names)
+		var got []string
+		for _, n := range nodes {
+			got = append(got, n.Hostname)
+		}
+		if err != nil || strings.Join(got, " ") != tc.want {
+			t.Errorf("--node %v: %v, %v; want %s", tc.names, got, err, tc.want)
+		}
+	}
+	_, err := selectNodes(r, []string{"edg"})
+	if !errors.Is(err, ErrUnknownNode) || !strings.Contains(err.Error(), "edge-1, edge-2, edge-3, lonely; its node blocks (each selects all its nodes): edge, solo") {
+		t.Errorf("--node edg: %v", err)
 	}
 }

@@ -184,7 +184,7 @@ func (b *build) settleNodePasswords(out *output) error {
 
 // ErrNotSelected is returned when an option names a node that --node
 // leaves out.
-var ErrNotSelected = errors.New("node not selected")
+var ErrNotSelected = errors.New("the node is not among those --node selects")
 
 // checkRotations refuses --rotate-node-password for a node the recipe
 // does not have, or one this build does not build.
@@ -194,7 +194,7 @@ func checkRotations(r *recipes.Recipe, nodes []*recipes.Node, hosts []string) er
 			return fmt.Errorf("%w %q in --rotate-node-password", ErrUnknownNode, host)
 		}
 		if !slices.ContainsFunc(nodes, func(n *recipes.Node) bool { return strings.EqualFold(n.Hostname, host) }) {
-			return fmt.Errorf("%w: --rotate-node-password %s names a node this build does not build; add --node %s", ErrNotSelected, host, host)
+			return fmt.Errorf("--rotate-node-password %s: %w; add --node %s", host, ErrNotSelected, host)
 		}
 	}
 	return nil

@@ -161,7 +161,7 @@ func fetchLocal(ctx context.Context, src Source, opt Options) (*Image, error) {
 		}
 	}
 	if src.Pin != "" && sha != src.Pin {
-		return nil, fmt.Errorf("image %s: checksum mismatch: the recipe pins sha256 %s but the file has %s; nothing was built", abs, src.Pin, sha)
+		return nil, fmt.Errorf("image %s: checksum mismatch: the recipe pins sha256 %s but the file has %s", abs, src.Pin, sha)
 	}
 	img := &Image{Path: abs, SHA256: sha, Source: src.Spec, Cached: true}
 	xz, err := isXZ(abs)
@@ -340,7 +340,7 @@ func (c Cache) download(ctx context.Context, url, want string, opt Options) (str
 		bad := c.path("bad", keyOf(url)+"-"+got)
 		os.MkdirAll(filepath.Dir(bad), 0o755)
 		os.Rename(partial, bad)
-		return "", fmt.Errorf("image %s: checksum mismatch: expected sha256 %s, downloaded file has %s; it was moved to %s and nothing was built", url, want, got, bad)
+		return "", fmt.Errorf("image %s: checksum mismatch: expected sha256 %s, downloaded file has %s; it was moved to %s", url, want, got, bad)
 	}
 	if err := atomicfile.Sync(partial); err != nil {
 		return "", err
@@ -514,15 +514,26 @@ func statusError(url string, code, attempts int) error {
 	return fmt.Errorf("download %s: HTTP %d %s%s", url, code, http.StatusText(code), hint)
 }
 
+// UnreachableError is a download that never reached its server: the name
+// did not resolve or no connection could be made. The machine may be
+// offline, so the command line adds what can be done without a network.
+type UnreachableError struct{ Err error }
+
+func (e *UnreachableError) Error() string { return e.Err.Error() }
+func (e *UnreachableError) Unwrap() error { return e.Err }
+
 // describeNetError words connection failures so the user knows what to do.
 func describeNetError(url string, err error) error {
 	var dns *net.DNSError
+	var op *net.OpError
 	var unknownCA x509.UnknownAuthorityError
 	var hostname x509.HostnameError
 	var verify *tls.CertificateVerificationError
 	switch {
 	case errors.As(err, &dns):
-		return fmt.Errorf("download %s: cannot resolve host %s: check the URL and your network's DNS", url, dns.Name)
+		return &UnreachableError{fmt.Errorf("download %s: cannot resolve host %s: check the URL and your network's DNS", url, dns.Name)}
+	case errors.As(err, &op) && op.Op == "dial":
+		return &UnreachableError{fmt.Errorf("download %s: cannot connect: %w", url, op.Err)}
 	case errors.As(err, &unknownCA), errors.As(err, &hostname), errors.As(err, &verify):
 		return fmt.Errorf("download %s: TLS certificate problem: %v", url, err)
 	}

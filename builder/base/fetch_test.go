@@ -5,7 +5,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -298,7 +300,7 @@ func TestFetchFailures(t *testing.T) {
 		gets   int32
 	}{
 		{name: "404", source: func(s *imageServer) string { return s.URL + "/images/missing.img.xz" }, want: []string{"HTTP 404", "check the URL"}},
-		{name: "wrong checksum", setup: func(s *imageServer) { s.sum = strings.Repeat("ab", 32) }, want: []string{"checksum mismatch", strings.Repeat("ab", 32), sha(xz), "nothing was built"}, gets: 1},
+		{name: "wrong checksum", setup: func(s *imageServer) { s.sum = strings.Repeat("ab", 32) }, want: []string{"checksum mismatch", strings.Repeat("ab", 32), sha(xz), "moved to"}, gets: 1},
 		{name: "missing sidecar", setup: func(s *imageServer) { s.noSidecar = true }, want: []string{"no checksum", "--insecure-skip-verify"}},
 		{name: "cut short every time", setup: func(s *imageServer) { s.alwaysCut = true }, want: []string{"gave up after 4 attempts", "run again to resume"}, gets: 4},
 		{name: "always 503", setup: func(s *imageServer) { s.fail503 = 100 }, want: []string{"HTTP 503", "gave up after 4 attempts"}, gets: 4},
@@ -540,5 +542,30 @@ func TestFetchPinnedAlias(t *testing.T) {
 	defer img.Release()
 	if got, _ := os.ReadFile(img.Path); !bytes.Equal(got, raw) {
 		t.Errorf("a poisoned cache entry was returned as the raw image: %s", img.Path)
+	}
+}
+
+// TestFetchUnreachable: a server that cannot be reached at all (nothing
+// listens, or the name does not resolve) is an UnreachableError, so the
+// command line can say what to do offline; a DNS miss is not retried.
+func TestFetchUnreachable(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens there now
+	opt := Options{Cache: Cache{Dir: t.TempDir()}, Attempts: 2, RetryDelay: time.Millisecond}
+	_, err = Fetch(context.Background(), mustSource(t, "http://"+addr+"/a.img.xz", strings.Repeat("0", 64)), opt)
+	var unreachable *UnreachableError
+	if !errors.As(err, &unreachable) || !strings.Contains(err.Error(), "cannot connect") {
+		t.Errorf("Fetch from a closed port = %v; want an UnreachableError", err)
+	}
+	retry, err := classify("https://downloads.example/x", &net.DNSError{Name: "downloads.example", Err: "no such host", IsNotFound: true})
+	if retry || !errors.As(err, &unreachable) || !strings.Contains(err.Error(), "cannot resolve host downloads.example") {
+		t.Errorf("classify(DNS miss) = %v, %v; want an UnreachableError, not retried", retry, err)
+	}
+	if _, err := classify("https://x", errors.New("unexpected EOF")); errors.As(err, &unreachable) {
+		t.Error("a cut connection was taken for an unreachable server")
 	}
 }

@@ -18,7 +18,7 @@ var buildCommand = command{
 		var bf baseFlags
 		bf.add(fs)
 		out := fs.StringP("out", "o", "", "output directory (default: the recipe's output.dir, else ./out)")
-		nodes := fs.StringArray("node", nil, "build only this node (repeatable)")
+		nodes := fs.StringArray("node", nil, "build only this node, or every node of this node block's label (repeatable)")
 		image := fs.String("image", "", "base image source instead of the recipe's (alias, URL or .img/.img.xz path)")
 		compress := fs.Bool("compress", false, "also write <host>.img.xz")
 		force := fs.Bool("force", false, "rebuild nodes whose inputs did not change")
@@ -65,7 +65,7 @@ var buildCommand = command{
 				fmt.Fprintf(o.stderr, "pibake build: %v\n", err)
 				return exitUsage
 			case err != nil:
-				fmt.Fprintf(o.stderr, "pibake build: %v\n", err)
+				reportError(o, "build", err)
 				return exitFailure
 			}
 			return exitOK

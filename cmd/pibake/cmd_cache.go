@@ -23,6 +23,18 @@ var cacheCommand = command{
 			if len(args) != 1 || (args[0] != "list" && args[0] != "prune") {
 				return usageError(out, "cache", "want list or prune")
 			}
+			if args[0] == "list" && (fs.Changed("all") || fs.Changed("older-than")) {
+				return usageError(out, "cache", "--all and --older-than are for cache prune; cache list shows every image")
+			}
+			if args[0] == "prune" && fs.Changed("json") {
+				return usageError(out, "cache", "--json is for cache list")
+			}
+			if *olderThan < 0 {
+				return usageError(out, "cache", "--older-than %s is negative; give how long an image has not been used, such as 720h", *olderThan)
+			}
+			if *all && fs.Changed("older-than") {
+				return usageError(out, "cache", "--all removes every image; --older-than is then meaningless")
+			}
 			c := base.Cache{Dir: *dir}
 			if c.Dir == "" {
 				d, err := base.DefaultCacheDir()

@@ -101,7 +101,7 @@ var fetchCommand = command{
 			}
 			img, err := base.Fetch(ctx, src, opt)
 			if err != nil {
-				fmt.Fprintf(out.stderr, "pibake fetch: %v\n", err)
+				reportError(out, "fetch", err)
 				return exitFailure
 			}
 			fmt.Fprintln(out.stdout, img.Path)

@@ -10,12 +10,12 @@ import (
 
 var inspectCommand = command{
 	summary: "show an image's partitions, cmdline, OS release and pibake payload",
-	usage:   "IMAGE",
+	usage:   "IMAGE   (an .img, an .img.xz, a card such as /dev/sdX, or a mounted boot partition)",
 	flags: func(fs *pflag.FlagSet) func(context.Context, []string, outputs) int {
 		asJSON := fs.Bool("json", false, "print the inspection as JSON")
 		return func(_ context.Context, args []string, out outputs) int {
 			if len(args) != 1 {
-				return usageError(out, "inspect", "want exactly one image file, got %d arguments", len(args))
+				return usageError(out, "inspect", "want exactly one image (.img, .img.xz, card or mounted boot partition), got %d arguments", len(args))
 			}
 			ins, err := builder.Inspect(args[0])
 			if err != nil {

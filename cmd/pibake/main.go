@@ -13,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/pibake/pibake/builder/base"
 	"github.com/spf13/pflag"
 )
 
@@ -50,13 +51,14 @@ type outputs struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"validate": validateCommand,
-		"build":    buildCommand,
-		"plan":     planCommand,
-		"inspect":  inspectCommand,
-		"fetch":    fetchCommand,
-		"cache":    cacheCommand,
-		"version":  versionCommand,
+		"validate":   validateCommand,
+		"build":      buildCommand,
+		"plan":       planCommand,
+		"inspect":    inspectCommand,
+		"fetch":      fetchCommand,
+		"cache":      cacheCommand,
+		"version":    versionCommand,
+		"completion": completionCommand,
 	}
 }
 
@@ -70,11 +72,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	name := args[0]
 	switch name {
 	case "help", "-h", "--help":
-		if len(args) > 1 && name == "help" {
+		if len(args) > 1 && name == "help" && args[1] != "-h" && args[1] != "--help" {
 			return helpFor(args[1], out)
 		}
 		writeUsage(stdout)
 		return exitOK
+	case "__complete": // for the completion scripts; not listed
+		complete(args[1:], stdout)
+		return exitOK
+	case "--version", "-v":
+		name, args = "version", append([]string{"version"}, args[1:]...)
 	}
 	cmd, ok := commands()[name]
 	if !ok {
@@ -122,10 +129,10 @@ func writeUsage(w io.Writer) {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		fmt.Fprintf(&b, "  %-9s %s\n", n, commands()[n].summary)
+		fmt.Fprintf(&b, "  %-11s %s\n", n, commands()[n].summary)
 	}
-	fmt.Fprintf(&b, "  %-9s %s\n", "help", "show help for a command")
-	b.WriteString("\nRun 'pibake <command> --help' for a command's flags.\n")
+	fmt.Fprintf(&b, "  %-11s %s\n", "help", "show help for a command")
+	b.WriteString("\nRun 'pibake <command> --help' for a command's flags; 'pibake --version' (-v) prints the version.\n")
 	b.WriteString("Exit codes: 0 ok, 1 failed (invalid recipe or failed build), 2 usage error, 130 interrupted.\n")
 	io.WriteString(w, b.String())
 }
@@ -136,6 +143,32 @@ func writeCommandHelp(w io.Writer, name string, cmd command, fs *pflag.FlagSet) 
 		fmt.Fprintf(w, "\nFlags:\n%s", fs.FlagUsages())
 	}
 }
+
+// reportError prints why a command failed, in the user's terms: an
+// interrupt is said as such, not as "context canceled", and a download
+// that never reached its server says what can be done offline.
+func reportError(out outputs, name string, err error) {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		what := ""
+		if name == "build" {
+			what = ": nodes finished before it stay published; nothing half-written was kept"
+		}
+		fmt.Fprintf(out.stderr, "pibake %s: interrupted%s\n", name, what)
+		return
+	}
+	fmt.Fprintf(out.stderr, "pibake %s: %v\n", name, err)
+	var unreachable *base.UnreachableError
+	if errors.As(err, &unreachable) {
+		io.WriteString(out.stderr, offlineHint)
+	}
+}
+
+// offlineHint is what a user without a network (or behind a proxy) can do.
+const offlineHint = `No network here? Without one:
+  make demo                              builds recipes/examples/lab.hcl against a generated image, offline
+  pibake build RECIPE --image PATH       builds from a Raspberry Pi OS .img or .img.xz you already have
+Behind a proxy, set HTTPS_PROXY (and NO_PROXY); from a mirror, set image.source to its URL.
+`
 
 // usageError reports wrong arguments to a command.
 func usageError(out outputs, name, format string, args ...any) int {

@@ -3,10 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
-	"github.com/pibake/pibake/internal/golden"
+	"errors"
+	"fmt"
+	"io"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/pibake/pibake/builder/base"
+	"github.com/pibake/pibake/internal/golden"
 )
 
 // TestRun pins each command's exit code, stdout and stderr. Golden files
@@ -32,6 +37,7 @@ func TestRun(t *testing.T) {
 		{name: "validate_lab", args: []string{"validate", lab}, code: exitOK},
 		{name: "validate_invalid", args: []string{"validate", "testdata/cli/invalid.hcl"}, code: exitFailure},
 		{name: "validate_warnings", args: []string{"validate", "testdata/cli/warnings.hcl"}, code: exitOK},
+		{name: "validate_not_text", args: []string{"validate", "testdata/cli/not-text.hcl"}, code: exitFailure},
 		{name: "validate_missing", args: []string{"validate", "testdata/cli/missing.hcl"}, code: exitFailure},
 		{name: "validate_no_recipe", args: []string{"validate"}, code: exitUsage},
 		{name: "validate_bad_flag", args: []string{"validate", "--jsn", lab}, code: exitUsage},
@@ -48,6 +54,13 @@ func TestRun(t *testing.T) {
 		{name: "build_missing_image", args: []string{"build", lab, "--image", "testdata/missing.img", "--out", "testdata/never"}, code: exitFailure},
 		{name: "build_no_recipe", args: []string{"build"}, code: exitUsage},
 		{name: "version_extra_arg", args: []string{"version", "now"}, code: exitUsage},
+		{name: "help_help", args: []string{"help", "--help"}, code: exitOK},
+		{name: "cache_list_all", args: []string{"cache", "list", "--all"}, code: exitUsage},
+		{name: "cache_prune_negative", args: []string{"cache", "prune", "--older-than", "-1h"}, code: exitUsage},
+		{name: "cache_prune_all_older_than", args: []string{"cache", "prune", "--all", "--older-than", "1h"}, code: exitUsage},
+		{name: "build_rotate_unknown", args: []string{"build", lab, "--rotate-node-password", "pi-99"}, code: exitUsage},
+		{name: "build_rotate_not_selected", args: []string{"build", lab, "--node", "pi-server", "--rotate-node-password", "pi-agent-1"}, code: exitUsage},
+		{name: "build_help", args: []string{"build", "--help"}, code: exitOK},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -68,11 +81,53 @@ func TestRun(t *testing.T) {
 }
 
 func TestVersion(t *testing.T) {
-	var stdout, stderr bytes.Buffer
-	if code := run(context.Background(), []string{"version"}, &stdout, &stderr); code != exitOK {
-		t.Fatalf("pibake version: exit %d: %s", code, stderr.String())
+	var want string
+	for _, args := range [][]string{{"version"}, {"--version"}, {"-v"}} {
+		var stdout, stderr bytes.Buffer
+		if code := run(context.Background(), args, &stdout, &stderr); code != exitOK {
+			t.Fatalf("pibake %s: exit %d: %s", args[0], code, stderr.String())
+		}
+		if !strings.HasPrefix(stdout.String(), "pibake ") || stderr.Len() != 0 {
+			t.Errorf("pibake %s printed %q, %q", args[0], stdout.String(), stderr.String())
+		}
+		if want == "" {
+			want = stdout.String()
+		} else if stdout.String() != want {
+			t.Errorf("pibake %s printed %q; pibake version %q", args[0], stdout.String(), want)
+		}
 	}
-	if !strings.HasPrefix(stdout.String(), "pibake ") || stderr.Len() != 0 {
-		t.Errorf("pibake version printed %q, %q", stdout.String(), stderr.String())
+}
+
+// TestReportError: failures are said in the user's terms.
+func TestReportError(t *testing.T) {
+	for _, tc := range []struct {
+		name, cmd string
+		err       error
+		want      []string
+		not       []string
+	}{
+		{name: "interrupted build", cmd: "build", err: fmt.Errorf("node srv: %w", context.Canceled),
+			want: []string{"pibake build: interrupted: nodes finished before it stay published"}, not: []string{"context canceled"}},
+		{name: "interrupted fetch", cmd: "fetch", err: fmt.Errorf("download: %w", context.Canceled),
+			want: []string{"pibake fetch: interrupted\n"}, not: []string{"context canceled", "published"}},
+		{name: "offline", cmd: "build", err: fmt.Errorf("base image: %w", &base.UnreachableError{Err: errors.New("download https://downloads.raspberrypi.com/x: cannot resolve host downloads.raspberrypi.com")}),
+			want: []string{"cannot resolve host", "make demo", "--image PATH", "HTTPS_PROXY"}},
+		{name: "other", cmd: "fetch", err: errors.New("image x: checksum mismatch"),
+			want: []string{"pibake fetch: image x: checksum mismatch\n"}, not: []string{"make demo", "nothing was built"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stderr bytes.Buffer
+			reportError(outputs{stdout: io.Discard, stderr: &stderr}, tc.cmd, tc.err)
+			for _, w := range tc.want {
+				if !strings.Contains(stderr.String(), w) {
+					t.Errorf("stderr lacks %q:\n%s", w, stderr.String())
+				}
+			}
+			for _, w := range tc.not {
+				if strings.Contains(stderr.String(), w) {
+					t.Errorf("stderr has %q:\n%s", w, stderr.String())
+				}
+			}
+		})
 	}
 }
