@@ -128,3 +128,58 @@ func BenchmarkBuildPeakRSS(b *testing.B) {
 	}
 	b.ReportMetric(float64(peak)/(1<<20), "peak-RSS-MiB")
 }
+
+// BenchmarkCompressNode measures what --compress adds to one node built
+// from a multi-block .img.xz base (the blocks past the boot partition are
+// reused), against the node built without it and against `xz -T0 -6` of
+// the same node image, in the same run. The issue's goal: --compress adds
+// less than a plain node costs (added/plain < 1).
+func BenchmarkCompressNode(b *testing.B) {
+	xzTool := testimage.Tool(b, "xz")
+	p := filepath.Join(b.TempDir(), "base.img")
+	spec := testimage.Bookworm()
+	spec.RootMiB, spec.FillMiB = 512, 256
+	if err := testimage.Build(p, spec); err != nil {
+		b.Fatal(err)
+	}
+	// As pi-gen compresses: multi-threaded, so multi-block.
+	command(b, "sh", "-c", xzTool+" -T0 -1 --block-size=24MiB -k "+p)
+	r := benchRecipe(b, 1)
+	opt := Options{Jobs: 2, Force: true, Version: "bench", Image: p + ".xz",
+		Base: base.Options{Cache: base.Cache{Dir: filepath.Join(b.TempDir(), "cache")}}}
+	opt.OutDir = filepath.Join(b.TempDir(), "warm")
+	if _, err := Build(context.Background(), r, opt); err != nil { // warm the cache
+		b.Fatal(err)
+	}
+	var plain, compressed, xzWhole time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for _, compress := range []bool{false, true} {
+			o := opt
+			o.OutDir, o.Compress = filepath.Join(b.TempDir(), "out"), compress
+			b.StopTimer()
+			syscall.Sync()
+			b.StartTimer()
+			start := time.Now()
+			res, err := Build(context.Background(), r, o)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if !compress {
+				plain += time.Since(start)
+				continue
+			}
+			compressed += time.Since(start)
+			start = time.Now()
+			command(b, "sh", "-c", xzTool+" -T0 -6 -c "+res[0].File+" >/dev/null")
+			xzWhole += time.Since(start)
+		}
+	}
+	added := compressed - plain
+	n := float64(b.N)
+	b.ReportMetric(plain.Seconds()/n, "plain-node-s/op")
+	b.ReportMetric(added.Seconds()/n, "compress-added-s/op")
+	b.ReportMetric(xzWhole.Seconds()/n, "xz-T0-6-s/op")
+	b.ReportMetric(added.Seconds()/plain.Seconds(), "added/plain")
+	b.ReportMetric(added.Seconds()/xzWhole.Seconds(), "added/xz")
+}

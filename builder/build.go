@@ -123,6 +123,7 @@ func Build(ctx context.Context, r *recipes.Recipe, opt Options) ([]NodeResult, e
 		return nil, fmt.Errorf("%w; nothing was built", err)
 	}
 	defer baseImg.img.Release()
+	defer baseImg.xz.close()
 	out, err := openOutput(ctx, b.outDir, opt.Wait, b.logf)
 	if err != nil {
 		return nil, err
@@ -226,6 +227,9 @@ type baseFacts struct {
 	known    rangeSums // block-range sums of the base outside its boot partition
 	// airgap maps each air-gap file to its SHA-256, hashed once per build.
 	airgap map[string]string
+	// xz is the base's own multi-block .xz, whose blocks past the boot
+	// partition every node's .img.xz reuses; nil when there is none.
+	xz *baseXZ
 }
 
 // fetchBase fetches, verifies and decompresses the base image (holding it
@@ -259,6 +263,15 @@ func (b *build) fetchBase(ctx context.Context) (*baseFacts, error) {
 	}
 	if err == nil {
 		facts.airgap, err = airgapSums(ctx, b.r.Cluster.Airgap)
+	}
+	if err == nil && b.compress {
+		var fi os.FileInfo
+		if fi, err = os.Stat(img.Path); err == nil {
+			facts.xz, err = openBaseXZ(img.XZ, fi.Size())
+		}
+		if err == nil && facts.xz == nil && img.XZ != "" {
+			b.logf("the base .xz is a single block (or mixes check types): every node's .img.xz is compressed whole")
+		}
 	}
 	if err != nil {
 		img.Release()

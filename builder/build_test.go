@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -482,5 +483,96 @@ node "solo" {
 	_, err := selectNodes(r, []string{"edg"})
 	if !errors.Is(err, ErrUnknownNode) || !strings.Contains(err.Error(), "edge-1, edge-2, edge-3, lonely; its node blocks (each selects all its nodes): edge, solo") {
 		t.Errorf("--node edg: %v", err)
+	}
+}
+
+// TestCompressReusesBaseBlocks: a node's .img.xz takes the base .xz's
+// blocks past the boot partition verbatim (the same bytes, found in the
+// base file) and compresses only what lies before; xz -t finds the stream
+// sound and it decompresses to exactly the node's image, whatever the
+// base's check type. A single-block or raw base falls back to compressing
+// the whole image.
+func TestCompressReusesBaseBlocks(t *testing.T) {
+	xzTool := testimage.Tool(t, "xz")
+	raw := testimage.For(t, testimage.Bookworm())
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name   string
+		xzArgs []string
+		reused bool
+	}{
+		{name: "multi-block crc64", xzArgs: []string{"-T2", "-0", "--block-size=8MiB"}, reused: true},
+		{name: "multi-block crc32", xzArgs: []string{"-T2", "-0", "--block-size=8MiB", "--check=crc32"}, reused: true},
+		{name: "single block", xzArgs: []string{"-T1", "-0"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			baseFile := raw
+			var baseXZ []byte
+			if tc.xzArgs != nil {
+				var err error
+				baseXZ, err = exec.Command(xzTool, append(tc.xzArgs, "-c", raw)...).Output()
+				if err != nil {
+					t.Fatal(err)
+				}
+				baseFile = filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-")+".img.xz")
+				os.WriteFile(baseFile, baseXZ, 0o600)
+			}
+			r := labRecipe(t, &releaseServer{Server: &httptest.Server{URL: "file://unused"}}, twoNodes)
+			opt := Options{OutDir: filepath.Join(t.TempDir(), "out"), Jobs: 2, Version: "test", Image: baseFile, Compress: true,
+				Base: base.Options{Cache: base.Cache{Dir: filepath.Join(t.TempDir(), "cache")}}}
+			var logs []string
+			opt.Logf = func(f string, a ...any) { logs = append(logs, fmt.Sprintf(f, a...)) }
+			res, err := Build(context.Background(), r, opt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, n := range res {
+				if out, err := exec.Command(xzTool, "-t", n.XZ).CombinedOutput(); err != nil {
+					t.Fatalf("xz -t %s: %v\n%s", n.XZ, err, out)
+				}
+				dec := filepath.Join(t.TempDir(), "dec.img")
+				f, _ := os.Create(dec)
+				cmd := exec.Command(xzTool, "-dc", n.XZ)
+				cmd.Stdout = f
+				if err := cmd.Run(); err != nil {
+					t.Fatal(err)
+				}
+				f.Close()
+				if out, err := exec.Command("cmp", dec, n.File).CombinedOutput(); err != nil {
+					t.Fatalf("cmp of xz -dc %s with %s: %v\n%s", filepath.Base(n.XZ), filepath.Base(n.File), err, out)
+				}
+				got, _ := os.ReadFile(n.XZ)
+				// The last base block (past every boot partition) is in
+				// the node's file, byte for byte, exactly when reused.
+				if tc.xzArgs != nil {
+					f, _ := os.Open(baseFile)
+					blocks, _, err := base.XZBlocks(f, int64(len(baseXZ)))
+					f.Close()
+					if err != nil {
+						t.Fatal(err)
+					}
+					last := blocks[len(blocks)-1]
+					block := baseXZ[last.Offset : last.Offset+last.Padded()]
+					if bytes.Contains(got, block) != tc.reused {
+						t.Errorf("%s: the base's last block copied = %v; want %v", n.Hostname, !tc.reused, tc.reused)
+					}
+					// Only the blocks holding what the node changed (a
+					// few files and FAT entries) are compressed again.
+					copied := 0
+					for _, b := range blocks {
+						if bytes.Contains(got, baseXZ[b.Offset:b.Offset+b.Padded()]) {
+							copied++
+						}
+					}
+					if tc.reused && copied < len(blocks)-3 {
+						t.Errorf("%s: %d of the base's %d blocks reused; want all but the few the payload changed", n.Hostname, copied, len(blocks))
+					}
+				}
+			}
+			fellBack := slices.ContainsFunc(logs, func(l string) bool { return strings.Contains(l, "compressed whole") })
+			if fellBack != (tc.xzArgs != nil && !tc.reused) {
+				t.Errorf("logged the fallback = %v:\n%s", fellBack, strings.Join(logs, "\n"))
+			}
+		})
 	}
 }

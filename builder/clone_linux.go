@@ -17,8 +17,14 @@ func reflink(dst, src *os.File) error {
 
 // copyRange copies n bytes at off inside the kernel (copy_file_range).
 func copyRange(dst, src *os.File, off, n int64) error {
+	return copyRangeTo(dst, off, src, off, n)
+}
+
+// copyRangeTo copies n bytes from src at srcOff to dst at dstOff inside
+// the kernel (copy_file_range), leaving both files' offsets alone.
+func copyRangeTo(dst *os.File, dstOff int64, src *os.File, srcOff, n int64) error {
 	for n > 0 {
-		roff, woff := off, off
+		roff, woff := srcOff, dstOff
 		k, err := unix.CopyFileRange(int(src.Fd()), &roff, int(dst.Fd()), &woff, int(min(n, 1<<30)), 0)
 		if err != nil {
 			if errors.Is(err, unix.EXDEV) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
@@ -29,7 +35,8 @@ func copyRange(dst, src *os.File, off, n int64) error {
 		if k == 0 {
 			return errors.New("copy_file_range made no progress")
 		}
-		off += int64(k)
+		srcOff += int64(k)
+		dstOff += int64(k)
 		n -= int64(k)
 	}
 	return nil

@@ -2,13 +2,19 @@ package builder
 
 import (
 	"bytes"
+	"cmp"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"os"
 	"runtime"
+	"slices"
 
+	"github.com/pibake/pibake/builder/base"
+	"github.com/pibake/pibake/internal/sparse"
 	"github.com/pibake/pibake/internal/xzstream"
 	"github.com/ulikunitz/xz"
 	"golang.org/x/sync/errgroup"
@@ -24,6 +30,72 @@ const xzBlockSize = 24 << 20
 // own, whose block and index record are then taken over), and written in
 // order; the result is byte-identical whatever the number of jobs.
 func compressXZ(ctx context.Context, src, dst string, jobs int) error {
+	return compressNodeXZ(ctx, src, dst, nil, "", 0, jobs)
+}
+
+// baseXZ is the base image's own .xz, open for the whole build, with its
+// block index: a node's image equals the base past its boot partition, so
+// the base's blocks there are the node's blocks too.
+type baseXZ struct {
+	f      *os.File
+	blocks []base.XZBlock
+}
+
+// openBaseXZ opens the base's .xz when its blocks can be reused: one
+// stream flag set (a single stream, or streams alike) with a check type
+// the compressor writes too. It returns nil otherwise.
+func openBaseXZ(path string, rawSize int64) (*baseXZ, error) {
+	if path == "" {
+		return nil, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	blocks, total, err := base.XZBlocks(f, fi.Size())
+	if err != nil || total != rawSize || len(blocks) < 2 {
+		f.Close()
+		return nil, err // a single block holds the boot partition: nothing to reuse
+	}
+	for _, b := range blocks {
+		if !bytes.Equal(b.Header[6:8], blocks[0].Header[6:8]) || !knownCheck(b.Header[7]) || b.Header[6] != 0 {
+			f.Close()
+			return nil, nil
+		}
+	}
+	return &baseXZ{f: f, blocks: blocks}, nil
+}
+
+func (b *baseXZ) close() {
+	if b != nil {
+		b.f.Close()
+	}
+}
+
+// knownCheck reports whether the compressor writes this xz check type.
+func knownCheck(c byte) bool { return c == xz.None || c == xz.CRC32 || c == xz.CRC64 || c == xz.SHA256 }
+
+// xzItem is one block of the output: compressed from [off, off+n) of the
+// image, or, with reuse set, that block of the base's .xz copied as it is.
+type xzItem struct {
+	off, n int64
+	reuse  *base.XZBlock
+}
+
+// compressNodeXZ writes the image at src as a multi-block .xz to dst.
+// Without a base .xz it compresses the whole image in 24 MiB blocks, in
+// parallel. With one, the output keeps the base's block boundaries: a
+// block wholly at or past same (where the image is the base by
+// construction) is copied verbatim, index record included, and so is one
+// before it whose bytes compare equal to the base's (baseRaw), which most
+// of the boot partition's blocks do; only the blocks holding what the node
+// changed are compressed again, with the base's check type.
+func compressNodeXZ(ctx context.Context, src, dst string, bx *baseXZ, baseRaw string, same int64, jobs int) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return err
@@ -33,67 +105,151 @@ func compressXZ(ctx context.Context, src, dst string, jobs int) error {
 	if err != nil {
 		return err
 	}
+	check, items := xz.CRC64, blockItems(fi.Size())
+	var reuseSrc io.ReaderAt
+	if bx != nil {
+		check, reuseSrc = bx.blocks[0].Header[7], bx.f
+		if items, err = reuseItems(ctx, in, baseRaw, bx.blocks, same); err != nil {
+			return err
+		}
+	}
 	out, err := os.OpenFile(dst, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err
 	}
-	err = writeXZ(ctx, out, in, fi.Size(), jobs)
+	err = writeXZ(ctx, out, in, reuseSrc, items, check, jobs)
 	if cerr := out.Close(); err == nil {
 		err = cerr
 	}
 	return err
 }
 
+// reuseItems plans the output on the base's blocks: each reused, or
+// compressed again when it holds a byte of the node that differs from
+// the base.
+func reuseItems(ctx context.Context, node *os.File, baseRaw string, blocks []base.XZBlock, same int64) ([]xzItem, error) {
+	raw, err := os.Open(baseRaw)
+	if err != nil {
+		return nil, err
+	}
+	defer raw.Close()
+	items := make([]xzItem, len(blocks))
+	for i := range blocks {
+		b := &blocks[i]
+		items[i] = xzItem{off: b.OutOffset, n: b.Uncompressed, reuse: b}
+		if b.OutOffset >= same {
+			continue
+		}
+		equal, err := sameBytes(ctx, node, raw, b.OutOffset, b.Uncompressed)
+		if err != nil {
+			return nil, err
+		}
+		if !equal {
+			items[i].reuse = nil
+		}
+	}
+	return items, nil
+}
+
+// sameBytes compares [off, off+n) of two sparse files: only where either
+// holds data, since holes in both read as the same zeros. Most of a boot
+// partition is a hole in both.
+func sameBytes(ctx context.Context, a, b *os.File, off, n int64) (bool, error) {
+	bufA, bufB := make([]byte, 1<<20), make([]byte, 1<<20)
+	for _, e := range mergeExtents(sparse.Extents(a, off, n), sparse.Extents(b, off, n)) {
+		for pos := e[0]; pos < e[1]; {
+			if err := ctx.Err(); err != nil {
+				return false, err
+			}
+			k := min(int64(len(bufA)), e[1]-pos)
+			if _, err := a.ReadAt(bufA[:k], pos); err != nil {
+				return false, err
+			}
+			if _, err := b.ReadAt(bufB[:k], pos); err != nil {
+				return false, err
+			}
+			if !bytes.Equal(bufA[:k], bufB[:k]) {
+				return false, nil
+			}
+			pos += k
+		}
+	}
+	return true, nil
+}
+
+// mergeExtents is the union of two sorted lists of [start, end) extents.
+func mergeExtents(a, b [][2]int64) [][2]int64 {
+	all := append(append([][2]int64(nil), a...), b...)
+	slices.SortFunc(all, func(x, y [2]int64) int { return cmp.Compare(x[0], y[0]) })
+	var out [][2]int64
+	for _, e := range all {
+		if n := len(out); n > 0 && e[0] <= out[n-1][1] {
+			out[n-1][1] = max(out[n-1][1], e[1])
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// blockItems cuts [0, end) into blocks to compress; an empty image is one
+// empty block.
+func blockItems(end int64) []xzItem {
+	items := []xzItem{{off: 0, n: min(xzBlockSize, end)}}
+	for off := int64(xzBlockSize); off < end; off += xzBlockSize {
+		items = append(items, xzItem{off: off, n: min(xzBlockSize, end-off)})
+	}
+	return items
+}
+
 type xzPart struct {
-	header       []byte // stream header of the one-block stream
 	block        []byte // the block, padded
 	unpadded     uint64
 	uncompressed uint64
 }
 
-func writeXZ(ctx context.Context, w io.Writer, r io.ReaderAt, size int64, jobs int) error {
+// writeXZ writes one xz stream of the items' blocks to w: a stream header
+// for check, the blocks in order, the index and the footer.
+func writeXZ(ctx context.Context, w io.Writer, r, reuseSrc io.ReaderAt, items []xzItem, check byte, jobs int) error {
 	if jobs < 1 {
 		jobs = runtime.NumCPU()
 	}
-	n := int((size + xzBlockSize - 1) / xzBlockSize)
-	if n == 0 {
-		n = 1
-	}
 	// Workers compress blocks (one errgroup: the first error or an
 	// interrupt stops them all, each within one read of its input); a
-	// writer goroutine writes them in order. This goroutine alone starts
-	// workers, and only then waits for them. At most jobs+1 blocks are in
-	// memory at once.
+	// writer goroutine writes them in order, copying reused blocks
+	// itself. This goroutine alone starts workers, and only then waits
+	// for them. At most jobs+1 compressed blocks are in memory at once.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(jobs)
-	results := make([]chan xzPart, n)
+	results := make([]chan xzPart, len(items))
 	for i := range results {
 		results[i] = make(chan xzPart, 1)
 	}
 	ahead := make(chan struct{}, jobs+1)
-	var header []byte
-	var records []xzPart
+	var records []xzstream.Record
 	written := make(chan error, 1)
 	go func() {
 		var err error
-		header, records, err = writeBlocks(gctx, w, results, ahead)
+		records, err = writeBlocks(gctx, ctx, w, streamHeader(check), items, results, ahead, reuseSrc)
 		if err != nil {
 			cancel() // stop the workers and the feeding below
 		}
 		written <- err
 	}()
 feed:
-	for i := 0; i < n; i++ {
+	for i, it := range items {
+		if it.reuse != nil {
+			continue
+		}
 		select {
 		case ahead <- struct{}{}:
 		case <-gctx.Done():
 			break feed
 		}
 		g.Go(func() error {
-			off := int64(i) * xzBlockSize
-			part, err := compressBlock(gctx, io.NewSectionReader(r, off, min(xzBlockSize, size-off)))
+			part, err := compressBlock(gctx, io.NewSectionReader(r, it.off, it.n), check)
 			if err != nil {
 				return err
 			}
@@ -111,20 +267,36 @@ feed:
 	if err != nil {
 		return err
 	}
-	recs := make([]xzstream.Record, len(records))
-	for i, r := range records {
-		recs[i] = xzstream.Record{Unpadded: r.unpadded, Uncompressed: r.uncompressed}
-	}
-	_, err = w.Write(xzstream.Trailer(header[6:8], recs))
+	_, err = w.Write(xzstream.Trailer([]byte{0, check}, records))
 	return err
 }
 
-// writeBlocks writes compressed blocks to w in order as they arrive,
-// freeing a place for the next block after each.
-func writeBlocks(ctx context.Context, w io.Writer, results []chan xzPart, ahead chan struct{}) ([]byte, []xzPart, error) {
-	var header []byte
-	var records []xzPart
-	for i := range results {
+// streamHeader is an xz stream header: magic, flags (the check type), and
+// the flags' CRC-32.
+func streamHeader(check byte) []byte {
+	h := []byte("\xfd7zXZ\x00\x00")
+	h = append(h, check)
+	return binary.LittleEndian.AppendUint32(h, crc32.ChecksumIEEE(h[6:8]))
+}
+
+// writeBlocks writes the blocks to w in order: compressed ones as they
+// arrive (freeing a place for the next after each), reused ones copied
+// from reuseSrc. It returns the index records. ctx is the workers' (done
+// when they are), copyCtx the interrupt, which alone stops a copy: reused
+// blocks come last, often after every worker has finished.
+func writeBlocks(ctx, copyCtx context.Context, w io.Writer, header []byte, items []xzItem, results []chan xzPart, ahead chan struct{}, reuseSrc io.ReaderAt) ([]xzstream.Record, error) {
+	if _, err := w.Write(header); err != nil {
+		return nil, err
+	}
+	var records []xzstream.Record
+	for i, it := range items {
+		if b := it.reuse; b != nil {
+			if err := copyBlock(copyCtx, w, reuseSrc, b.Offset, b.Padded()); err != nil {
+				return nil, fmt.Errorf("copy block at byte %d of the base .xz: %w", b.Offset, err)
+			}
+			records = append(records, xzstream.Record{Unpadded: uint64(b.Unpadded), Uncompressed: uint64(b.Uncompressed)})
+			continue
+		}
 		var part xzPart
 		select {
 		case part = <-results[i]:
@@ -134,30 +306,61 @@ func writeBlocks(ctx context.Context, w io.Writer, results []chan xzPart, ahead 
 			select {
 			case part = <-results[i]:
 			default:
-				return nil, nil, ctx.Err()
+				return nil, ctx.Err()
 			}
 		}
 		<-ahead
-		if header == nil {
-			header = part.header
-			if _, err := w.Write(header); err != nil {
-				return nil, nil, err
+		if _, err := w.Write(part.block); err != nil {
+			return nil, err
+		}
+		records = append(records, xzstream.Record{Unpadded: part.unpadded, Uncompressed: part.uncompressed})
+	}
+	return records, nil
+}
+
+// copyBlock copies n bytes at off of src to the end of w: inside the
+// kernel between two files (copy_file_range, in 64 MiB steps so that an
+// interrupt stops it), else through memory.
+func copyBlock(ctx context.Context, w io.Writer, src io.ReaderAt, off, n int64) error {
+	out, okOut := w.(*os.File)
+	in, okIn := src.(*os.File)
+	if okOut && okIn {
+		pos, err := out.Seek(0, io.SeekCurrent)
+		if err == nil {
+			for done := int64(0); done < n && err == nil; {
+				if err = ctx.Err(); err != nil {
+					return err
+				}
+				k := min(n-done, 64<<20)
+				if err = copyRangeTo(out, pos+done, in, off+done, k); err == nil {
+					done += k
+				}
+			}
+			if err == nil {
+				_, err = out.Seek(pos+n, io.SeekStart)
+				return err
+			}
+			if !errors.Is(err, errNoCopyRange) {
+				return err
+			}
+			if _, err := out.Seek(pos, io.SeekStart); err != nil {
+				return err
 			}
 		}
-		if _, err := w.Write(part.block); err != nil {
-			return nil, nil, err
-		}
-		part.block = nil
-		records = append(records, part)
 	}
-	return header, records, nil
+	_, err := io.Copy(w, ctxReader{ctx: ctx, r: io.NewSectionReader(src, off, n)})
+	return err
 }
 
 // compressBlock compresses one chunk as a one-block xz stream and takes it
 // apart into its header, block and index record.
-func compressBlock(ctx context.Context, r io.Reader) (xzPart, error) {
+func compressBlock(ctx context.Context, r io.Reader, check byte) (xzPart, error) {
 	var buf bytes.Buffer
-	zw, err := xz.WriterConfig{BlockSize: 1 << 62, CheckSum: xz.CRC64}.NewWriter(&buf)
+	cfg := xz.WriterConfig{BlockSize: 1 << 62, CheckSum: check}
+	if check == xz.None {
+		cfg = xz.WriterConfig{BlockSize: 1 << 62, NoCheckSum: true}
+	}
+	zw, err := cfg.NewWriter(&buf)
 	if err != nil {
 		return xzPart{}, err
 	}
@@ -184,7 +387,6 @@ func compressBlock(ctx context.Context, r io.Reader) (xzPart, error) {
 	unpadded, uncompressed := records[0].Unpadded, records[0].Uncompressed
 	padded := (unpadded + 3) &^ 3
 	return xzPart{
-		header:       append([]byte(nil), s[:12]...),
 		block:        s[12 : 12+padded],
 		unpadded:     unpadded,
 		uncompressed: uncompressed,

@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"sync"
 	"testing"
+
+	"github.com/ulikunitz/xz"
 )
 
 // cancellingReader is an image that cancels the build once some of it has
@@ -48,7 +51,7 @@ func TestCompressCancelled(t *testing.T) {
 	defer cancel()
 	const jobs = 2
 	r := &cancellingReader{size: 6 * xzBlockSize, after: 1 << 20, cancel: cancel}
-	err := writeXZ(ctx, io.Discard, r, r.size, jobs)
+	err := writeXZ(ctx, io.Discard, r, nil, blockItems(r.size), xz.CRC64, jobs)
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("writeXZ after an interrupt = %v; want context.Canceled", err)
 	}
@@ -64,7 +67,7 @@ func TestCompressCancelled(t *testing.T) {
 // error returned.
 func TestCompressWriteError(t *testing.T) {
 	data := bytes.Repeat([]byte("pibake "), 3*xzBlockSize/7)
-	err := writeXZ(context.Background(), failingWriter{}, bytes.NewReader(data), int64(len(data)), 2)
+	err := writeXZ(context.Background(), failingWriter{}, bytes.NewReader(data), nil, blockItems(int64(len(data))), xz.CRC64, 2)
 	if !errors.Is(err, errDiskFull) {
 		t.Errorf("writeXZ to a failing writer = %v; want its error", err)
 	}
@@ -75,3 +78,11 @@ var errDiskFull = errors.New("no space left on device")
 type failingWriter struct{}
 
 func (failingWriter) Write([]byte) (int, error) { return 0, errDiskFull }
+
+func TestMergeExtents(t *testing.T) {
+	got := mergeExtents([][2]int64{{0, 10}, {20, 30}, {50, 60}}, [][2]int64{{5, 12}, {30, 40}, {70, 80}})
+	want := [][2]int64{{0, 12}, {20, 40}, {50, 60}, {70, 80}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("mergeExtents = %v; want %v", got, want)
+	}
+}

@@ -167,7 +167,7 @@ func (nb *nodeBuild) makeParts(ctx context.Context, payload firstboot.Payload, p
 	nb.logf("%s: compressing", host)
 	xzPart := xzName + ".part"
 	pub.Parts[xzName] = part{Temp: xzPart}
-	if err := compressXZ(ctx, nb.out.path(imgPart), nb.out.path(xzPart), 0); err != nil {
+	if err := compressNodeXZ(ctx, nb.out.path(imgPart), nb.out.path(xzPart), nb.base.xz, nb.base.img.Path, nb.base.editSpan, nb.opt.Jobs); err != nil {
 		return fmt.Errorf("compress: %w", err)
 	}
 	if err := atomicfile.Sync(nb.out.path(xzPart)); err != nil {

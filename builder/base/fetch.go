@@ -66,6 +66,10 @@ func (o *Options) defaults() {
 type Image struct {
 	// Path is the raw .img (in the cache, or the user's own .img file).
 	Path string
+	// XZ, when the source was xz-compressed, is that verified .img.xz (in
+	// the cache, or the user's own file): its blocks past a node's boot
+	// partition are the node's .img.xz blocks too.
+	XZ string
 	// SHA256 is the hash of the source file (the .img.xz as published).
 	SHA256 string
 	// Source is what the user asked for; FinalURL where it was fetched
@@ -197,7 +201,7 @@ const xzMagic = "\xfd7zXZ\x00"
 // is there already.
 func ensureRaw(ctx context.Context, c Cache, xzPath, sha string, img *Image, opt Options) error {
 	raw := c.rawPath(sha)
-	img.Path = raw
+	img.Path, img.XZ = raw, xzPath
 	if exists(raw) {
 		return nil
 	}
@@ -238,6 +242,9 @@ func plural(n int, noun string) string {
 func (c Cache) fromCache(ctx context.Context, sha string, img *Image, opt Options) (bool, error) {
 	if exists(c.rawPath(sha)) {
 		img.Path = c.rawPath(sha)
+		if dl := c.downloadPath(sha, true); exists(dl) {
+			img.XZ = dl
+		}
 		return true, nil
 	}
 	if dl := c.downloadPath(sha, false); exists(dl) {

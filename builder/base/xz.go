@@ -126,6 +126,34 @@ func xzIndex(r io.ReaderAt, size int64) ([]xzBlock, int64, error) {
 	return blocks, out, nil
 }
 
+// XZBlock is one block of an xz file, as its index describes it: enough
+// to copy it verbatim into another stream with the same stream flags.
+type XZBlock struct {
+	// Header is the 12-byte header of the stream that holds the block.
+	Header []byte
+	// Offset is where the block starts in the .xz file; Unpadded its
+	// size without padding; Uncompressed what it decodes to, which starts
+	// at OutOffset of the decompressed content.
+	Offset, Unpadded, Uncompressed, OutOffset int64
+}
+
+// Padded is the block's size in the file, padding included.
+func (b XZBlock) Padded() int64 { return (b.Unpadded + 3) &^ 3 }
+
+// XZBlocks lists the blocks of every stream of an xz file and the size of
+// its decompressed content, from the stream indexes (no decoding).
+func XZBlocks(r io.ReaderAt, size int64) ([]XZBlock, int64, error) {
+	blocks, total, err := xzIndex(r, size)
+	if err != nil {
+		return nil, 0, err
+	}
+	out := make([]XZBlock, len(blocks))
+	for i, b := range blocks {
+		out[i] = XZBlock{Header: b.header, Offset: b.offset, Unpadded: b.unpadded, Uncompressed: b.uncompressed, OutOffset: b.outOffset}
+	}
+	return out, total, nil
+}
+
 func parseXZIndex(index []byte) ([]xzBlock, error) {
 	records, err := xzstream.ParseIndex(index)
 	if err != nil {
