@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -574,5 +575,88 @@ func TestCompressReusesBaseBlocks(t *testing.T) {
 				t.Errorf("logged the fallback = %v:\n%s", fellBack, strings.Join(logs, "\n"))
 			}
 		})
+	}
+}
+
+// TestOSList: os_list.json, checked against a JSON Schema written from
+// Raspberry Pi Imager's (by python3-jsonschema), lists every node with a
+// file:// URL to its .img.xz (or .img), the sums Imager checks, and no
+// customisation; a schema violation is caught.
+func TestOSList(t *testing.T) {
+	s := newReleaseServer(t)
+	r := recipeFor(t, s, "")
+	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
+	opt.Nodes = []string{"agent"}
+	if _, err := Build(context.Background(), r, opt); err != nil { // agent: .img only
+		t.Fatal(err)
+	}
+	opt.Nodes, opt.Compress = []string{"srv"}, true
+	if _, err := Build(context.Background(), r, opt); err != nil { // srv: with .img.xz
+		t.Fatal(err)
+	}
+	path := filepath.Join(opt.OutDir, OSListFile)
+	validate := func(doc string) error {
+		testimage.Tool(t, "python3")
+		cmd := exec.Command("/usr/bin/python3", "-c", `import json, sys, jsonschema
+jsonschema.validate(json.load(open(sys.argv[1])), json.load(open(sys.argv[2])))`, doc, "testdata/imager/os-list.schema.json")
+		out, err := cmd.CombinedOutput()
+		if err != nil && strings.Contains(string(out), "No module named 'jsonschema'") {
+			testimage.Missing(t, "python3-jsonschema (apt-get install python3-jsonschema, or make deps)")
+		}
+		if err != nil {
+			return fmt.Errorf("%v\n%s", err, out)
+		}
+		return nil
+	}
+	if err := validate(path); err != nil {
+		t.Fatalf("os_list.json against Imager's schema: %v", err)
+	}
+	var list struct {
+		Imager struct {
+			Devices []struct {
+				Default bool `json:"default"`
+			} `json:"devices"`
+		} `json:"imager"`
+		OSList []struct {
+			Name           string `json:"name"`
+			URL            string `json:"url"`
+			ExtractSHA256  string `json:"extract_sha256"`
+			DownloadSHA256 string `json:"image_download_sha256"`
+			ExtractSize    int64  `json:"extract_size"`
+			DownloadSize   int64  `json:"image_download_size"`
+		} `json:"os_list"`
+	}
+	b, _ := os.ReadFile(path)
+	if err := json.Unmarshal(b, &list); err != nil || len(list.OSList) != 2 || len(list.Imager.Devices) != 1 || !list.Imager.Devices[0].Default {
+		t.Fatalf("os_list.json: %v\n%s", err, b)
+	}
+	for _, e := range list.OSList {
+		u, err := url.Parse(e.URL)
+		if err != nil || u.Scheme != "file" || !filepath.IsAbs(u.Path) {
+			t.Errorf("%s: url %q is not an absolute file:// URL", e.Name, e.URL)
+			continue
+		}
+		wantFile := e.Name + ".img"
+		if e.Name == "srv" {
+			wantFile += ".xz"
+		}
+		if filepath.Base(u.Path) != wantFile {
+			t.Errorf("%s: url names %s; want %s", e.Name, filepath.Base(u.Path), wantFile)
+		}
+		sum, size, err := fileSum(context.Background(), u.Path)
+		if err != nil || sum != e.DownloadSHA256 || size != e.DownloadSize {
+			t.Errorf("%s: the file at url has sha256 %s, %d bytes (%v); the list says %s, %d", e.Name, sum, size, err, e.DownloadSHA256, e.DownloadSize)
+		}
+		img, imgSize, _ := fileSum(context.Background(), filepath.Join(opt.OutDir, e.Name+".img"))
+		if img != e.ExtractSHA256 || imgSize != e.ExtractSize {
+			t.Errorf("%s: extract_sha256/size %s/%d; the image is %s/%d", e.Name, e.ExtractSHA256, e.ExtractSize, img, imgSize)
+		}
+	}
+	// The check bites: an entry Imager would drop (an unknown
+	// init_format) fails the schema.
+	bad := filepath.Join(t.TempDir(), "bad.json")
+	os.WriteFile(bad, []byte(strings.Replace(string(b), `"init_format": "none"`, `"init_format": "pibake"`, 1)), 0o600)
+	if err := validate(bad); err == nil {
+		t.Error("a list with init_format \"pibake\" passed the schema")
 	}
 }

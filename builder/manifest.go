@@ -53,6 +53,10 @@ type manifestNode struct {
 	Bmap     string `json:"bmap"`
 	XZ       string `json:"xz,omitempty"`
 	XZSHA256 string `json:"xz_sha256,omitempty"`
+	XZSize   int64  `json:"xz_size,omitempty"`
+	// Released is the date every file in the image is stamped with (the
+	// base image's, or SOURCE_DATE_EPOCH's), as YYYY-MM-DD.
+	Released string `json:"released,omitempty"`
 	// Inputs hashes everything the image is made from; its first 16 hex
 	// digits are the node's build id.
 	Inputs string `json:"inputs"`

@@ -76,7 +76,7 @@ func (nb *nodeBuild) build1(ctx context.Context) (entry manifestNode, unchanged 
 	img, bmapName, _ := nodeFiles(host)
 	entry = manifestNode{
 		Hostname: host, Role: string(n.Role), State: StateCurrent, IP: "dhcp", Joins: n.JoinURL, ClusterInit: n.ClusterInit,
-		Method: method, File: img, Bmap: bmapName, Inputs: inputs,
+		Method: method, File: img, Bmap: bmapName, Inputs: inputs, Released: nb.base.stamp.UTC().Format(time.DateOnly),
 	}
 	if n.Address.IsValid() {
 		entry.IP = n.Address.String()
@@ -173,11 +173,11 @@ func (nb *nodeBuild) makeParts(ctx context.Context, payload firstboot.Payload, p
 	if err := atomicfile.Sync(nb.out.path(xzPart)); err != nil {
 		return fmt.Errorf("compress: %w", err)
 	}
-	xzSum, _, err := fileSum(ctx, nb.out.path(xzPart))
+	xzSum, xzSize, err := fileSum(ctx, nb.out.path(xzPart))
 	if err != nil {
 		return err
 	}
-	pub.Entry.XZ, pub.Entry.XZSHA256 = xzName, xzSum
+	pub.Entry.XZ, pub.Entry.XZSHA256, pub.Entry.XZSize = xzName, xzSum, xzSize
 	pub.Parts[xzName] = part{Temp: xzPart, SHA256: xzSum}
 	return nil
 }

@@ -215,7 +215,7 @@ func (o *output) dropXZ(host string) error {
 		return nil
 	}
 	name := e.XZ
-	e.XZ, e.XZSHA256 = "", ""
+	e.XZ, e.XZSHA256, e.XZSize = "", "", 0
 	if err := o.write(); err != nil {
 		return err
 	}
@@ -252,10 +252,14 @@ func (o *output) write() error {
 	if err != nil {
 		return err
 	}
+	osl, err := osList(o.dir, &o.m)
+	if err != nil {
+		return err
+	}
 	for _, f := range []struct {
 		name string
 		data []byte
-	}{{"SHA256SUMS", []byte(sums.String())}, {"manifest.json", append(b, '\n')}} {
+	}{{"SHA256SUMS", []byte(sums.String())}, {"manifest.json", append(b, '\n')}, {OSListFile, osl}} {
 		if old, err := os.ReadFile(o.path(f.name)); err == nil && bytes.Equal(old, f.data) {
 			continue
 		}
