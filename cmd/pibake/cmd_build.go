@@ -25,6 +25,9 @@ var buildCommand = command{
 		wait := fs.Bool("wait", false, "wait for another build writing the output directory instead of failing at once")
 		prune := fs.Bool("prune", false, "delete the images of nodes that are no longer in the recipe")
 		newCluster := fs.Bool("new-cluster", false, "make a new cluster token (and CA) although the output directory holds images built with others (every node is rebuilt)")
+		updateLock := fs.Bool("update-lock", false, "resolve the recipe's moving inputs again and rewrite its lock file before building")
+		var lf lockFlags
+		lf.add(fs)
 		rotate := fs.StringArray("rotate-node-password", nil, "give this node a new node password, e.g. after its card was lost (repeatable; then kubectl delete node NODE before it boots)")
 		return func(ctx context.Context, args []string, o outputs) int {
 			if msg := bf.usage(); msg != "" {
@@ -35,6 +38,10 @@ var buildCommand = command{
 			}
 			r, _ := loadRecipe(o, args[0])
 			if r == nil {
+				return exitFailure
+			}
+			if err := applyLock(ctx, r, *updateLock, &lf, &bf, o); err != nil {
+				reportError(o, "build", err)
 				return exitFailure
 			}
 			bopt, err := bf.options(o)

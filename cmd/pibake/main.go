@@ -59,6 +59,7 @@ func commands() map[string]command {
 		"cache":      cacheCommand,
 		"version":    versionCommand,
 		"completion": completionCommand,
+		"lock":       lockCommand,
 	}
 }
 
