@@ -50,6 +50,8 @@ type Options struct {
 	// built with the one that is missing or different: every node is
 	// rebuilt.
 	NewCluster bool
+	// Shard, when set, builds only that share of the nodes (see shard.go).
+	Shard Shard
 	// RotateNodePassword gives these nodes a new node password (the next
 	// generation), for a node whose card may have been stolen.
 	RotateNodePassword []string
@@ -166,7 +168,7 @@ func prepare(r *recipes.Recipe, opt Options) (*build, error) {
 	if opt.Event == nil {
 		opt.Event = func(string, NodeStage) {}
 	}
-	nodes, err := selectNodes(r, opt.Nodes)
+	nodes, err := selectNodes(r, opt.Nodes, opt.Shard)
 	if err != nil {
 		return nil, err
 	}
@@ -185,12 +187,15 @@ func prepare(r *recipes.Recipe, opt Options) (*build, error) {
 
 // selectNodes picks the nodes --node names: by hostname, or by the label
 // of a node block, which selects every node its count makes.
-func selectNodes(r *recipes.Recipe, names []string) ([]*recipes.Node, error) {
+func selectNodes(r *recipes.Recipe, names []string, shard Shard) ([]*recipes.Node, error) {
 	matches := func(n *recipes.Node, name string) bool {
 		return strings.EqualFold(name, n.Hostname) || strings.EqualFold(name, n.Group)
 	}
 	var nodes []*recipes.Node
 	for i := range r.Nodes {
+		if !shard.has(i) {
+			continue
+		}
 		if len(names) == 0 || slices.ContainsFunc(names, func(name string) bool { return matches(&r.Nodes[i], name) }) {
 			nodes = append(nodes, &r.Nodes[i])
 		}
@@ -353,6 +358,9 @@ func (b *build) identity(out *output) error {
 	if c := out.m.Cluster; c != "" && c != b.r.Cluster.Name && !b.opt.NewCluster {
 		return fmt.Errorf("%w: %s holds the images of cluster %q, and this recipe builds cluster %q; use another --out, or --new-cluster to replace them", ErrNewCluster, b.outDir, c, b.r.Cluster.Name)
 	}
+	if err := b.checkShardSecrets(out); err != nil {
+		return err
+	}
 	var err error
 	b.token, b.tokenSource, err = out.clusterToken(b.r, b.opt.NewCluster)
 	if err != nil {
@@ -444,14 +452,7 @@ func (b *build) finish(ctx context.Context, facts *baseFacts, out *output, resul
 		m.PibakeVersion, m.Cluster, m.RecipeHash = b.opt.Version, b.r.Cluster.Name, recipeHash(b.r)
 		m.Base = manifestBase{Source: facts.img.Source, FinalURL: facts.img.FinalURL, SHA256: facts.img.SHA256,
 			Style: facts.release.Style, OSRelease: facts.release.PrettyName}
-		m.CAHash = ""
-		if b.ca != nil {
-			m.CAHash = b.ca.Hash()
-		}
-		m.Token, m.TokenID = b.tokenSource, ""
-		if b.tokenSource == "generated" {
-			m.TokenID = tokenID(b.token)
-		}
+		b.recordIdentity(m)
 	})
 	if err != nil {
 		return results, err

@@ -472,7 +472,7 @@ node "solo" {
 		{[]string{"solo"}, "lonely"},
 		{[]string{"edge", "edge-1"}, "edge-1 edge-2 edge-3"},
 	} {
-		nodes, err := selectNodes(r, tc.names)
+		nodes, err := selectNodes(r, tc.names, Shard{})
 		var got []string
 		for _, n := range nodes {
 			got = append(got, n.Hostname)
@@ -481,7 +481,7 @@ node "solo" {
 			t.Errorf("--node %v: %v, %v; want %s", tc.names, got, err, tc.want)
 		}
 	}
-	_, err := selectNodes(r, []string{"edg"})
+	_, err := selectNodes(r, []string{"edg"}, Shard{})
 	if !errors.Is(err, ErrUnknownNode) || !strings.Contains(err.Error(), "edge-1, edge-2, edge-3, lonely; its node blocks (each selects all its nodes): edge, solo") {
 		t.Errorf("--node edg: %v", err)
 	}

@@ -25,6 +25,7 @@ var buildCommand = command{
 		wait := fs.Bool("wait", false, "wait for another build writing the output directory instead of failing at once")
 		prune := fs.Bool("prune", false, "delete the images of nodes that are no longer in the recipe")
 		newCluster := fs.Bool("new-cluster", false, "make a new cluster token (and CA) although the output directory holds images built with others (every node is rebuilt)")
+		shard := fs.String("shard", "", "build only shard I of N (I/N: every N-th node of the recipe), in a copy of a pibake init directory")
 		updateLock := fs.Bool("update-lock", false, "resolve the recipe's moving inputs again and rewrite its lock file before building")
 		var lf lockFlags
 		lf.add(fs)
@@ -35,6 +36,13 @@ var buildCommand = command{
 			}
 			if len(args) != 1 {
 				return usageError(o, "build", "want exactly one recipe (a .hcl file or a directory of them), got %d arguments", len(args))
+			}
+			var sh builder.Shard
+			if *shard != "" {
+				var err error
+				if sh, err = builder.ParseShard(*shard); err != nil {
+					return usageError(o, "build", "%v", err)
+				}
 			}
 			r, _ := loadRecipe(o, args[0])
 			if r == nil {
@@ -52,7 +60,7 @@ var buildCommand = command{
 			opt := builder.Options{
 				OutDir: *out, Nodes: *nodes, Jobs: bf.jobs, Base: bopt, Image: *image,
 				Compress: *compress, Force: *force, Wait: *wait, Prune: *prune, NewCluster: *newCluster,
-				RotateNodePassword: *rotate, Version: fullVersion(), Logf: bopt.Logf,
+				RotateNodePassword: *rotate, Shard: sh, Version: fullVersion(), Logf: bopt.Logf,
 			}
 			results, err := builder.Build(ctx, r, opt)
 			if !bf.quiet && len(results) > 0 {

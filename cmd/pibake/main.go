@@ -60,6 +60,8 @@ func commands() map[string]command {
 		"version":    versionCommand,
 		"completion": completionCommand,
 		"lock":       lockCommand,
+		"init":       initCommand,
+		"merge":      mergeCommand,
 	}
 }
 

@@ -1,0 +1,155 @@
+package builder
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestParseShard(t *testing.T) {
+	for s, ok := range map[string]bool{"1/1": true, "2/4": true, "4/4": true, "0/4": false, "5/4": false, "1/0": false, "a/b": false, "1/2x": false, "": false} {
+		if _, err := ParseShard(s); (err == nil) != ok {
+			t.Errorf("ParseShard(%q): %v", s, err)
+		}
+	}
+	// Balanced: 7 nodes in 3 shards are 3, 2, 2, and every node in one.
+	seen := map[int]int{}
+	for idx := 1; idx <= 3; idx++ {
+		n := 0
+		for i := 0; i < 7; i++ {
+			if (Shard{idx, 3}).has(i) {
+				n++
+				seen[i]++
+			}
+		}
+		if n < 2 || n > 3 {
+			t.Errorf("shard %d/3 of 7 nodes has %d", idx, n)
+		}
+	}
+	for i := 0; i < 7; i++ {
+		if seen[i] != 1 {
+			t.Errorf("node %d is in %d shards", i, seen[i])
+		}
+	}
+}
+
+// TestShardsMergeToOneBuild: pibake init, two shards built in copies of
+// it, merged, equal one unsharded build of the same recipe byte for byte;
+// a shard without init, shards of two inits, a node in two shards and a
+// damaged shard file are refused.
+func TestShardsMergeToOneBuild(t *testing.T) {
+	s := newReleaseServer(t)
+	nodes := twoNodes + "node \"edge\" {\n  role  = \"agent\"\n  count = 2\n}\n"
+	r := labRecipe(t, s, strings.Replace(nodes, "node \"srv\" {", "node \"srv\" {\n  ssh = true", 1))
+	r.Cluster.CA = "generate"
+	cache := filepath.Join(t.TempDir(), "cache")
+	root := t.TempDir()
+	dir := func(name string) string { return filepath.Join(root, name) }
+	opt := buildOptions(t, s, cache)
+
+	if _, err := Build(context.Background(), r, withShard(opt, dir("no-init"), Shard{1, 2})); !errors.Is(err, ErrNeedsInit) || !strings.Contains(err.Error(), "pibake init") {
+		t.Fatalf("a shard without init: %v", err)
+	}
+
+	iopt := opt
+	iopt.OutDir = dir("init")
+	if err := Init(context.Background(), r, iopt); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"whole", "s1", "s2"} {
+		cp(t, dir("init"), dir(d))
+	}
+	if _, err := Build(context.Background(), r, withShard(opt, dir("whole"), Shard{})); err != nil {
+		t.Fatal(err)
+	}
+	for i, d := range []string{"s1", "s2"} {
+		res, err := Build(context.Background(), r, withShard(opt, dir(d), Shard{i + 1, 2}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res) != 2 {
+			t.Errorf("shard %d/2 built %d nodes; want 2", i+1, len(res))
+		}
+	}
+	if err := Merge(context.Background(), dir("merged"), []string{dir("s1"), dir("s2")}, t.Logf); err != nil {
+		t.Fatal(err)
+	}
+	whole, merged := snapshot(t, dir("whole")), snapshot(t, dir("merged"))
+	delete(whole, OSListFile)
+	delete(merged, OSListFile)
+	if !mapsEqual(whole, merged) {
+		t.Errorf("merged shards differ from the unsharded build: %v", changed(whole, merged))
+	}
+	a, _ := os.ReadFile(filepath.Join(dir("whole"), OSListFile))
+	b, _ := os.ReadFile(filepath.Join(dir("merged"), OSListFile))
+	if !bytes.Equal(bytes.ReplaceAll(a, []byte(dir("whole")), []byte("DIR")), bytes.ReplaceAll(b, []byte(dir("merged")), []byte("DIR"))) {
+		t.Errorf("os_list.json differs beyond its directory:\n%s\n%s", a, b)
+	}
+	cmd := exec.Command("sha256sum", "-c", "SHA256SUMS")
+	cmd.Dir = dir("merged")
+	if out, err := cmd.CombinedOutput(); err != nil || strings.Count(string(out), ": OK") != 4 {
+		t.Errorf("sha256sum -c in the merged directory: %v\n%s", err, out)
+	}
+
+	// Refusals.
+	iopt.OutDir = dir("init2")
+	if err := Init(context.Background(), r, iopt); err != nil {
+		t.Fatal(err)
+	}
+	cp(t, dir("init2"), dir("other"))
+	if _, err := Build(context.Background(), r, withShard(opt, dir("other"), Shard{2, 2})); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		shards []string
+		want   string
+	}{
+		{"two inits", []string{dir("s1"), dir("other")}, "another cluster token"},
+		{"a node twice", []string{dir("s1"), dir("s1")}, "is in"},
+		{"not a pibake directory", []string{t.TempDir()}, "no pibake manifest.json"},
+	} {
+		if err := Merge(context.Background(), filepath.Join(t.TempDir(), "m"), tc.shards, t.Logf); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("merge of %s: %v; want %q", tc.name, err, tc.want)
+		}
+	}
+	img := filepath.Join(dir("s2"), "edge-2.img")
+	f, err := os.OpenFile(img, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte("damage"), 1<<20)
+	f.Close()
+	if err := Merge(context.Background(), filepath.Join(t.TempDir(), "m"), []string{dir("s1"), dir("s2")}, t.Logf); err == nil || !strings.Contains(err.Error(), "damaged") {
+		t.Errorf("merge of a damaged shard: %v", err)
+	}
+}
+
+func withShard(opt Options, dir string, sh Shard) Options {
+	opt.OutDir, opt.Shard = dir, sh
+	return opt
+}
+
+func cp(t *testing.T, src, dst string) {
+	t.Helper()
+	if out, err := exec.Command("cp", "-a", src, dst).CombinedOutput(); err != nil {
+		t.Fatalf("cp -a: %v\n%s", err, out)
+	}
+}
+
+func mapsEqual(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
