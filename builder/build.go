@@ -16,6 +16,7 @@ import (
 	"github.com/pibake/pibake/builder/diskimg"
 	"github.com/pibake/pibake/builder/identity"
 	"github.com/pibake/pibake/firstboot"
+	"github.com/pibake/pibake/internal/progress"
 	"github.com/pibake/pibake/recipes"
 	"golang.org/x/sync/errgroup"
 )
@@ -60,6 +61,9 @@ type Options struct {
 	Version string
 	// Logf receives progress lines.
 	Logf func(format string, args ...any)
+	// Progress, when set, is told how far long work has come: the
+	// download, the decompression, each node's image and .img.xz.
+	Progress progress.Func
 	// Event, when set, is told as each node reaches a stage: for
 	// progress displays, and for tests that act at a given moment.
 	Event func(host string, stage NodeStage)
@@ -252,6 +256,9 @@ func (b *build) fetchBase(ctx context.Context) (*baseFacts, error) {
 	}
 	bopt := b.opt.Base
 	bopt.Logf = b.logf
+	if bopt.Progress == nil {
+		bopt.Progress = b.opt.Progress
+	}
 	img, err := base.Fetch(ctx, src, bopt)
 	if err != nil {
 		return nil, err

@@ -660,3 +660,34 @@ jsonschema.validate(json.load(open(sys.argv[1])), json.load(open(sys.argv[2])))`
 		t.Error("a list with init_format \"pibake\" passed the schema")
 	}
 }
+
+// TestBuildReportsProgress: the download, the decompression and every
+// node's image and .img.xz are reported from 0 to their whole size.
+func TestBuildReportsProgress(t *testing.T) {
+	s := newReleaseServer(t)
+	r := recipeFor(t, s, "")
+	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
+	opt.Compress = true
+	var mu sync.Mutex
+	first, last := map[string][2]int64{}, map[string][2]int64{}
+	opt.Progress = func(task string, done, total int64) {
+		mu.Lock()
+		defer mu.Unlock()
+		if _, ok := first[task]; !ok {
+			first[task] = [2]int64{done, total}
+		}
+		if prev, ok := last[task]; ok && done < prev[0] {
+			t.Errorf("%s went back from %d to %d", task, prev[0], done)
+		}
+		last[task] = [2]int64{done, total}
+	}
+	if _, err := Build(context.Background(), r, opt); err != nil {
+		t.Fatal(err)
+	}
+	for _, task := range []string{"download", "decompress", "srv: image", "srv: xz", "agent: image", "agent: xz"} {
+		f, l := first[task], last[task]
+		if f[0] != 0 || l[0] != l[1] || l[1] <= 0 {
+			t.Errorf("%s: first report %v, last %v; want 0 of N first and N of N last", task, f, l)
+		}
+	}
+}

@@ -95,7 +95,7 @@ func TestImageClone(t *testing.T) {
 			if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Blocks*512 > 5<<20 {
 				t.Errorf("the copy holds %d bytes on disk; want the holes kept (≤ 5 MiB)", st.Blocks*512)
 			}
-			sum, err := splitSum(context.Background(), dst, src, split, c.size)
+			sum, err := splitSum(context.Background(), dst, src, split, c.size, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -14,6 +14,7 @@ import (
 	"slices"
 
 	"github.com/pibake/pibake/builder/base"
+	"github.com/pibake/pibake/internal/progress"
 	"github.com/pibake/pibake/internal/sparse"
 	"github.com/pibake/pibake/internal/xzstream"
 	"github.com/ulikunitz/xz"
@@ -30,7 +31,7 @@ const xzBlockSize = 24 << 20
 // own, whose block and index record are then taken over), and written in
 // order; the result is byte-identical whatever the number of jobs.
 func compressXZ(ctx context.Context, src, dst string, jobs int) error {
-	return compressNodeXZ(ctx, src, dst, nil, "", 0, jobs)
+	return compressNodeXZ(ctx, src, dst, nil, "", 0, jobs, nil)
 }
 
 // baseXZ is the base image's own .xz, open for the whole build, with its
@@ -95,7 +96,7 @@ type xzItem struct {
 // before it whose bytes compare equal to the base's (baseRaw), which most
 // of the boot partition's blocks do; only the blocks holding what the node
 // changed are compressed again, with the base's check type.
-func compressNodeXZ(ctx context.Context, src, dst string, bx *baseXZ, baseRaw string, same int64, jobs int) error {
+func compressNodeXZ(ctx context.Context, src, dst string, bx *baseXZ, baseRaw string, same int64, jobs int, done *progress.Counter) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return err
@@ -117,7 +118,7 @@ func compressNodeXZ(ctx context.Context, src, dst string, bx *baseXZ, baseRaw st
 	if err != nil {
 		return err
 	}
-	err = writeXZ(ctx, out, in, reuseSrc, items, check, jobs)
+	err = writeXZ(ctx, out, in, reuseSrc, items, check, jobs, done)
 	if cerr := out.Close(); err == nil {
 		err = cerr
 	}
@@ -210,7 +211,7 @@ type xzPart struct {
 
 // writeXZ writes one xz stream of the items' blocks to w: a stream header
 // for check, the blocks in order, the index and the footer.
-func writeXZ(ctx context.Context, w io.Writer, r, reuseSrc io.ReaderAt, items []xzItem, check byte, jobs int) error {
+func writeXZ(ctx context.Context, w io.Writer, r, reuseSrc io.ReaderAt, items []xzItem, check byte, jobs int, done *progress.Counter) error {
 	if jobs < 1 {
 		jobs = runtime.NumCPU()
 	}
@@ -232,7 +233,7 @@ func writeXZ(ctx context.Context, w io.Writer, r, reuseSrc io.ReaderAt, items []
 	written := make(chan error, 1)
 	go func() {
 		var err error
-		records, err = writeBlocks(gctx, ctx, w, streamHeader(check), items, results, ahead, reuseSrc)
+		records, err = writeBlocks(gctx, ctx, w, streamHeader(check), items, results, ahead, reuseSrc, done)
 		if err != nil {
 			cancel() // stop the workers and the feeding below
 		}
@@ -284,7 +285,7 @@ func streamHeader(check byte) []byte {
 // from reuseSrc. It returns the index records. ctx is the workers' (done
 // when they are), copyCtx the interrupt, which alone stops a copy: reused
 // blocks come last, often after every worker has finished.
-func writeBlocks(ctx, copyCtx context.Context, w io.Writer, header []byte, items []xzItem, results []chan xzPart, ahead chan struct{}, reuseSrc io.ReaderAt) ([]xzstream.Record, error) {
+func writeBlocks(ctx, copyCtx context.Context, w io.Writer, header []byte, items []xzItem, results []chan xzPart, ahead chan struct{}, reuseSrc io.ReaderAt, done *progress.Counter) ([]xzstream.Record, error) {
 	if _, err := w.Write(header); err != nil {
 		return nil, err
 	}
@@ -295,6 +296,7 @@ func writeBlocks(ctx, copyCtx context.Context, w io.Writer, header []byte, items
 				return nil, fmt.Errorf("copy block at byte %d of the base .xz: %w", b.Offset, err)
 			}
 			records = append(records, xzstream.Record{Unpadded: uint64(b.Unpadded), Uncompressed: uint64(b.Uncompressed)})
+			done.Add(it.n)
 			continue
 		}
 		var part xzPart
@@ -314,7 +316,9 @@ func writeBlocks(ctx, copyCtx context.Context, w io.Writer, header []byte, items
 			return nil, err
 		}
 		records = append(records, xzstream.Record{Unpadded: part.unpadded, Uncompressed: part.uncompressed})
+		done.Add(it.n)
 	}
+	done.Finish()
 	return records, nil
 }
 

@@ -51,7 +51,7 @@ func TestCompressCancelled(t *testing.T) {
 	defer cancel()
 	const jobs = 2
 	r := &cancellingReader{size: 6 * xzBlockSize, after: 1 << 20, cancel: cancel}
-	err := writeXZ(ctx, io.Discard, r, nil, blockItems(r.size), xz.CRC64, jobs)
+	err := writeXZ(ctx, io.Discard, r, nil, blockItems(r.size), xz.CRC64, jobs, nil)
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("writeXZ after an interrupt = %v; want context.Canceled", err)
 	}
@@ -67,7 +67,7 @@ func TestCompressCancelled(t *testing.T) {
 // error returned.
 func TestCompressWriteError(t *testing.T) {
 	data := bytes.Repeat([]byte("pibake "), 3*xzBlockSize/7)
-	err := writeXZ(context.Background(), failingWriter{}, bytes.NewReader(data), nil, blockItems(int64(len(data))), xz.CRC64, 2)
+	err := writeXZ(context.Background(), failingWriter{}, bytes.NewReader(data), nil, blockItems(int64(len(data))), xz.CRC64, 2, nil)
 	if !errors.Is(err, errDiskFull) {
 		t.Errorf("writeXZ to a failing writer = %v; want its error", err)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/pibake/pibake/builder/diskimg"
 	"github.com/pibake/pibake/firstboot"
 	"github.com/pibake/pibake/internal/atomicfile"
+	"github.com/pibake/pibake/internal/progress"
 	"github.com/pibake/pibake/internal/sparse"
 	"github.com/pibake/pibake/recipes"
 )
@@ -167,7 +168,8 @@ func (nb *nodeBuild) makeParts(ctx context.Context, payload firstboot.Payload, p
 	nb.logf("%s: compressing", host)
 	xzPart := xzName + ".part"
 	pub.Parts[xzName] = part{Temp: xzPart}
-	if err := compressNodeXZ(ctx, nb.out.path(imgPart), nb.out.path(xzPart), nb.base.xz, nb.base.img.Path, nb.base.editSpan, nb.opt.Jobs); err != nil {
+	if err := compressNodeXZ(ctx, nb.out.path(imgPart), nb.out.path(xzPart), nb.base.xz, nb.base.img.Path, nb.base.editSpan, nb.opt.Jobs,
+		progress.New(nb.opt.Progress, host+": xz", pub.Entry.Size)); err != nil {
 		return fmt.Errorf("compress: %w", err)
 	}
 	if err := atomicfile.Sync(nb.out.path(xzPart)); err != nil {
@@ -280,7 +282,7 @@ func (nb *nodeBuild) writeImage(ctx context.Context, part string, payload firstb
 		}
 		copied <- c.finish()
 	}()
-	sum, err := splitSum(ctx, part, nb.base.img.Path, nb.base.editSpan, c.size)
+	sum, err := splitSum(ctx, part, nb.base.img.Path, nb.base.editSpan, c.size, progress.New(nb.opt.Progress, nb.node.Hostname+": image", c.size))
 	if cerr := <-copied; cerr != nil {
 		err = cerr
 	}
@@ -289,8 +291,8 @@ func (nb *nodeBuild) writeImage(ctx context.Context, part string, payload firstb
 
 // splitSum is the SHA-256 of [0, split) of head followed by [split, size)
 // of tail.
-func splitSum(ctx context.Context, head, tail string, split, size int64) (string, error) {
-	h := sha256.New()
+func splitSum(ctx context.Context, head, tail string, split, size int64, done *progress.Counter) (string, error) {
+	h := countingHash{Hash: sha256.New(), done: done}
 	for _, part := range []struct {
 		path     string
 		from, to int64
@@ -305,7 +307,19 @@ func splitSum(ctx context.Context, head, tail string, split, size int64) (string
 			return "", err
 		}
 	}
+	done.Finish()
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// countingHash counts what it hashes, for a progress display.
+type countingHash struct {
+	hash.Hash
+	done *progress.Counter
+}
+
+func (h countingHash) Write(p []byte) (int, error) {
+	h.done.Add(int64(len(p)))
+	return h.Hash.Write(p)
 }
 
 // upToDate checks that an earlier build's outputs are all there and the

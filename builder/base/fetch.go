@@ -19,6 +19,7 @@ import (
 	"github.com/cavaliergopher/grab/v3"
 	"github.com/pibake/pibake/internal/atomicfile"
 	"github.com/pibake/pibake/internal/flock"
+	"github.com/pibake/pibake/internal/progress"
 )
 
 // Options control Fetch.
@@ -34,8 +35,9 @@ type Options struct {
 	Refresh bool
 	// Logf receives progress lines; nil discards them.
 	Logf func(format string, args ...any)
-	// Progress, when set (a terminal), gets a live progress line.
-	Progress io.Writer
+	// Progress, when set, is told how far the download and the
+	// decompression have come (tasks "download" and "decompress").
+	Progress progress.Func
 	// HTTPClient is used for every request (tests count them).
 	HTTPClient *http.Client
 	// Attempts is how many times a download is tried (default 5), with
@@ -212,7 +214,7 @@ func ensureRaw(ctx context.Context, c Cache, xzPath, sha string, img *Image, opt
 	tmp := raw + ".tmp"
 	start := time.Now()
 	opt.Logf("decompressing %s (%s)", filepath.Base(xzPath), plural(opt.Jobs, "job"))
-	if err := decompressXZ(ctx, xzPath, tmp, opt.Jobs); err != nil {
+	if err := decompressXZ(ctx, xzPath, tmp, opt.Jobs, opt.Progress); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("decompress %s: %w", xzPath, err)
 	}
@@ -455,7 +457,7 @@ func download(ctx context.Context, url, dst string, opt Options) error {
 			opt.Logf("downloading %s", url)
 		}
 		resp := client.Do(req)
-		showProgress(resp, opt.Progress)
+		showProgress(resp, progress.New(opt.Progress, "download", resp.Size()))
 		err = resp.Err()
 		if err == nil {
 			opt.Logf("downloaded %s in %s", HumanBytes(resp.Size()), resp.Duration().Round(100*time.Millisecond))
@@ -547,30 +549,24 @@ func describeNetError(url string, err error) error {
 	return fmt.Errorf("download %s: %w", url, err)
 }
 
-// showProgress draws a live progress line while resp runs, if w is set.
-func showProgress(resp *grab.Response, w io.Writer) {
-	if w == nil {
+// showProgress reports a download's progress until it ends.
+func showProgress(resp *grab.Response, c *progress.Counter) {
+	if c == nil {
 		<-resp.Done
 		return
 	}
-	t := time.NewTicker(250 * time.Millisecond)
+	t := time.NewTicker(progress.Interval)
 	defer t.Stop()
-	line := func() {
-		eta := "?"
-		if e := time.Until(resp.ETA()); e > 0 && resp.Size() > 0 {
-			eta = e.Round(time.Second).String()
-		}
-		fmt.Fprintf(w, "\r  %s / %s (%.0f%%)  %s/s  ETA %s   ", HumanBytes(resp.BytesComplete()), HumanBytes(resp.Size()),
-			100*resp.Progress(), HumanBytes(int64(resp.BytesPerSecond())), eta)
-	}
 	for {
 		select {
 		case <-resp.Done:
-			line()
-			fmt.Fprintln(w)
+			c.Set(resp.BytesComplete())
+			if resp.Err() == nil {
+				c.Finish()
+			}
 			return
 		case <-t.C:
-			line()
+			c.Set(resp.BytesComplete())
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"runtime"
 
+	"github.com/pibake/pibake/internal/progress"
 	"github.com/pibake/pibake/internal/sparse"
 	"github.com/pibake/pibake/internal/xzstream"
 	"github.com/therootcompany/xz"
@@ -181,7 +182,7 @@ func oneBlockStream(r io.ReaderAt, b xzBlock) io.Reader {
 // decompressXZ decompresses src into dst (created, sparse: all-zero runs
 // become holes) using up to jobs workers. Memory is bounded by the workers'
 // dictionaries and buffers, not by the image size.
-func decompressXZ(ctx context.Context, src, dst string, jobs int) error {
+func decompressXZ(ctx context.Context, src, dst string, jobs int, report progress.Func) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return err
@@ -218,6 +219,7 @@ func decompressXZ(ctx context.Context, src, dst string, jobs int) error {
 	for i := 0; i < jobs; i++ {
 		bufs <- make([]byte, 1<<20)
 	}
+	done := progress.New(report, "decompress", total)
 	for _, b := range blocks {
 		if gctx.Err() != nil {
 			break
@@ -225,10 +227,13 @@ func decompressXZ(ctx context.Context, src, dst string, jobs int) error {
 		g.Go(func() error {
 			buf := <-bufs
 			defer func() { bufs <- buf }()
-			return decodeBlock(gctx, in, out, b, buf)
+			return decodeBlock(gctx, in, out, b, buf, done)
 		})
 	}
 	err = g.Wait()
+	if err == nil {
+		done.Finish()
+	}
 	if err == nil {
 		err = ctx.Err()
 	}
@@ -238,7 +243,7 @@ func decompressXZ(ctx context.Context, src, dst string, jobs int) error {
 	return err
 }
 
-func decodeBlock(ctx context.Context, in io.ReaderAt, out io.WriterAt, b xzBlock, buf []byte) error {
+func decodeBlock(ctx context.Context, in io.ReaderAt, out io.WriterAt, b xzBlock, buf []byte, done *progress.Counter) error {
 	// The decoder reads a few bytes at a time; without a buffer every one
 	// of those reads is a system call.
 	zr, err := xz.NewReader(bufio.NewReaderSize(oneBlockStream(in, b), 1<<20), 0)
@@ -259,6 +264,7 @@ func decodeBlock(ctx context.Context, in io.ReaderAt, out io.WriterAt, b xzBlock
 				return err
 			}
 			n += int64(k)
+			done.Add(int64(k))
 		}
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 			break

@@ -95,7 +95,7 @@ func TestDecompressXZ(t *testing.T) {
 				t.Fatalf("xzIndex = %d blocks, %d bytes, %v; want %d bytes, multi-block %v", len(blocks), total, err, len(data), tt.multi)
 			}
 			dst := filepath.Join(dir, "out")
-			if err := decompressXZ(context.Background(), src, dst, tt.jobs); err != nil {
+			if err := decompressXZ(context.Background(), src, dst, tt.jobs, nil); err != nil {
 				t.Fatal(err)
 			}
 			got, err := os.ReadFile(dst)
@@ -125,7 +125,7 @@ func TestDecompressXZCorrupt(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			p := filepath.Join(dir, "bad.xz")
 			os.WriteFile(p, b, 0o644)
-			err := decompressXZ(context.Background(), p, filepath.Join(dir, "out"), 2)
+			err := decompressXZ(context.Background(), p, filepath.Join(dir, "out"), 2, nil)
 			if !errors.Is(err, errCorruptXZ) {
 				t.Errorf("decompressXZ(%s) = %v; want a corrupt-xz error", name, err)
 			}

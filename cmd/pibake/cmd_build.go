@@ -57,12 +57,14 @@ var buildCommand = command{
 				fmt.Fprintf(o.stderr, "pibake build: %v\n", err)
 				return exitFailure
 			}
+			defer bf.done()
 			opt := builder.Options{
 				OutDir: *out, Nodes: *nodes, Jobs: bf.jobs, Base: bopt, Image: *image,
 				Compress: *compress, Force: *force, Wait: *wait, Prune: *prune, NewCluster: *newCluster,
-				RotateNodePassword: *rotate, Shard: sh, Version: fullVersion(), Logf: bopt.Logf,
+				RotateNodePassword: *rotate, Shard: sh, Version: fullVersion(), Logf: bopt.Logf, Progress: bopt.Progress,
 			}
 			results, err := builder.Build(ctx, r, opt)
+			bf.done() // the summary below the bars
 			if !bf.quiet && len(results) > 0 {
 				writeBuildTable(o, results)
 			}

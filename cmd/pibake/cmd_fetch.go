@@ -19,6 +19,7 @@ type baseFlags struct {
 	insecure bool
 	refresh  bool
 	quiet    bool
+	view     *progressView
 }
 
 func (b *baseFlags) add(fs *pflag.FlagSet) {
@@ -48,13 +49,20 @@ func (b *baseFlags) options(out outputs) (base.Options, error) {
 		dir = d
 	}
 	opt := base.Options{Cache: base.Cache{Dir: dir}, Jobs: b.jobs, InsecureSkipVerify: b.insecure, Refresh: b.refresh}
-	if !b.quiet {
-		opt.Logf = logf(out)
-		if out.stderrIsTerminal {
-			opt.Progress = out.stderr
-		}
+	if !b.quiet && b.view == nil {
+		b.view = newProgressView(out)
+	}
+	if b.view != nil {
+		opt.Logf, opt.Progress = b.view.logf, b.view.report
 	}
 	return opt, nil
+}
+
+// done ends the progress display, if any.
+func (b *baseFlags) done() {
+	if b.view != nil {
+		b.view.stop()
+	}
 }
 
 // logf writes progress lines to stderr.
@@ -99,6 +107,7 @@ var fetchCommand = command{
 				fmt.Fprintf(out.stderr, "pibake fetch: %v\n", err)
 				return exitFailure
 			}
+			defer bf.done()
 			img, err := base.Fetch(ctx, src, opt)
 			if err != nil {
 				reportError(out, "fetch", err)

@@ -29,6 +29,7 @@ var lockCommand = command{
 			if r == nil {
 				return exitFailure
 			}
+			defer bf.done()
 			l, err := lf.make(ctx, r, &bf, out)
 			if err != nil {
 				reportError(out, "lock", err)

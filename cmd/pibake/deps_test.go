@@ -28,6 +28,12 @@ var allowedModules = map[string]string{
 	"github.com/ulikunitz/xz":                  "xz decompression (chosen dependency)",
 	"github.com/cavaliergopher/grab/v3":        "resumable downloads (chosen dependency)",
 	"golang.org/x/sync":                        "errgroup: one bounded worker pool for nodes and xz blocks, cancelled as one",
+	"github.com/vbauerster/mpb/v8":             "progress bars, several at once, with log lines above them (issue 16: a well-kept library)",
+	"github.com/VividCortex/ewma":              "mpb: rate and ETA averages",
+	"github.com/acarl005/stripansi":            "mpb: width of coloured text",
+	"github.com/clipperhouse/uax29/v2":         "mpb: text segmentation for widths",
+	"github.com/mattn/go-runewidth":            "mpb: display width of runes",
+	"github.com/vbauerster/cupwriter":          "mpb: cursor-up terminal writer",
 }
 
 func TestDependencies(t *testing.T) {

@@ -46,6 +46,12 @@ func TestFetchCommand(t *testing.T) {
 	if code := run(context.Background(), args, &stdout, &stderr); code != exitOK {
 		t.Fatalf("pibake fetch: exit %d\n%s", code, stderr.String())
 	}
+	// Not a terminal: the download and the decompression as lines.
+	for _, want := range []string{"download: 100% (", "decompress: 100% ("} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr.String())
+		}
+	}
 	path := strings.TrimSpace(stdout.String())
 	got, err := os.ReadFile(path)
 	if err != nil || !bytes.Equal(got, raw) || !strings.HasPrefix(path, cache) {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -81,5 +82,43 @@ node "agent" {
 	_, stderr, code = pibake("build", "--cache", filepath.Join(dir, "cache"), "--out", out, "--rotate-node-password", "pi-99", recipe)
 	if code != exitUsage || !strings.Contains(stderr, `unknown node "pi-99"`) {
 		t.Errorf("rotate an unknown node: exit %d\n%s", code, stderr)
+	}
+}
+
+// TestProgressOnATerminal runs pibake build under a real pseudo-terminal
+// (script(1)): bars are drawn (cursor movements), the log lines and the
+// summary still come through, and the build succeeds; with --quiet,
+// nothing but the summary's absence and the paths.
+func TestProgressOnATerminal(t *testing.T) {
+	scriptTool := testimage.Tool(t, "script")
+	xzTool := testimage.Tool(t, "xz")
+	base := testimage.For(t, testimage.Bookworm())
+	if out, err := exec.Command(xzTool, "-T2", "-0", "--block-size=8MiB", base).CombinedOutput(); err != nil {
+		t.Fatalf("xz: %v\n%s", err, out)
+	}
+	self, _ := os.Executable()
+	dir := t.TempDir()
+	recipe := filepath.Join(dir, "lab.hcl")
+	os.WriteFile(recipe, []byte("cluster {\n  token = \"tty-test-token-0123456789\"\n}\nnode \"srv\" {\n  role = \"server\"\n}\n"), 0o600)
+	run := func(extra ...string) string {
+		args := append([]string{self, "build", recipe, "--image", base + ".xz", "--cache", filepath.Join(dir, "cache"), "--out", filepath.Join(dir, "out"), "--compress", "--force"}, extra...)
+		// A pseudo-terminal with a size, as a terminal window has.
+		cmd := exec.Command(scriptTool, "-qec", "stty cols 120 rows 40; "+strings.Join(args, " "), "/dev/null")
+		cmd.Env = append(os.Environ(), "PIBAKE_TEST_AS_PIBAKE=1", "TERM=xterm", "NO_COLOR=1")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("pibake build on a terminal: %v\n%s", err, out)
+		}
+		return string(out)
+	}
+	out := run()
+	for _, want := range []string{"decompressing", "srv: done in", "\x1b[1A", "decompress  [", "NODE", "srv.img.xz"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("terminal output lacks %q:\n%q", want, out)
+		}
+	}
+	quiet := run("-q")
+	if strings.Contains(quiet, "\x1b[") || strings.Contains(quiet, "done in") {
+		t.Errorf("--quiet drew progress or logged:\n%q", quiet)
 	}
 }

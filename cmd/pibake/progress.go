@@ -1,0 +1,92 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+
+	"github.com/pibake/pibake/builder/base"
+	"github.com/pibake/pibake/internal/progress"
+	"github.com/vbauerster/mpb/v8"
+	"github.com/vbauerster/mpb/v8/decor"
+)
+
+// progressView shows long work: a bar per running task on a terminal
+// (the download, the decompression, each node's image and .img.xz), with
+// the log lines scrolling above them; elsewhere the download and the
+// decompression as a line at every quarter, for CI logs; nothing at all
+// with --quiet.
+type progressView struct {
+	mu      sync.Mutex
+	stderr  io.Writer
+	bars    *mpb.Progress // nil: not a terminal
+	running map[string]*mpb.Bar
+	quarter map[string]int64
+}
+
+func newProgressView(out outputs) *progressView {
+	v := &progressView{stderr: out.stderr, running: map[string]*mpb.Bar{}, quarter: map[string]int64{}}
+	if out.stderrIsTerminal {
+		v.bars = mpb.New(mpb.WithOutput(out.stderr), mpb.WithWidth(40))
+	}
+	return v
+}
+
+// logf writes a log line: above the bars on a terminal.
+func (v *progressView) logf(format string, args ...any) {
+	line := fmt.Sprintf(format, args...) + "\n"
+	if v.bars != nil {
+		if _, err := v.bars.Write([]byte(line)); err == nil {
+			return
+		}
+	}
+	io.WriteString(v.stderr, line)
+}
+
+// report is the progress.Func the work reports to.
+func (v *progressView) report(task string, done, total int64) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.bars == nil {
+		v.line(task, done, total)
+		return
+	}
+	bar, ok := v.running[task]
+	if !ok {
+		if done >= total {
+			return // finished before it was shown
+		}
+		bar = v.bars.AddBar(total, mpb.BarRemoveOnComplete(),
+			mpb.PrependDecorators(decor.Name(task, decor.WCSyncSpaceR)),
+			mpb.AppendDecorators(decor.CountersKibiByte("% .1f / % .1f"), decor.Percentage(decor.WCSyncSpace)))
+		v.running[task] = bar
+	}
+	bar.SetCurrent(done)
+	if done >= total {
+		delete(v.running, task)
+	}
+}
+
+// line writes the download's and the decompression's progress at every
+// quarter; nodes say when they are done in the log already.
+func (v *progressView) line(task string, done, total int64) {
+	if (task != "download" && task != "decompress") || total <= 0 {
+		return
+	}
+	q := done * 4 / total
+	if q == 0 || q <= v.quarter[task] {
+		return
+	}
+	v.quarter[task] = q
+	fmt.Fprintf(v.stderr, "%s: %d%% (%s of %s)\n", task, q*25, base.HumanBytes(done), strings.TrimSpace(base.HumanBytes(total)))
+}
+
+// stop ends the display: bars still running (an interrupt) are dropped.
+func (v *progressView) stop() {
+	if v.bars != nil {
+		v.bars.Shutdown()
+	}
+}
+
+var _ progress.Func = (*progressView)(nil).report
