@@ -27,6 +27,7 @@ import (
 	"github.com/pibake/pibake/builder/diskimg"
 	"github.com/pibake/pibake/internal/testimage"
 	"github.com/pibake/pibake/recipes"
+	"golang.org/x/sync/errgroup"
 )
 
 const testToken = "e2e-cluster-token-0123456789abcdef"
@@ -689,5 +690,43 @@ func TestBuildReportsProgress(t *testing.T) {
 		if f[0] != 0 || l[0] != l[1] || l[1] <= 0 {
 			t.Errorf("%s: first report %v, last %v; want 0 of N first and N of N last", task, f, l)
 		}
+	}
+}
+
+// TestCompressFleet is issue 16's "done when" for --compress: a 20-node
+// recipe built against a multi-block base, every node's .img.xz sound
+// (xz -t) and decompressing to exactly its .img (cmp).
+func TestCompressFleet(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and checks 20 compressed images")
+	}
+	xzTool := testimage.Tool(t, "xz")
+	s := newReleaseServer(t) // a multi-block .img.xz, 16 MiB blocks
+	r := labRecipe(t, s, "node \"srv\" {\n  role = \"server\"\n  ip = \"192.168.7.10/24\"\n}\nnode \"edge\" {\n  role  = \"agent\"\n  count = 19\n}\n")
+	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
+	opt.Compress, opt.Jobs = true, 4
+	res, err := Build(context.Background(), r, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 20 {
+		t.Fatalf("%d results", len(res))
+	}
+	g := new(errgroup.Group)
+	g.SetLimit(4)
+	for _, n := range res {
+		g.Go(func() error {
+			if out, err := exec.Command(xzTool, "-t", n.XZ).CombinedOutput(); err != nil {
+				return fmt.Errorf("xz -t %s: %v\n%s", n.XZ, err, out)
+			}
+			cmd := exec.Command("sh", "-c", xzTool+" -dc \"$1\" | cmp - \"$2\"", "sh", n.XZ, n.File)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				return fmt.Errorf("xz -dc %s | cmp - %s: %v\n%s", n.XZ, n.File, err, out)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
 	}
 }
