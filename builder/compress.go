@@ -14,6 +14,7 @@ import (
 	"slices"
 
 	"github.com/pibake/pibake/builder/base"
+	"github.com/pibake/pibake/internal/ctxio"
 	"github.com/pibake/pibake/internal/progress"
 	"github.com/pibake/pibake/internal/sparse"
 	"github.com/pibake/pibake/internal/xzstream"
@@ -49,19 +50,13 @@ func openBaseXZ(path string, rawSize int64) (*baseXZ, error) {
 	if path == "" {
 		return nil, nil
 	}
-	f, err := os.Open(path)
+	f, blocks, total, err := base.OpenXZBlocks(path)
 	if err != nil {
 		return nil, err
 	}
-	fi, err := f.Stat()
-	if err != nil {
+	if total != rawSize || len(blocks) < 2 {
 		f.Close()
-		return nil, err
-	}
-	blocks, total, err := base.XZBlocks(f, fi.Size())
-	if err != nil || total != rawSize || len(blocks) < 2 {
-		f.Close()
-		return nil, err // a single block holds the boot partition: nothing to reuse
+		return nil, nil // a single block holds the boot partition: nothing to reuse
 	}
 	for _, b := range blocks {
 		if !bytes.Equal(b.Header[6:8], blocks[0].Header[6:8]) || !knownCheck(b.Header[7]) || b.Header[6] != 0 {
@@ -352,7 +347,7 @@ func copyBlock(ctx context.Context, w io.Writer, src io.ReaderAt, off, n int64) 
 			}
 		}
 	}
-	_, err := io.Copy(w, ctxReader{ctx: ctx, r: io.NewSectionReader(src, off, n)})
+	_, err := io.Copy(w, ctxio.Reader{Ctx: ctx, R: io.NewSectionReader(src, off, n)})
 	return err
 }
 
@@ -369,7 +364,7 @@ func compressBlock(ctx context.Context, r io.Reader, check byte) (xzPart, error)
 		return xzPart{}, err
 	}
 	// Small reads: an interrupt stops the block within one of them.
-	if _, err := io.CopyBuffer(zw, ctxReader{ctx: ctx, r: r}, make([]byte, 256<<10)); err != nil {
+	if _, err := io.CopyBuffer(zw, ctxio.Reader{Ctx: ctx, R: r}, make([]byte, 256<<10)); err != nil {
 		return xzPart{}, err
 	}
 	if err := zw.Close(); err != nil {
@@ -395,17 +390,4 @@ func compressBlock(ctx context.Context, r io.Reader, check byte) (xzPart, error)
 		unpadded:     unpadded,
 		uncompressed: uncompressed,
 	}, nil
-}
-
-// ctxReader stops a long read when ctx is cancelled.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (r ctxReader) Read(p []byte) (int, error) {
-	if err := r.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return r.r.Read(p)
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/pibake/pibake/internal/atomicfile"
+	"github.com/pibake/pibake/internal/ctxio"
 	"github.com/pibake/pibake/internal/flock"
 )
 
@@ -131,23 +132,10 @@ func fileSHA256(ctx context.Context, path string) (string, error) {
 	}
 	defer f.Close()
 	h := sha256.New()
-	if _, err := io.Copy(h, ctxReader{ctx: ctx, r: f}); err != nil {
+	if _, err := io.Copy(h, ctxio.Reader{Ctx: ctx, R: f}); err != nil {
 		return "", fmt.Errorf("hash %s: %w", path, err)
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
-// ctxReader stops a long read when ctx is cancelled.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (r ctxReader) Read(p []byte) (int, error) {
-	if err := r.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return r.r.Read(p)
 }
 
 // Entry is one cached image: a decompressed raw image, or an uncompressed

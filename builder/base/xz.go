@@ -148,11 +148,43 @@ func XZBlocks(r io.ReaderAt, size int64) ([]XZBlock, int64, error) {
 	if err != nil {
 		return nil, 0, err
 	}
+	return exportBlocks(blocks), total, nil
+}
+
+func exportBlocks(blocks []xzBlock) []XZBlock {
 	out := make([]XZBlock, len(blocks))
 	for i, b := range blocks {
 		out[i] = XZBlock{Header: b.header, Offset: b.offset, Unpadded: b.unpadded, Uncompressed: b.uncompressed, OutOffset: b.outOffset}
 	}
-	return out, total, nil
+	return out
+}
+
+// OpenXZBlocks opens an .xz file and reads its block index: the file
+// (the caller closes it), its blocks and the decompressed size.
+func OpenXZBlocks(path string) (*os.File, []XZBlock, int64, error) {
+	f, blocks, total, err := openIndexed(path)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	return f, exportBlocks(blocks), total, nil
+}
+
+func openIndexed(path string) (*os.File, []xzBlock, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, 0, err
+	}
+	blocks, total, err := xzIndex(f, fi.Size())
+	if err != nil {
+		f.Close()
+		return nil, nil, 0, fmt.Errorf("%s: %w", path, err)
+	}
+	return f, blocks, total, nil
 }
 
 func parseXZIndex(index []byte) ([]xzBlock, error) {

@@ -63,19 +63,9 @@ type blockDecoder struct {
 
 // OpenXZ opens an .xz file for reading its content at random offsets.
 func OpenXZ(path string) (*XZFile, error) {
-	f, err := os.Open(path)
+	f, blocks, size, err := openIndexed(path)
 	if err != nil {
 		return nil, err
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	blocks, size, err := xzIndex(f, fi.Size())
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return &XZFile{f: f, name: filepath.Base(path), blocks: blocks, size: size, cache: map[chunkKey]*list.Element{}, lru: list.New()}, nil
 }
