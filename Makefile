@@ -22,7 +22,7 @@ build:
 test: deps lint cross unit
 
 unit:
-	$(GO) test -count=1 ./...
+	$(GO) test -count=1 -timeout 30m ./...
 
 ## deps: install what the tests need (Debian tools as root, staticcheck).
 deps:

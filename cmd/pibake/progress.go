@@ -5,6 +5,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/pibake/pibake/builder/base"
 	"github.com/pibake/pibake/internal/progress"
@@ -23,14 +24,47 @@ type progressView struct {
 	bars    *mpb.Progress // nil: not a terminal
 	running map[string]*mpb.Bar
 	quarter map[string]int64
+	// refresh drives the bars' redraws (mpb.WithManualRefresh): mpb
+	// prints a log line written with bars.Write only at the next redraw,
+	// and at shutdown it redraws only when a bar changed, so a line
+	// logged after the last bar went away would be lost. stop sends a last
+	// refresh of its own before shutting down.
+	refresh     chan any
+	stopTicking chan struct{}
+	ticking     sync.WaitGroup
+	stopOnce    sync.Once
 }
+
+// redrawEvery is how often bars are redrawn on a terminal.
+const redrawEvery = 150 * time.Millisecond
 
 func newProgressView(out outputs) *progressView {
 	v := &progressView{stderr: out.stderr, running: map[string]*mpb.Bar{}, quarter: map[string]int64{}}
 	if out.stderrIsTerminal {
-		v.bars = mpb.New(mpb.WithOutput(out.stderr), mpb.WithWidth(40))
+		v.refresh, v.stopTicking = make(chan any), make(chan struct{})
+		v.bars = mpb.New(mpb.WithOutput(out.stderr), mpb.WithWidth(40), mpb.WithManualRefresh(v.refresh))
+		v.ticking.Add(1)
+		go v.tick()
 	}
 	return v
+}
+
+func (v *progressView) tick() {
+	defer v.ticking.Done()
+	ticker := time.NewTicker(redrawEvery)
+	defer ticker.Stop()
+	for {
+		select {
+		case now := <-ticker.C:
+			select {
+			case v.refresh <- now:
+			case <-v.stopTicking:
+				return
+			}
+		case <-v.stopTicking:
+			return
+		}
+	}
 }
 
 // logf writes a log line: above the bars on a terminal.
@@ -82,11 +116,26 @@ func (v *progressView) line(task string, done, total int64) {
 	fmt.Fprintf(v.stderr, "%s: %d%% (%s of %s)\n", task, q*25, base.HumanBytes(done), strings.TrimSpace(base.HumanBytes(total)))
 }
 
-// stop ends the display: bars still running (an interrupt) are dropped.
+// stop ends the display: the log lines written so far are printed, and
+// bars still running (an interrupt) are dropped. Calling it again does
+// nothing.
 func (v *progressView) stop() {
 	if v.bars != nil {
-		v.bars.Shutdown()
+		v.stopOnce.Do(v.stopBars)
 	}
+}
+
+func (v *progressView) stopBars() {
+	close(v.stopTicking)
+	v.ticking.Wait()
+	// The last redraw, which prints what logf buffered since the one before.
+	// mpb stops listening if it could not draw (a closed terminal), so do
+	// not wait for it forever.
+	select {
+	case v.refresh <- time.Now():
+	case <-time.After(2 * time.Second):
+	}
+	v.bars.Shutdown()
 }
 
 var _ progress.Func = (*progressView)(nil).report

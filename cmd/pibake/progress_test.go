@@ -1,0 +1,71 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// syncBuffer is a bytes.Buffer that the bars' goroutine and the test can
+// share.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestProgressKeepsTheLastLogLine: a line logged after the last bar was
+// finished and redrawn away, right before the display stops, is printed
+// (mpb only prints written lines at a redraw, and skips the last redraw
+// when no bar changed; the build's "done in" line used to vanish so).
+func TestProgressKeepsTheLastLogLine(t *testing.T) {
+	for _, settle := range []time.Duration{0, 3 * redrawEvery} {
+		var out syncBuffer
+		v := newProgressView(outputs{stderr: &out, stderrIsTerminal: true})
+		v.report("srv: image", 10, 100)
+		v.logf("srv: written")
+		v.report("srv: image", 100, 100)
+		// Let the redraw that removes the finished bar happen first.
+		time.Sleep(settle)
+		v.logf("srv: done in 1s")
+		v.stop()
+		v.stop() // the build stops it once more on its way out
+		for _, want := range []string{"srv: written\n", "srv: done in 1s\n"} {
+			if !strings.Contains(out.String(), want) {
+				t.Errorf("after %s: output lacks %q:\n%q", settle, want, out.String())
+			}
+		}
+	}
+}
+
+// TestProgressStopsWithBarsRunning: an interrupted build stops the display
+// with a bar still running, promptly, and keeps what was logged.
+func TestProgressStopsWithBarsRunning(t *testing.T) {
+	var out syncBuffer
+	v := newProgressView(outputs{stderr: &out, stderrIsTerminal: true})
+	v.report("decompress", 5, 100)
+	v.logf("interrupted")
+	stopped := make(chan struct{})
+	go func() { v.stop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(time.Minute):
+		t.Fatal("stop did not return with a bar running")
+	}
+	if !strings.Contains(out.String(), "interrupted\n") {
+		t.Errorf("output lacks the logged line:\n%q", out.String())
+	}
+}
