@@ -3,6 +3,7 @@ package recipes
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -42,7 +43,7 @@ func Load(p *hclparse.Parser, path string) (*Recipe, hcl.Diagnostics) {
 	}
 	srcs := make([]source, 0, len(names))
 	for _, name := range names {
-		b, err := os.ReadFile(name)
+		b, err := readAtMost(name, maxRecipeBytes+1)
 		if err != nil {
 			diags = append(diags, &hcl.Diagnostic{
 				Severity: hcl.DiagError,
@@ -119,6 +120,18 @@ func recipeFiles(path string) ([]string, string, hcl.Diagnostics) {
 	return names, path, nil
 }
 
+// readAtMost reads up to limit bytes of the file at name: a recipe over
+// the cap is refused by load without the rest being read (an image given
+// as a recipe by mistake, or a pipe that never ends).
+func readAtMost(name string, limit int64) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, limit))
+}
+
 // load is Load on sources already in memory (the fuzz target's way in).
 func load(p *hclparse.Parser, path, dir string, srcs []source) (*Recipe, hcl.Diagnostics) {
 	var diags hcl.Diagnostics
@@ -133,8 +146,8 @@ func load(p *hclparse.Parser, path, dir string, srcs []source) (*Recipe, hcl.Dia
 			diags = append(diags, &hcl.Diagnostic{
 				Severity: hcl.DiagError,
 				Summary:  "Recipe too large",
-				Detail: fmt.Sprintf("%s brings the recipe to %.1f MiB; pibake reads at most %d MiB. Even the largest cluster, %d nodes each in a node block of its own, takes a few MiB; use count for fleets, or split them into clusters of their own.",
-					s.name, float64(total)/(1<<20), maxRecipeBytes>>20, maxCount),
+				Detail: fmt.Sprintf("%s brings the recipe over %d MiB, the most pibake reads. Even the largest cluster, %d nodes each in a node block of its own, takes a few MiB; use count for fleets, or split them into clusters of their own.",
+					s.name, maxRecipeBytes>>20, maxCount),
 				Subject: &hcl.Range{Filename: s.name, Start: hcl.Pos{Line: 1, Column: 1}, End: hcl.Pos{Line: 1, Column: 1}},
 			})
 			break

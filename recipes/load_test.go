@@ -87,7 +87,7 @@ func TestLoadFindings(t *testing.T) {
 		{name: "bad k3s channel", src: "cluster {\n  k3s_channel = \"newest\"\n}\n" + server, summary: "Invalid k3s channel", pos: "2:17"},
 		{name: "version and channel", src: "cluster {\n  k3s_version = \"v1.31.4+k3s1\"\n  k3s_channel = \"stable\"\n}\n" + server, summary: "Both k3s_version and k3s_channel set", pos: "3:17"},
 		{name: "too many nodes", src: server + "node \"a\" {\n  role = \"agent\"\n  count = 3000\n}\nnode \"b\" {\n  role = \"agent\"\n  count = 2000\n}\n", summary: "Too many nodes", pos: "12:11", detail: "at least 5001 nodes"},
-		{name: "recipe too large", src: server + "# " + strings.Repeat("x", 4<<20) + "\n", summary: "Recipe too large", pos: "1:1", detail: "at most 4 MiB"},
+		{name: "recipe too large", src: server + "# " + strings.Repeat("x", 4<<20) + "\n", summary: "Recipe too large", pos: "1:1", detail: "over 4 MiB, the most pibake reads"},
 		{name: "bad ca", src: "cluster {\n  ca = \"custom\"\n}\n" + server, summary: "Invalid ca", pos: "2:8", detail: `"generate"`},
 		{name: "bad flannel backend", src: "cluster {\n  flannel_backend = \"ipsec\"\n}\n" + server, summary: "Invalid flannel backend", pos: "2:21"},
 		{name: "bad cluster cidr", src: "cluster {\n  cluster_cidr = \"10.42.0.0\"\n}\n" + server, summary: "Invalid cluster cidr", pos: "2:18"},
