@@ -65,6 +65,15 @@ func (b *baseFlags) done() {
 	}
 }
 
+// logf is where a command's own progress lines go: above the bars when
+// they are shown, else straight to stderr.
+func (b *baseFlags) logf(out outputs) func(string, ...any) {
+	if b.view != nil {
+		return b.view.logf
+	}
+	return logf(out)
+}
+
 // logf writes progress lines to stderr.
 func logf(out outputs) func(string, ...any) {
 	return func(format string, args ...any) {

@@ -63,7 +63,7 @@ func (lf *lockFlags) make(ctx context.Context, r *recipes.Recipe, bf *baseFlags,
 	if err := builder.WriteLock(l, r.Path); err != nil {
 		return nil, fmt.Errorf("write %s: %w", l.Path, err)
 	}
-	logf(out)("wrote %s", l.Path)
+	bf.logf(out)("wrote %s", l.Path)
 	return l, nil
 }
 
@@ -94,7 +94,7 @@ func applyLock(ctx context.Context, r *recipes.Recipe, update bool, lf *lockFlag
 		what += ", k3s " + l.K3s.Version + " for channel " + l.K3s.Channel
 	}
 	if !bf.quiet {
-		logf(out)("using %s: %s", l.Path, what)
+		bf.logf(out)("using %s: %s", l.Path, what)
 	}
 	return nil
 }

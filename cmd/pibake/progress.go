@@ -33,6 +33,7 @@ type progressView struct {
 	stopTicking chan struct{}
 	ticking     sync.WaitGroup
 	stopOnce    sync.Once
+	stopped     bool // under mu: mpb panics when a bar is added after Shutdown
 }
 
 // redrawEvery is how often bars are redrawn on a terminal.
@@ -86,6 +87,9 @@ func (v *progressView) report(task string, done, total int64) {
 		v.line(task, done, total)
 		return
 	}
+	if v.stopped {
+		return // a report from work still winding down after an interrupt
+	}
 	bar, ok := v.running[task]
 	if !ok {
 		if done >= total {
@@ -126,6 +130,9 @@ func (v *progressView) stop() {
 }
 
 func (v *progressView) stopBars() {
+	v.mu.Lock()
+	v.stopped = true
+	v.mu.Unlock()
 	close(v.stopTicking)
 	v.ticking.Wait()
 	// The last redraw, which prints what logf buffered since the one before.

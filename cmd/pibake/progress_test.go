@@ -69,3 +69,21 @@ func TestProgressStopsWithBarsRunning(t *testing.T) {
 		t.Errorf("output lacks the logged line:\n%q", out.String())
 	}
 }
+
+// TestProgressAfterStop: work still winding down after an interrupt may
+// report and log after the display stopped; neither panics (mpb does when
+// a bar is added after its shutdown) nor draws a bar, and the line is
+// still printed.
+func TestProgressAfterStop(t *testing.T) {
+	var out syncBuffer
+	v := newProgressView(outputs{stderr: &out, stderrIsTerminal: true})
+	v.report("srv: image", 1, 100)
+	v.stop()
+	drawn := out.String()
+	v.report("srv: xz", 1, 100)
+	v.report("srv: image", 50, 100)
+	v.logf("srv: interrupted")
+	if got := strings.TrimPrefix(out.String(), drawn); got != "srv: interrupted\n" {
+		t.Errorf("after stop, want only the logged line, got %q", got)
+	}
+}
