@@ -705,6 +705,13 @@ func TestCompressFleet(t *testing.T) {
 	r := labRecipe(t, s, "node \"srv\" {\n  role = \"server\"\n  ip = \"192.168.7.10/24\"\n}\nnode \"edge\" {\n  role  = \"agent\"\n  count = 19\n}\n")
 	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
 	opt.Compress, opt.Jobs = true, 4
+	var logs []string
+	var logMu sync.Mutex
+	opt.Logf = func(format string, args ...any) {
+		logMu.Lock()
+		defer logMu.Unlock()
+		logs = append(logs, fmt.Sprintf(format, args...))
+	}
 	res, err := Build(context.Background(), r, opt)
 	if err != nil {
 		t.Fatal(err)
@@ -712,10 +719,24 @@ func TestCompressFleet(t *testing.T) {
 	if len(res) != 20 {
 		t.Fatalf("%d results", len(res))
 	}
+	if slices.ContainsFunc(logs, func(l string) bool { return strings.Contains(l, "compressed whole") }) {
+		t.Errorf("the fleet fell back to whole compression:\n%s", strings.Join(logs, "\n"))
+	}
+	// The base's last block (past every boot partition) is copied into
+	// every node's .img.xz as it is.
+	blocks, _, err := base.XZBlocks(bytes.NewReader(s.xz), int64(len(s.xz)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := blocks[len(blocks)-1]
+	lastBlock := s.xz[last.Offset : last.Offset+last.Padded()]
 	g := new(errgroup.Group)
 	g.SetLimit(4)
 	for _, n := range res {
 		g.Go(func() error {
+			if got, err := os.ReadFile(n.XZ); err != nil || !bytes.Contains(got, lastBlock) {
+				return fmt.Errorf("%s does not hold the base's last block as it is (%v)", n.XZ, err)
+			}
 			if out, err := exec.Command(xzTool, "-t", n.XZ).CombinedOutput(); err != nil {
 				return fmt.Errorf("xz -t %s: %v\n%s", n.XZ, err, out)
 			}

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -174,6 +175,8 @@ func TestCAShape(t *testing.T) {
 			if bits != 256 || k.Curve != elliptic.P256() {
 				t.Errorf("%s: EC %s, want %d bits", name, k.Curve.Params().Name, bits)
 			}
+		default:
+			t.Errorf("%s: a %T key, want RSA or EC", name, k)
 		}
 		if c.SignatureAlgorithm != x509.SHA256WithRSA && c.SignatureAlgorithm != x509.ECDSAWithSHA256 {
 			t.Errorf("%s: signed with %v", name, c.SignatureAlgorithm)
@@ -194,8 +197,9 @@ func TestCAShape(t *testing.T) {
 			continue
 		}
 		checkCA(name, certs[0], 256, caDays)
-		if want := "k3s-" + strings.ReplaceAll(name, "/", "-") + "-ca@"; !strings.HasPrefix(certs[0].Subject.CommonName, want[:len(want)-4]) {
-			t.Errorf("%s: CN %q", name, certs[0].Subject.CommonName)
+		// As the upstream script names them: k3s-<name>@<unix time>.
+		if want := fmt.Sprintf("k3s-%s@%d", strings.ReplaceAll(name, "/", "-"), now.Unix()); certs[0].Subject.CommonName != want {
+			t.Errorf("%s: CN %q, want %q", name, certs[0].Subject.CommonName, want)
 		}
 		if !bytes.Equal(certs[0].AuthorityKeyId, inter[0].SubjectKeyId) {
 			t.Errorf("%s: authority key id is not the intermediate's", name)

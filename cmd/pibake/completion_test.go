@@ -44,7 +44,7 @@ func TestCandidates(t *testing.T) {
 				t.Errorf("candidates(%q) = %q; want %q (in order)", tc.words, got, tc.want)
 				break
 			}
-			i += j
+			i += j + 1
 		}
 		for _, w := range tc.not {
 			if slices.Contains(got, w) {

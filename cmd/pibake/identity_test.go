@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pibake/pibake/builder/identity"
 	"github.com/pibake/pibake/internal/testimage"
 )
 
@@ -24,14 +25,15 @@ func TestGeneratedCACommands(t *testing.T) {
 	dir := t.TempDir()
 	out := filepath.Join(dir, "out")
 	recipe := filepath.Join(dir, "lab.hcl")
-	const token = "ca-cli-test-token-0123456789"
+	const token, agentToken = "ca-cli-test-token-0123456789", "ca-cli-agent-token-9876543210"
 	src := fmt.Sprintf(`image {
   source = %q
 }
 cluster {
-  name  = "lab"
-  token = %q
-  ca    = "generate"
+  name        = "lab"
+  token       = %q
+  agent_token = %q
+  ca          = "generate"
 }
 node "srv" {
   role = "server"
@@ -40,21 +42,54 @@ node "srv" {
 node "agent" {
   role = "agent"
 }
-`, base, token)
+`, base, token, agentToken)
 	if err := os.WriteFile(recipe, []byte(src), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// Everything every command printed, checked at the end for every
+	// secret the build made or was given.
+	printed := map[string]string{}
 	pibake := func(args ...string) (string, string, int) {
 		var stdout, stderr bytes.Buffer
 		code := run(context.Background(), args, &stdout, &stderr)
-		all := stdout.String() + stderr.String()
-		for _, secret := range []string{token, "PRIVATE KEY"} {
-			if strings.Contains(all, secret) {
-				t.Errorf("pibake %s printed %q", strings.Join(args, " "), secret)
-			}
-		}
+		printed[strings.Join(args, " ")] += stdout.String() + stderr.String()
 		return stdout.String(), stderr.String(), code
 	}
+	defer func() {
+		secrets := []string{token, agentToken, "PRIVATE KEY"}
+		for _, host := range []string{"srv", "agent"} {
+			for gen := range 2 {
+				secrets = append(secrets, identity.NodePassword(token, "lab", host, gen))
+			}
+		}
+		keys, _ := filepath.Glob(filepath.Join(out, ".pibake/ca/*.key"))
+		more, _ := filepath.Glob(filepath.Join(out, ".pibake/ca/etcd/*.key"))
+		if len(keys)+len(more) < 6 {
+			t.Errorf("found %d CA keys to look for; want at least 6", len(keys)+len(more))
+		}
+		for _, key := range append(keys, more...) {
+			pem, err := os.ReadFile(key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Every base64 line of the key, as it would show if printed.
+			for _, line := range strings.Split(string(pem), "\n") {
+				if len(line) >= 40 && !strings.HasPrefix(line, "-----") {
+					secrets = append(secrets, line)
+				}
+			}
+		}
+		if len(printed) < 6 {
+			t.Errorf("only %d commands ran", len(printed))
+		}
+		for args, all := range printed {
+			for _, secret := range secrets {
+				if strings.Contains(all, secret) {
+					t.Errorf("pibake %s printed a secret: %q", args, secret)
+				}
+			}
+		}
+	}()
 
 	stdout, stderr, code := pibake("plan", "--out", out, recipe)
 	if code != exitOK || !strings.Contains(stdout, "made at the first build") || !strings.Contains(stdout, "founds the cluster, carries the CA") || !strings.Contains(stdout, "https://192.168.7.10:6443, pins the CA") {
@@ -77,6 +112,19 @@ node "agent" {
 		stdout, stderr, code := pibake("inspect", filepath.Join(out, host+".img"))
 		if code != exitOK || !strings.Contains(stdout, want) || !strings.Contains(stdout, "sets /etc/rancher/node/password") {
 			t.Errorf("inspect %s: exit %d; want %q\n%s%s", host, code, want, stdout, stderr)
+		}
+	}
+	// The machine-readable outputs, a rotation and a validation, for the
+	// secret check at the end.
+	for _, args := range [][]string{
+		{"plan", "--json", "--out", out, recipe},
+		{"inspect", "--json", filepath.Join(out, "srv.img")},
+		{"inspect", "--json", filepath.Join(out, "agent.img")},
+		{"validate", recipe},
+		{"build", "--cache", filepath.Join(dir, "cache"), "--out", out, "--node", "agent", "--rotate-node-password", "agent", recipe},
+	} {
+		if stdout, stderr, code := pibake(args...); code != exitOK {
+			t.Errorf("pibake %s: exit %d\n%s%s", strings.Join(args, " "), code, stdout, stderr)
 		}
 	}
 	_, stderr, code = pibake("build", "--cache", filepath.Join(dir, "cache"), "--out", out, "--rotate-node-password", "pi-99", recipe)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pibake/pibake/internal/atomicfile"
 	"github.com/pibake/pibake/internal/testimage"
 )
 
@@ -83,8 +84,12 @@ node "agent" {
 	}
 	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
 	outcomes := map[string]int{}
-	const runs = 20
-	for i := 2; i < 2+runs; i++ {
+	// At least 20 runs, and more (up to 40) until one kill has fallen
+	// between two nodes' publications, the instant the journal exists for.
+	const minRuns, maxRuns = 20, 40
+	between, runs := 0, 0
+	for i := 2; runs < minRuns || (between == 0 && runs < maxRuns); i++ {
+		runs++
 		writeRecipe(i)
 		var log bytes.Buffer
 		cmd := pibake(recipe)
@@ -98,8 +103,11 @@ node "agent" {
 		err := cmd.Wait()
 		published := strings.Count(log.String(), ": done in ")
 		outcome := fmt.Sprintf("killed with %d of 3 nodes published", published)
-		if err == nil {
+		switch {
+		case err == nil:
 			outcome = "finished before the kill"
+		case published > 0 && published < 3:
+			between++
 		}
 		outcomes[outcome]++
 		if err := checkSums(out); err != nil {
@@ -117,6 +125,9 @@ node "agent" {
 	}
 	for o, n := range outcomes {
 		t.Logf("%d of %d runs: %s", n, runs, o)
+	}
+	if between == 0 {
+		t.Errorf("no kill in %d runs fell between two publications: the test did not try what it is for", runs)
 	}
 }
 
@@ -151,8 +162,10 @@ func checkSet(dir string) error {
 			}
 		}
 	}
-	if left, _ := filepath.Glob(filepath.Join(dir, "*.part")); len(left) > 0 {
-		return fmt.Errorf("left under temporary names: %v", left)
+	for _, pattern := range []string{"*.part", atomicfile.TempPattern, ".pibake/" + atomicfile.TempPattern} {
+		if left, _ := filepath.Glob(filepath.Join(dir, pattern)); len(left) > 0 {
+			return fmt.Errorf("left under temporary names: %v", left)
+		}
 	}
 	if n := bytes.Count(sums, []byte(".img\n")); n != 3 {
 		return fmt.Errorf("SHA256SUMS lists %d images; want 3:\n%s", n, sums)
