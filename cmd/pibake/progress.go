@@ -23,7 +23,10 @@ type progressView struct {
 	stderr  io.Writer
 	bars    *mpb.Progress // nil: not a terminal
 	running map[string]*mpb.Bar
-	quarter map[string]int64
+	// finished are the tasks whose bar completed: a report that raced in
+	// behind the final one must not draw a bar that never completes.
+	finished map[string]bool
+	quarter  map[string]int64
 	// refresh drives the bars' redraws (mpb.WithManualRefresh): mpb
 	// prints a log line written with bars.Write only at the next redraw,
 	// and at shutdown it redraws only when a bar changed, so a line
@@ -40,7 +43,7 @@ type progressView struct {
 const redrawEvery = 150 * time.Millisecond
 
 func newProgressView(out outputs) *progressView {
-	v := &progressView{stderr: out.stderr, running: map[string]*mpb.Bar{}, quarter: map[string]int64{}}
+	v := &progressView{stderr: out.stderr, running: map[string]*mpb.Bar{}, finished: map[string]bool{}, quarter: map[string]int64{}}
 	if out.stderrIsTerminal {
 		v.refresh, v.stopTicking = make(chan any), make(chan struct{})
 		v.bars = mpb.New(mpb.WithOutput(out.stderr), mpb.WithWidth(40), mpb.WithManualRefresh(v.refresh))
@@ -92,8 +95,8 @@ func (v *progressView) report(task string, done, total int64) {
 	}
 	bar, ok := v.running[task]
 	if !ok {
-		if done >= total {
-			return // finished before it was shown
+		if done >= total || v.finished[task] {
+			return // finished before it was shown, or already
 		}
 		bar = v.bars.AddBar(total, mpb.BarRemoveOnComplete(),
 			mpb.PrependDecorators(decor.Name(task, decor.WCSyncSpaceR)),
@@ -103,6 +106,7 @@ func (v *progressView) report(task string, done, total int64) {
 	bar.SetCurrent(done)
 	if done >= total {
 		delete(v.running, task)
+		v.finished[task] = true
 	}
 }
 

@@ -87,3 +87,19 @@ func TestProgressAfterStop(t *testing.T) {
 		t.Errorf("after stop, want only the logged line, got %q", got)
 	}
 }
+
+// TestProgressLateReport: a report that arrives behind a task's final one
+// (reports come from several workers) draws no bar again: it would stay
+// on the screen unfinished until the end.
+func TestProgressLateReport(t *testing.T) {
+	v := newProgressView(outputs{stderr: &syncBuffer{}, stderrIsTerminal: true})
+	defer v.stop()
+	v.report("srv: xz", 10, 100)
+	v.report("srv: xz", 100, 100)
+	v.report("srv: xz", 90, 100)
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if len(v.running) != 0 {
+		t.Errorf("a late report left bars running: %v", v.running)
+	}
+}
