@@ -48,6 +48,25 @@ var (
 	releaseErr  error
 )
 
+// logRecorder keeps what a build logs; Logf is called from every node's
+// goroutine.
+type logRecorder struct {
+	mu  sync.Mutex
+	all []string
+}
+
+func (l *logRecorder) logf(format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.all = append(l.all, fmt.Sprintf(format, args...))
+}
+
+func (l *logRecorder) lines() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.all)
+}
+
 func newReleaseServer(t *testing.T) *releaseServer {
 	t.Helper()
 	xzTool := testimage.Tool(t, "xz")
@@ -262,11 +281,12 @@ func TestBuildReproducibleAndCached(t *testing.T) {
 	before := atomic.LoadInt32(&s.reqs)
 	second := buildOptions(t, s, cache)
 	second.Jobs = 1
-	var logs []string
-	second.Logf = func(f string, a ...any) { logs = append(logs, fmt.Sprintf(f, a...)) }
+	var rec logRecorder
+	second.Logf = rec.logf
 	if _, err := Build(context.Background(), r, second); err != nil {
 		t.Fatal(err)
 	}
+	logs := rec.lines()
 	if n := atomic.LoadInt32(&s.reqs) - before; n != 0 {
 		t.Errorf("the second build made %d requests; want 0", n)
 	}
@@ -522,12 +542,13 @@ func TestCompressReusesBaseBlocks(t *testing.T) {
 			r := labRecipe(t, &releaseServer{Server: &httptest.Server{URL: "file://unused"}}, twoNodes)
 			opt := Options{OutDir: filepath.Join(t.TempDir(), "out"), Jobs: 2, Version: "test", Image: baseFile, Compress: true,
 				Base: base.Options{Cache: base.Cache{Dir: filepath.Join(t.TempDir(), "cache")}}}
-			var logs []string
-			opt.Logf = func(f string, a ...any) { logs = append(logs, fmt.Sprintf(f, a...)) }
+			var rec logRecorder
+			opt.Logf = rec.logf
 			res, err := Build(context.Background(), r, opt)
 			if err != nil {
 				t.Fatal(err)
 			}
+			logs := rec.lines()
 			for _, n := range res {
 				if out, err := exec.Command(xzTool, "-t", n.XZ).CombinedOutput(); err != nil {
 					t.Fatalf("xz -t %s: %v\n%s", n.XZ, err, out)
@@ -705,17 +726,13 @@ func TestCompressFleet(t *testing.T) {
 	r := labRecipe(t, s, "node \"srv\" {\n  role = \"server\"\n  ip = \"192.168.7.10/24\"\n}\nnode \"edge\" {\n  role  = \"agent\"\n  count = 19\n}\n")
 	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
 	opt.Compress, opt.Jobs = true, 4
-	var logs []string
-	var logMu sync.Mutex
-	opt.Logf = func(format string, args ...any) {
-		logMu.Lock()
-		defer logMu.Unlock()
-		logs = append(logs, fmt.Sprintf(format, args...))
-	}
+	var rec logRecorder
+	opt.Logf = rec.logf
 	res, err := Build(context.Background(), r, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
+	logs := rec.lines()
 	if len(res) != 20 {
 		t.Fatalf("%d results", len(res))
 	}

@@ -91,14 +91,15 @@ func (nb *nodeBuild) build1(ctx context.Context) (entry manifestNode, unchanged 
 	// Unchanged inputs and an intact image: nothing to do, but a .img.xz
 	// that was not asked for this time goes (it describes this image only
 	// while nobody rebuilds it).
-	if prev := nb.out.m.find(host); !nb.opt.Force && prev != nil && prev.Inputs == inputs && (prev.XZ != "" || !nb.compress) && nb.upToDate(ctx, *prev) {
+	if prev, ok := nb.out.entry(host); !nb.opt.Force && ok && prev.Inputs == inputs && (prev.XZ != "" || !nb.compress) && nb.upToDate(ctx, prev) {
 		if !nb.compress && prev.XZ != "" {
 			if err := nb.out.dropXZ(host); err != nil {
 				return manifestNode{}, false, err
 			}
+			prev, _ = nb.out.entry(host)
 		}
 		nb.logf("%s: unchanged, skipped (use --force to rebuild)", host)
-		return *nb.out.m.find(host), true, nil
+		return prev, true, nil
 	}
 
 	payload, err := firstboot.Render(&nb.r.Cluster, n, nb.payloadOptions(nb.base, n, inputs[:16]))
@@ -216,7 +217,7 @@ func (b *build) inputs(facts *baseFacts, n recipes.Node) (string, error) {
 	}
 	c := b.r.Cluster
 	c.Airgap = nil // its files count by content, below, not by where they are
-	h := sha256.New()
+	h := keyedHash(b.nodeKey(n))
 	fmt.Fprintf(h, "pibake %s\nscripts %s\nbase %s\nstamp %d\nmethod %s\n", b.opt.Version, firstboot.Fingerprint(), facts.img.SHA256, facts.stamp.Unix(), method)
 	enc := json.NewEncoder(h)
 	enc.Encode(c)
@@ -240,7 +241,7 @@ func (b *build) inputs(facts *baseFacts, n recipes.Node) (string, error) {
 		}
 		fmt.Fprintf(h, "airgap %s %s %s\n", p, filepath.Base(path), facts.airgap[path])
 	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	return hexSum(h), nil
 }
 
 // writeImage makes the node's image at part: a clone of the base with the
@@ -439,10 +440,12 @@ func hashRange(ctx context.Context, h hash.Hash, f *os.File, from, to int64) err
 	return ctx.Err()
 }
 
-// recipeHash identifies the resolved recipe, secrets included (hashed,
-// never shown), so the manifest changes when any input does.
-func recipeHash(r *recipes.Recipe) string {
-	h := sha256.New()
+// recipeHash identifies the resolved recipe, secrets included (under the
+// build's secret key, never shown), so the manifest changes when any
+// input does.
+func (b *build) recipeHash() string {
+	r := b.r
+	h := keyedHash(b.recipeKey())
 	plan := recipes.NewPlan(r)
 	plan.Output.Dir = "" // where the images go is not what they are
 	json.NewEncoder(h).Encode(plan)
@@ -455,7 +458,7 @@ func recipeHash(r *recipes.Recipe) string {
 			fmt.Fprintf(h, "wifi %s %s\n", n.Hostname, n.WiFi.PSK.Reveal())
 		}
 	}
-	return hex.EncodeToString(h.Sum(nil))
+	return hexSum(h)
 }
 
 func exists(p string) bool {

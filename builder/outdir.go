@@ -205,6 +205,17 @@ func (o *output) remove(host string) error {
 	return nil
 }
 
+// entry is a copy of host's manifest entry, read under the lock: other
+// nodes' publications rewrite the manifest meanwhile.
+func (o *output) entry(host string) (manifestNode, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if e := o.m.find(host); e != nil {
+		return *e, true
+	}
+	return manifestNode{}, false
+}
+
 // dropXZ removes a node's .img.xz, which a build without compression
 // would leave describing an older image.
 func (o *output) dropXZ(host string) error {
