@@ -373,10 +373,12 @@ func (b *build) identity(out *output) error {
 	if err != nil {
 		return err
 	}
-	if err := b.settleNodePasswords(out); err != nil {
+	// The CA first: a CA refused (a new cluster not asked for) must not
+	// leave a --rotate-node-password recorded for a build that never ran.
+	if err := b.settleCA(out, time.Now()); err != nil {
 		return err
 	}
-	return b.settleCA(out, time.Now())
+	return b.settleNodePasswords(out)
 }
 
 // buildNodes builds the selected nodes, opt.Jobs at a time, each published
@@ -456,7 +458,7 @@ func (b *build) finish(ctx context.Context, facts *baseFacts, out *output, resul
 				e.State = StateOutdated
 			}
 		}
-		m.PibakeVersion, m.Cluster, m.RecipeHash = b.opt.Version, b.r.Cluster.Name, recipeHash(b.r)
+		m.PibakeVersion, m.Cluster, m.RecipeHash = b.opt.Version, b.r.Cluster.Name, b.recipeHash()
 		m.Base = manifestBase{Source: facts.img.Source, FinalURL: facts.img.FinalURL, SHA256: facts.img.SHA256,
 			Style: facts.release.Style, OSRelease: facts.release.PrettyName}
 		b.recordIdentity(m)

@@ -43,17 +43,21 @@ func (b *build) settleCA(out *output, now time.Time) error {
 		}
 		return nil
 	}
-	dir := out.path(CADir)
+	dir, replaced := out.path(CADir), out.path(CADir+".replaced")
+	if err := b.settleReplacedCA(dir, replaced); err != nil {
+		return err
+	}
 	_, err := os.Lstat(dir)
 	exists := err == nil
 	switch {
 	case err != nil && !errors.Is(err, fs.ErrNotExist):
 		return fmt.Errorf("cluster CA: %w", err)
 	case exists && b.opt.NewCluster:
-		if err := os.RemoveAll(dir); err != nil {
+		// Set aside, not removed, until the new CA exists: a failure or a
+		// kill in between gives the old one back.
+		if err := os.Rename(dir, replaced); err != nil {
 			return fmt.Errorf("replace cluster CA: %w", describeWriteError(b.outDir, err))
 		}
-		b.logf("removed the old cluster CA in %s (--new-cluster)", dir)
 		exists = false
 	case !exists && !b.opt.NewCluster && out.m.CAHash != "":
 		return fmt.Errorf("%w: %s is missing, but this directory holds images that pin the CA it held (sha256 %s…); a new CA would make every node built now refuse the running cluster. Restore the directory from a backup, or start a new cluster on purpose with --new-cluster (every node is rebuilt and must be re-flashed)", ErrNewCluster, dir, short(out.m.CAHash))
@@ -71,7 +75,13 @@ func (b *build) settleCA(out *output, now time.Time) error {
 			return fmt.Errorf("cluster CA: %w", describeWriteError(b.outDir, err))
 		}
 		if ca, err = identity.Create(dir, now); err != nil {
+			if err := b.settleReplacedCA(dir, replaced); err != nil {
+				b.logf("%v", err)
+			}
 			return describeWriteError(b.outDir, err)
+		}
+		if err := b.settleReplacedCA(dir, replaced); err != nil {
+			return err
 		}
 		b.logf("generated the cluster CA in %s (sha256 %s…); keep the directory safe: it holds the keys to the cluster", dir, short(ca.Hash()))
 	}
@@ -83,6 +93,27 @@ func (b *build) settleCA(out *output, now time.Time) error {
 	}
 	b.ca = ca
 	return b.writeKubeconfig(out, now)
+}
+
+// settleReplacedCA finishes a replacement of the cluster CA
+// (--new-cluster) that a failure or a kill interrupted: with the new CA in
+// place the old one goes; without it, the old one is put back.
+func (b *build) settleReplacedCA(dir, replaced string) error {
+	if _, err := os.Lstat(replaced); err != nil {
+		return nil
+	}
+	if _, err := os.Lstat(dir); err == nil {
+		if err := os.RemoveAll(replaced); err != nil {
+			return fmt.Errorf("remove the replaced cluster CA: %w", describeWriteError(b.outDir, err))
+		}
+		b.logf("removed the old cluster CA (--new-cluster)")
+		return nil
+	}
+	if err := os.Rename(replaced, dir); err != nil {
+		return fmt.Errorf("put back the cluster CA set aside in %s: %w", replaced, describeWriteError(b.outDir, err))
+	}
+	b.logf("put back the cluster CA in %s: its replacement did not finish", dir)
+	return nil
 }
 
 // writeKubeconfig writes <cluster>.kubeconfig, the admin's access to the

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"io/fs"
 	"maps"
 	"os"
 	"os/exec"
@@ -53,14 +54,18 @@ func bootFiles(t *testing.T, img string) map[string][]byte {
 		t.Fatalf("mcopy: %v\n%s", err, out)
 	}
 	files := map[string][]byte{}
-	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err == nil && !d.IsDir() {
-			b, _ := os.ReadFile(p)
-			rel, _ := filepath.Rel(dir, p)
-			files[filepath.ToSlash(rel)] = b
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
 		}
+		b, err := os.ReadFile(p)
+		rel, _ := filepath.Rel(dir, p)
+		files[filepath.ToSlash(rel)] = b
 		return err
 	})
+	if err != nil {
+		t.Fatalf("read what mcopy copied out of %s: %v", img, err)
+	}
 	return files
 }
 
@@ -286,6 +291,77 @@ func TestSettleCARefuses(t *testing.T) {
 	}
 }
 
+// TestNewClusterInterrupted: --new-cluster sets the old CA aside until
+// the new one exists. Killed in between, the next build puts the old one
+// back; killed after, it removes the old one. Either way the directory
+// ends with exactly one complete CA.
+func TestNewClusterInterrupted(t *testing.T) {
+	r := &recipes.Recipe{Cluster: recipes.Cluster{Name: "lab", CA: recipes.CAGenerate, APIServer: "https://10.0.0.1:6443"}}
+	settle := func(dir string, newCluster bool) *build {
+		t.Helper()
+		o := openTestOutput(t, dir)
+		defer o.close()
+		b := &build{r: r, opt: Options{NewCluster: newCluster}, logf: t.Logf, outDir: "out", token: testToken}
+		if err := b.settleCA(o, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	dir := t.TempDir()
+	ca, replaced := filepath.Join(dir, ".pibake/ca"), filepath.Join(dir, ".pibake/ca.replaced")
+	first := settle(dir, false).ca.Hash()
+
+	// Killed after setting the old CA aside, before the new one existed.
+	if err := os.Rename(ca, replaced); err != nil {
+		t.Fatal(err)
+	}
+	if got := settle(dir, false).ca.Hash(); got != first {
+		t.Errorf("after a replacement killed half-way: CA %s, want the old one %s back", got, first)
+	}
+	if _, err := os.Lstat(replaced); err == nil {
+		t.Errorf("%s is still there", replaced)
+	}
+
+	// Killed after the new CA was made, before the old one was removed.
+	second := settle(dir, true).ca.Hash()
+	if second == first {
+		t.Fatal("--new-cluster kept the old CA")
+	}
+	if _, err := os.Lstat(replaced); err == nil {
+		t.Fatalf("%s is left after --new-cluster", replaced)
+	}
+	if out, err := exec.Command("cp", "-a", ca, replaced).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v\n%s", err, out)
+	}
+	if got := settle(dir, false).ca.Hash(); got != second {
+		t.Errorf("after a replacement killed at its end: CA %s, want the new one %s", got, second)
+	}
+	if _, err := os.Lstat(replaced); err == nil {
+		t.Errorf("%s is still there", replaced)
+	}
+}
+
+// TestRotationNotRecordedWhenRefused: a build refused for its CA (here a
+// CA gone from a directory whose images pin it) records no
+// --rotate-node-password: nothing was built with the new password.
+func TestRotationNotRecordedWhenRefused(t *testing.T) {
+	r := &recipes.Recipe{
+		Cluster: recipes.Cluster{Name: "lab", Token: testToken, CA: recipes.CAGenerate, APIServer: "https://10.0.0.1:6443"},
+		Nodes:   []recipes.Node{{Hostname: "srv", Role: "server"}},
+	}
+	dir := t.TempDir()
+	o := openTestOutput(t, dir)
+	defer o.close()
+	o.m = manifest{Cluster: "lab", Token: "recipe", CAHash: strings.Repeat("1", 64), Nodes: []manifestNode{{Hostname: "srv"}}}
+	b := &build{r: r, opt: Options{RotateNodePassword: []string{"srv"}}, logf: t.Logf, outDir: dir}
+	if err := b.identity(o); !errors.Is(err, ErrNewCluster) {
+		t.Fatalf("identity: %v; want ErrNewCluster", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, filepath.FromSlash(nodePasswordsFile))); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a refused build recorded the rotation: %v", err)
+	}
+}
+
 // TestNodePasswords: stable across rebuilds and across a lost output
 // directory (the recipe's token derives them), changed for one node by
 // --rotate-node-password, which rebuilds only that node.
@@ -334,12 +410,16 @@ func TestNodePasswords(t *testing.T) {
 	if pw(res3, "agent") == agent || pw(res3, "srv") != srv {
 		t.Error("rotation did not change exactly the agent's password")
 	}
-	fi, err := os.Stat(filepath.Join(opt.OutDir, filepath.FromSlash(nodePasswordsFile)))
-	if err != nil || fi.Mode().Perm() != 0o600 {
-		t.Errorf("node-passwords.json: %v", err)
+	if fi, err := os.Stat(filepath.Join(opt.OutDir, filepath.FromSlash(nodePasswordsFile))); err != nil {
+		t.Error(err)
+	} else if fi.Mode().Perm() != 0o600 {
+		t.Errorf("node-passwords.json has mode %v; want 0600", fi.Mode().Perm())
 	}
 	opt.RotateNodePassword = nil
-	res4, _ := Build(context.Background(), recipeFor(t, s, ""), opt)
+	res4, err := Build(context.Background(), recipeFor(t, s, ""), opt)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if pw(res4, "agent") != pw(res3, "agent") {
 		t.Error("the rotated password did not stay")
 	}

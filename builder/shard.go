@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/pibake/pibake/internal/atomicfile"
@@ -53,6 +54,8 @@ func (b *build) checkShardSecrets(out *output) error {
 	switch {
 	case b.opt.NewCluster:
 		return fmt.Errorf("%w: --new-cluster with --shard would give each shard its own cluster; %s", ErrNeedsInit, init)
+	case len(b.opt.RotateNodePassword) > 0:
+		return fmt.Errorf("%w: --rotate-node-password with --shard would be recorded in one shard only, and lost when the shards are merged; rotate in DIR before the shards copy it: pibake init %s --out DIR --rotate-node-password %s", ErrNeedsInit, b.r.Path, b.opt.RotateNodePassword[0])
 	case b.r.Cluster.Token == "" && !exists(out.path(TokenFile)):
 		return fmt.Errorf("%w: the recipe sets no token and %s has none; %s", ErrNeedsInit, out.path(TokenFile), init)
 	case b.r.Cluster.CA == recipes.CAGenerate && !exists(out.path(CADir)):
@@ -80,7 +83,7 @@ func Init(ctx context.Context, r *recipes.Recipe, opt Options) error {
 		return err
 	}
 	return out.update(func(m *manifest) {
-		m.PibakeVersion, m.Cluster, m.RecipeHash = opt.Version, r.Cluster.Name, recipeHash(r)
+		m.PibakeVersion, m.Cluster, m.RecipeHash = opt.Version, r.Cluster.Name, b.recipeHash()
 		b.recordIdentity(m)
 	})
 }
@@ -121,10 +124,12 @@ func Merge(ctx context.Context, dir string, shards []string, logf func(string, .
 	first := ms[0]
 	from := map[string]string{}
 	for i, m := range ms {
+		// The recipe's hash covers the secrets too: the more telling
+		// differences come first.
 		for _, d := range []struct{ what, a, b string }{
-			{"recipe", first.RecipeHash, m.RecipeHash}, {"cluster", first.Cluster, m.Cluster},
-			{"pibake version", first.PibakeVersion, m.PibakeVersion}, {"base image", first.Base.SHA256, m.Base.SHA256},
-			{"cluster token", first.TokenID + first.Token, m.TokenID + m.Token}, {"cluster CA", first.CAHash, m.CAHash},
+			{"cluster", first.Cluster, m.Cluster}, {"cluster token", first.TokenID + first.Token, m.TokenID + m.Token},
+			{"cluster CA", first.CAHash, m.CAHash}, {"pibake version", first.PibakeVersion, m.PibakeVersion},
+			{"base image", first.Base.SHA256, m.Base.SHA256}, {"recipe", first.RecipeHash, m.RecipeHash},
 		} {
 			if d.a != d.b {
 				return fmt.Errorf("merge: %s and %s were built with another %s; build every shard from one recipe, in copies of one pibake init directory", shards[0], shards[i], d.what)
@@ -142,8 +147,13 @@ func Merge(ctx context.Context, dir string, shards []string, logf func(string, .
 		return err
 	}
 	defer out.close()
-	if err := mergeState(shards[0], dir); err != nil {
+	if err := sameStateFiles(shards); err != nil {
 		return err
+	}
+	for _, shard := range shards {
+		if err := mergeState(shard, dir); err != nil {
+			return err
+		}
 	}
 	for i, m := range ms {
 		for _, n := range m.Nodes {
@@ -195,8 +205,39 @@ func mergeNode(ctx context.Context, out *output, shard string, n manifestNode) e
 
 // mergeState copies the cluster's secrets (token, CA, node password
 // generations) and the admin kubeconfig from a shard into dir, where dir
-// has none of them yet; where it has, they must be the same.
+// has none of them yet; where it has, the secrets must be the same (every
+// shard is checked so). The admin certificate and kubeconfig may differ:
+// a shard renews them when they near their end; the first shard's stay.
 func mergeState(shard, dir string) error {
+	files, err := stateFiles(shard)
+	if err != nil {
+		return err
+	}
+	for _, rel := range files {
+		src, dst := filepath.Join(shard, filepath.FromSlash(rel)), filepath.Join(dir, filepath.FromSlash(rel))
+		data, err := os.ReadFile(src)
+		if err != nil {
+			return fmt.Errorf("merge: %w", err)
+		}
+		if have, err := os.ReadFile(dst); err == nil {
+			if string(have) != string(data) && !renewable(rel) {
+				return fmt.Errorf("merge: %s differs from %s: the shards were not made from this directory's secrets", dst, src)
+			}
+			continue
+		}
+		if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+			return fmt.Errorf("merge: %w", err)
+		}
+		if err := atomicfile.WriteFile(dst, data, 0o600); err != nil {
+			return fmt.Errorf("merge: %w", err)
+		}
+	}
+	return nil
+}
+
+// stateFiles lists the cluster state a shard holds (see mergeState), as
+// slash-separated paths relative to it.
+func stateFiles(shard string) ([]string, error) {
 	var files []string
 	err := filepath.WalkDir(shard, func(p string, d os.DirEntry, err error) error {
 		if err != nil {
@@ -215,28 +256,45 @@ func mergeState(shard, dir string) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("merge: %w", err)
+		return nil, fmt.Errorf("merge: %w", err)
 	}
-	for _, rel := range files {
-		src, dst := filepath.Join(shard, filepath.FromSlash(rel)), filepath.Join(dir, filepath.FromSlash(rel))
-		data, err := os.ReadFile(src)
+	return files, nil
+}
+
+// sameStateFiles refuses shards that do not hold the same secret files:
+// one with a token, a CA or node password generations that another lacks
+// was not made from the same directory.
+func sameStateFiles(shards []string) error {
+	var first []string
+	for i, shard := range shards {
+		files, err := stateFiles(shard)
 		if err != nil {
-			return fmt.Errorf("merge: %w", err)
+			return err
 		}
-		if have, err := os.ReadFile(dst); err == nil {
-			if string(have) != string(data) {
-				return fmt.Errorf("merge: %s differs from %s: the shards were not made from this directory's secrets", dst, src)
-			}
+		files = slices.DeleteFunc(files, renewable)
+		if i == 0 {
+			first = files
 			continue
 		}
-		if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
-			return fmt.Errorf("merge: %w", err)
-		}
-		if err := atomicfile.WriteFile(dst, data, 0o600); err != nil {
-			return fmt.Errorf("merge: %w", err)
+		for _, pair := range [][2][]string{{first, files}, {files, first}} {
+			for _, rel := range pair[0] {
+				if !slices.Contains(pair[1], rel) {
+					has, lacks := shards[0], shard
+					if !slices.Contains(first, rel) {
+						has, lacks = shard, shards[0]
+					}
+					return fmt.Errorf("merge: %s holds %s and %s does not: the shards were not made from one directory's secrets (pibake init, then a copy for every shard)", has, rel, lacks)
+				}
+			}
 		}
 	}
 	return nil
+}
+
+// renewable says whether a state file is one a build may make anew
+// without changing the cluster: the admin's certificate and kubeconfig.
+func renewable(rel string) bool {
+	return strings.HasSuffix(rel, ".kubeconfig") || strings.HasPrefix(rel, CADir+"/admin.")
 }
 
 // linkOrCopy makes dst a hard link to src, or a copy keeping holes

@@ -105,12 +105,35 @@ func TestShardsMergeToOneBuild(t *testing.T) {
 	if _, err := Build(context.Background(), r, withShard(opt, dir("other"), Shard{2, 2})); err != nil {
 		t.Fatal(err)
 	}
+	// A rotation in one shard only would be lost in the merge: refused,
+	// and made in the directory handed to the shards instead.
+	if _, err := Build(context.Background(), r, withShard(withRotation(opt, "srv"), dir("s1"), Shard{1, 2})); !errors.Is(err, ErrNeedsInit) || !strings.Contains(err.Error(), "pibake init") {
+		t.Errorf("--rotate-node-password in a shard: %v", err)
+	}
+	iopt.OutDir, iopt.RotateNodePassword = dir("init3"), []string{"srv"}
+	if err := Init(context.Background(), r, iopt); err != nil {
+		t.Fatal(err)
+	}
+	if gens, err := os.ReadFile(filepath.Join(dir("init3"), nodePasswordsFile)); err != nil || !bytes.Contains(gens, []byte(`"srv": 1`)) {
+		t.Errorf("init --rotate-node-password srv: %s %v", gens, err)
+	}
+	// Every shard's secrets are compared, not only the first one's.
+	cp(t, dir("s2"), dir("s2-rotated"))
+	if err := os.WriteFile(filepath.Join(dir("s2-rotated"), nodePasswordsFile), []byte("{\"edge-1\": 1}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cp(t, dir("s1"), dir("s1-rotated"))
+	if err := os.WriteFile(filepath.Join(dir("s1-rotated"), nodePasswordsFile), []byte("{\"srv\": 1}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name   string
 		shards []string
 		want   string
 	}{
+		{"other node passwords in each shard", []string{dir("s1-rotated"), dir("s2-rotated")}, "node-passwords.json differs from"},
 		{"two inits", []string{dir("s1"), dir("other")}, "another cluster token"},
+		{"node passwords only in the second shard", []string{dir("s1"), dir("s2-rotated")}, "holds .pibake/node-passwords.json and"},
 		{"a node twice", []string{dir("s1"), dir("s1")}, "is in"},
 		{"not a pibake directory", []string{t.TempDir()}, "no pibake manifest.json"},
 	} {
@@ -128,6 +151,11 @@ func TestShardsMergeToOneBuild(t *testing.T) {
 	if err := Merge(context.Background(), filepath.Join(t.TempDir(), "m"), []string{dir("s1"), dir("s2")}, t.Logf); err == nil || !strings.Contains(err.Error(), "damaged") {
 		t.Errorf("merge of a damaged shard: %v", err)
 	}
+}
+
+func withRotation(opt Options, hosts ...string) Options {
+	opt.RotateNodePassword = hosts
+	return opt
 }
 
 func withShard(opt Options, dir string, sh Shard) Options {

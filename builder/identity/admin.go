@@ -73,8 +73,8 @@ func (ca *CA) AdminExpires() time.Time {
 // after the other; a crash between the two leaves a pair that does not
 // match, which the next build replaces.
 func (ca *CA) EnsureAdmin(now time.Time) (bool, error) {
-	if ca.admin != nil && now.AddDate(0, 0, AdminRenewDays).Before(ca.admin.NotAfter) {
-		return false, nil
+	if ca.admin != nil && (now.AddDate(0, 0, AdminRenewDays).Before(ca.admin.NotAfter) || !ca.admin.NotAfter.Before(ca.clientCAExpires())) {
+		return false, nil // not near its end, or already ending with its CA
 	}
 	crt, key, err := ca.signAdmin(now)
 	if err != nil {
@@ -116,8 +116,10 @@ func (ca *CA) signAdmin(now time.Time) (crt, key []byte, err error) {
 		Subject:      pkix.Name{CommonName: adminCN, Organization: []string{adminGroup}},
 		// The API server checks the certificate at its own time, which on
 		// a Pi without network time can lag the build machine's.
-		NotBefore:   NotBefore,
-		NotAfter:    now.AddDate(0, 0, adminDays),
+		NotBefore: NotBefore,
+		// Never past the CA that signs it: a certificate outliving its
+		// issuer does not verify after the issuer's end anyway.
+		NotAfter:    minTime(now.AddDate(0, 0, adminDays), client[0].NotAfter),
 		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}
@@ -133,6 +135,23 @@ func (ca *CA) signAdmin(now time.Time) (crt, key []byte, err error) {
 		return nil, nil, err
 	}
 	return append(certPEM(c), ca.files["client-ca.crt"]...), key, nil
+}
+
+// clientCAExpires is when the client CA, the admin certificate's issuer,
+// expires; zero when it cannot be read (Load has checked it).
+func (ca *CA) clientCAExpires() time.Time {
+	client, err := parseCerts(ca.files["client-ca.crt"])
+	if err != nil {
+		return time.Time{}
+	}
+	return client[0].NotAfter
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }
 
 // Kubeconfig renders the admin kubeconfig for a cluster reached at

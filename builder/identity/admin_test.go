@@ -124,6 +124,20 @@ func TestEnsureAdminRenews(t *testing.T) {
 	if made, err := again.EnsureAdmin(later); !made || err != nil || !again.AdminExpires().After(first) {
 		t.Errorf("near expiry EnsureAdmin = %v, %v (expires %v); want a renewed certificate", made, err, again.AdminExpires())
 	}
+	// Near the client CA's end the admin certificate ends with it, and is
+	// not made again at every build for that.
+	caEnd := again.clientCAExpires()
+	nearEnd := caEnd.AddDate(0, 0, -30)
+	again, err = Load(ca.Dir(), nearEnd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if made, err := again.EnsureAdmin(nearEnd); !made || err != nil || !again.AdminExpires().Equal(caEnd) {
+		t.Errorf("30 days before the client CA ends (%v): EnsureAdmin = %v, %v, expires %v; want a new certificate ending with the CA", caEnd, made, err, again.AdminExpires())
+	}
+	if made, err := again.EnsureAdmin(nearEnd.AddDate(0, 0, 1)); made || err != nil {
+		t.Errorf("a day later: EnsureAdmin = %v, %v; want the kept certificate, which can last no longer", made, err)
+	}
 	// A crash between writing the key and the certificate.
 	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	kp, _ := ecKeyPEM(k)

@@ -13,6 +13,7 @@ var initCommand = command{
 	usage:   "RECIPE",
 	flags: func(fs *pflag.FlagSet) func(context.Context, []string, outputs) int {
 		out := fs.StringP("out", "o", "", "output directory (default: the recipe's output.dir, else ./out)")
+		rotate := fs.StringArray("rotate-node-password", nil, "give this node a new node password before the shards copy DIR (repeatable; then kubectl delete node NODE before it boots)")
 		return func(ctx context.Context, args []string, o outputs) int {
 			if len(args) != 1 {
 				return usageError(o, "init", "want exactly one recipe, got %d arguments", len(args))
@@ -21,7 +22,7 @@ var initCommand = command{
 			if r == nil {
 				return exitFailure
 			}
-			opt := builder.Options{OutDir: *out, Version: fullVersion(), Logf: logf(o)}
+			opt := builder.Options{OutDir: *out, Version: fullVersion(), Logf: logf(o), RotateNodePassword: *rotate}
 			if err := builder.Init(ctx, r, opt); err != nil {
 				reportError(o, "init", err)
 				return exitFailure
