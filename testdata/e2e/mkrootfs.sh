@@ -67,6 +67,10 @@ mkdir -p "$ROOT"
 tar -C "$ROOT" --numeric-owner -xf "$TAR"
 rm -f "$ROOT/usr/sbin/update-initramfs"
 chroot "$ROOT" dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs
+# Unsigned modules, before the initramfs copies any: under emulation the
+# guest kernel's signature check can spin for the whole boot (see the
+# script).
+sh "$HERE/unsign-modules" "$ROOT/usr/lib/modules"
 
 # 2. Laid out like Raspberry Pi OS (pi-gen stage1/stage2).
 mkdir -p "$ROOT/boot/firmware"
