@@ -48,6 +48,22 @@ var (
 	releaseErr  error
 )
 
+// xzBlockBytes cuts an .xz file's bytes into its blocks, each as it is
+// stored (header, data, padding, check): what a reused block looks like
+// inside a node's .img.xz.
+func xzBlockBytes(t *testing.T, xzData []byte) [][]byte {
+	t.Helper()
+	blocks, _, err := base.XZBlocks(bytes.NewReader(xzData), int64(len(xzData)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([][]byte, len(blocks))
+	for i, b := range blocks {
+		out[i] = xzData[b.Offset : b.Offset+b.Padded()]
+	}
+	return out
+}
+
 // logRecorder keeps what a build logs; Logf is called from every node's
 // goroutine.
 type logRecorder struct {
@@ -568,22 +584,15 @@ func TestCompressReusesBaseBlocks(t *testing.T) {
 				// The last base block (past every boot partition) is in
 				// the node's file, byte for byte, exactly when reused.
 				if tc.xzArgs != nil {
-					f, _ := os.Open(baseFile)
-					blocks, _, err := base.XZBlocks(f, int64(len(baseXZ)))
-					f.Close()
-					if err != nil {
-						t.Fatal(err)
-					}
-					last := blocks[len(blocks)-1]
-					block := baseXZ[last.Offset : last.Offset+last.Padded()]
-					if bytes.Contains(got, block) != tc.reused {
+					blocks := xzBlockBytes(t, baseXZ)
+					if bytes.Contains(got, blocks[len(blocks)-1]) != tc.reused {
 						t.Errorf("%s: the base's last block copied = %v; want %v", n.Hostname, !tc.reused, tc.reused)
 					}
 					// Only the blocks holding what the node changed (a
 					// few files and FAT entries) are compressed again.
 					copied := 0
 					for _, b := range blocks {
-						if bytes.Contains(got, baseXZ[b.Offset:b.Offset+b.Padded()]) {
+						if bytes.Contains(got, b) {
 							copied++
 						}
 					}
@@ -741,12 +750,8 @@ func TestCompressFleet(t *testing.T) {
 	}
 	// The base's last block (past every boot partition) is copied into
 	// every node's .img.xz as it is.
-	blocks, _, err := base.XZBlocks(bytes.NewReader(s.xz), int64(len(s.xz)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	last := blocks[len(blocks)-1]
-	lastBlock := s.xz[last.Offset : last.Offset+last.Padded()]
+	blocks := xzBlockBytes(t, s.xz)
+	lastBlock := blocks[len(blocks)-1]
 	g := new(errgroup.Group)
 	g.SetLimit(4)
 	for _, n := range res {

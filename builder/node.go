@@ -160,7 +160,7 @@ func (nb *nodeBuild) makeParts(ctx context.Context, payload firstboot.Payload, p
 	}
 	bmapSum := sha256.Sum256(bmap)
 	pub.Parts[bmapName] = part{Temp: bmapName + ".part", SHA256: hex.EncodeToString(bmapSum[:])}
-	if err := writeSynced(nb.out.path(bmapName+".part"), bmap, 0o644); err != nil {
+	if err := atomicfile.WriteSynced(nb.out.path(bmapName+".part"), bmap, 0o644); err != nil {
 		return fmt.Errorf("block map: %w", err)
 	}
 	if !nb.compress {
@@ -183,24 +183,6 @@ func (nb *nodeBuild) makeParts(ctx context.Context, payload firstboot.Payload, p
 	pub.Entry.XZ, pub.Entry.XZSHA256, pub.Entry.XZSize = xzName, xzSum, xzSize
 	pub.Parts[xzName] = part{Temp: xzPart, SHA256: xzSum}
 	return nil
-}
-
-// writeSynced writes a file and syncs it, for a .part that is renamed
-// into place later.
-func writeSynced(p string, data []byte, mode os.FileMode) error {
-	f, err := os.OpenFile(p, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
 
 // inputs hashes everything node n's image is made from, once, from

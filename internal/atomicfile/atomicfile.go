@@ -23,6 +23,29 @@ func WriteFile(path string, data []byte, mode fs.FileMode) error {
 		f.Close()
 		return err
 	}
+	if err := writeSyncClose(f, data); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	return SyncDir(filepath.Dir(path))
+}
+
+// WriteSynced writes data to path under that very name and syncs it,
+// without the rename: for a part that a caller renames into place itself
+// later, with others.
+func WriteSynced(path string, data []byte, mode fs.FileMode) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, mode)
+	if err != nil {
+		return err
+	}
+	return writeSyncClose(f, data)
+}
+
+// writeSyncClose writes data to f, syncs it and closes it; f is closed
+// whatever fails.
+func writeSyncClose(f *os.File, data []byte) error {
 	if _, err := f.Write(data); err != nil {
 		f.Close()
 		return err
@@ -31,13 +54,7 @@ func WriteFile(path string, data []byte, mode fs.FileMode) error {
 		f.Close()
 		return err
 	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	return SyncDir(filepath.Dir(path))
+	return f.Close()
 }
 
 // TempPattern matches the temporary names WriteFile uses, for sweeping

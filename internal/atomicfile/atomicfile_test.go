@@ -36,3 +36,28 @@ func TestWriteFile(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestWriteSynced: the file under the name given, with the mode and the
+// whole content, replacing a longer old one; nothing else in the folder.
+func TestWriteSynced(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "node.img.bmap.part")
+	if err := WriteSynced(p, []byte("an older, longer content"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteSynced(p, []byte("bmap"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(p); err != nil || string(b) != "bmap" {
+		t.Errorf("content %q, %v; want %q", b, err, "bmap")
+	}
+	if fi, err := os.Stat(p); err != nil || fi.Mode().Perm() != 0o644 {
+		t.Errorf("stat: %v, %v; want mode 0644", fi, err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Errorf("%d entries in the folder; want 1", len(entries))
+	}
+	if err := WriteSynced(filepath.Join(dir, "missing", "x"), nil, 0o644); err == nil {
+		t.Error("a write into a missing folder succeeded")
+	}
+}
