@@ -157,6 +157,8 @@ type build struct {
 	ca *identity.CA
 	// passwordGens are the nodes' password generations (0 when absent).
 	passwordGens map[string]int
+	// reportKey is the out directory's report key when a node reports.
+	reportKey []byte
 }
 
 func prepare(r *recipes.Recipe, opt Options) (*build, error) {
@@ -371,6 +373,9 @@ func (b *build) identity(out *output) error {
 	var err error
 	b.token, b.tokenSource, err = out.clusterToken(b.r, b.opt.NewCluster)
 	if err != nil {
+		return err
+	}
+	if b.reportKey, err = out.reportKey(b.r); err != nil {
 		return err
 	}
 	// The CA first: a CA refused (a new cluster not asked for) must not

@@ -134,6 +134,9 @@ func (nb *nodeBuild) build1(ctx context.Context) (entry manifestNode, unchanged 
 func (b *build) payloadOptions(facts *baseFacts, n *recipes.Node, buildID string) firstboot.Options {
 	opt := firstboot.Options{Token: b.token, BuildID: buildID, Base: firstbootBase(facts.release)}
 	b.nodeIdentity(n, &opt)
+	if buildID != "" {
+		opt.ReportKey = b.nodeReportKey(n, buildID)
+	}
 	return opt
 }
 
@@ -215,6 +218,9 @@ func (b *build) inputs(facts *baseFacts, n recipes.Node) (string, error) {
 	}
 	if n.WiFi != nil {
 		fmt.Fprintf(h, "psk %q\n", n.WiFi.PSK.Reveal())
+	}
+	if n.ReportURL != "" {
+		fmt.Fprintf(h, "report-key %x\n", sha256.Sum256(b.reportKey))
 	}
 	for _, p := range []string{"k3s", "images", "install"} {
 		var path string

@@ -58,6 +58,8 @@ func (b *build) checkShardSecrets(out *output) error {
 		return fmt.Errorf("%w: --rotate-node-password with --shard would be recorded in one shard only, and lost when the shards are merged; rotate in DIR before the shards copy it: pibake init %s --out DIR --rotate-node-password %s", ErrNeedsInit, b.r.Path, b.opt.RotateNodePassword[0])
 	case b.r.Cluster.Token == "" && !exists(out.path(TokenFile)):
 		return fmt.Errorf("%w: the recipe sets no token and %s has none; %s", ErrNeedsInit, out.path(TokenFile), init)
+	case reports(b.r) && !exists(out.path(ReportKeyFile)):
+		return fmt.Errorf("%w: a node reports its first boot and %s has no report key; %s", ErrNeedsInit, out.path(ReportKeyFile), init)
 	case b.r.Cluster.CA == recipes.CAGenerate && !exists(out.path(CADir)):
 		return fmt.Errorf("%w: ca = \"generate\" and %s has no CA; %s", ErrNeedsInit, out.path(CADir), init)
 	}
@@ -250,7 +252,7 @@ func stateFiles(shard string) ([]string, error) {
 			return nil
 		case d.IsDir():
 			return filepath.SkipDir
-		case rel == TokenFile || rel == nodePasswordsFile || strings.HasPrefix(rel, CADir+"/") || strings.HasSuffix(rel, ".kubeconfig"):
+		case rel == TokenFile || rel == nodePasswordsFile || rel == ReportKeyFile || strings.HasPrefix(rel, CADir+"/") || strings.HasSuffix(rel, ".kubeconfig"):
 			files = append(files, rel)
 		}
 		return nil

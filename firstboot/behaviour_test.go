@@ -23,7 +23,28 @@ case "$*" in
 esac
 exit 0`,
 	"apt-cache": `record apt-cache "$@"; [ "${APT_CACHE_HAS:-0}" = 1 ]`,
-	"systemctl": `record systemctl "$@"; exit 0`,
+	// systemctl is-active answers as systemd does for a k3s unit in state
+	// $K3S_STATE: k3s is Type=notify, so an agent that has not reached
+	// its server stays "activating" (exit 3).
+	"systemctl": `record systemctl "$@"
+if [ "$1" = is-active ]; then
+	state=${K3S_STATE:-active}
+	[ "$2" = --quiet ] || echo "$state"
+	[ "$state" = active ]
+	exit
+fi
+exit 0`,
+	// k3s kubectl get node NAME, as k3s answers it with its API down
+	// ($K3S_API=down: the connection is refused) or without the node
+	// registered yet ($K3S_NODE=absent).
+	"k3s": `record k3s "$@"
+case "$*" in
+"kubectl get node "*)
+	if [ "${K3S_API:-up}" = down ]; then echo "The connection to the server 127.0.0.1:6443 was refused - did you specify the right host or port?" >&2; exit 1; fi
+	if [ "${K3S_NODE:-listed}" = absent ]; then echo "Error from server (NotFound): nodes \"$4\" not found" >&2; exit 1; fi
+	echo "node/$4" ;;
+*) exit 1 ;;
+esac`,
 	// getent passwd NAME: the user once userconf has renamed it, with the
 	// shell Raspberry Pi OS gave its first user ($USER_SHELL).
 	"getent":      `[ -d "$PIBAKE_ROOT/home/$2" ] || exit 2; echo "$2:x:1000:1000::/home/$2:${USER_SHELL:-/bin/bash}"`,
@@ -33,9 +54,13 @@ exit 0`,
 	"nmcli":       `record nmcli "$@"; exit 0`,
 	"iw":          `record iw "$@"; exit 0`,
 	"hostnamectl": `record hostnamectl "$@"; exit 0`,
+	// curl: a k3s server answers /ping with "pong"; the kubelet's health
+	// check answers "ok", or refuses the connection (exit 7) while
+	// $KUBELET=down.
 	"curl": `record curl "$@"
 case "$*" in
-*/ping*) maybe_fail CURL_PING; exit 0 ;;
+*/ping*) maybe_fail CURL_PING; echo pong; exit 0 ;;
+*127.0.0.1:10248/healthz*) [ "${KUBELET:-up}" = down ] && exit 7; echo ok; exit 0 ;;
 esac
 # A download: the stand-in install script.
 maybe_fail CURL_DOWNLOAD
@@ -125,6 +150,7 @@ func newFakeNode(t *testing.T, p Payload) *fakeNode {
 		"PIBAKE_ROOT="+n.root, "PIBAKE_BOOT="+n.boot,
 		"STUB_LOG="+n.log, "STUB_DIR="+n.stubDir,
 		"PIBAKE_RETRY_DELAY=0", "PIBAKE_TIME_WAIT=0", "PIBAKE_BATCH_DELAY=0", "PIBAKE_SERVER_WAIT=30", "PIBAKE_USER_WAIT=0",
+		"PIBAKE_K3S_WAIT=0", "PIBAKE_REGISTER_WAIT=0", "PIBAKE_POLL=0",
 	)
 	return n
 }
@@ -317,7 +343,7 @@ func TestActivateAndFirstbootServer(t *testing.T) {
 	if !n.exists("var/lib/pibake/firstboot.done") {
 		t.Error("no done-stamp after a successful first boot")
 	}
-	if got, want := n.history(t), "activate running\nactivate ok\nclock ok\napt-update ok\ncgroup ok\nk3s-install running\nk3s-install ok\nk3s-start ok\npackages ok\ndone ok\n"; got != want {
+	if got, want := n.history(t), "activate running\nactivate ok\nclock ok\napt-update ok\ncgroup ok\nk3s-install running\nk3s-install ok\nk3s-start ok\nk3s-active ok\nregistered ok\npackages ok\ndone ok\n"; got != want {
 		t.Errorf("status history:\n%s\nwant:\n%s", got, want)
 	}
 }
@@ -440,8 +466,8 @@ func TestMemoryCgroupChecked(t *testing.T) {
 		t.Fatalf("firstboot exited %d without the memory cgroup; want 3", code)
 	}
 	s := n.status(t)
-	if s.Stage != StageCgroup || s.State != StateFailed || !strings.Contains(s.Reason, "cgroup_disable=memory") || !strings.Contains(s.Reason, "cgroup_enable=memory") {
-		t.Errorf("status = %+v", s)
+	if s.Stage != StageCgroup || s.State != StateFailed || !s.Final || !strings.Contains(s.Reason, "cgroup_disable=memory") || !strings.Contains(s.Reason, "cgroup_enable=memory") {
+		t.Errorf("status = %+v; want a final cgroup failure", s)
 	}
 	mustNotContain(t, "commands", n.commands(t), "install.sh")
 }
@@ -668,5 +694,106 @@ func TestAgentCarriesNoCA(t *testing.T) {
 	}
 	if got := n.read(t, "etc/rancher/node/password"); got != "00112233445566778899aabbccddeeff\n" {
 		t.Errorf("node password %q", got)
+	}
+}
+
+// TestReportsAreQueuedNotSent: with a report URL, the activator installs
+// the reporter and the node's key (root only, gone from the boot
+// partition), and every status record is queued for it in order; neither
+// the activator nor the first boot touches the network for a report, so
+// a slow or absent receiver cannot delay them.
+func TestReportsAreQueuedNotSent(t *testing.T) {
+	n := newFakeNode(t, renderFor(t, reportRecipe, "pi", Options{BuildID: "b1", ReportKey: testReportKey}))
+	n.activate(t)
+	if code := n.firstboot(t); code != 0 {
+		t.Fatalf("firstboot exited %d:\n%s", code, n.read(t, "var/log/pibake/firstboot.log"))
+	}
+	if got := strings.TrimSpace(n.read(t, "etc/pibake/report.key")); got != testReportKey {
+		t.Errorf("/etc/pibake/report.key = %q", got)
+	}
+	for rel, want := range map[string]os.FileMode{"etc/pibake/report.key": 0o600, "usr/local/lib/pibake/report.sh": 0o755, "etc/systemd/system/pibake-report.service": 0o644} {
+		if got := n.mode(t, rel); got != want {
+			t.Errorf("%s has mode %#o; want %#o", rel, got, want)
+		}
+	}
+	if n.exists("boot/firmware/pibake/report.key") {
+		t.Error("the report key is still on the boot partition")
+	}
+	if link, err := os.Readlink(filepath.Join(n.root, "etc/systemd/system/multi-user.target.wants/pibake-report.service")); err != nil || link != "/etc/systemd/system/pibake-report.service" {
+		t.Errorf("reporter enable symlink = %q, %v", link, err)
+	}
+	mustNotContain(t, "commands", n.commands(t), "192.168.1.5")
+	queued, _ := filepath.Glob(filepath.Join(n.root, "var/lib/pibake/reports/[0-9]*.json"))
+	var got []string
+	for _, q := range queued {
+		s, err := ParseStatus([]byte(n.read(t, strings.TrimPrefix(q, n.root+"/"))))
+		if err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+		got = append(got, s.Stage+" "+s.State)
+	}
+	if want := strings.TrimSpace(n.history(t)); strings.Join(got, "\n") != want {
+		t.Errorf("queued records:\n%s\nwant the status history:\n%s", strings.Join(got, "\n"), want)
+	}
+}
+
+// TestQueueKeepsTheNewest: a node whose receiver never answers keeps the
+// newest 100 records, not a growing pile.
+func TestQueueKeepsTheNewest(t *testing.T) {
+	n := newFakeNode(t, renderFor(t, reportRecipe, "pi", Options{BuildID: "b1", ReportKey: testReportKey}))
+	n.activate(t)
+	for range 60 {
+		n.firstboot(t, "K3S_STATE=activating")
+		os.Remove(filepath.Join(n.root, "var/lib/pibake/firstboot.done"))
+		os.RemoveAll(filepath.Join(n.root, "var/lib/pibake/stages"))
+	}
+	queued, _ := filepath.Glob(filepath.Join(n.root, "var/lib/pibake/reports/[0-9]*.json"))
+	if len(queued) != 100 {
+		t.Fatalf("%d records queued; want the newest 100", len(queued))
+	}
+	if last := filepath.Base(queued[99]); last <= filepath.Base(queued[0]) {
+		t.Errorf("queue order: first %s, last %s", filepath.Base(queued[0]), last)
+	}
+	if s, _ := ParseStatus([]byte(n.read(t, strings.TrimPrefix(queued[99], n.root+"/")))); s == nil || s.Stage != StageDone {
+		t.Errorf("the newest queued record is %+v; want the last done", s)
+	}
+}
+
+// TestRegistrationChecks: the registered stage follows what k3s shows:
+// an agent whose server never answers stays activating (k3s is
+// Type=notify), a server whose node is not listed yet is waiting; neither
+// is a failure, and the first boot still finishes.
+func TestRegistrationChecks(t *testing.T) {
+	tests := []struct {
+		name, host string
+		env        []string
+		want       string
+	}{
+		{name: "server registered", host: "cp-1", want: "k3s-active ok\nregistered ok\n"},
+		{name: "server API down", host: "cp-1", env: []string{"K3S_API=down"}, want: "k3s-active ok\nregistered waiting\n"},
+		{name: "server node not listed", host: "cp-1", env: []string{"K3S_NODE=absent"}, want: "k3s-active ok\nregistered waiting\n"},
+		{name: "agent registered", host: "worker-1", want: "k3s-active ok\nregistered ok\n"},
+		{name: "agent kubelet down", host: "worker-1", env: []string{"KUBELET=down"}, want: "k3s-active ok\nregistered waiting\n"},
+		{name: "agent never ready", host: "worker-1", env: []string{"K3S_STATE=activating"}, want: "k3s-active waiting\npackages ok\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n := newFakeNode(t, renderFor(t, haRecipe, tt.host, Options{BuildID: "b1"}))
+			n.activate(t)
+			if code := n.firstboot(t, tt.env...); code != 0 {
+				t.Fatalf("firstboot exited %d:\n%s", code, n.read(t, "var/log/pibake/firstboot.log"))
+			}
+			if h := n.history(t); !strings.Contains(h, "k3s-start ok\n"+tt.want) {
+				t.Errorf("status history:\n%s\nwant after k3s-start:\n%s", h, tt.want)
+			}
+			s := n.status(t)
+			registered := !strings.Contains(tt.want, "waiting")
+			if s.Stage != StageDone || strings.Contains(s.Reason, "yet") == registered {
+				t.Errorf("last status = %+v; want done, saying so when k3s is not registered", s)
+			}
+			if n.exists("etc/systemd/system/pibake-report.service") {
+				t.Error("a node without a report URL got the reporter")
+			}
+		})
 	}
 }

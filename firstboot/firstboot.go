@@ -101,6 +101,9 @@ type Options struct {
 	CAFiles map[string][]byte
 	// NodePassword, when set, becomes /etc/rancher/node/password.
 	NodePassword string
+	// ReportKey is the key the node signs its first-boot reports with
+	// (report.NodeKey, hex), for a node with a report URL.
+	ReportKey string
 }
 
 // ChooseMethod resolves a node's activation method for a base image: "auto"
@@ -187,6 +190,12 @@ func Render(c *recipes.Cluster, n *recipes.Node, opt Options) (Payload, error) {
 	if opt.NodePassword != "" {
 		p.Files = append(p.Files, File{Path: path.Join(Dir, "node-password"), Mode: 0o600, Data: []byte(opt.NodePassword + "\n")})
 	}
+	if n.ReportURL != "" {
+		if opt.ReportKey == "" {
+			return Payload{}, fmt.Errorf("node %s reports to %s, but no report key was given", n.Hostname, n.ReportURL)
+		}
+		p.Files = append(p.Files, File{Path: path.Join(Dir, "report.key"), Mode: 0o600, Data: []byte(opt.ReportKey + "\n")})
+	}
 	p.Files = append(p.Files, userFiles(n)...)
 	if method == recipes.MethodCloudInit {
 		p.Files = append(p.Files, File{Path: "meta-data", Mode: 0o644, Data: metaData(c, n, opt.BuildID)}, File{Path: "user-data", Mode: 0o644, Data: userData(n)})
@@ -251,6 +260,8 @@ func fixedFiles() []File {
 		{name: "firstboot.sh", mode: 0o755},
 		{name: "lib.sh", mode: 0o644},
 		{name: "pibake-firstboot.service", mode: 0o644},
+		{name: "report.sh", mode: 0o755},
+		{name: "pibake-report.service", mode: 0o644},
 	} {
 		files = append(files, File{Path: path.Join(Dir, f.name), Mode: f.mode, Data: script(f.name)})
 	}
@@ -319,6 +330,7 @@ func nodeEnv(c *recipes.Cluster, n *recipes.Node, buildID string, cmdlineRemove,
 		{name: "PIBAKE_TIMEZONE", value: n.Timezone},
 		{name: "PIBAKE_CMDLINE_REMOVE", value: strings.Join(cmdlineRemove, " ")},
 		{name: "PIBAKE_CA_FILES", value: strings.Join(caFiles, " ")},
+		{name: "PIBAKE_REPORT_URL", value: n.ReportURL},
 	}
 	var b strings.Builder
 	b.WriteString("# Written by pibake: this node's first-boot settings. No secrets here.\n")

@@ -3,14 +3,18 @@ package firstboot
 import (
 	"bytes"
 	"fmt"
-	"github.com/pibake/pibake/internal/golden"
-	"github.com/pibake/pibake/internal/testimage"
+	"maps"
 	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/pibake/pibake/internal/golden"
+	"github.com/pibake/pibake/internal/testimage"
 
 	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/pibake/pibake/recipes"
@@ -97,6 +101,30 @@ node "wifi" {
 }
 `
 
+// reportRecipe: every node reports to the cluster's URL but the agent,
+// which names its own.
+const reportRecipe = `
+cluster {
+  token = "golden-token-0123456789abcdef"
+  report {
+    url = "http://192.168.1.5:8470"
+  }
+}
+node "pi" {
+  role = "server"
+}
+node "edge" {
+  role   = "agent"
+  server = "pi.lan"
+  report {
+    url = "https://watch.example.net/pibake/"
+  }
+}
+`
+
+// testReportKey stands for the node key the builder derives.
+const testReportKey = "7265706f72742d6b65792d666f722d746865676f6c64656e2d746573742d2d21"
+
 const staticRecipe = `
 cluster {
   token = "golden-token-0123456789abcdef"
@@ -146,6 +174,8 @@ var goldenCases = []struct {
 	{name: "cloud_init", recipe: singleRecipe, node: "wifi", opt: Options{Base: Base{CloudInit: true, SystemdFirstBoot: true}}},
 	{name: "ca_founding_server", recipe: haRecipe, node: "cp-1", opt: Options{CAHash: testCAHash, CAFiles: fakeCAFiles(), NodePassword: "0123456789abcdef0123456789abcdef"}},
 	{name: "ca_joining_server", recipe: haRecipe, node: "cp-2", opt: Options{CAHash: testCAHash, JoinToken: "K10" + testCAHash + "::server:" + testToken, NodePassword: "fedcba9876543210fedcba9876543210"}},
+	{name: "report_server", recipe: reportRecipe, node: "pi", opt: Options{ReportKey: testReportKey}},
+	{name: "report_agent_own_url", recipe: reportRecipe, node: "edge", opt: Options{ReportKey: testReportKey}},
 	{name: "ca_agent", recipe: haRecipe, node: "worker-1", opt: Options{CAHash: testCAHash, JoinToken: "K10" + testCAHash + "::node:" + testAgentToken, NodePassword: "00112233445566778899aabbccddeeff"}},
 }
 
@@ -325,8 +355,8 @@ func TestShellcheck(t *testing.T) {
 			scripts = append(scripts, name)
 		}
 	}
-	if len(scripts) != 4 {
-		t.Fatalf("found %d scripts; want activate.sh, firstboot.sh, lib.sh, node.env", len(scripts))
+	if len(scripts) != 5 {
+		t.Fatalf("found %d scripts; want activate.sh, firstboot.sh, lib.sh, node.env, report.sh", len(scripts))
 	}
 	// -x follows the scripts' "source=lib.sh" into the shared functions.
 	cmd := exec.Command(shellcheck, append([]string{"-x", "-s", "sh", "-S", "style"}, scripts...)...)
@@ -337,39 +367,47 @@ func TestShellcheck(t *testing.T) {
 	}
 }
 
-// TestUnitVerifies runs systemd-analyze verify on the first-boot unit, and
-// on a copy with a mistake in it, to show that the check sees mistakes on
-// this machine (verify exits 0 on warnings, and reports the host's own
+// TestUnitVerifies runs systemd-analyze verify on each of pibake's units,
+// and on a copy with a mistake in it, to show that the check sees mistakes
+// on this machine (verify exits 0 on warnings, and reports the host's own
 // units too, so the lines about ours are what counts).
 func TestUnitVerifies(t *testing.T) {
 	analyze := requireTool(t, "systemd-analyze")
 	p := renderFor(t, haRecipe, "cp-1", Options{BuildID: "b"})
-	var unit []byte
+	units := map[string][]byte{}
 	for _, f := range p.Files {
 		if strings.HasSuffix(f.Path, ".service") {
-			unit = f.Data
+			units[path.Base(f.Path)] = f.Data
 		}
 	}
-	verify := func(data []byte) (problems string, err error) {
-		path := filepath.Join(t.TempDir(), "pibake-firstboot.service")
-		if err := os.WriteFile(path, data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		out, err := exec.Command(analyze, "verify", "--man=no", path).CombinedOutput()
-		var ours []string
-		for _, line := range strings.Split(string(out), "\n") {
-			if strings.Contains(line, "pibake-firstboot") {
-				ours = append(ours, line)
+	if len(units) != 2 {
+		t.Fatalf("found units %v; want pibake-firstboot.service and pibake-report.service", slices.Collect(maps.Keys(units)))
+	}
+	for name, unit := range units {
+		verify := func(data []byte) (problems string, err error) {
+			path := filepath.Join(t.TempDir(), name)
+			if err := os.WriteFile(path, data, 0o644); err != nil {
+				t.Fatal(err)
 			}
+			out, err := exec.Command(analyze, "verify", "--man=no", path).CombinedOutput()
+			var ours []string
+			for _, line := range strings.Split(string(out), "\n") {
+				if strings.Contains(line, strings.TrimSuffix(name, ".service")) {
+					ours = append(ours, line)
+				}
+			}
+			return strings.Join(ours, "\n"), err
 		}
-		return strings.Join(ours, "\n"), err
-	}
-	if problems, err := verify(unit); problems != "" || err != nil {
-		t.Errorf("systemd-analyze verify: %v\n%s", err, problems)
-	}
-	broken := bytes.Replace(unit, []byte("RestartSec=60"), []byte("RestartSec=sixty"), 1)
-	if problems, _ := verify(broken); !strings.Contains(problems, "sixty") {
-		t.Errorf("systemd-analyze verify did not report RestartSec=sixty; the check cannot see mistakes here:\n%s", problems)
+		if problems, err := verify(unit); problems != "" || err != nil {
+			t.Errorf("systemd-analyze verify %s: %v\n%s", name, err, problems)
+		}
+		broken := regexp.MustCompile(`RestartSec=\d+`).ReplaceAll(unit, []byte("RestartSec=sixty"))
+		if bytes.Equal(broken, unit) {
+			t.Fatalf("%s has no RestartSec= to break", name)
+		}
+		if problems, _ := verify(broken); !strings.Contains(problems, "sixty") {
+			t.Errorf("systemd-analyze verify did not report RestartSec=sixty in %s; the check cannot see mistakes here:\n%s", name, problems)
+		}
 	}
 }
 

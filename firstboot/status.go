@@ -29,6 +29,8 @@ const (
 	StageServerWait = "server-wait" // a joining node waits for the server's API
 	StageK3sInstall = "k3s-install" // the k3s install script
 	StageK3sStart   = "k3s-start"   // k3s (or k3s-agent) started
+	StageK3sActive  = "k3s-active"  // systemd says the k3s service is active
+	StageRegistered = "registered"  // server: its API answers with its node; agent: kubelet up, server reachable
 	StagePackages   = "packages"    // the optional packages
 	StageDone       = "done"        // the first boot finished
 )
@@ -55,6 +57,16 @@ type Status struct {
 	Boot   string   `json:"boot"`
 	Reason string   `json:"reason,omitempty"`
 	Log    []string `json:"log,omitempty"`
+	// Final is true when nothing more happens without the operator: the
+	// first boot stopped for good (a missing memory cgroup, an activation
+	// given up). A record of stage done is final too.
+	Final bool `json:"final,omitempty"`
+}
+
+// Settled reports whether s is the last record this boot's first boot
+// writes without help.
+func (s *Status) Settled() bool {
+	return s.Final || s.Stage == StageDone
 }
 
 // ParseStatus reads a status.json.

@@ -117,6 +117,9 @@ type Cluster struct {
 	APIServer string
 	// Airgap, when set, names local k3s files that travel in the images.
 	Airgap *Airgap
+	// ReportURL, when set, is where every node reports its first boot
+	// (`pibake watch` listens there), unless the node names its own.
+	ReportURL string
 }
 
 // CAMode says who makes a cluster's certificate authorities.
@@ -189,6 +192,9 @@ type Node struct {
 	Apt       Apt
 	WiFi      *WiFi
 	Firstboot Firstboot
+	// ReportURL is where the node reports its first boot: its own report
+	// block's, else the cluster's; empty when it does not report.
+	ReportURL string
 }
 
 // Storage is what a node boots from, as the recipe declares it.

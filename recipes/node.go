@@ -147,7 +147,7 @@ func resolveMachine(spec nodeSpec, n *Node, meta nodeMeta, at func(string) *hcl.
 	return diags
 }
 
-// resolveSoftware: apt and the first-boot method.
+// resolveSoftware: apt, the first-boot method and where it reports.
 func resolveSoftware(spec nodeSpec, n *Node, _ nodeMeta, at func(string) *hcl.Range) hcl.Diagnostics {
 	var diags hcl.Diagnostics
 	if a := spec.Apt; a != nil {
@@ -157,6 +157,10 @@ func resolveSoftware(spec nodeSpec, n *Node, _ nodeMeta, at func(string) *hcl.Ra
 				diags = append(diags, errorAt(at("apt.packages"), "Invalid package name", "%q is not a Debian package name (optionally name=version).", p))
 			}
 		}
+	}
+	if r := spec.Report; r != nil {
+		n.ReportURL = r.URL
+		diags = append(diags, checkReportURL(n.ReportURL, at("report.url"))...)
 	}
 	n.Firstboot.Method = MethodAuto
 	if f := spec.Firstboot; f != nil && f.Method != "" {

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"text/tabwriter"
 )
@@ -36,6 +38,7 @@ type PlanCluster struct {
 	InstallScriptURL string   `json:"install_script_url"`
 	AgentJoinBatch   int      `json:"agent_join_batch"`
 	Airgap           *Airgap  `json:"airgap,omitempty"`
+	ReportURL        string   `json:"report_url,omitempty"`
 	// CA is "none" or "generate"; CAHash, with "generate", is the hash
 	// every joining node pins, once the output directory holds the CA.
 	CA     CAMode `json:"ca"`
@@ -67,6 +70,7 @@ type PlanNode struct {
 	Apt         Apt               `json:"apt"`
 	WiFi        *WiFi             `json:"wifi,omitempty"`
 	Firstboot   Firstboot         `json:"firstboot"`
+	ReportURL   string            `json:"report_url,omitempty"`
 	// CA is the node's part in a generated CA: "carries" (the founding
 	// server, which installs them), "pins" (joins with a token pinning
 	// its hash), or "" without one.
@@ -92,6 +96,7 @@ func NewPlan(r *Recipe) Plan {
 			ClusterCIDR: c.ClusterCIDR.String(), ServiceCIDR: c.ServiceCIDR.String(),
 			TLSSAN: nonNil(c.TLSSAN), InstallScriptURL: c.InstallScriptURL,
 			AgentJoinBatch: c.AgentJoinBatch, Airgap: c.Airgap, CA: c.CA, APIServer: c.APIServer,
+			ReportURL: c.ReportURL,
 		},
 		Image:   r.Image,
 		Output:  r.Output,
@@ -107,6 +112,7 @@ func NewPlan(r *Recipe) Plan {
 			Labels: n.Labels, Taints: nonNil(n.Taints), K3sArgs: nonNil(n.K3sArgs),
 			SSH: n.SSH, Timezone: n.Timezone, Storage: n.Storage,
 			User: n.User, Apt: n.Apt, WiFi: n.WiFi, Firstboot: n.Firstboot,
+			ReportURL: n.ReportURL,
 		}
 		if pn.Labels == nil {
 			pn.Labels = map[string]string{}
@@ -184,7 +190,11 @@ func (p Plan) WriteText(w io.Writer) error {
 	fmt.Fprintf(&b, "  networks: pods %s, services %s\n", c.ClusterCIDR, c.ServiceCIDR)
 	fmt.Fprintf(&b, "  server:   %s\n", join)
 	fmt.Fprintf(&b, "  token:    %s\n", token)
-	fmt.Fprintf(&b, "  ca:       %s\n\n", caLine(c))
+	fmt.Fprintf(&b, "  ca:       %s\n", caLine(c))
+	if line := reportLine(p); line != "" {
+		fmt.Fprintf(&b, "  reports:  %s\n", line)
+	}
+	b.WriteString("\n")
 	if _, err := io.WriteString(w, b.String()); err != nil {
 		return err
 	}
@@ -212,6 +222,32 @@ func (p Plan) WriteText(w io.Writer) error {
 			login(n.User), orDash(joinLabels(n.Labels)), orDash(strings.Join(n.Taints, ",")))
 	}
 	return tw.Flush()
+}
+
+// reportLine says where the nodes report their first boot; empty when
+// none does.
+func reportLine(p Plan) string {
+	urls := map[string]int{}
+	silent := 0
+	for _, n := range p.Nodes {
+		if n.ReportURL != "" {
+			urls[n.ReportURL]++
+		} else {
+			silent++
+		}
+	}
+	if len(urls) == 0 {
+		return ""
+	}
+	var parts []string
+	for _, u := range slices.Sorted(maps.Keys(urls)) {
+		parts = append(parts, fmt.Sprintf("%s (%s)", u, Plural(urls[u], "node")))
+	}
+	line := strings.Join(parts, ", ") + "; pibake watch receives them"
+	if silent > 0 {
+		line += fmt.Sprintf("; %s report nothing", Plural(silent, "node"))
+	}
+	return line
 }
 
 // caLine says who makes the cluster's CAs.

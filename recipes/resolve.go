@@ -101,7 +101,30 @@ func resolveCluster(spec clusterSpec, ranges sourceRanges, fallback hcl.Range, d
 	diags = append(diags, resolveK3s(spec, at, c)...)
 	diags = append(diags, resolveClusterNetwork(spec, at, c)...)
 	diags = append(diags, resolveAirgap(spec.Airgap, ranges, fallback, dir, c)...)
+	if spec.Report != nil {
+		c.ReportURL = spec.Report.URL
+		diags = append(diags, checkReportURL(c.ReportURL, at("report.url"))...)
+	}
 	return diags
+}
+
+// checkReportURL refuses a report URL nodes could not post to. It is no
+// secret (node.env on the boot partition holds it), so it must not carry
+// credentials: reports are signed instead.
+func checkReportURL(raw string, subject *hcl.Range) hcl.Diagnostics {
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Opaque != "":
+		return hcl.Diagnostics{errorAt(subject, "Invalid report URL",
+			"report url %q must be an http:// or https:// URL with a host, such as \"http://192.168.1.5:8470\" (where pibake watch listens).", raw)}
+	case u.User != nil:
+		return hcl.Diagnostics{errorAt(subject, "Invalid report URL",
+			"report url %q carries credentials, which every card would show in plain text; remove them: reports are signed with a key of the build.", raw)}
+	case u.RawQuery != "" || u.Fragment != "":
+		return hcl.Diagnostics{errorAt(subject, "Invalid report URL",
+			"report url %q has a query or fragment; give the base URL only (reports go to <url>/v1/report).", raw)}
+	}
+	return nil
 }
 
 func resolveClusterName(spec clusterSpec, ranges sourceRanges, at func(string) *hcl.Range, defaultName string, c *Cluster) hcl.Diagnostics {

@@ -3,6 +3,7 @@ package recipes
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math/big"
 	"net/netip"
 	"os"
@@ -244,5 +245,46 @@ func TestJoinURL(t *testing.T) {
 		if got != tt.want || ok != (tt.want != "") {
 			t.Errorf("joinURL(%q) = %q, %v; want %q", tt.in, got, ok, tt.want)
 		}
+	}
+}
+
+// TestReportURLs: a node reports to its own report block's URL, else its
+// defaults', else the cluster's; plan says where they go.
+func TestReportURLs(t *testing.T) {
+	r, diags := loadSource(t, `
+cluster {
+  report {
+    url = "http://192.168.1.5:8470"
+  }
+}
+node "srv" {
+  role = "server"
+  ip   = "192.168.1.10/24"
+}
+node "edge" {
+  role  = "agent"
+  count = 2
+  report {
+    url = "https://watch.example.net/pibake"
+  }
+}
+`, nil)
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	got := map[string]string{}
+	for _, n := range r.Nodes {
+		got[n.Hostname] = n.ReportURL
+	}
+	want := map[string]string{"srv": "http://192.168.1.5:8470", "edge-1": "https://watch.example.net/pibake", "edge-2": "https://watch.example.net/pibake"}
+	if !maps.Equal(got, want) {
+		t.Errorf("report URLs = %v; want %v", got, want)
+	}
+	var b strings.Builder
+	if err := NewPlan(r).WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	if line := "reports:  http://192.168.1.5:8470 (1 node), https://watch.example.net/pibake (2 nodes); pibake watch receives them"; !strings.Contains(b.String(), line) {
+		t.Errorf("plan does not say %q:\n%s", line, b.String())
 	}
 }

@@ -49,6 +49,11 @@ type clusterSpec struct {
 	AgentJoinBatch   *int        `hcl:"agent_join_batch,optional"`
 	CA               string      `hcl:"ca,optional"`
 	Airgap           *airgapSpec `hcl:"airgap,block"`
+	Report           *reportSpec `hcl:"report,block"`
+}
+
+type reportSpec struct {
+	URL string `hcl:"url"`
 }
 
 type airgapSpec struct {
@@ -84,6 +89,7 @@ type nodeSpec struct {
 	Apt       *aptSpec          `hcl:"apt,block"`
 	WiFi      *wifiSpec         `hcl:"wifi,block"`
 	Firstboot *firstbootSpec    `hcl:"firstboot,block"`
+	Report    *reportSpec       `hcl:"report,block"`
 }
 
 type hardwareSpec struct {

@@ -34,6 +34,7 @@ func (ld *loader) resolveCluster(r *Recipe) hcl.Diagnostics {
 	default:
 		r.Cluster.APIServer, _ = joinURL(r.Nodes[founding].Hostname + ".local")
 	}
+	assignReportURLs(r)
 	return ld.assignJoins(r, founding, r.Servers())
 }
 
@@ -186,6 +187,16 @@ func (ld *loader) assignJoins(r *Recipe, founding, servers int) hcl.Diagnostics 
 		}
 	}
 	return diags
+}
+
+// assignReportURLs gives every node without a report block of its own the
+// cluster's report URL.
+func assignReportURLs(r *Recipe) {
+	for i := range r.Nodes {
+		if r.Nodes[i].ReportURL == "" {
+			r.Nodes[i].ReportURL = r.Cluster.ReportURL
+		}
+	}
 }
 
 // checkJoinsItself refuses a node whose join address is its own.

@@ -62,6 +62,7 @@ func commands() map[string]command {
 		"lock":       lockCommand,
 		"init":       initCommand,
 		"merge":      mergeCommand,
+		"watch":      watchCommand,
 	}
 }
 

@@ -222,6 +222,19 @@ install_payload() {
 	install_file "$PAYLOAD/pibake-firstboot.service" "$ROOT/etc/systemd/system/pibake-firstboot.service" 644
 	mkdir -p "$ROOT/etc/systemd/system/multi-user.target.wants"
 	ln -sf /etc/systemd/system/pibake-firstboot.service "$ROOT/etc/systemd/system/multi-user.target.wants/pibake-firstboot.service"
+
+	# The reporter, with this node's key (root only: it signs the node's
+	# reports).
+	if [ -n "$PIBAKE_REPORT_URL" ]; then
+		if [ ! -f "$PAYLOAD/report.key" ]; then
+			echo "the report key is missing from $PAYLOAD" >&2
+			return 1
+		fi
+		install_file "$PAYLOAD/report.key" "$ROOT/etc/pibake/report.key" 600
+		install_file "$PAYLOAD/report.sh" "$ROOT/usr/local/lib/pibake/report.sh" 755
+		install_file "$PAYLOAD/pibake-report.service" "$ROOT/etc/systemd/system/pibake-report.service" 644
+		ln -sf /etc/systemd/system/pibake-report.service "$ROOT/etc/systemd/system/multi-user.target.wants/pibake-report.service"
+	fi
 	mkdir -p "$ROOT/var/lib/pibake"
 	now >"$ROOT/var/lib/pibake/activated"
 }
@@ -229,7 +242,7 @@ install_payload() {
 # remove_secrets deletes what the boot partition must not keep: it is FAT,
 # readable by every user of the running system.
 remove_secrets() {
-	rm -f "$PAYLOAD/k3s-config.yaml" "$PAYLOAD"/*.nmconnection "$PAYLOAD/authorized_keys" "$PAYLOAD/sudoers" "$PAYLOAD/node-password" "$BOOT/network-config"
+	rm -f "$PAYLOAD/k3s-config.yaml" "$PAYLOAD"/*.nmconnection "$PAYLOAD/authorized_keys" "$PAYLOAD/sudoers" "$PAYLOAD/node-password" "$PAYLOAD/report.key" "$BOOT/network-config"
 	rm -rf "$PAYLOAD/airgap" "$PAYLOAD/tls"
 	log "secrets removed from $BOOT"
 }
@@ -282,6 +295,9 @@ if [ "$rc" -eq 0 ]; then
 		# multi-user.target: start the unit now instead of at the next boot.
 		systemctl daemon-reload
 		systemctl start --no-block pibake-firstboot.service
+		if [ -n "$PIBAKE_REPORT_URL" ]; then
+			systemctl start --no-block pibake-report.service
+		fi
 	fi
 	log "done"
 	exit 0
@@ -296,6 +312,6 @@ fi
 # secrets go too, since nothing will install them now.
 remove_secrets
 remove_arguments
-status activate failed "gave up after $attempt attempts (last exit $rc); the Pi boots without pibake's configuration: see /var/log/pibake/activate.log, then re-flash"
+status_final activate failed "gave up after $attempt attempts (last exit $rc); the Pi boots without pibake's configuration: see /var/log/pibake/activate.log, then re-flash"
 sync
 exit 0

@@ -24,6 +24,9 @@ RETRY_DELAY=${PIBAKE_RETRY_DELAY:-5}
 TIME_WAIT=${PIBAKE_TIME_WAIT:-120}
 USER_WAIT=${PIBAKE_USER_WAIT:-300}
 SERVER_WAIT=${PIBAKE_SERVER_WAIT:-1800}
+K3S_WAIT=${PIBAKE_K3S_WAIT:-300}
+REGISTER_WAIT=${PIBAKE_REGISTER_WAIT:-600}
+POLL=${PIBAKE_POLL:-5}
 BATCH_DELAY=${PIBAKE_BATCH_DELAY:-60}
 PACKAGE_RUNS=${PIBAKE_PACKAGE_RUNS:-5}
 STATE=$ROOT/var/lib/pibake
@@ -145,7 +148,7 @@ if ! stage_done cgroup; then
 		done_stage cgroup
 	else
 		cmdline=$(cat "$ROOT/proc/cmdline" 2>/dev/null)
-		status cgroup failed "the memory cgroup is not enabled, so k3s cannot run: $controllers lists '$(cat "$controllers" 2>/dev/null)'. The kernel command line was: $cmdline. Add cgroup_memory=1 cgroup_enable=memory to the end of cmdline.txt on the boot partition and reboot"
+		status_final cgroup failed "the memory cgroup is not enabled, so k3s cannot run: $controllers lists '$(cat "$controllers" 2>/dev/null)'. The kernel command line was: $cmdline. Add cgroup_memory=1 cgroup_enable=memory to the end of cmdline.txt on the boot partition and reboot"
 		exit 3
 	fi
 fi
@@ -204,6 +207,55 @@ if ! stage_done k3s; then
 	done_stage k3s
 fi
 
+# registered: a server's API answers and lists this node (k3s kubectl
+# reads the admin kubeconfig k3s writes); an agent's kubelet answers its
+# health check, which k3s starts only once a server has given the agent
+# its configuration, and the server still answers /ping.
+registered() {
+	if [ "$PIBAKE_ROLE" = server ]; then
+		k3s kubectl get node "$PIBAKE_HOSTNAME" -o name >/dev/null 2>&1
+	else
+		[ "$(curl -sS --max-time 5 http://127.0.0.1:10248/healthz 2>/dev/null)" = ok ] &&
+			[ "$(curl -ksS --max-time 5 "$PIBAKE_JOIN_URL/ping" 2>/dev/null)" = pong ]
+	fi
+}
+
+# Whether k3s came up and the node joined, for pibake watch; bounded, and
+# never a failure: k3s keeps trying on its own, kubectl shows the rest.
+# k3s tells systemd it is ready (Type=notify): an agent whose server does
+# not answer stays "activating".
+if ! stage_done registered; then
+	service=k3s
+	[ "$PIBAKE_ROLE" = agent ] && service=k3s-agent
+	waited=0
+	until systemctl is-active --quiet "$service" || [ "$waited" -ge "$K3S_WAIT" ]; do
+		sleep "$POLL"
+		waited=$((waited + POLL))
+	done
+	if systemctl is-active --quiet "$service"; then
+		status k3s-active ok "$service active"
+		waited=0
+		until registered || [ "$waited" -ge "$REGISTER_WAIT" ]; do
+			sleep "$POLL"
+			waited=$((waited + POLL))
+		done
+		if registered; then
+			if [ "$PIBAKE_ROLE" = server ]; then
+				status registered ok "the API answers and lists node $PIBAKE_HOSTNAME"
+			else
+				status registered ok "kubelet up, server $PIBAKE_JOIN_URL answering"
+			fi
+		else
+			status registered waiting "not registered after ${REGISTER_WAIT}s; k3s keeps trying (journalctl -u $service)"
+			echo "not registered" >"$STATE/unregistered"
+		fi
+	else
+		status k3s-active waiting "$service is $(systemctl is-active "$service") after ${K3S_WAIT}s; k3s keeps trying (journalctl -u $service)"
+		echo "not active" >"$STATE/unregistered"
+	fi
+	done_stage registered
+fi
+
 # Optional packages, after k3s: a mirror that is down or a misspelt
 # package delays nothing else. A failure is retried by systemd a minute
 # later, up to PACKAGE_RUNS runs; then it is recorded and left.
@@ -239,9 +291,12 @@ if ! stage_done packages; then
 fi
 
 now >"$STATE/firstboot.done"
-if [ -s "$STATE/problems" ]; then
-	status "done" ok "first boot finished, with problems: $(sort -u "$STATE/problems" | cut -d: -f1 | paste -sd, -)"
-else
-	status "done" ok "first boot finished"
+summary="first boot finished"
+if [ -s "$STATE/unregistered" ]; then
+	summary="$summary; k3s $(cat "$STATE/unregistered") yet"
 fi
+if [ -s "$STATE/problems" ]; then
+	summary="$summary, with problems: $(sort -u "$STATE/problems" | cut -d: -f1 | paste -sd, -)"
+fi
+status "done" ok "$summary"
 sync

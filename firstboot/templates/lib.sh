@@ -32,17 +32,21 @@ json_lines() {
 # /var/lib/pibake/status.json (the latest record) and status.log (one JSON
 # line per change), in the root file system and, when it is mounted, on the
 # boot partition, where `pibake inspect` reads them from a card put into any
-# computer. STATE is running, ok, waiting, skipped or failed; a failed
-# record carries the last lines of the log. Recording never fails the
-# caller: a full disk must not turn a status line into an error.
+# computer. STATE is running, ok, waiting or failed; a failed record
+# carries the last lines of the log. With a report URL the record is also
+# queued for report.sh, which sends it; recording never waits for the
+# network. Recording never fails the caller: a full disk must not turn a
+# status line into an error.
 status() {
 	s_log='[]'
 	[ "$2" = failed ] && s_log=$(json_lines 12 "$LOG")
 	s_boot=$(cut -c1-8 /proc/sys/kernel/random/boot_id 2>/dev/null || echo unknown)
-	s_json=$(printf '{"version":1,"node":%s,"role":%s,"build":%s,"stage":%s,"state":%s,"time":%s,"boot":%s,"reason":%s,"log":%s}' \
+	s_extra=
+	[ "${s_final:-}" = 1 ] && s_extra=',"final":true'
+	s_json=$(printf '{"version":1,"node":%s,"role":%s,"build":%s,"stage":%s,"state":%s,"time":%s,"boot":%s,"reason":%s,"log":%s%s}' \
 		"$(json_string "$PIBAKE_HOSTNAME")" "$(json_string "$PIBAKE_ROLE")" "$(json_string "$PIBAKE_BUILD_ID")" \
 		"$(json_string "$1")" "$(json_string "$2")" "$(json_string "$(now)")" "$(json_string "$s_boot")" \
-		"$(json_string "${3:-}")" "$s_log")
+		"$(json_string "${3:-}")" "$s_log" "$s_extra")
 	for s_dir in "$ROOT/var/lib/pibake" "$BOOT/pibake"; do
 		[ -d "$(dirname "$s_dir")" ] || continue
 		{
@@ -55,5 +59,35 @@ status() {
 				fi
 		} 2>/dev/null || log "could not record status in $s_dir"
 	done
+	[ -z "${PIBAKE_REPORT_URL:-}" ] || queue_report "$s_json"
 	log "status: $1 $2${3:+: $3}"
+}
+
+# status_final is status for a record after which nothing more happens
+# without the operator (pibake watch stops waiting for the node).
+status_final() {
+	s_final=1
+	status "$@"
+	s_final=
+}
+
+# queue_report JSON queues one status record for report.sh in
+# /var/lib/pibake/reports, numbered in order, keeping the newest 100.
+queue_report() {
+	q_dir=$ROOT/var/lib/pibake/reports
+	{
+		mkdir -p "$q_dir" &&
+			q_n=$(($(cat "$q_dir/seq" 2>/dev/null || echo 0) + 1)) &&
+			echo "$q_n" >"$q_dir/seq" &&
+			printf '%s\n' "$1" >"$q_dir/tmp" &&
+			mv -f "$q_dir/tmp" "$q_dir/$(printf %010d "$q_n").json"
+	} 2>/dev/null || log "could not queue the report"
+	# The newest 100 stay; the names sort in the order they were queued.
+	set -- "$q_dir"/[0-9]*.json
+	q_drop=$(($# - 100))
+	while [ "$q_drop" -gt 0 ]; do
+		rm -f "$1"
+		shift
+		q_drop=$((q_drop - 1))
+	done
 }

@@ -1,0 +1,274 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pibake/pibake/builder/diskimg"
+	"github.com/pibake/pibake/internal/report"
+	"github.com/pibake/pibake/internal/testimage"
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// nodeStubs are the commands a node's first boot runs that cannot run
+// here, each answering as the real one does on a Pi whose k3s came up:
+// apt succeeds; systemctl says the k3s unit is active (k3s is
+// Type=notify, so active means ready); k3s kubectl lists the node; curl
+// answers the k3s server's /ping with "pong" and the kubelet's health
+// check with "ok", fetches the stand-in install script, and passes
+// everything else (the reports) to the real curl.
+var nodeStubs = map[string]string{
+	"apt-get":   `exit 0`,
+	"apt-cache": `exit 1`,
+	"systemctl": `[ "$1" = is-active ] && { [ "$2" = --quiet ] || echo active; }; exit 0`,
+	"k3s":       `[ "$1 $2 $3" = "kubectl get node" ] && echo "node/$4"`,
+	"curl": `case "$*" in
+*/ping*) echo pong ;;
+*127.0.0.1:10248/healthz*) echo ok ;;
+*get.k3s.io*) while [ $# -gt 0 ]; do [ "$1" = -o ] && out=$2; shift; done; printf '#!/bin/sh\nexit 0\n' >"$out" ;;
+*) exec "$REAL_CURL" "$@" ;;
+esac`,
+}
+
+// bootNode plays one node's first boot in a fake root, with the payload
+// copied by mtools from the boot partition of the image pibake built: the
+// activator, then the first boot, then the reporter until it has sent
+// every record and exits.
+func bootNode(t *testing.T, img string) (root string) {
+	t.Helper()
+	mcopy := testimage.Tool(t, "mcopy")
+	curl := testimage.Tool(t, "curl")
+	im, err := diskimg.Open(img, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	offset := im.BootPartition().StartSector * 512
+	im.Close()
+	dir := t.TempDir()
+	root = filepath.Join(dir, "root")
+	boot := filepath.Join(root, "boot", "firmware")
+	stubs := filepath.Join(dir, "stubs")
+	for _, d := range []string{boot, stubs, filepath.Join(root, "run/systemd/timesync"), filepath.Join(root, "sys/fs/cgroup"), filepath.Join(root, "proc"), filepath.Join(root, "etc")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out, err := exec.Command(mcopy, "-s", "-n", "-i", fmt.Sprintf("%s@@%d", img, offset), "::pibake", "::cmdline.txt", boot).CombinedOutput(); err != nil {
+		t.Fatalf("mcopy: %v\n%s", err, out)
+	}
+	for name, content := range map[string]string{
+		"run/systemd/timesync/synchronized": "",
+		"sys/fs/cgroup/cgroup.controllers":  "cpuset cpu io memory pids\n",
+		"proc/cmdline":                      "root=PARTUUID=a1b2c3d4-02 cgroup_memory=1 cgroup_enable=memory\n",
+		"etc/hosts":                         "127.0.0.1\tlocalhost\n127.0.1.1\traspberrypi\n",
+	} {
+		if err := os.WriteFile(filepath.Join(root, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, body := range nodeStubs {
+		if err := os.WriteFile(filepath.Join(stubs, name), []byte("#!/bin/sh\n"+body+"\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env := append(os.Environ(), "PATH="+stubs+":"+os.Getenv("PATH"), "REAL_CURL="+curl,
+		"PIBAKE_ROOT="+root, "PIBAKE_BOOT="+boot, "PIBAKE_RETRY_DELAY=0", "PIBAKE_TIME_WAIT=0", "PIBAKE_BATCH_DELAY=0",
+		"PIBAKE_SERVER_WAIT=0", "PIBAKE_K3S_WAIT=0", "PIBAKE_REGISTER_WAIT=0", "PIBAKE_POLL=0", "PIBAKE_REPORT_IDLE=1", "PIBAKE_REPORT_LINGER=2")
+	for _, script := range []string{filepath.Join(boot, "pibake", "activate.sh"), filepath.Join(root, "usr/local/lib/pibake/firstboot.sh"), filepath.Join(root, "usr/local/lib/pibake/report.sh")} {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		cmd := exec.CommandContext(ctx, "sh", script)
+		cmd.Env = env
+		out, err := cmd.CombinedOutput()
+		cancel()
+		if err != nil || len(out) > 0 {
+			logs, _ := exec.Command("sh", "-c", "tail -n 20 "+filepath.Join(root, "var/log/pibake")+"/*.log").CombinedOutput()
+			t.Fatalf("%s: %v\n%s\n%s", filepath.Base(script), err, out, logs)
+		}
+	}
+	return root
+}
+
+// TestWatchSeesTheFleetRegister: a real build with a report URL, the real
+// first-boot scripts of each image played in a fake root, and the real
+// reporter posting over loopback to a real `pibake watch`, which exits 0
+// once both nodes registered; a forged report on the way is refused and
+// shown, and the token never appears.
+func TestWatchSeesTheFleetRegister(t *testing.T) {
+	t.Setenv("NO_COLOR", "1")
+	base := testimage.For(t, testimage.Bookworm())
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	addr := freeAddr(t)
+	const token = "watch-test-cluster-token-0123456789"
+	recipe := filepath.Join(dir, "lab.hcl")
+	src := fmt.Sprintf(`image {
+  source = %q
+}
+cluster {
+  token = %q
+  report {
+    url = "http://%s"
+  }
+}
+node "srv" {
+  role = "server"
+  ip   = "192.168.7.10/24"
+}
+node "agent" {
+  role = "agent"
+}
+`, base, token, addr)
+	if err := os.WriteFile(recipe, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	if code := run(context.Background(), []string{"build", recipe, "--out", out}, &stdout, &stderr); code != exitOK {
+		t.Fatalf("build exited %d:\n%s", code, stderr.String())
+	}
+	if fi, err := os.Stat(filepath.Join(out, ".pibake", "report.key")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("report key: %v, %v; want mode 0600", fi, err)
+	}
+
+	var wout, werr syncBuffer
+	code := make(chan int, 1)
+	go func() {
+		code <- run(context.Background(), []string{"watch", recipe, "--out", out, "--listen", addr, "--json", "--timeout", "3m"}, &wout, &werr)
+	}()
+	waitListening(t, addr, code, &werr)
+
+	// A stranger's report, signed with a key of its own, is refused.
+	forged := []byte(`{"nonce":"00112233445566778899aabbccddeeff","status":{"version":1,"node":"srv","role":"server","build":"x","stage":"registered","state":"ok","time":"","boot":""}}`)
+	req, _ := http.NewRequest(http.MethodPost, "http://"+addr+report.ReportPath, bytes.NewReader(forged))
+	req.Header.Set(report.SignatureHeader, report.Sign([]byte("stranger"), forged))
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("forged report: %v %v; want 401", resp, err)
+	}
+
+	for _, host := range []string{"srv", "agent"} {
+		root := bootNode(t, filepath.Join(out, host+".img"))
+		// The server is played first and watch waits for the agent, so
+		// every record of the server is sent; the agent's after
+		// "registered" find watch gone, and the reporter gives up on
+		// them once the first boot has ended PIBAKE_REPORT_LINGER ago.
+		log, _ := os.ReadFile(filepath.Join(root, "var/log/pibake/report.log"))
+		switch gaveUp := strings.Contains(string(log), "gave up"); {
+		case host == "srv" && gaveUp:
+			t.Errorf("srv: the reporter gave up while watch was listening:\n%s", log)
+		case host == "agent" && !gaveUp:
+			t.Errorf("agent: the reporter did not give up after watch had gone:\n%s", log)
+		}
+		if _, err := os.Stat(filepath.Join(root, "var/lib/pibake/report.done")); err != nil {
+			t.Errorf("%s: the reporter did not mark itself done: %v", host, err)
+		}
+		if _, err := os.Stat(filepath.Join(root, "boot/firmware/pibake/report.key")); err == nil {
+			t.Errorf("%s: the report key is still on the boot partition", host)
+		}
+		if fi, err := os.Stat(filepath.Join(root, "etc/pibake/report.key")); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: /etc/pibake/report.key: %v; want mode 0600", host, err)
+		}
+	}
+	select {
+	case c := <-code:
+		if c != exitOK {
+			t.Fatalf("watch exited %d:\n%s\n%s", c, werr.String(), wout.String())
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("watch did not exit after both nodes registered:\n%s\n%s", werr.String(), wout.String())
+	}
+
+	// Every stage of both nodes arrived in order, none refused but the
+	// forgery, and the summary says both registered.
+	stages := map[string][]string{}
+	refused := 0
+	var summary map[string]any
+	sc := bufio.NewScanner(strings.NewReader(wout.String()))
+	for sc.Scan() {
+		var line struct {
+			Event  string `json:"event"`
+			Node   string `json:"node"`
+			Status struct {
+				Stage, State string
+			} `json:"status"`
+			Registered bool `json:"registered"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
+			t.Fatalf("watch --json printed a line that is not JSON: %q", sc.Text())
+		}
+		switch line.Event {
+		case "report":
+			stages[line.Node] = append(stages[line.Node], line.Status.Stage+" "+line.Status.State)
+		case "refused":
+			refused++
+		case "summary":
+			json.Unmarshal(sc.Bytes(), &summary)
+		}
+	}
+	want := "activate running,activate ok,clock ok,apt-update ok,cgroup ok,k3s-install running,k3s-install ok,k3s-start ok,k3s-active ok,registered ok"
+	for _, host := range []string{"srv", "agent"} {
+		if !inOrder(stages[host], strings.Split(want, ",")) {
+			t.Errorf("%s reported %s; want %s in this order", host, strings.Join(stages[host], ","), want)
+		}
+	}
+	if agent := strings.Join(stages["agent"], ","); !strings.Contains(agent, "server-wait running") {
+		t.Errorf("the agent did not report waiting for its server: %s", agent)
+	}
+	if refused != 1 {
+		t.Errorf("%d refusals shown; want 1 (the forgery)", refused)
+	}
+	if summary == nil || summary["registered"] != true {
+		t.Errorf("summary = %v; want registered", summary)
+	}
+	if strings.Contains(wout.String()+werr.String(), token) {
+		t.Error("watch printed the cluster token")
+	}
+}
+
+// inOrder reports whether want is a subsequence of got.
+func inOrder(got, want []string) bool {
+	i := 0
+	for _, g := range got {
+		if i < len(want) && g == want[i] {
+			i++
+		}
+	}
+	return i == len(want)
+}
+
+// waitListening waits until watch accepts connections.
+func waitListening(t *testing.T, addr string, code chan int, stderr *syncBuffer) {
+	t.Helper()
+	for range 200 {
+		select {
+		case c := <-code:
+			t.Fatalf("watch exited %d before listening:\n%s", c, stderr.String())
+		default:
+		}
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("watch is not listening on %s:\n%s", addr, stderr.String())
+}
