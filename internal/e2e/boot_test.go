@@ -52,6 +52,9 @@ const e2eRecipe = `
 cluster {
   token = "` + e2eToken + `"
   ca    = "generate"
+  report {
+    url = "http://192.168.1.2:8470"
+  }
   airgap {
     k3s_binary     = "k3s-arm64"
     images         = "k3s-airgap-images-arm64.tar.zst"
@@ -97,7 +100,10 @@ node "e2e-wifi" {
 
 // airgapFiles writes the stand-ins that travel as the air-gap payload:
 // k3s itself cannot be downloaded here, so install.sh records how it was
-// called and installs a k3s unit that merely runs.
+// called and installs a k3s unit that merely runs, and the k3s binary
+// answers only what the first boot asks it: `k3s kubectl get node NAME`
+// lists the node while the k3s unit is active, and is refused as the real
+// one is when the API is not up.
 func airgapFiles(t *testing.T, dir string) {
 	t.Helper()
 	install := `#!/bin/sh
@@ -120,7 +126,17 @@ systemctl daemon-reload
 `
 	files := map[string]string{
 		"install.sh":                      install,
-		"k3s-arm64":                       "#!/bin/sh\necho k3s stand-in\n",
+		"k3s-arm64": `#!/bin/sh
+case "$1 $2 $3" in
+"kubectl get node")
+	if ! systemctl -q is-active k3s; then
+		echo "The connection to the server 127.0.0.1:6443 was refused - did you specify the right host or port?" >&2
+		exit 1
+	fi
+	echo "node/$4" ;;
+*) echo k3s stand-in ;;
+esac
+`,
 		"k3s-airgap-images-arm64.tar.zst": "not really images\n",
 	}
 	for name, content := range files {
@@ -145,6 +161,7 @@ func TestFirstBoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := mirror(t, "vim", "htop")
+	pibake := buildPibake(t)
 	brk := os.Getenv("PIBAKE_E2E_BREAK")
 	if brk != "" {
 		t.Logf("PIBAKE_E2E_BREAK=%s: this run must fail", brk)
@@ -160,6 +177,7 @@ func TestFirstBoot(t *testing.T) {
 			// recipes/examples/lab.hcl exactly as the README shows it: no
 			// user block, packages, k3s from get.k3s.io.
 			build(t, "../../recipes/examples/lab.hcl", la.img, filepath.Join(dir, "lab"), filepath.Join(dir, "cache"))
+			w := startWatch(t, pibake, filepath.Join(dir, "e2e.hcl"), filepath.Join(dir, "out"), filepath.Join(logs, "watch-"+fl.name+".jsonl"))
 			for _, nc := range nodeChecks {
 				t.Run(nc.host, func(t *testing.T) {
 					img := filepath.Join(dir, "out", nc.host+".img")
@@ -167,6 +185,7 @@ func TestFirstBoot(t *testing.T) {
 						img = filepath.Join(dir, "lab", nc.host+".img")
 					}
 					n := newNode(t, fl, la, img, srv.Listener.Addr().String(), logs)
+					n.m.report = w.addr
 					sabotage(t, brk, n)
 					n.boots = n.m.bootUntilOff(t, 6)
 					n.checkCommon(t, nc)
@@ -176,6 +195,7 @@ func TestFirstBoot(t *testing.T) {
 					}
 				})
 			}
+			w.check(t, brk)
 		})
 	}
 }
@@ -281,6 +301,9 @@ type nodeCheck struct {
 	check     func(t *testing.T, n *node)
 }
 
+// nodeChecks boot in this order; e2e-server last, so that pibake watch,
+// which ends once it has seen e2e-server register, has the agents' reports
+// too.
 var nodeChecks = []nodeCheck{
 	{host: "pi-server", check: func(t *testing.T, n *node) {
 		// lab.hcl has no user block: pi with a locked password, and no
@@ -293,28 +316,6 @@ var nodeChecks = []nodeCheck{
 		}
 		fb, _ := n.rootFile(t, "/var/log/pibake/firstboot.log")
 		mustContain(t, "firstboot.log", fb, "status: apt-update ok", "status: cgroup ok")
-	}},
-	{host: "e2e-server", checkBoot: true, check: func(t *testing.T, n *node) {
-		n.checkUser(t, "ops", "*", opsKey)
-		cfg, mode := n.rootFile(t, "/etc/rancher/k3s/config.yaml")
-		if mode != "0600" || !strings.Contains(cfg, `token: "`+e2eToken+`"`) || !strings.Contains(cfg, `node-name: "e2e-server"`) || strings.Contains(cfg, "server:") {
-			t.Errorf("config.yaml (mode %s):\n%s", mode, cfg)
-		}
-		install, _ := n.rootFile(t, "/var/log/e2e-install.log")
-		mustContain(t, "install.sh's record", install, "INSTALL_K3S_EXEC=server", "INSTALL_K3S_SKIP_START=true", "INSTALL_K3S_SKIP_DOWNLOAD=true",
-			"-rw------- 1 0 0", "server-ca.key", "peer-ca.key", "service.key")
-		n.checkCA(t)
-		if s := n.status(t); s.Stage != firstboot.StageDone || s.State != firstboot.StateOK || s.Reason != "first boot finished" {
-			t.Errorf("status = %+v; want done, no problems", s)
-		}
-		if _, mode := n.rootFile(t, "/usr/share/e2e/vim"); mode == "" {
-			t.Error("the apt package vim from the mirror was not installed")
-		}
-		if rule, mode := n.rootFile(t, "/etc/sudoers.d/010_ops-nopasswd"); mode != "0440" || rule != "ops ALL=(ALL) NOPASSWD: ALL\n" {
-			t.Errorf("sudoers rule (mode %s): %q", mode, rule)
-		}
-		n.checkSSH(t, true)
-		n.checkStatic(t, "192.168.1.20")
 	}},
 	{host: "e2e-agent", check: func(t *testing.T, n *node) {
 		n.checkUser(t, "ops", "*", opsKey)
@@ -362,6 +363,28 @@ var nodeChecks = []nodeCheck{
 			}
 		}
 		n.checkSSH(t, false)
+	}},
+	{host: "e2e-server", checkBoot: true, check: func(t *testing.T, n *node) {
+		n.checkUser(t, "ops", "*", opsKey)
+		cfg, mode := n.rootFile(t, "/etc/rancher/k3s/config.yaml")
+		if mode != "0600" || !strings.Contains(cfg, `token: "`+e2eToken+`"`) || !strings.Contains(cfg, `node-name: "e2e-server"`) || strings.Contains(cfg, "server:") {
+			t.Errorf("config.yaml (mode %s):\n%s", mode, cfg)
+		}
+		install, _ := n.rootFile(t, "/var/log/e2e-install.log")
+		mustContain(t, "install.sh's record", install, "INSTALL_K3S_EXEC=server", "INSTALL_K3S_SKIP_START=true", "INSTALL_K3S_SKIP_DOWNLOAD=true",
+			"-rw------- 1 0 0", "server-ca.key", "peer-ca.key", "service.key")
+		n.checkCA(t)
+		if s := n.status(t); s.Stage != firstboot.StageDone || s.State != firstboot.StateOK || s.Reason != "first boot finished" {
+			t.Errorf("status = %+v; want done, no problems", s)
+		}
+		if _, mode := n.rootFile(t, "/usr/share/e2e/vim"); mode == "" {
+			t.Error("the apt package vim from the mirror was not installed")
+		}
+		if rule, mode := n.rootFile(t, "/etc/sudoers.d/010_ops-nopasswd"); mode != "0440" || rule != "ops ALL=(ALL) NOPASSWD: ALL\n" {
+			t.Errorf("sudoers rule (mode %s): %q", mode, rule)
+		}
+		n.checkSSH(t, true)
+		n.checkStatic(t, "192.168.1.20")
 	}},
 }
 

@@ -29,6 +29,7 @@ const (
 	guestNet    = "192.168.1.0/24"
 	guestHost   = "192.168.1.1"
 	mirrorGuest = "192.168.1.2"
+	reportPort  = 8470 // on mirrorGuest: the e2e recipe's report URL
 )
 
 // mirror serves a flat apt repository on loopback with the packages the
@@ -83,6 +84,9 @@ type machine struct {
 	img string
 	// mirror is the host address the guest's 192.168.1.2:80 reaches.
 	mirror string
+	// report, when set, is the host address of the pibake watch the
+	// guest's 192.168.1.2:8470 (the recipe's report URL) reaches.
+	report string
 	// appendArgs go after cmdline.txt on the kernel command line, as the
 	// firmware adds its own (console=ttyAMA0 here).
 	appendArgs string
@@ -132,6 +136,9 @@ func (m *machine) bootOnce(t *testing.T, n int) boot {
 	defer cancel()
 	netdev := fmt.Sprintf("user,id=lan,restrict=on,net=%s,host=%s,dhcpstart=192.168.1.100,guestfwd=tcp:%s:80-tcp:%s",
 		guestNet, guestHost, mirrorGuest, m.mirror)
+	if m.report != "" {
+		netdev += fmt.Sprintf(",guestfwd=tcp:%s:%d-tcp:%s", mirrorGuest, reportPort, m.report)
+	}
 	cmd := exec.CommandContext(ctx, "qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a72", "-smp", "2", "-m", "1536",
 		"-nographic", "-no-reboot", "-netdev", netdev, "-device", "virtio-net-pci,netdev=lan,romfile=", "-device", "virtio-rng-pci",
 		"-drive", "file="+m.img+",if=virtio,format=raw",

@@ -1,0 +1,143 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// buildPibake builds the pibake command the way a user runs it.
+func buildPibake(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "pibake")
+	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/pibake").CombinedOutput(); err != nil {
+		t.Fatalf("go build pibake: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// watcher is a `pibake watch` on the host, which the guests reach through
+// QEMU's guestfwd at the recipe's report URL and nothing else.
+type watcher struct {
+	addr   string
+	log    string
+	stderr bytes.Buffer
+	done   chan error
+	cmd    *exec.Cmd
+}
+
+// startWatch runs pibake watch for the e2e recipe, waiting for e2e-server
+// (the agents' server never answers, so they never register), with every
+// event as a JSON line in log.
+func startWatch(t *testing.T, pibake, recipe, out, log string) *watcher {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &watcher{addr: ln.Addr().String(), log: log, done: make(chan error, 1)}
+	ln.Close()
+	f, err := os.Create(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.cmd = exec.Command(pibake, "watch", recipe, "--out", out, "--listen", w.addr, "--node", "e2e-server", "--json", "--timeout", "120m")
+	w.cmd.Stdout, w.cmd.Stderr = f, &w.stderr
+	if err := w.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { w.done <- w.cmd.Wait(); f.Close() }()
+	t.Cleanup(func() { w.cmd.Process.Kill() })
+	for range 500 {
+		if c, err := net.Dial("tcp", w.addr); err == nil {
+			c.Close()
+			return w
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("pibake watch is not listening on %s:\n%s", w.addr, w.stderr.String())
+	return nil
+}
+
+// check runs after every node has booted: watch must have exited 0 on
+// e2e-server's registration, with every e2e node's reports received and
+// none refused; under PIBAKE_E2E_BREAK it must exit 1 naming e2e-server.
+func (w *watcher) check(t *testing.T, brk string) {
+	t.Helper()
+	var err error
+	select {
+	case err = <-w.done:
+	case <-time.After(2 * time.Minute):
+		w.cmd.Process.Signal(syscall.SIGINT)
+		err = <-w.done
+		t.Errorf("pibake watch was still waiting two minutes after the last boot")
+	}
+	code := 0
+	if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("pibake watch: %v", err)
+	}
+	data, _ := os.ReadFile(w.log)
+	stages := map[string][]string{}
+	refused := 0
+	var summary struct {
+		Registered bool `json:"registered"`
+		Missing    []struct{ Node, Problem string }
+	}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		var line struct {
+			Event  string `json:"event"`
+			Node   string `json:"node"`
+			Status struct{ Stage, State string }
+		}
+		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
+			t.Fatalf("watch --json printed %q", sc.Text())
+		}
+		switch line.Event {
+		case "report":
+			stages[line.Node] = append(stages[line.Node], line.Status.Stage+" "+line.Status.State)
+		case "refused":
+			refused++
+		case "summary":
+			json.Unmarshal(sc.Bytes(), &summary)
+		}
+	}
+	t.Logf("pibake watch exited %d; %s\nreports: %v", code, strings.TrimSpace(w.stderr.String()), stages)
+	if brk != "" {
+		named := false
+		for _, m := range summary.Missing {
+			named = named || m.Node == "e2e-server"
+		}
+		if code != 1 || !named {
+			t.Errorf("PIBAKE_E2E_BREAK=%s: pibake watch exited %d with %+v; want 1 naming e2e-server", brk, code, summary.Missing)
+		}
+		return
+	}
+	if code != 0 || !summary.Registered {
+		t.Errorf("pibake watch exited %d (summary %+v); want 0 with e2e-server registered:\n%s", code, summary, w.stderr.String())
+	}
+	if got := strings.Join(stages["e2e-server"], ","); !strings.Contains(got, "activate ok") || !strings.Contains(got, "k3s-active ok,registered ok") {
+		t.Errorf("e2e-server reported %s; want its activation, k3s active and registered", got)
+	}
+	for _, agent := range []string{"e2e-agent", "e2e-wifi"} {
+		if got := strings.Join(stages[agent], ","); !strings.Contains(got, "server-wait running") {
+			t.Errorf("%s reported %q; want it waiting for its server", agent, got)
+		}
+	}
+	if refused > 0 {
+		t.Errorf("pibake watch refused %d reports from the nodes", refused)
+	}
+}
