@@ -131,7 +131,17 @@ func newWatch(r *recipes.Recipe, outDir string, names []string) (*watch, error) 
 	for i := range planned {
 		planned[i].Build = target.Builds[planned[i].Hostname]
 	}
-	return &watch{recipe: r.Path, outDir: outDir, target: target, fleet: report.NewFleet(planned, await)}, nil
+	fleet := report.NewFleet(planned, await)
+	var unbuilt []string
+	for _, n := range fleet.Nodes() {
+		if n.Awaited && n.Build == "" {
+			unbuilt = append(unbuilt, n.Hostname)
+		}
+	}
+	if len(unbuilt) > 0 {
+		return nil, fmt.Errorf("not built in %s: %s, so nothing can report for them; build them there, or name the nodes to wait for with --node", outDir, strings.Join(unbuilt, ", "))
+	}
+	return &watch{recipe: r.Path, outDir: outDir, target: target, fleet: fleet}, nil
 }
 
 // awaited resolves --node: hostnames or node block labels, each of a node

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/pibake/pibake/builder/diskimg"
+	"github.com/pibake/pibake/firstboot"
 	"github.com/pibake/pibake/internal/report"
 	"github.com/pibake/pibake/internal/testimage"
 )
@@ -271,4 +273,144 @@ func waitListening(t *testing.T, addr string, code chan int, stderr *syncBuffer)
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatalf("watch is not listening on %s:\n%s", addr, stderr.String())
+}
+
+// TestWatchRefusesWhatCannotWork: each mistake is said before watch
+// listens, with what to do.
+func TestWatchRefusesWhatCannotWork(t *testing.T) {
+	base := testimage.For(t, testimage.Bookworm())
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(fmt.Sprintf("image {\n  source = %q\n}\n", base)+body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	reporting := write("reporting.hcl", `cluster {
+  token = "watch-refusals-token-0123456789"
+  report {
+    url = "http://127.0.0.1:1"
+  }
+}
+node "srv" {
+  role = "server"
+  ip   = "192.168.7.10/24"
+}
+node "quiet" {
+  role = "agent"
+  report {
+    url = "http://127.0.0.1:2"
+  }
+}
+`)
+	silent := write("silent.hcl", "node \"srv\" {\n  role = \"server\"\n}\n")
+	out := filepath.Join(dir, "out")
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{name: "no node reports", args: []string{"watch", silent, "--out", out}, code: exitFailure, want: "no node of"},
+		{name: "not built", args: []string{"watch", reporting, "--out", out}, code: exitFailure, want: "has no report key"},
+		{name: "unknown node", args: []string{"watch", reporting, "--out", out, "--node", "nope"}, code: exitFailure, want: "--node nope: no such node"},
+		{name: "negative timeout", args: []string{"watch", reporting, "--timeout", "-1s"}, code: exitUsage, want: "must be positive"},
+		{name: "no recipe", args: []string{"watch"}, code: exitUsage, want: "want exactly one recipe"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			if code := run(context.Background(), tt.args, &stdout, &stderr); code != tt.code || !strings.Contains(stderr.String(), tt.want) {
+				t.Errorf("exit %d, stderr:\n%s\nwant exit %d saying %q", code, stderr.String(), tt.code, tt.want)
+			}
+		})
+	}
+
+	// Built, but only srv: waiting for quiet too cannot work.
+	var stdout, stderr bytes.Buffer
+	if code := run(context.Background(), []string{"build", reporting, "--out", out, "--node", "srv"}, &stdout, &stderr); code != exitOK {
+		t.Fatalf("build: %d\n%s", code, stderr.String())
+	}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{args: []string{"watch", reporting, "--out", out}, want: "not built in " + out + ": quiet"},
+		{args: []string{"watch", reporting, "--out", out, "--node", "srv", "--listen", busy.Addr().String()}, want: "address already in use"},
+	} {
+		stderr.Reset()
+		if code := run(context.Background(), tt.args, &stdout, &stderr); code != exitFailure || !strings.Contains(stderr.String(), tt.want) {
+			t.Errorf("%v: exit %d, stderr:\n%s\nwant 1 saying %q", tt.args, code, stderr.String(), tt.want)
+		}
+	}
+
+	// --timeout: exit 1 naming the node never heard from, as a line a
+	// log can hold (stdout is not a terminal here).
+	stderr.Reset()
+	stdout.Reset()
+	if code := run(context.Background(), []string{"watch", reporting, "--out", out, "--node", "srv", "--listen", "127.0.0.1:0", "--timeout", "300ms"}, &stdout, &stderr); code != exitFailure {
+		t.Errorf("timeout: exit %d; want 1", code)
+	}
+	if !strings.Contains(stderr.String(), "timed out after 300ms; 1 of the awaited nodes did not register:\n  srv: not heard from") {
+		t.Errorf("timeout summary:\n%s", stderr.String())
+	}
+	// Ctrl-C: 130, with the same list.
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(300*time.Millisecond, cancel)
+	stderr.Reset()
+	if code := run(ctx, []string{"watch", reporting, "--out", out, "--node", "srv", "--listen", "127.0.0.1:0"}, &stdout, &stderr); code != exitInterrupted || !strings.Contains(stderr.String(), "interrupted; 1 of the awaited nodes did not register") {
+		t.Errorf("interrupt: exit %d, stderr:\n%s", code, stderr.String())
+	}
+}
+
+// TestWatchDisplay: the same events as lines (a log), and as a table
+// redrawn in place with colour (a terminal).
+func TestWatchDisplay(t *testing.T) {
+	fleet := report.NewFleet([]report.Planned{
+		{Hostname: "srv", Role: "server", Build: "s1", Reports: true},
+		{Hostname: "a-1", Role: "agent", Batch: 2, Build: "a1", Reports: true},
+		{Hostname: "old", Role: "agent", Build: "o2", Reports: true},
+	}, nil)
+	at := time.Date(2026, 11, 26, 9, 40, 55, 0, time.Local)
+	events := []report.Event{
+		{Received: at, Status: firstboot.Status{Node: "srv", Build: "s1", Stage: "registered", State: "ok", Reason: "the API answers"}},
+		{Received: at, Status: firstboot.Status{Node: "a-1", Build: "a1", Stage: "cgroup", State: "failed", Reason: "no memory cgroup", Final: true}},
+		{Received: at, Status: firstboot.Status{Node: "old", Build: "o1", Stage: "k3s-install", State: "running"}, OlderBuild: true},
+	}
+	var lines, table bytes.Buffer
+	dl := display{mode: watchLines, o: outputs{stdout: &lines, stderr: io.Discard}, fleet: fleet}
+	dt := display{mode: watchTable, o: outputs{stdout: &table, stderr: io.Discard}, fleet: fleet, colour: true}
+	for _, e := range events {
+		n := fleet.Apply(e)
+		dl.event(e, n)
+		dt.event(e, n)
+	}
+	dl.refused(report.Refusal{Received: at, Remote: "10.0.0.9:4242", Node: "srv", Status: 401, Reason: "the signature does not match"})
+	want := "09:40:55 srv server: registered ok: the API answers\n" +
+		"09:40:55 a-1 agent: cgroup failed: no memory cgroup\n" +
+		"09:40:55 old agent: k3s-install running (older build o1, not this directory's image)\n" +
+		"09:40:55 refused a report from 10.0.0.9:4242 (claiming to be srv): the signature does not match\n"
+	if lines.String() != want {
+		t.Errorf("lines:\n%s\nwant:\n%s", lines.String(), want)
+	}
+	out := table.String()
+	last := out[strings.LastIndex(out, "NODE"):]
+	for _, s := range []string{"\x1b[4A\x1b[J", ansiGreen + "registered" + ansiReset, ansiRed + "failed" + ansiReset, "older build o1", "a-1   agent   2"} {
+		if !strings.Contains(out, s) {
+			t.Errorf("table output lacks %q:\n%q", s, out)
+		}
+	}
+	if strings.Count(last, "\n") != 4 {
+		t.Errorf("the last table has %d lines; want a header and 3 nodes:\n%s", strings.Count(last, "\n"), last)
+	}
+	if code := dt.finish(""); code != exitFailure {
+		t.Errorf("finish with a failed node: %d; want 1", code)
+	}
 }
