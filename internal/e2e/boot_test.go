@@ -45,8 +45,9 @@ const opsKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGn4lC6ZnWsLqtCQ8ki7SIqNvLZP
 const wifiPasswordHash = "$6$e2esalt$AX./6U/.Oo0l.5S8Zk.GyeGkK1XrkPlACSiAwLUtmy5.5hIDQoU5S7p04uT4AugzYW9GUwhYXtws9fVmrzHuE0"
 
 // e2eRecipe: a server with a keys-only user and an apt package from the
-// test's mirror, an agent whose server never answers, and a Wi-Fi node with
-// a password user. k3s travels as the air-gap payload, with a stand-in
+// test's mirror, an agent whose server never answers, and a Wi-Fi agent
+// with a password user, whose server (the test's) answers. Every node
+// reports to pibake watch on the host. k3s travels as the air-gap payload, with a stand-in
 // install.sh that records how it was called.
 const e2eRecipe = `
 cluster {
@@ -85,7 +86,7 @@ node "e2e-agent" {
 }
 node "e2e-wifi" {
   role   = "agent"
-  server = "192.168.1.99"
+  server = "192.168.1.3" # the test's stand-in k3s server: answers /ping
   wifi {
     ssid    = "e2e-lab"
     psk     = "e2e-wifi-passphrase"
@@ -100,10 +101,12 @@ node "e2e-wifi" {
 
 // airgapFiles writes the stand-ins that travel as the air-gap payload:
 // k3s itself cannot be downloaded here, so install.sh records how it was
-// called and installs a k3s unit that merely runs, and the k3s binary
-// answers only what the first boot asks it: `k3s kubectl get node NAME`
-// lists the node while the k3s unit is active, and is refused as the real
-// one is when the API is not up.
+// called and installs k3s units, and the k3s binary does only what the
+// first boot looks at, as the real one does it: an agent reaches its
+// server's /ping before it starts the kubelet, whose health check then
+// answers "ok" on 127.0.0.1:10248; `k3s kubectl get node NAME` lists the
+// node while the server unit runs, and is refused as the real one is when
+// the API is not up.
 func airgapFiles(t *testing.T, dir string) {
 	t.Helper()
 	install := `#!/bin/sh
@@ -114,21 +117,39 @@ func airgapFiles(t *testing.T, dir string) {
   # there now is what it would find.
   ls -lnR /var/lib/rancher/k3s/server/tls 2>&1
 } >/var/log/e2e-install.log
-cat >/etc/systemd/system/k3s-stand-in.service <<UNIT
+# The units as the real install.sh writes them, in what matters here:
+# the agent's stays "activating" until it has reached its server (the
+# real one is Type=notify and reports ready only then).
+cat >/etc/systemd/system/k3s.service <<UNIT
 [Unit]
-Description=stand-in for k3s
+Description=stand-in for k3s (server)
 [Service]
-ExecStart=/bin/sleep infinity
+ExecStart=/usr/local/bin/k3s server
 UNIT
-ln -sf /etc/systemd/system/k3s-stand-in.service /etc/systemd/system/k3s.service
-ln -sf /etc/systemd/system/k3s-stand-in.service /etc/systemd/system/k3s-agent.service
+cat >/etc/systemd/system/k3s-agent.service <<UNIT
+[Unit]
+Description=stand-in for k3s (agent)
+[Service]
+TimeoutStartSec=0
+ExecStartPre=/usr/local/bin/k3s agent-wait
+ExecStart=/usr/local/bin/k3s agent
+UNIT
 systemctl daemon-reload
 `
 	files := map[string]string{
-		"install.sh":                      install,
+		"install.sh": install,
 		"k3s-arm64": `#!/bin/sh
-case "$1 $2 $3" in
-"kubectl get node")
+case "$1" in
+server) exec sleep infinity ;;
+agent-wait)
+	server=$(sed -n 's/^server: "\(.*\)"$/\1/p' /etc/rancher/k3s/config.yaml)
+	until [ "$(curl -ks --max-time 5 "$server/ping")" = pong ]; do sleep 5; done ;;
+agent)
+	mkdir -p /run/e2e-kubelet
+	printf ok >/run/e2e-kubelet/healthz
+	exec busybox httpd -f -p 127.0.0.1:10248 -h /run/e2e-kubelet ;;
+kubectl)
+	[ "$2 $3" = "get node" ] || exit 1
 	if ! systemctl -q is-active k3s; then
 		echo "The connection to the server 127.0.0.1:6443 was refused - did you specify the right host or port?" >&2
 		exit 1
@@ -162,6 +183,7 @@ func TestFirstBoot(t *testing.T) {
 	}
 	srv := mirror(t, "vim", "htop")
 	pibake := buildPibake(t)
+	k3s := k3sServer(t)
 	brk := os.Getenv("PIBAKE_E2E_BREAK")
 	if brk != "" {
 		t.Logf("PIBAKE_E2E_BREAK=%s: this run must fail", brk)
@@ -186,6 +208,7 @@ func TestFirstBoot(t *testing.T) {
 					}
 					n := newNode(t, fl, la, img, srv.Listener.Addr().String(), logs)
 					n.m.report = w.addr
+					n.m.k3sServer = k3s.Listener.Addr().String()
 					sabotage(t, brk, n)
 					n.boots = n.m.bootUntilOff(t, 6)
 					n.checkCommon(t, nc)
@@ -363,6 +386,10 @@ var nodeChecks = []nodeCheck{
 			}
 		}
 		n.checkSSH(t, false)
+		// Its server answers: the agent joined, and said so.
+		fb, _ := n.rootFile(t, "/var/log/pibake/firstboot.log")
+		mustContain(t, "firstboot.log", fb, "status: server-wait running", "status: k3s-active ok: k3s-agent active",
+			"status: registered ok: kubelet up, server https://192.168.1.3:6443 answering", "status: done ok: first boot finished")
 	}},
 	{host: "e2e-server", checkBoot: true, check: func(t *testing.T, n *node) {
 		n.checkUser(t, "ops", "*", opsKey)

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -30,10 +31,30 @@ const (
 	guestHost   = "192.168.1.1"
 	mirrorGuest = "192.168.1.2"
 	reportPort  = 8470 // on mirrorGuest: the e2e recipe's report URL
+	// k3sServerGuest:6443 is the stand-in k3s server e2e-wifi joins.
+	k3sServerGuest = "192.168.1.3"
 )
 
 // mirror serves a flat apt repository on loopback with the packages the
 // test recipes install: small real .deb files built with dpkg-deb.
+// k3sServer stands in for a k3s server's supervisor port in what an agent
+// and pibake's first boot ask before joining: /ping answers "pong" without
+// credentials (k3s pkg/server/router.go), anything else is refused as
+// k3s refuses an anonymous request.
+func k3sServer(t *testing.T) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/ping" {
+			w.Header().Set("Content-Type", "text/plain")
+			io.WriteString(w, "pong")
+			return
+		}
+		http.Error(w, "Unauthorized", http.StatusUnauthorized)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
 func mirror(t *testing.T, packages ...string) *httptest.Server {
 	t.Helper()
 	dir := t.TempDir()
@@ -87,6 +108,9 @@ type machine struct {
 	// report, when set, is the host address of the pibake watch the
 	// guest's 192.168.1.2:8470 (the recipe's report URL) reaches.
 	report string
+	// k3sServer, when set, is the host address the guest's
+	// 192.168.1.3:6443 reaches: a stand-in k3s server.
+	k3sServer string
 	// appendArgs go after cmdline.txt on the kernel command line, as the
 	// firmware adds its own (console=ttyAMA0 here).
 	appendArgs string
@@ -138,6 +162,9 @@ func (m *machine) bootOnce(t *testing.T, n int) boot {
 		guestNet, guestHost, mirrorGuest, m.mirror)
 	if m.report != "" {
 		netdev += fmt.Sprintf(",guestfwd=tcp:%s:%d-tcp:%s", mirrorGuest, reportPort, m.report)
+	}
+	if m.k3sServer != "" {
+		netdev += fmt.Sprintf(",guestfwd=tcp:%s:6443-tcp:%s", k3sServerGuest, m.k3sServer)
 	}
 	cmd := exec.CommandContext(ctx, "qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a72", "-smp", "2", "-m", "1536",
 		"-nographic", "-no-reboot", "-netdev", netdev, "-device", "virtio-net-pci,netdev=lan,romfile=", "-device", "virtio-rng-pci",

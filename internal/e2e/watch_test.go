@@ -38,8 +38,8 @@ type watcher struct {
 }
 
 // startWatch runs pibake watch for the e2e recipe, waiting for e2e-server
-// (the agents' server never answers, so they never register), with every
-// event as a JSON line in log.
+// and e2e-wifi (e2e-agent's server never answers, so it never registers),
+// with every event as a JSON line in log.
 func startWatch(t *testing.T, pibake, recipe, out, log string) *watcher {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -52,7 +52,7 @@ func startWatch(t *testing.T, pibake, recipe, out, log string) *watcher {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.cmd = exec.Command(pibake, "watch", recipe, "--out", out, "--listen", w.addr, "--node", "e2e-server", "--json", "--timeout", "120m")
+	w.cmd = exec.Command(pibake, "watch", recipe, "--out", out, "--listen", w.addr, "--node", "e2e-server", "--node", "e2e-wifi", "--json", "--timeout", "120m")
 	w.cmd.Stdout, w.cmd.Stderr = f, &w.stderr
 	if err := w.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -71,8 +71,9 @@ func startWatch(t *testing.T, pibake, recipe, out, log string) *watcher {
 }
 
 // check runs after every node has booted: watch must have exited 0 on
-// e2e-server's registration, with every e2e node's reports received and
-// none refused; under PIBAKE_E2E_BREAK it must exit 1 naming e2e-server.
+// e2e-server's and e2e-wifi's registration, with e2e-agent's reports
+// received too and none refused; under PIBAKE_E2E_BREAK it must exit 1
+// naming e2e-server.
 func (w *watcher) check(t *testing.T, brk string) {
 	t.Helper()
 	var err error
@@ -129,13 +130,13 @@ func (w *watcher) check(t *testing.T, brk string) {
 	if code != 0 || !summary.Registered {
 		t.Errorf("pibake watch exited %d (summary %+v); want 0 with e2e-server registered:\n%s", code, summary, w.stderr.String())
 	}
-	if got := strings.Join(stages["e2e-server"], ","); !strings.Contains(got, "activate ok") || !strings.Contains(got, "k3s-active ok,registered ok") {
-		t.Errorf("e2e-server reported %s; want its activation, k3s active and registered", got)
-	}
-	for _, agent := range []string{"e2e-agent", "e2e-wifi"} {
-		if got := strings.Join(stages[agent], ","); !strings.Contains(got, "server-wait running") {
-			t.Errorf("%s reported %q; want it waiting for its server", agent, got)
+	for _, host := range []string{"e2e-server", "e2e-wifi"} {
+		if got := strings.Join(stages[host], ","); !strings.Contains(got, "activate ok") || !strings.Contains(got, "k3s-active ok,registered ok") {
+			t.Errorf("%s reported %s; want its activation, k3s active and registered", host, got)
 		}
+	}
+	if got := strings.Join(stages["e2e-agent"], ","); !strings.Contains(got, "activate ok") || !strings.Contains(got, "server-wait running") {
+		t.Errorf("e2e-agent reported %q; want its activation and its wait for the server", got)
 	}
 	if refused > 0 {
 		t.Errorf("pibake watch refused %d reports from the nodes", refused)
