@@ -246,6 +246,9 @@ func (ins *Inspection) writePayload(b *strings.Builder) {
 		if p.NodePassword {
 			b.WriteString("  password: sets /etc/rancher/node/password (derived, stable across rebuilds)\n")
 		}
+		if p.ReportURL != "" {
+			fmt.Fprintf(b, "  reports:  to %s (pibake watch), signed with this node's key\n", p.ReportURL)
+		}
 	} else {
 		b.WriteString("pibake payload: none (not built by pibake)\n")
 	}

@@ -361,6 +361,7 @@ func nodeSummary(c *recipes.Cluster, n *recipes.Node, opt Options, method recipe
 	b, _ := json.MarshalIndent(Summary{
 		Hostname: n.Hostname, Role: string(n.Role), Cluster: c.Name, Joins: n.JoinURL, Init: n.ClusterInit,
 		Method: method, BuildID: opt.BuildID, CA: ca, CAHash: opt.CAHash, NodePassword: opt.NodePassword != "",
+		ReportURL: n.ReportURL,
 	}, "", "  ")
 	return append(b, '\n')
 }
@@ -380,6 +381,8 @@ type Summary struct {
 	CAHash string `json:"ca_hash,omitempty"`
 	// NodePassword says the image sets /etc/rancher/node/password.
 	NodePassword bool `json:"node_password,omitempty"`
+	// ReportURL is where the node reports its first boot.
+	ReportURL string `json:"report_url,omitempty"`
 }
 
 // A node's part in a cluster CA pibake generated.

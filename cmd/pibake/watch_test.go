@@ -152,6 +152,12 @@ node "agent" {
 		t.Fatalf("report key: %v, %v; want mode 0600", fi, err)
 	}
 
+	stdout.Reset()
+	if code := run(context.Background(), []string{"inspect", filepath.Join(out, "srv.img")}, &stdout, &stderr); code != exitOK ||
+		!strings.Contains(stdout.String(), "reports:  to http://"+addr+" (pibake watch), signed with this node's key") {
+		t.Errorf("inspect does not say where srv reports (exit %d):\n%s", code, stdout.String())
+	}
+
 	var wout, werr syncBuffer
 	code := make(chan int, 1)
 	go func() {

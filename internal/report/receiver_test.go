@@ -133,7 +133,9 @@ func TestReceiverRefuses(t *testing.T) {
 			sign: func(b []byte) string { return Sign(srvKey, b) }, status: http.StatusBadRequest, reason: "not a pibake status"},
 		{name: "too large", body: func(n string) []byte { return reportBody(n, `"`+strings.Repeat("x", 70<<10)+`"`) },
 			sign: func(b []byte) string { return Sign(srvKey, b) }, status: http.StatusRequestEntityTooLarge, reason: "larger than"},
-		{name: "nonce never issued", body: func(string) []byte { return reportBody("00112233445566778899aabbccddeeff", statusJSON("srv", "b2", "done", "ok")) },
+		{name: "nonce never issued", body: func(string) []byte {
+			return reportBody("00112233445566778899aabbccddeeff", statusJSON("srv", "b2", "done", "ok"))
+		},
 			sign: func(b []byte) string { return Sign(srvKey, b) }, status: http.StatusConflict, reason: "nonce unknown"},
 	}
 	for _, tt := range tests {
