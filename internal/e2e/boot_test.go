@@ -86,7 +86,7 @@ node "e2e-agent" {
 }
 node "e2e-wifi" {
   role   = "agent"
-  server = "192.168.1.3" # the test's stand-in k3s server: answers /ping
+  server = "192.168.1.4" # the test's stand-in k3s server: answers /ping
   wifi {
     ssid    = "e2e-lab"
     psk     = "e2e-wifi-passphrase"
@@ -389,7 +389,7 @@ var nodeChecks = []nodeCheck{
 		// Its server answers: the agent joined, and said so.
 		fb, _ := n.rootFile(t, "/var/log/pibake/firstboot.log")
 		mustContain(t, "firstboot.log", fb, "status: server-wait running", "status: k3s-active ok: k3s-agent active",
-			"status: registered ok: kubelet up, server https://192.168.1.3:6443 answering", "status: done ok: first boot finished")
+			"status: registered ok: kubelet up, server https://192.168.1.4:6443 answering", "status: done ok: first boot finished")
 	}},
 	{host: "e2e-server", checkBoot: true, check: func(t *testing.T, n *node) {
 		n.checkUser(t, "ops", "*", opsKey)

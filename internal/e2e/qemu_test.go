@@ -32,7 +32,7 @@ const (
 	mirrorGuest = "192.168.1.2"
 	reportPort  = 8470 // on mirrorGuest: the e2e recipe's report URL
 	// k3sServerGuest:6443 is the stand-in k3s server e2e-wifi joins.
-	k3sServerGuest = "192.168.1.3"
+	k3sServerGuest = "192.168.1.4" // not .3: slirp's DNS is there
 )
 
 // mirror serves a flat apt repository on loopback with the packages the
@@ -109,7 +109,7 @@ type machine struct {
 	// guest's 192.168.1.2:8470 (the recipe's report URL) reaches.
 	report string
 	// k3sServer, when set, is the host address the guest's
-	// 192.168.1.3:6443 reaches: a stand-in k3s server.
+	// 192.168.1.4:6443 reaches: a stand-in k3s server.
 	k3sServer string
 	// appendArgs go after cmdline.txt on the kernel command line, as the
 	// firmware adds its own (console=ttyAMA0 here).
