@@ -219,6 +219,7 @@ func TestWriteBlockDevices(t *testing.T) {
 	src, img := testImage(t, testSize)
 	good := []string{loopDevice(t, 64<<20), loopDevice(t, testSize)}
 	bad := smallDisk(t, 64<<20, 6<<20)
+	oldImage(t, bad)
 	results := writeAll(t, context.Background(), src, append(good, bad)...)
 	for i, dev := range good {
 		res := results[i]
@@ -240,6 +241,23 @@ func TestWriteBlockDevices(t *testing.T) {
 	}
 	checkHeadZero(t, bad)
 	t.Logf("failing target: %v; %s", res.Err, res.Boot)
+}
+
+// oldImage puts a partition table's worth of non-zero bytes at the start
+// of dev, as a card that held a bootable image has.
+func oldImage(t *testing.T, dev string) {
+	t.Helper()
+	f, err := os.OpenFile(dev, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(bytes.Repeat([]byte{0x55, 0xaa}, headSize/2), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func readDev(t *testing.T, dev string, n int64) []byte {
@@ -277,6 +295,7 @@ func TestInterrupted(t *testing.T) {
 	slow := *src
 	slow.R = slowReader{r: bytes.NewReader(img), delay: 200 * time.Millisecond}
 	dev := loopDevice(t, 64<<20)
+	oldImage(t, dev)
 	tg, err := Host.Inspect(dev)
 	if err != nil {
 		t.Fatal(err)
