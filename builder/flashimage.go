@@ -20,6 +20,9 @@ import (
 // pibake and pi-gen make it). The ranges are its .bmap's.
 func imageSource(ctx context.Context, path string) (*flash.Source, func(), error) {
 	bmapPath := strings.TrimSuffix(path, ".xz") + ".bmap"
+	if _, err := os.Stat(path); err != nil {
+		return nil, nil, fmt.Errorf("image: %w", err)
+	}
 	switch {
 	case strings.HasSuffix(path, ".img.xz"):
 		if !exists(bmapPath) {
