@@ -116,6 +116,14 @@ func Flash(ctx context.Context, r *recipes.Recipe, opt FlashOptions) ([]flash.Re
 	}
 	results := make([]flash.Result, len(opt.Targets))
 	var writes sync.WaitGroup
+	var cleanups []func()
+	defer func() {
+		for _, c := range cleanups {
+			c()
+		}
+	}()
+	// Nodes are prepared one after the other (a few MB of FAT edits and
+	// the head's sums each) while the targets of those before are written.
 	for _, n := range b.nodes {
 		idx := byNode[strings.ToLower(n.Hostname)]
 		src, cleanup, err := b.nodeSource(ctx, facts, out, n)
@@ -131,19 +139,14 @@ func Flash(ctx context.Context, r *recipes.Recipe, opt FlashOptions) ([]flash.Re
 			}
 			continue
 		}
-		var nodeWrites sync.WaitGroup
+		cleanups = append(cleanups, cleanup)
 		for _, i := range idx {
 			t := opt.Targets[i].Target
-			nodeWrites.Add(1)
-			writes.Add(1)
-			go func() {
-				defer writes.Done()
-				defer nodeWrites.Done()
+			writes.Go(func() {
 				results[i] = flash.Write(ctx, src, t, progress.New(b.opt.Progress, n.Hostname+" → "+t.Path, 2*src.Mapped()))
 				b.logResult(results[i])
-			}()
+			})
 		}
-		go func() { nodeWrites.Wait(); cleanup() }()
 	}
 	writes.Wait()
 	if err := b.recordFlashes(out, results); err != nil {

@@ -119,3 +119,64 @@ func cmpFiles(t *testing.T, target, img string) {
 		t.Errorf("cmp %s %s: %v\n%s", target, img, err, out)
 	}
 }
+
+// TestFlashOnATerminal runs pibake flash under a real pseudo-terminal
+// (script(1)) to a loop device: it shows the device and asks; "no" writes
+// nothing, "yes" writes it with a progress bar per device.
+func TestFlashOnATerminal(t *testing.T) {
+	scriptTool := testimage.Tool(t, "script")
+	if os.Geteuid() != 0 {
+		testimage.Missing(t, "flashing a loop device needs root")
+	}
+	base := testimage.For(t, testimage.Bookworm())
+	self, _ := os.Executable()
+	dir := t.TempDir()
+	recipe := filepath.Join(dir, "lab.hcl")
+	os.WriteFile(recipe, []byte("cluster {\n  token = \"tty-flash-token-0123456789\"\n}\nnode \"srv\" {\n  role = \"server\"\n}\n"), 0o600)
+	fi, _ := os.Stat(base)
+	backing := filepath.Join(dir, "backing")
+	os.WriteFile(backing, nil, 0o600)
+	os.Truncate(backing, fi.Size())
+	lo, err := exec.Command(testimage.Tool(t, "losetup"), "--find", "--show", backing).CombinedOutput()
+	if err != nil {
+		testimage.Missing(t, fmt.Sprintf("losetup: %v: %s", err, lo))
+	}
+	dev := strings.TrimSpace(string(lo))
+	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
+	flash := func(answer string) (string, error) {
+		args := []string{self, "flash", recipe, "srv=" + dev, "--image", base, "--cache", filepath.Join(dir, "cache"), "--out", filepath.Join(dir, "out"), "--allow-fixed"}
+		cmd := exec.Command(scriptTool, "-qec", "stty cols 120 rows 40; "+strings.Join(args, " "), "/dev/null")
+		cmd.Env = append(os.Environ(), "PIBAKE_TEST_AS_PIBAKE=1", "TERM=xterm", "NO_COLOR=1")
+		cmd.Stdin = strings.NewReader(answer + "\n")
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	out, err := flash("no")
+	if err == nil || !strings.Contains(out, "Type yes to write") || !strings.Contains(out, "not confirmed; nothing was written") || !strings.Contains(out, "loop device, serial "+backing) {
+		t.Errorf("answering no: %v\n%s", err, out)
+	}
+	if b := readHead(t, dev); b[510] == 0x55 {
+		t.Errorf("answering no wrote %s", dev)
+	}
+	out, err = flash("yes")
+	if err != nil || !strings.Contains(out, "srv → "+dev) || !strings.Contains(out, "\x1b[1A") || !strings.Contains(out, "verified") {
+		t.Errorf("answering yes: %v\n%q", err, out)
+	}
+	if b := readHead(t, dev); b[510] != 0x55 || b[511] != 0xaa {
+		t.Errorf("answering yes left %s without a partition table", dev)
+	}
+}
+
+func readHead(t *testing.T, path string) []byte {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, 512)
+	if _, err := f.ReadAt(b, 0); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
