@@ -13,7 +13,6 @@ import (
 
 	"github.com/pibake/pibake/builder/flash"
 	"github.com/pibake/pibake/internal/testimage"
-	"github.com/pibake/pibake/recipes"
 )
 
 const threeNodes = twoNodes + `
@@ -253,4 +252,41 @@ func TestFlashRefusals(t *testing.T) {
 
 var errDeclined = errors.New("declined")
 
-var _ = recipes.Node{}
+
+// TestFlashInterrupted cancels a flash from inside its progress report,
+// mid-write: the target is reported interrupted, left without a partition
+// table, recorded as such, and no head file stays behind.
+func TestFlashInterrupted(t *testing.T) {
+	s := newReleaseServer(t)
+	r := labRecipe(t, s, twoNodes)
+	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	opt.Progress = func(task string, done, total int64) {
+		if strings.HasPrefix(task, "srv → ") && done > 0 && done < total {
+			cancel()
+		}
+	}
+	target := filepath.Join(t.TempDir(), "srv.flashed")
+	// A target that held a bootable image before.
+	os.WriteFile(target, append(make([]byte, 510), 0x55, 0xaa), 0o600)
+	tg, _ := flash.Host.Inspect(target)
+	results, err := Flash(ctx, r, FlashOptions{Options: opt, Targets: []FlashTarget{{Node: "srv", Target: tg}}})
+	if !errors.Is(err, context.Canceled) || len(results) != 1 || results[0].State != flash.Interrupted {
+		t.Fatalf("Flash interrupted: %v, %+v; want context.Canceled, interrupted", err, results)
+	}
+	head := make([]byte, 512)
+	f, _ := os.Open(target)
+	f.ReadAt(head, 0)
+	f.Close()
+	if head[510] == 0x55 {
+		t.Error("the interrupted target has a partition table")
+	}
+	m := readManifest2(t, opt.OutDir)
+	if len(m.Flashes) != 1 || m.Flashes[0].Result != "interrupted" || m.Flashes[0].SHA256 != "" {
+		t.Errorf("manifest.json flashes: %+v", m.Flashes)
+	}
+	if left, _ := filepath.Glob(filepath.Join(opt.OutDir, "*.part")); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
+	}
+}
