@@ -252,7 +252,6 @@ func TestFlashRefusals(t *testing.T) {
 
 var errDeclined = errors.New("declined")
 
-
 // TestFlashInterrupted cancels a flash from inside its progress report,
 // mid-write: the target is reported interrupted, left without a partition
 // table, recorded as such, and no head file stays behind.
