@@ -93,7 +93,7 @@ func Flash(ctx context.Context, r *recipes.Recipe, opt FlashOptions) ([]flash.Re
 	if err != nil {
 		return nil, err
 	}
-	if err := checkTargets(opt, fi.Size(), facts.img.Path); err != nil {
+	if err := checkTargets(opt, fi.Size(), facts.img.Path, b.outDir); err != nil {
 		return nil, err
 	}
 	out, err := openOutput(ctx, b.outDir, opt.Wait, b.logf)
@@ -176,10 +176,17 @@ func flashOutcome(ctx context.Context, results []flash.Result) error {
 // checkTargets refuses, before anything is written, a target that must not
 // be written: a disk in use, the running system's, a fixed disk without
 // AllowFixed, a disk too small, the image itself, one target named twice.
-func checkTargets(opt FlashOptions, size int64, image string) error {
+func checkTargets(opt FlashOptions, size int64, image, outDir string) error {
 	var refusals []string
 	seen := map[string]bool{}
+	absOut, _ := filepath.Abs(outDir)
 	for _, t := range opt.Targets {
+		if abs, _ := filepath.Abs(t.Target.Path); t.Target.IsFile() && outDir != "" && filepath.Dir(abs) == absOut {
+			// The output directory's files are one published set
+			// (outdir.go): a target there would overwrite a listed image.
+			refusals = append(refusals, fmt.Sprintf("%s is in the output directory %s; write plain-file targets elsewhere", t.Target.Path, outDir))
+			continue
+		}
 		key := t.Target.Path
 		if t.Target.Disk != nil {
 			key = t.Target.Disk.Dev
@@ -397,15 +404,19 @@ func FlashImage(ctx context.Context, path string, opt FlashOptions) ([]flash.Res
 		return nil, err
 	}
 	defer closeSrc()
-	if err := checkTargets(opt, src.Size, path); err != nil {
-		return nil, err
-	}
 	dir, file := filepath.Split(path)
 	if dir == "" {
 		dir = "."
 	}
-	var out *output
+	outDir := ""
 	if exists(filepath.Join(dir, "manifest.json")) {
+		outDir = dir
+	}
+	if err := checkTargets(opt, src.Size, path, outDir); err != nil {
+		return nil, err
+	}
+	var out *output
+	if outDir != "" {
 		if out, err = openOutput(ctx, dir, opt.Wait, logf); err != nil {
 			return nil, err
 		}

@@ -209,6 +209,7 @@ func TestFlashRefusals(t *testing.T) {
 	r := labRecipe(t, s, twoNodes)
 	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
 	dir := t.TempDir()
+	os.MkdirAll(opt.OutDir, 0o755)
 	inspect := func(p string) flash.Target {
 		tg, err := flash.Host.Inspect(p)
 		if err != nil {
@@ -226,6 +227,7 @@ func TestFlashRefusals(t *testing.T) {
 	}{
 		{name: "twice", targets: []FlashTarget{{Node: "srv", Target: inspect(a)}, {Node: "agent", Target: inspect(a)}}, want: ErrRefused, wantMsg: "a.img is named twice"},
 		{name: "unknown node", targets: []FlashTarget{{Node: "pi-9", Target: inspect(a)}}, want: ErrUnknownNode, wantMsg: `"pi-9"; the recipe's nodes are: srv, agent`},
+		{name: "in the output directory", targets: []FlashTarget{{Node: "srv", Target: inspect(filepath.Join(opt.OutDir, "agent.img"))}}, want: ErrRefused, wantMsg: "is in the output directory"},
 		{name: "declined", targets: []FlashTarget{{Node: "srv", Target: inspect(a)}}, confirm: func(int64, []FlashTarget) error { return errDeclined }, want: errDeclined},
 	}
 	for _, tt := range tests {
