@@ -96,6 +96,13 @@ func Flash(ctx context.Context, r *recipes.Recipe, opt FlashOptions) ([]flash.Re
 	if err := checkTargets(opt, fi.Size(), facts.img.Path, b.outDir); err != nil {
 		return nil, err
 	}
+	// Asked before the lock is taken: a prompt left open must not hold up
+	// a build, and a dry run or a "no" must not create the identity.
+	if opt.Confirm != nil {
+		if err := opt.Confirm(fi.Size(), opt.Targets); err != nil {
+			return nil, err
+		}
+	}
 	out, err := openOutput(ctx, b.outDir, opt.Wait, b.logf)
 	if err != nil {
 		return nil, err
@@ -103,11 +110,6 @@ func Flash(ctx context.Context, r *recipes.Recipe, opt FlashOptions) ([]flash.Re
 	defer out.close()
 	if err := b.identity(out); err != nil {
 		return nil, err
-	}
-	if opt.Confirm != nil {
-		if err := opt.Confirm(fi.Size(), opt.Targets); err != nil {
-			return nil, err
-		}
 	}
 
 	byNode := map[string][]int{}

@@ -239,6 +239,9 @@ func TestFlashRefusals(t *testing.T) {
 			if exists(a) {
 				t.Errorf("%s was written", a)
 			}
+			if exists(filepath.Join(opt.OutDir, TokenFile)) {
+				t.Errorf("a refused or declined flash made %s", TokenFile)
+			}
 		})
 	}
 	// The cached base image itself is never a target.
