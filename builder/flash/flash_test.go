@@ -344,3 +344,26 @@ func TestMountedLoopRefused(t *testing.T) {
 		t.Errorf("Write to a mounted %s: %s, %v, %q; want refused exclusive access, untouched", dev, res.State, res.Err, res.Boot)
 	}
 }
+
+// TestTooSmallRefused: a real device smaller than the image is refused by
+// the checks, and by Write itself (what the open device says), before
+// anything is written to it.
+func TestTooSmallRefused(t *testing.T) {
+	src, _ := testImage(t, testSize)
+	dev := loopDevice(t, testSize/2)
+	oldImage(t, dev)
+	tg, err := Host.Inspect(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tg.Check(testSize, true); err == nil || !strings.Contains(err.Error(), "holds 16.0 MiB, less than the image's 32.0 MiB") {
+		t.Errorf("Check of a 16 MiB %s for a 32 MiB image = %v", dev, err)
+	}
+	res := Write(context.Background(), src, tg, nil)
+	if res.State != Failed || res.Boot != "untouched" || !strings.Contains(fmt.Sprint(res.Err), "less than the image's") {
+		t.Errorf("Write to a too small %s: %s, %v, %q", dev, res.State, res.Err, res.Boot)
+	}
+	if b := readDev(t, dev, 2); b[0] != 0x55 {
+		t.Errorf("%s was written to", dev)
+	}
+}
