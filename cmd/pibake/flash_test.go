@@ -74,6 +74,17 @@ func TestFlashCommand(t *testing.T) {
 		}
 		cmpFiles(t, target, filepath.Join(out, "srv.img"))
 	}
+	// An .img.xz without its .bmap beside it (*.img.xz is never committed:
+	// made here).
+	lone := filepath.Join(dir, "lone", "srv.img.xz")
+	os.MkdirAll(filepath.Dir(lone), 0o755)
+	if xz, err := os.ReadFile(filepath.Join(out, "srv.img.xz")); err != nil || os.WriteFile(lone, xz, 0o600) != nil {
+		t.Fatal(err)
+	}
+	_, stderr, code = pibake("flash", lone, filepath.Join(dir, "never.img"))
+	if want := "pibake flash: " + lone + " has no block map " + strings.TrimSuffix(lone, ".xz") + ".bmap beside it; flash the .img, or rebuild with pibake build (it writes the .bmap)\n"; code != exitFailure || stderr != want {
+		t.Errorf("flash of an .img.xz without .bmap: exit %d\n%s\nwant:\n%s", code, stderr, want)
+	}
 	m, _ := os.ReadFile(filepath.Join(out, "manifest.json"))
 	if n := strings.Count(string(m), `"result": "verified"`); n != 4 {
 		t.Errorf("manifest.json records %d verified flashes; want 4:\n%s", n, m)

@@ -67,7 +67,6 @@ func TestRun(t *testing.T) {
 		{name: "flash_no_such_device", args: []string{"flash", lab, "pi-server=/dev/pibake-no-such-disk"}, code: exitFailure},
 		{name: "flash_directory", args: []string{"flash", lab, "pi-server=testdata"}, code: exitFailure},
 		{name: "flash_missing_image", args: []string{"flash", "testdata/missing.img.xz", "testdata/never.img"}, code: exitFailure},
-		{name: "flash_xz_without_bmap", args: []string{"flash", "testdata/cli/nobmap.img.xz", "testdata/never.img"}, code: exitFailure},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
