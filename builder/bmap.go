@@ -23,8 +23,14 @@ type rangeSums map[[2]int64]string
 // mappedRanges are the file's data extents, widened to whole blocks and
 // merged: first and last block, inclusive.
 func mappedRanges(f *os.File, size int64) [][2]int64 {
+	return blockRanges(sparse.Extents(f, 0, size))
+}
+
+// blockRanges widens data extents (ascending) to whole blocks and merges
+// them: the block map's ranges, and flash's.
+func blockRanges(extents [][2]int64) [][2]int64 {
 	var ranges [][2]int64
-	for _, e := range sparse.Extents(f, 0, size) {
+	for _, e := range extents {
 		first, last := e[0]/bmapBlockSize, (e[1]-1)/bmapBlockSize
 		if n := len(ranges); n > 0 && first <= ranges[n-1][1]+1 {
 			ranges[n-1][1] = max(ranges[n-1][1], last)

@@ -26,6 +26,22 @@ type manifest struct {
 	CAHash string         `json:"ca_hash,omitempty"`
 	Base   manifestBase   `json:"base_image"`
 	Nodes  []manifestNode `json:"nodes"`
+	// Flashes are what pibake flash wrote, oldest first (see flashing.go).
+	Flashes []manifestFlash `json:"flashes,omitempty"`
+}
+
+// manifestFlash is one target pibake flash wrote: the only timestamped
+// record in the manifest, and only there once a device was flashed.
+type manifestFlash struct {
+	Node   string `json:"node"`
+	Target string `json:"target"`
+	Model  string `json:"model,omitempty"`
+	Serial string `json:"serial,omitempty"`
+	// Result is "verified", "failed" or "interrupted".
+	Result string `json:"result"`
+	SHA256 string `json:"sha256,omitempty"`
+	Error  string `json:"error,omitempty"`
+	Time   string `json:"time"`
 }
 
 type manifestBase struct {

@@ -102,7 +102,7 @@ func (nb *nodeBuild) build1(ctx context.Context) (entry manifestNode, unchanged 
 		return prev, true, nil
 	}
 
-	payload, err := firstboot.Render(&nb.r.Cluster, n, nb.payloadOptions(nb.base, n, inputs[:16]))
+	payload, err := nb.render(nb.base, n, inputs)
 	if err != nil {
 		return manifestNode{}, false, err
 	}
@@ -127,6 +127,12 @@ func (nb *nodeBuild) build1(ctx context.Context) (entry manifestNode, unchanged 
 	nb.logf("%s: done in %s, sha256 %s…", host, time.Since(start).Round(10*time.Millisecond), pub.Entry.SHA256[:12])
 	nb.opt.Event(host, StagePublished)
 	return pub.Entry, false, nil
+}
+
+// render is node n's payload, for inputs (n's inputs hash): what build
+// writes to the node's image and flash to its device, one code path.
+func (b *build) render(facts *baseFacts, n *recipes.Node, inputs string) (firstboot.Payload, error) {
+	return firstboot.Render(&b.r.Cluster, n, b.payloadOptions(facts, n, inputs[:16]))
 }
 
 // payloadOptions are the inputs of node n's payload that are not in the
@@ -240,25 +246,9 @@ func (b *build) inputs(facts *baseFacts, n recipes.Node) (string, error) {
 // the sync waits on the disk, the checksum on the CPU, each about a second
 // for a 1.5 GiB image.
 func (nb *nodeBuild) writeImage(ctx context.Context, part string, payload firstboot.Payload) (string, int64, cloneMethod, error) {
-	c, err := startClone(part, nb.base.img.Path)
+	c, err := startHead(ctx, part, nb.base, payload)
 	if err != nil {
-		return "", 0, "", fmt.Errorf("copy base image: %w", err)
-	}
-	if err := c.copyRange(ctx, 0, nb.base.editSpan); err != nil {
-		c.abort()
-		return "", 0, "", fmt.Errorf("copy base image: %w", err)
-	}
-	edit := diskimg.Edit{CmdlineAdd: payload.CmdlineAdd, Time: nb.base.stamp}
-	for _, f := range payload.Files {
-		edit.Files = append(edit.Files, diskimg.File{Path: f.Path, Data: f.Data, Source: f.Source})
-	}
-	if err := applyEdit(part, edit); err != nil {
-		c.abort()
 		return "", 0, "", err
-	}
-	if err := verify(part, edit); err != nil {
-		c.abort()
-		return "", 0, "", fmt.Errorf("verify %s: %w", part, err)
 	}
 
 	copied := make(chan error, 1)
@@ -276,6 +266,34 @@ func (nb *nodeBuild) writeImage(ctx context.Context, part string, payload firstb
 		err = cerr
 	}
 	return sum, c.size, c.method, err
+}
+
+// startHead starts a node's image at part as a clone of the base (as
+// large, sparse) whose first editSpan bytes are copied, edited with the
+// payload and read back; past editSpan the clone is the caller's to
+// finish (build copies the rest; flash reads the rest from the base).
+func startHead(ctx context.Context, part string, facts *baseFacts, payload firstboot.Payload) (*imageClone, error) {
+	c, err := startClone(part, facts.img.Path)
+	if err != nil {
+		return nil, fmt.Errorf("copy base image: %w", err)
+	}
+	if err := c.copyRange(ctx, 0, facts.editSpan); err != nil {
+		c.abort()
+		return nil, fmt.Errorf("copy base image: %w", err)
+	}
+	edit := diskimg.Edit{CmdlineAdd: payload.CmdlineAdd, Time: facts.stamp}
+	for _, f := range payload.Files {
+		edit.Files = append(edit.Files, diskimg.File{Path: f.Path, Data: f.Data, Source: f.Source})
+	}
+	if err := applyEdit(part, edit); err != nil {
+		c.abort()
+		return nil, err
+	}
+	if err := verify(part, edit); err != nil {
+		c.abort()
+		return nil, fmt.Errorf("verify %s: %w", part, err)
+	}
+	return c, nil
 }
 
 // splitSum is the SHA-256 of [0, split) of head followed by [split, size)

@@ -53,6 +53,7 @@ func commands() map[string]command {
 	return map[string]command{
 		"validate":   validateCommand,
 		"build":      buildCommand,
+		"flash":      flashCommand,
 		"plan":       planCommand,
 		"inspect":    inspectCommand,
 		"fetch":      fetchCommand,

@@ -61,6 +61,12 @@ func TestRun(t *testing.T) {
 		{name: "build_rotate_unknown", args: []string{"build", lab, "--rotate-node-password", "pi-99"}, code: exitUsage},
 		{name: "build_rotate_not_selected", args: []string{"build", lab, "--node", "pi-server", "--rotate-node-password", "pi-agent-1"}, code: exitUsage},
 		{name: "build_help", args: []string{"build", "--help"}, code: exitOK},
+		{name: "flash_help", args: []string{"flash", "--help"}, code: exitOK},
+		{name: "flash_no_targets", args: []string{"flash", lab}, code: exitUsage},
+		{name: "flash_not_a_pair", args: []string{"flash", lab, "/dev/sdb"}, code: exitUsage},
+		{name: "flash_no_such_device", args: []string{"flash", lab, "pi-server=/dev/pibake-no-such-disk"}, code: exitFailure},
+		{name: "flash_directory", args: []string{"flash", lab, "pi-server=testdata"}, code: exitFailure},
+		{name: "flash_missing_image", args: []string{"flash", "testdata/missing.img.xz", "testdata/never.img"}, code: exitFailure},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

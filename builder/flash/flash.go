@@ -1,0 +1,349 @@
+// Package flash writes disk images to block devices and files the way
+// bmaptool does (only the mapped ranges), several at once, reads every
+// target back past the page cache to verify it, and refuses the disks it
+// must not touch: the running system's, mounted or held ones, partitions,
+// fixed disks unless asked, and disks too small for the image.
+//
+// A target is never left looking finished when it is not: its first block
+// (the partition table) is zeroed before anything else is written and
+// written last, after everything else is on the device; a target that
+// fails, is interrupted or reads back wrong has its first block zeroed
+// again, so it cannot boot a half-written image.
+package flash
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"time"
+
+	"github.com/pibake/pibake/internal/progress"
+)
+
+// BlockSize is the unit of the mapped ranges (bmaptool's default).
+const BlockSize = 4096
+
+// chunkSize is how much is written or read at once: small enough that an
+// interrupt stops a slow SD card within a fraction of a second, large
+// enough for full speed on an SSD.
+const chunkSize = 4 << 20
+
+// headSize is what is zeroed first and written last: the MBR and then
+// some, a whole block.
+const headSize = BlockSize
+
+// Source is an image to write: its bytes, and the ranges that hold data
+// with their SHA-256 (the same as its .bmap gives). Bytes outside the
+// ranges are zeros in the image and are not written, as with bmaptool.
+type Source struct {
+	// Name is what the image is, for messages: a node's hostname or a file.
+	Name   string
+	R      io.ReaderAt
+	Size   int64
+	Ranges []Range
+	// SHA256, when set, is the whole image's (unmapped bytes as zeros), as
+	// SHA256SUMS lists it: the target must read back with it too.
+	SHA256 string
+}
+
+// Range is [Off, End) of an image, with the SHA-256 of its bytes.
+type Range struct {
+	Off, End int64
+	SHA256   string
+}
+
+// Mapped is how many bytes the ranges hold.
+func (s *Source) Mapped() int64 {
+	var n int64
+	for _, r := range s.Ranges {
+		n += r.End - r.Off
+	}
+	return n
+}
+
+// State is how a target ended.
+type State string
+
+// The states of a Result.
+const (
+	// Verified: written, synced and read back identical to the image.
+	Verified State = "verified"
+	// Failed: writing or reading back failed, or what was read back
+	// differs; the target must not be booted.
+	Failed State = "failed"
+	// Interrupted: stopped before it was verified; the target must not be
+	// booted.
+	Interrupted State = "interrupted"
+)
+
+// Result is what writing one target did.
+type Result struct {
+	Target Target
+	Source string
+	State  State
+	// SHA256 is the image as read back from the target, unmapped bytes
+	// counted as zeros: when Verified, the image's SHA-256 as SHA256SUMS
+	// lists it.
+	SHA256 string
+	Err    error
+	// Boot says whether the target can boot: after a failure, whether its
+	// first block was zeroed (or never written).
+	Boot    string
+	Written int64
+	Elapsed time.Duration
+	At      time.Time
+}
+
+// afterWrite, when set by a test, runs on the target after everything is
+// written and synced and before it is read back: a corrupted write that
+// the read-back must catch.
+var afterWrite func(path string)
+
+// Write writes src to t, verifies it and returns what happened. It never
+// panics on the target's behalf and always returns a Result: one
+// target's failure is its own.
+func Write(ctx context.Context, src *Source, t Target, done *progress.Counter) (res Result) {
+	start := time.Now()
+	res = Result{Target: t, Source: src.Name, At: start.UTC()}
+	w, err := openTarget(t, src.Size)
+	if err != nil {
+		res.State, res.Err, res.Boot = Failed, err, "untouched"
+		res.Elapsed = time.Since(start)
+		return res
+	}
+	zeroed, headDone := false, false
+	defer func() {
+		res.Elapsed = time.Since(start)
+		if res.State != Verified {
+			if ctx.Err() != nil && errors.Is(res.Err, ctx.Err()) {
+				res.State = Interrupted
+			}
+			switch {
+			case !zeroed:
+				res.Boot = "untouched"
+			case !headDone:
+				res.Boot = "its first block was zeroed before writing and never written: it will not boot"
+			default:
+				// The image is complete but not verified: unbootable too.
+				if werr := w.wipeHead(); werr != nil {
+					res.Boot = fmt.Sprintf("COULD NOT ZERO its first block (%v): do not boot it", werr)
+				} else {
+					res.Boot = "its first block was zeroed again: it will not boot"
+				}
+			}
+		}
+		if cerr := w.close(); cerr != nil && res.State == Verified {
+			res.State, res.Err, res.Boot = Failed, fmt.Errorf("close %s: %w", t.Path, cerr), "do not boot it"
+		}
+	}()
+	fail := func(err error) Result {
+		res.State, res.Err = Failed, err
+		return res
+	}
+
+	// 1. Zero the first block, so that from now on until the end the
+	// target holds no partition table: whatever stops the write, it is
+	// not taken for a good image.
+	if err := w.wipeHead(); err != nil {
+		return fail(fmt.Errorf("write %s: %w", t.Path, err))
+	}
+	zeroed = true
+	// 2. Every mapped range except the first block.
+	var head []byte
+	for _, r := range src.Ranges {
+		off := r.Off
+		if off < headSize {
+			head = make([]byte, headSize)
+			if _, err := readFull(src.R, head[:min(headSize, r.End)], 0); err != nil {
+				return fail(fmt.Errorf("read %s: %w", src.Name, err))
+			}
+			off = min(headSize, r.End)
+		}
+		for off < r.End {
+			if err := ctx.Err(); err != nil {
+				return fail(err)
+			}
+			n := min(int64(chunkSize), r.End-off)
+			if err := w.copyFrom(src.R, off, n); err != nil {
+				return fail(fmt.Errorf("%s at byte %d: %w", t.Path, off, err))
+			}
+			res.Written += n
+			done.Add(n)
+			off += n
+		}
+	}
+	if err := w.sync(); err != nil {
+		return fail(fmt.Errorf("sync %s: %w", t.Path, err))
+	}
+	if err := ctx.Err(); err != nil {
+		return fail(err)
+	}
+	// 3. The first block, last.
+	if head != nil {
+		headDone = true
+		if err := w.writeAt(head, 0); err != nil {
+			return fail(fmt.Errorf("%s at byte 0: %w", t.Path, err))
+		}
+		if err := w.sync(); err != nil {
+			return fail(fmt.Errorf("sync %s: %w", t.Path, err))
+		}
+		res.Written += int64(len(head))
+		done.Add(int64(len(head)))
+	}
+	if afterWrite != nil {
+		afterWrite(t.Path)
+	}
+	// 4. Read everything back, past the page cache.
+	sum, err := w.verify(ctx, src, done)
+	res.SHA256 = sum
+	if err != nil {
+		return fail(err)
+	}
+	res.State, res.Boot = Verified, "ready"
+	done.Finish()
+	return res
+}
+
+// verify reads src's ranges back from the target, compares each with its
+// SHA-256, and returns the SHA-256 of the whole image as read (zeros
+// between the ranges).
+func (w *writer) verify(ctx context.Context, src *Source, done *progress.Counter) (string, error) {
+	if err := w.dropCache(); err != nil {
+		return "", fmt.Errorf("read back %s: %w", w.t.Path, err)
+	}
+	whole := sha256.New()
+	pos := int64(0)
+	var bad []string
+	for _, r := range src.Ranges {
+		hashZeros(whole, r.Off-pos)
+		h := sha256.New()
+		for off := r.Off; off < r.End; {
+			if err := ctx.Err(); err != nil {
+				return "", err
+			}
+			n := min(int64(chunkSize), r.End-off)
+			b, err := w.readAt(off, n)
+			if err != nil {
+				return "", fmt.Errorf("read back %s at byte %d: %w", w.t.Path, off, err)
+			}
+			h.Write(b)
+			whole.Write(b)
+			done.Add(n)
+			off += n
+		}
+		if got := hex.EncodeToString(h.Sum(nil)); got != r.SHA256 {
+			bad = append(bad, fmt.Sprintf("bytes %d-%d", r.Off, r.End-1))
+		}
+		pos = r.End
+	}
+	hashZeros(whole, src.Size-pos)
+	sum := hex.EncodeToString(whole.Sum(nil))
+	if len(bad) > 0 {
+		more := ""
+		if len(bad) > 3 {
+			more = fmt.Sprintf(" and %d more ranges", len(bad)-3)
+			bad = bad[:3]
+		}
+		return sum, fmt.Errorf("%s reads back different from the image (%v%s): the device may be faulty or fake", w.t.Path, bad, more)
+	}
+	if src.SHA256 != "" && sum != src.SHA256 {
+		return sum, fmt.Errorf("%s reads back with sha256 %s…, not the %s… its built image has", w.t.Path, sum[:12], src.SHA256[:12])
+	}
+	return sum, nil
+}
+
+var zeros = make([]byte, 1<<20)
+
+func hashZeros(h hash.Hash, n int64) {
+	for n > 0 {
+		k := min(n, int64(len(zeros)))
+		h.Write(zeros[:k])
+		n -= k
+	}
+}
+
+// readFull reads len(p) bytes at off of r; an image ending early is an
+// error, not zeros.
+func readFull(r io.ReaderAt, p []byte, off int64) (int, error) {
+	n, err := r.ReadAt(p, off)
+	if n == len(p) {
+		return n, nil
+	}
+	if err == nil || errors.Is(err, io.EOF) {
+		err = fmt.Errorf("image ends at byte %d, before %d: %w", off+int64(n), off+int64(len(p)), io.ErrUnexpectedEOF)
+	}
+	return n, err
+}
+
+// writer is an open target.
+type writer struct {
+	t      Target
+	f      *os.File
+	direct bool  // O_DIRECT: every transfer is aligned to align
+	align  int64 // the device's logical block size, 1 for a file
+	buf    []byte
+}
+
+func (w *writer) copyFrom(r io.ReaderAt, off, n int64) error {
+	b := w.buf[:n]
+	if _, err := readFull(r, b, off); err != nil {
+		return fmt.Errorf("read image: %w", err)
+	}
+	return w.writeAt(b, off)
+}
+
+// writeAt writes b at off. With direct I/O a length that is not a whole
+// number of device blocks (only the image's very end) is padded with
+// zeros: past the image's end is not the image's.
+func (w *writer) writeAt(b []byte, off int64) error {
+	if w.direct {
+		n := roundUp(int64(len(b)), w.align)
+		if &b[0] != &w.buf[0] || n != int64(len(b)) {
+			copy(w.buf, b)
+			clear(w.buf[len(b):n])
+			b = w.buf[:n]
+		}
+	}
+	_, err := w.f.WriteAt(b, off)
+	return err
+}
+
+func (w *writer) readAt(off, n int64) ([]byte, error) {
+	m := n
+	if w.direct {
+		m = roundUp(n, w.align)
+	}
+	got, err := w.f.ReadAt(w.buf[:m], off)
+	if int64(got) >= n {
+		return w.buf[:n], nil
+	}
+	if err == nil || errors.Is(err, io.EOF) {
+		err = fmt.Errorf("the target ends at byte %d: %w", off+int64(got), io.ErrUnexpectedEOF)
+	}
+	return nil, err
+}
+
+// wipeHead zeros the first block and syncs it.
+func (w *writer) wipeHead() error {
+	if err := w.writeAt(make([]byte, headSize), 0); err != nil {
+		return err
+	}
+	return w.sync()
+}
+
+func (w *writer) sync() error { return w.f.Sync() }
+
+func (w *writer) close() error {
+	err := w.f.Close()
+	if w.direct {
+		freeBuf(w.buf) // from mmap, for its alignment
+	}
+	return err
+}
+
+func roundUp(n, to int64) int64 { return (n + to - 1) / to * to }

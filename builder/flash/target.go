@@ -1,0 +1,85 @@
+package flash
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Target is a block device or a plain file to write an image to, as
+// inspected before anything is written.
+type Target struct {
+	Path string
+	// Disk describes a block device; nil for a plain file.
+	Disk *Disk
+}
+
+// Inspect finds out what path is: a whole-disk block device (described
+// from s's sysfs and mount table), or a plain file, existing or to be
+// created. Anything else is refused.
+func (s System) Inspect(path string) (Target, error) {
+	fi, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if abs, _ := filepath.Abs(path); strings.HasPrefix(abs, "/dev/") {
+			// Never create a file in /dev: a mistyped device name.
+			return Target{}, fmt.Errorf("target %s: no such device", path)
+		}
+		if _, err := os.Stat(filepath.Dir(path)); err != nil {
+			return Target{}, fmt.Errorf("target %s: %w", path, err)
+		}
+		return Target{Path: path}, nil
+	case err != nil:
+		return Target{}, fmt.Errorf("target %s: %w", path, err)
+	case fi.Mode().IsRegular():
+		return Target{Path: path}, nil
+	case fi.IsDir():
+		return Target{}, fmt.Errorf("target %s is a directory; name a block device (/dev/sdX) or an image file", path)
+	}
+	dev, err := blockDevice(fi)
+	if err != nil {
+		return Target{}, fmt.Errorf("target %s: %w", path, err)
+	}
+	d, err := s.Describe(path, dev)
+	if err != nil {
+		return Target{}, err
+	}
+	return Target{Path: path, Disk: d}, nil
+}
+
+// Check says why t must not receive an image of size bytes, or nil.
+func (t Target) Check(size int64, allowFixed bool) error {
+	if t.Disk == nil {
+		return nil
+	}
+	return t.Disk.Refusal(size, allowFixed)
+}
+
+// IsFile reports whether t is a plain file.
+func (t Target) IsFile() bool { return t.Disk == nil }
+
+// SameFile reports whether t is the file at p (the image being written,
+// which must never be its own target).
+func (t Target) SameFile(p string) bool {
+	a, err1 := os.Stat(t.Path)
+	b, err2 := os.Stat(p)
+	return err1 == nil && err2 == nil && os.SameFile(a, b)
+}
+
+// openFile opens a plain-file target: truncated and sized to the image,
+// so that the unmapped ranges are holes, which read as the zeros the
+// image has there. Mode 0600: node images hold the cluster token.
+func openFile(path string, size int64) (*writer, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := f.Truncate(size); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &writer{f: f, align: 1, buf: make([]byte, chunkSize)}, nil
+}

@@ -1,0 +1,84 @@
+package flash
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// blockDevice returns a block device's major:minor.
+func blockDevice(fi os.FileInfo) (string, error) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || fi.Mode()&os.ModeDevice == 0 || fi.Mode()&os.ModeCharDevice != 0 {
+		return "", errors.New("not a block device nor a plain file")
+	}
+	return fmt.Sprintf("%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev)), nil
+}
+
+// openTarget opens t for writing. A block device is opened with O_EXCL,
+// which the kernel refuses while any partition of it is mounted or held
+// (the last check, after the sysfs ones, against a race), and O_DIRECT:
+// every write reaches the device before the next, so an interrupt stops
+// within one chunk and leaves no gigabytes of dirty cache to flush, and
+// the read-back reads the device, not the page cache.
+func openTarget(t Target, size int64) (*writer, error) {
+	if t.IsFile() {
+		w, err := openFile(t.Path, size)
+		if err != nil {
+			return nil, err
+		}
+		w.t = t
+		return w, nil
+	}
+	fd, err := unix.Open(t.Path, unix.O_RDWR|unix.O_EXCL|unix.O_DIRECT|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.EBUSY) {
+		return nil, fmt.Errorf("%s is in use: the kernel refused exclusive access (mounted, or held by another program)", t.Path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", t.Path, err)
+	}
+	f := os.NewFile(uintptr(fd), t.Path)
+	lbs, err := unix.IoctlGetInt(fd, unix.BLKSSZGET)
+	if err != nil || lbs <= 0 {
+		lbs = 512
+	}
+	end, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("size of %s: %w", t.Path, err)
+	}
+	// A device smaller than the image is refused before writing (Check
+	// does it from sysfs; this is what the open device says).
+	if end < roundUp(size, int64(lbs)) {
+		f.Close()
+		return nil, fmt.Errorf("%s holds %s, less than the image's %s; use a larger card or disk", t.Path, humanBytes(end), humanBytes(size))
+	}
+	buf, err := unix.Mmap(-1, 0, chunkSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("buffer for %s: %w", t.Path, err)
+	}
+	return &writer{t: t, f: f, direct: true, align: int64(lbs), buf: buf}, nil
+}
+
+// dropCache makes the read-back read the disk: a block device is read
+// with O_DIRECT already; a file's synced pages are dropped from the page
+// cache (on a file system without a disk, tmpfs, they are all there is).
+func (w *writer) dropCache() error {
+	if w.direct {
+		return nil
+	}
+	if err := w.f.Sync(); err != nil {
+		return err
+	}
+	return unix.Fadvise(int(w.f.Fd()), 0, 0, unix.FADV_DONTNEED)
+}
+
+// freeBuf releases a direct-I/O buffer (page-aligned, from mmap).
+func freeBuf(b []byte) {
+	unix.Munmap(b[:cap(b)])
+}

@@ -1,0 +1,296 @@
+package builder
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/pibake/pibake/builder/flash"
+	"github.com/pibake/pibake/internal/testimage"
+)
+
+const threeNodes = twoNodes + `
+node "worker" {
+  role = "agent"
+}
+`
+
+var threeHosts = []string{"srv", "agent", "worker"}
+
+func flashTargets(t *testing.T, paths map[string]string) []FlashTarget {
+	t.Helper()
+	var targets []FlashTarget
+	for _, host := range threeHosts {
+		tg, err := flash.Host.Inspect(paths[host])
+		if err != nil {
+			t.Fatal(err)
+		}
+		targets = append(targets, FlashTarget{Node: host, Target: tg})
+	}
+	return targets
+}
+
+// cmpImage compares the first size bytes of a target with a built image,
+// with cmp.
+func cmpImage(t *testing.T, target, img string) {
+	t.Helper()
+	fi, err := os.Stat(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := testimage.Run(t, "cmp", "-n", fmt.Sprint(fi.Size()), target, img); err != nil {
+		t.Errorf("cmp %s %s: %v\n%s", target, img, err, out)
+	}
+}
+
+func readManifest2(t *testing.T, dir string) manifest {
+	t.Helper()
+	var m manifest
+	b, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// TestFlashBeforeBuild flashes three nodes to plain files in an empty
+// output directory, then builds it: flash settled the cluster's identity
+// (a generated token) as build would, and each flashed file is the built
+// image byte for byte.
+func TestFlashBeforeBuild(t *testing.T) {
+	s := newReleaseServer(t)
+	r := labRecipe(t, s, threeNodes)
+	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
+	dir := t.TempDir()
+	paths := map[string]string{}
+	for _, h := range threeHosts {
+		paths[h] = filepath.Join(dir, h+".flashed")
+	}
+	results, err := Flash(context.Background(), r, FlashOptions{Options: opt, Targets: flashTargets(t, paths)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Build(context.Background(), r, opt); err != nil {
+		t.Fatal(err)
+	}
+	m := readManifest2(t, opt.OutDir)
+	for i, res := range results {
+		host := threeHosts[i]
+		if res.State != flash.Verified || res.Source != host || res.SHA256 != m.find(host).SHA256 {
+			t.Errorf("%s: %s %v sha256 %s; want verified with the built image's %s", host, res.State, res.Err, res.SHA256, m.find(host).SHA256)
+		}
+		cmpImage(t, paths[host], filepath.Join(opt.OutDir, host+".img"))
+	}
+	if len(m.Flashes) != 3 || m.Flashes[0].Result != "verified" || m.Token != "generated" {
+		t.Errorf("manifest.json flashes %+v, token %q", m.Flashes, m.Token)
+	}
+	if left, _ := filepath.Glob(filepath.Join(opt.OutDir, "*.part")); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
+	}
+}
+
+// loopTarget is a loop device over a fresh sparse file of size bytes.
+func loopTarget(t *testing.T, size int64) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		testimage.Missing(t, "flashing loop devices needs root")
+	}
+	backing := filepath.Join(t.TempDir(), "backing")
+	if err := os.WriteFile(backing, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(backing, size); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(testimage.Tool(t, "losetup"), "--find", "--show", backing).CombinedOutput()
+	if err != nil {
+		testimage.Missing(t, fmt.Sprintf("losetup: %v: %s (no loop device support?)", err, out))
+	}
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
+	return dev
+}
+
+// TestFlashLoopDevices is the issue's acceptance test: after a build,
+// flash writes three loop devices at once for three nodes, each
+// byte-identical to the built image of its node (cmp), each verified
+// (also against the built image's SHA-256), each recorded in the
+// manifest with its device.
+func TestFlashLoopDevices(t *testing.T) {
+	s := newReleaseServer(t)
+	r := labRecipe(t, s, threeNodes)
+	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
+	if _, err := Build(context.Background(), r, opt); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(opt.OutDir, "srv.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	paths := map[string]string{}
+	for _, h := range threeHosts {
+		paths[h] = loopTarget(t, fi.Size()+(8<<20))
+	}
+	targets := flashTargets(t, paths)
+	// Loop devices are not removable: refused without AllowFixed.
+	if _, err := Flash(context.Background(), r, FlashOptions{Options: opt, Targets: targets}); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "--allow-fixed") {
+		t.Fatalf("Flash to loop devices without AllowFixed: %v; want refused, --allow-fixed", err)
+	}
+	results, err := Flash(context.Background(), r, FlashOptions{Options: opt, Targets: targets, AllowFixed: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := readManifest2(t, opt.OutDir)
+	for i, res := range results {
+		host := threeHosts[i]
+		if res.State != flash.Verified || res.SHA256 != m.find(host).SHA256 {
+			t.Errorf("%s → %s: %s %v", host, paths[host], res.State, res.Err)
+		}
+		cmpImage(t, paths[host], filepath.Join(opt.OutDir, host+".img"))
+	}
+	if len(m.Flashes) != 3 {
+		t.Fatalf("manifest.json records %d flashes; want 3", len(m.Flashes))
+	}
+	for _, f := range m.Flashes {
+		if f.Result != "verified" || f.Target != paths[f.Node] || !strings.Contains(f.Serial, "backing") || f.Time == "" || f.SHA256 != m.find(f.Node).SHA256 {
+			t.Errorf("manifest.json flash record %+v", f)
+		}
+	}
+	checkInvariant(t, opt.OutDir)
+}
+
+// TestFlashChecksBuiltSum: when the output directory lists a node built
+// from the same inputs, a device that reads back with another SHA-256 (as
+// if flash and build wrote different bytes) fails, and is left
+// unbootable.
+func TestFlashChecksBuiltSum(t *testing.T) {
+	s := newReleaseServer(t)
+	r := labRecipe(t, s, twoNodes)
+	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
+	opt.Nodes = []string{"srv"}
+	if _, err := Build(context.Background(), r, opt); err != nil {
+		t.Fatal(err)
+	}
+	opt.Nodes = nil
+	// The recorded sum of srv's image, changed.
+	mpath := filepath.Join(opt.OutDir, "manifest.json")
+	b, _ := os.ReadFile(mpath)
+	m := readManifest2(t, opt.OutDir)
+	os.WriteFile(mpath, []byte(strings.Replace(string(b), m.find("srv").SHA256, strings.Repeat("0", 64), 1)), 0o644)
+
+	target := filepath.Join(t.TempDir(), "srv.flashed")
+	tg, _ := flash.Host.Inspect(target)
+	results, err := Flash(context.Background(), r, FlashOptions{Options: opt, Targets: []FlashTarget{{Node: "srv", Target: tg}}})
+	if !errors.Is(err, ErrTargetsFailed) || results[0].State != flash.Failed || !strings.Contains(results[0].Err.Error(), "not the 000000000000… its built image has") {
+		t.Fatalf("Flash with another built sum: %v, %+v; want failed", err, results)
+	}
+	head := make([]byte, 512)
+	f, _ := os.Open(target)
+	f.ReadAt(head, 0)
+	f.Close()
+	if head[510] == 0x55 {
+		t.Error("the failed target kept its partition table")
+	}
+}
+
+// TestFlashRefusals: refused targets stop the flash before anything is
+// written to any of them.
+func TestFlashRefusals(t *testing.T) {
+	s := newReleaseServer(t)
+	r := labRecipe(t, s, twoNodes)
+	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
+	dir := t.TempDir()
+	os.MkdirAll(opt.OutDir, 0o755)
+	inspect := func(p string) flash.Target {
+		tg, err := flash.Host.Inspect(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tg
+	}
+	a := filepath.Join(dir, "a.img")
+	tests := []struct {
+		name    string
+		targets []FlashTarget
+		confirm func(int64, []FlashTarget) error
+		want    error
+		wantMsg string
+	}{
+		{name: "twice", targets: []FlashTarget{{Node: "srv", Target: inspect(a)}, {Node: "agent", Target: inspect(a)}}, want: ErrRefused, wantMsg: "a.img is named twice"},
+		{name: "unknown node", targets: []FlashTarget{{Node: "pi-9", Target: inspect(a)}}, want: ErrUnknownNode, wantMsg: `"pi-9"; the recipe's nodes are: srv, agent`},
+		{name: "in the output directory", targets: []FlashTarget{{Node: "srv", Target: inspect(filepath.Join(opt.OutDir, "agent.img"))}}, want: ErrRefused, wantMsg: "is in the output directory"},
+		{name: "declined", targets: []FlashTarget{{Node: "srv", Target: inspect(a)}}, confirm: func(int64, []FlashTarget) error { return errDeclined }, want: errDeclined},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Flash(context.Background(), r, FlashOptions{Options: opt, Targets: tt.targets, Confirm: tt.confirm})
+			if !errors.Is(err, tt.want) || !strings.Contains(err.Error(), tt.wantMsg) {
+				t.Errorf("Flash = %v; want %v with %q", err, tt.want, tt.wantMsg)
+			}
+			if exists(a) {
+				t.Errorf("%s was written", a)
+			}
+			if exists(filepath.Join(opt.OutDir, TokenFile)) {
+				t.Errorf("a refused or declined flash made %s", TokenFile)
+			}
+		})
+	}
+	// The cached base image itself is never a target.
+	cached, _ := filepath.Glob(filepath.Join(opt.Base.Cache.Dir, "*", "*.img"))
+	if len(cached) == 0 {
+		t.Fatal("no cached base image")
+	}
+	_, err := Flash(context.Background(), r, FlashOptions{Options: opt, Targets: []FlashTarget{{Node: "srv", Target: inspect(cached[0])}}})
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "is the image being written") {
+		t.Errorf("Flash to the base image: %v", err)
+	}
+}
+
+var errDeclined = errors.New("declined")
+
+// TestFlashInterrupted cancels a flash from inside its progress report,
+// mid-write: the target is reported interrupted, left without a partition
+// table, recorded as such, and no head file stays behind.
+func TestFlashInterrupted(t *testing.T) {
+	s := newReleaseServer(t)
+	r := labRecipe(t, s, twoNodes)
+	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	opt.Progress = func(task string, done, total int64) {
+		if strings.HasPrefix(task, "srv → ") && done > 0 && done < total {
+			cancel()
+		}
+	}
+	target := filepath.Join(t.TempDir(), "srv.flashed")
+	// A target that held a bootable image before.
+	os.WriteFile(target, append(make([]byte, 510), 0x55, 0xaa), 0o600)
+	tg, _ := flash.Host.Inspect(target)
+	results, err := Flash(ctx, r, FlashOptions{Options: opt, Targets: []FlashTarget{{Node: "srv", Target: tg}}})
+	if !errors.Is(err, context.Canceled) || len(results) != 1 || results[0].State != flash.Interrupted {
+		t.Fatalf("Flash interrupted: %v, %+v; want context.Canceled, interrupted", err, results)
+	}
+	head := make([]byte, 512)
+	f, _ := os.Open(target)
+	f.ReadAt(head, 0)
+	f.Close()
+	if head[510] == 0x55 {
+		t.Error("the interrupted target has a partition table")
+	}
+	m := readManifest2(t, opt.OutDir)
+	if len(m.Flashes) != 1 || m.Flashes[0].Result != "interrupted" || m.Flashes[0].SHA256 != "" {
+		t.Errorf("manifest.json flashes: %+v", m.Flashes)
+	}
+	if left, _ := filepath.Glob(filepath.Join(opt.OutDir, "*.part")); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
+	}
+}
