@@ -1,0 +1,62 @@
+package report
+
+import (
+	"bytes"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+)
+
+// BenchmarkReceive is one report as a node makes it: a nonce, then the
+// signed POST, over loopback HTTP. BenchmarkLoopbackBaseline is a bare
+// GET and POST to a handler that does nothing, in the same run: the
+// ratio is the receiver's own cost.
+func BenchmarkReceive(b *testing.B) {
+	recv := NewReceiver(testOutKey, []Node{{Hostname: "srv", Build: "b2"}}, func(Event) {}, func(Refusal) {})
+	srv := httptest.NewServer(recv)
+	defer srv.Close()
+	key := NodeKey(testOutKey, "srv", "b2")
+	status := statusJSON("srv", "b2", "registered", "ok")
+	for b.Loop() {
+		resp, err := http.Get(srv.URL + NoncePath)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var nonce bytes.Buffer
+		nonce.ReadFrom(resp.Body)
+		resp.Body.Close()
+		body := reportBody(nonce.String(), status)
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+ReportPath, bytes.NewReader(body))
+		req.Header.Set(SignatureHeader, Sign(key, body))
+		resp, err = http.DefaultClient.Do(req)
+		if err != nil || resp.StatusCode != http.StatusNoContent {
+			b.Fatalf("report: %v %v", resp, err)
+		}
+		resp.Body.Close()
+	}
+}
+
+func BenchmarkLoopbackBaseline(b *testing.B) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			r.Body.Close()
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		w.Write([]byte("00112233445566778899aabbccddeeff"))
+	}))
+	defer srv.Close()
+	body := reportBody("00112233445566778899aabbccddeeff", statusJSON("srv", "b2", "registered", "ok"))
+	for b.Loop() {
+		resp, err := http.Get(srv.URL)
+		if err != nil {
+			b.Fatal(err)
+		}
+		resp.Body.Close()
+		resp, err = http.Post(srv.URL, "application/json", bytes.NewReader(body))
+		if err != nil {
+			b.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+}
