@@ -160,11 +160,13 @@ func (m *machine) bootOnce(t *testing.T, n int) boot {
 	defer cancel()
 	netdev := fmt.Sprintf("user,id=lan,restrict=on,net=%s,host=%s,dhcpstart=192.168.1.100,guestfwd=tcp:%s:80-tcp:%s",
 		guestNet, guestHost, mirrorGuest, m.mirror)
+	// pibake watch and the stand-in k3s server get a connection of their
+	// own per guest connection, through the bridge (see TestMain).
 	if m.report != "" {
-		netdev += fmt.Sprintf(",guestfwd=tcp:%s:%d-tcp:%s", mirrorGuest, reportPort, m.report)
+		netdev += fmt.Sprintf(",guestfwd=tcp:%s:%d-%s", mirrorGuest, reportPort, bridgeCommand(t, m.report))
 	}
 	if m.k3sServer != "" {
-		netdev += fmt.Sprintf(",guestfwd=tcp:%s:6443-tcp:%s", k3sServerGuest, m.k3sServer)
+		netdev += fmt.Sprintf(",guestfwd=tcp:%s:6443-%s", k3sServerGuest, bridgeCommand(t, m.k3sServer))
 	}
 	cmd := exec.CommandContext(ctx, "qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a72", "-smp", "2", "-m", "1536",
 		"-nographic", "-no-reboot", "-netdev", netdev, "-device", "virtio-net-pci,netdev=lan,romfile=", "-device", "virtio-rng-pci",

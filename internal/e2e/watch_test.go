@@ -7,6 +7,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -141,4 +143,47 @@ func (w *watcher) check(t *testing.T, brk string) {
 	if refused > 0 {
 		t.Errorf("pibake watch refused %d reports from the nodes", refused)
 	}
+}
+
+// TestMain lets the test binary double as the bridge QEMU runs for every
+// connection a guest opens to a forwarded port (guestfwd's cmd: form).
+// The chardev form connects to the host once, when QEMU starts, and
+// carries every guest connection over that one stream: a server that
+// closes an idle connection (as pibake watch does) or a second TLS
+// handshake breaks it for the rest of the boot.
+func TestMain(m *testing.M) {
+	if addr := os.Getenv("PIBAKE_E2E_BRIDGE"); addr != "" {
+		os.Exit(bridge(addr))
+	}
+	os.Exit(m.Run())
+}
+
+// bridge joins stdin and stdout to one TCP connection to addr, until the
+// server has answered everything the guest sent.
+func bridge(addr string) int {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e bridge: %v\n", err)
+		return 1
+	}
+	defer c.Close()
+	go func() {
+		io.Copy(c, os.Stdin)
+		c.(*net.TCPConn).CloseWrite()
+	}()
+	io.Copy(os.Stdout, c)
+	return 0
+}
+
+// bridgeCommand is guestfwd's cmd: for a forward to addr on the host.
+func bridgeCommand(t *testing.T, addr string) string {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.ContainsAny(exe+addr, ", ") {
+		t.Fatalf("the test binary's path %q cannot go into a -netdev option", exe)
+	}
+	return "cmd:PIBAKE_E2E_BRIDGE=" + addr + " " + exe
 }
