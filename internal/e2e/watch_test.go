@@ -185,5 +185,6 @@ func bridgeCommand(t *testing.T, addr string) string {
 	if strings.ContainsAny(exe+addr, ", ") {
 		t.Fatalf("the test binary's path %q cannot go into a -netdev option", exe)
 	}
-	return "cmd:PIBAKE_E2E_BRIDGE=" + addr + " " + exe
+	// slirp runs it without a shell (fork_exec splits the words itself).
+	return "cmd:/usr/bin/env PIBAKE_E2E_BRIDGE=" + addr + " " + exe
 }
