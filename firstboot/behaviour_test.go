@@ -25,10 +25,15 @@ exit 0`,
 	"apt-cache": `record apt-cache "$@"; [ "${APT_CACHE_HAS:-0}" = 1 ]`,
 	// systemctl is-active answers as systemd does for a k3s unit in state
 	// $K3S_STATE: k3s is Type=notify, so an agent that has not reached
-	// its server stays "activating" (exit 3).
+	// its server stays "activating" (exit 3); with $K3S_ACTIVE_AFTER=N it
+	// turns active after N answers.
 	"systemctl": `record systemctl "$@"
 if [ "$1" = is-active ]; then
 	state=${K3S_STATE:-active}
+	if [ -n "${K3S_ACTIVE_AFTER:-}" ]; then
+		n=$(($(cat "$STUB_DIR/is-active.count" 2>/dev/null || echo 0) + 1)); echo $n >"$STUB_DIR/is-active.count"
+		state=activating; [ "$n" -gt "$K3S_ACTIVE_AFTER" ] && state=active
+	fi
 	[ "$2" = --quiet ] || echo "$state"
 	[ "$state" = active ]
 	exit
@@ -36,10 +41,15 @@ fi
 exit 0`,
 	// k3s kubectl get node NAME, as k3s answers it with its API down
 	// ($K3S_API=down: the connection is refused) or without the node
-	// registered yet ($K3S_NODE=absent).
+	// registered yet ($K3S_NODE=absent; with $K3S_LISTED_AFTER=N, for the
+	// first N asks).
 	"k3s": `record k3s "$@"
 case "$*" in
 "kubectl get node "*)
+	if [ -n "${K3S_LISTED_AFTER:-}" ]; then
+		n=$(($(cat "$STUB_DIR/get-node.count" 2>/dev/null || echo 0) + 1)); echo $n >"$STUB_DIR/get-node.count"
+		[ "$n" -gt "$K3S_LISTED_AFTER" ] || K3S_NODE=absent
+	fi
 	if [ "${K3S_API:-up}" = down ]; then echo "The connection to the server 127.0.0.1:6443 was refused - did you specify the right host or port?" >&2; exit 1; fi
 	if [ "${K3S_NODE:-listed}" = absent ]; then echo "Error from server (NotFound): nodes \"$4\" not found" >&2; exit 1; fi
 	echo "node/$4" ;;
@@ -764,6 +774,18 @@ while [ $i -lt 130 ]; do i=$((i + 1)); status k3s-active waiting "round $i" >/de
 	if first == nil || last == nil || first.Reason != "round 31" || last.Reason != "round 130" {
 		t.Errorf("queue holds %+v … %+v; want rounds 31 to 130", first, last)
 	}
+	// A counter a full disk left empty: the next record still sorts last.
+	n.write(t, "var/lib/pibake/reports/seq", "")
+	if code := n.run(t, script); code != 0 {
+		t.Fatalf("statuses.sh exited %d", code)
+	}
+	queued, _ = filepath.Glob(filepath.Join(n.root, "var/lib/pibake/reports/[0-9]*.json"))
+	if last, _ := ParseStatus([]byte(n.read(t, strings.TrimPrefix(queued[len(queued)-1], n.root+"/")))); last == nil || last.Reason != "round 130" || len(queued) != 100 {
+		t.Errorf("after an empty counter the queue ends with %+v (%d records); want round 130 of the second run last", last, len(queued))
+	}
+	if got := strings.TrimSpace(n.read(t, "var/lib/pibake/reports/seq")); got != "262" { // 2 from the activation, 130, then 130 more
+		t.Errorf("counter after an empty one = %q; want 262 (numbering went on past the queued names)", got)
+	}
 }
 
 // TestRegistrationChecks: the registered stage follows what k3s shows:
@@ -782,6 +804,9 @@ func TestRegistrationChecks(t *testing.T) {
 		{name: "agent registered", host: "worker-1", want: "k3s-active ok\nregistered ok\n"},
 		{name: "agent kubelet down", host: "worker-1", env: []string{"KUBELET=down"}, want: "k3s-active ok\nregistered waiting\n"},
 		{name: "agent never ready", host: "worker-1", env: []string{"K3S_STATE=activating"}, want: "k3s-active waiting\npackages ok\n"},
+		// The waits see a change: active on the 3rd look, listed on the 3rd.
+		{name: "server ready during the waits", host: "cp-1", env: []string{"K3S_ACTIVE_AFTER=2", "K3S_LISTED_AFTER=2", "PIBAKE_POLL=1", "PIBAKE_K3S_WAIT=30", "PIBAKE_REGISTER_WAIT=30"},
+			want: "k3s-active ok\nregistered ok\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

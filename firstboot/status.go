@@ -59,14 +59,8 @@ type Status struct {
 	Log    []string `json:"log,omitempty"`
 	// Final is true when nothing more happens without the operator: the
 	// first boot stopped for good (a missing memory cgroup, an activation
-	// given up). A record of stage done is final too.
+	// given up), or the reporter stopped waiting for k3s to register.
 	Final bool `json:"final,omitempty"`
-}
-
-// Settled reports whether s is the last record this boot's first boot
-// writes without help.
-func (s *Status) Settled() bool {
-	return s.Final || s.Stage == StageDone
 }
 
 // ParseStatus reads a status.json.

@@ -207,21 +207,9 @@ if ! stage_done k3s; then
 	done_stage k3s
 fi
 
-# registered: a server's API answers and lists this node (k3s kubectl
-# reads the admin kubeconfig k3s writes); an agent's kubelet answers its
-# health check, which k3s starts only once a server has given the agent
-# its configuration, and the server still answers /ping.
-registered() {
-	if [ "$PIBAKE_ROLE" = server ]; then
-		k3s kubectl get node "$PIBAKE_HOSTNAME" -o name >/dev/null 2>&1
-	else
-		[ "$(curl -sS --max-time 5 http://127.0.0.1:10248/healthz 2>/dev/null)" = ok ] &&
-			[ "$(curl -ksS --max-time 5 "$PIBAKE_JOIN_URL/ping" 2>/dev/null)" = pong ]
-	fi
-}
-
-# Whether k3s came up and the node joined, for pibake watch; bounded, and
-# never a failure: k3s keeps trying on its own, kubectl shows the rest.
+# Whether k3s came up and the node joined (lib.sh: registered), for
+# pibake watch; bounded, and never a failure: k3s keeps trying on its own,
+# and with a report URL the reporter goes on checking (report.sh).
 # k3s tells systemd it is ready (Type=notify): an agent whose server does
 # not answer stays "activating".
 if ! stage_done registered; then
@@ -290,7 +278,6 @@ if ! stage_done packages; then
 	fi
 fi
 
-now >"$STATE/firstboot.done"
 summary="first boot finished"
 if [ -s "$STATE/unregistered" ]; then
 	summary="$summary; k3s $(cat "$STATE/unregistered") yet"
@@ -298,5 +285,8 @@ fi
 if [ -s "$STATE/problems" ]; then
 	summary="$summary, with problems: $(sort -u "$STATE/problems" | cut -d: -f1 | paste -sd, -)"
 fi
+# The done record is queued before the stamp: the reporter ends once the
+# stamp is there and its queue is empty.
 status "done" ok "$summary"
+now >"$STATE/firstboot.done"
 sync

@@ -71,13 +71,35 @@ status_final() {
 	s_final=
 }
 
+# queue_next DIR prints the next record number: one past the counter, or,
+# when a full disk left the counter empty, past every queued name, so the
+# numbering never restarts under records still queued.
+queue_next() {
+	q_last=$(cat "$1/seq" 2>/dev/null)
+	case $q_last in
+	'' | *[!0-9]*) q_last=0 ;;
+	*)
+		echo $((q_last + 1))
+		return
+		;;
+	esac
+	for q_f in "$1"/[0-9]*.json; do
+		[ -f "$q_f" ] || continue
+		q_f=${q_f##*/}
+		q_f=${q_f%.json}
+		q_f=${q_f#"${q_f%%[1-9]*}"}
+		[ "${q_f:-0}" -le "$q_last" ] || q_last=$q_f
+	done
+	echo $((q_last + 1))
+}
+
 # queue_report JSON queues one status record for report.sh in
 # /var/lib/pibake/reports, numbered in order, keeping the newest 100.
 queue_report() {
 	q_dir=$ROOT/var/lib/pibake/reports
 	{
 		mkdir -p "$q_dir" &&
-			q_n=$(($(cat "$q_dir/seq" 2>/dev/null || echo 0) + 1)) &&
+			q_n=$(queue_next "$q_dir") &&
 			echo "$q_n" >"$q_dir/seq" &&
 			printf '%s\n' "$1" >"$q_dir/tmp" &&
 			mv -f "$q_dir/tmp" "$q_dir/$(printf %010d "$q_n").json"
@@ -90,4 +112,17 @@ queue_report() {
 		shift
 		q_drop=$((q_drop - 1))
 	done
+}
+
+# registered: a server's API answers and lists this node (k3s kubectl
+# reads the admin kubeconfig k3s writes); an agent's kubelet answers its
+# health check, which k3s starts only once a server has given the agent
+# its configuration, and the server still answers /ping.
+registered() {
+	if [ "$PIBAKE_ROLE" = server ]; then
+		k3s kubectl get node "$PIBAKE_HOSTNAME" -o name >/dev/null 2>&1
+	else
+		[ "$(curl -sS --max-time 5 http://127.0.0.1:10248/healthz 2>/dev/null)" = ok ] &&
+			[ "$(curl -ksS --max-time 5 "$PIBAKE_JOIN_URL/ping" 2>/dev/null)" = pong ]
+	fi
 }

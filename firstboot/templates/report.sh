@@ -8,7 +8,9 @@
 # 5 minutes apart). It ends once the first boot has finished and every
 # record is sent, or the first boot stopped for good; records it still
 # cannot send an hour after the first boot finished are dropped (the
-# status record on the node and its card keeps them all).
+# status record on the node and its card keeps them all). When the first
+# boot ended with k3s not registered yet, it goes on checking, and
+# reports the node registered when it is, or, an hour on, that it was not.
 #
 # One report: GET <url>/v1/nonce gives a single-use nonce; POST
 # <url>/v1/report sends {"nonce":"…","status":<record>} with the header
@@ -21,12 +23,14 @@ PIBAKE_SCRIPT=report
 # shellcheck source=lib.sh
 . "$ROOT/usr/local/lib/pibake/lib.sh"
 
+BOOT=${PIBAKE_BOOT:-$ROOT/boot/firmware}
 STATE=$ROOT/var/lib/pibake
 QUEUE=$STATE/reports
 LOG=$ROOT/var/log/pibake/report.log
 IDLE=${PIBAKE_REPORT_IDLE:-2}
 MAX_DELAY=${PIBAKE_REPORT_MAX_DELAY:-300}
 LINGER=${PIBAKE_REPORT_LINGER:-3600}
+RECHECK=${PIBAKE_REPORT_RECHECK:-30}
 URL=${PIBAKE_REPORT_URL%/}
 
 mkdir -p "$ROOT/var/log/pibake"
@@ -84,33 +88,74 @@ hmac_sha256() {
 	} | sha256sum | cut -c1-64
 }
 
-# send FILE reports one queued record.
+# send FILE reports one queued record and prints the HTTP status the
+# receiver answered (000 when it could not be reached).
 send() {
-	nonce=$(curl -fsS --max-time 10 "$URL/v1/nonce") || return 1
+	nonce=$(curl -fsS --max-time 10 "$URL/v1/nonce") || {
+		echo 000
+		return
+	}
 	case $nonce in
 	'' | *[!0-9a-f]*)
 		log "$URL/v1/nonce answered something that is not a nonce"
-		return 1
+		echo 000
+		return
 		;;
 	esac
 	body=$(printf '{"nonce":"%s","status":%s}' "$nonce" "$(cat "$1")")
 	sig=$(printf '%s' "$body" | hmac_sha256 "$key")
-	printf '%s' "$body" | curl -fsS --max-time 10 -o /dev/null -H 'Content-Type: application/json' \
-		-H "X-Pibake-Signature: sha256=$sig" --data-binary @- "$URL/v1/report"
+	printf '%s' "$body" | curl -sS --max-time 10 -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' \
+		-H "X-Pibake-Signature: sha256=$sig" --data-binary @- "$URL/v1/report" || true
+}
+
+# finished_for prints how many seconds ago the first boot finished, or
+# nothing while it has not.
+finished_for() {
+	[ -f "$STATE/firstboot.done" ] || return 0
+	echo $(($(date +%s) - $(date -r "$STATE/firstboot.done" +%s)))
+}
+
+# stop MESSAGE ends the reporter for good: it does not start again.
+stop() {
+	log "$1"
+	now >"$STATE/report.done"
+	exit 0
 }
 
 log "start: reporting to $URL"
 delay=$IDLE
 settled=0
+checked=0
 while :; do
 	# The oldest queued record: the names sort in the order they were queued.
 	set -- "$QUEUE"/[0-9]*.json
 	next=$1
 	if [ ! -f "$next" ]; then
-		if [ -f "$STATE/firstboot.done" ]; then
-			now >"$STATE/report.done"
-			log "every report sent; the first boot has finished"
-			exit 0
+		age=$(finished_for)
+		# A first boot that ended with k3s not registered yet: k3s keeps
+		# trying, so keep looking (every 30 s), and say so when it made it,
+		# or, LINGER after the end, that it did not.
+		if [ -n "$age" ] && [ -f "$STATE/unregistered" ]; then
+			if [ $(($(date +%s) - checked)) -ge "$RECHECK" ]; then
+				checked=$(date +%s)
+				if registered; then
+					rm -f "$STATE/unregistered"
+					status registered ok "after the first boot had finished"
+					continue
+				fi
+			fi
+			if [ "$age" -ge "$LINGER" ]; then
+				s_final=1
+				status registered waiting "not registered within ${LINGER}s of the first boot's end; k3s keeps trying (kubectl get nodes)"
+				s_final=
+				rm -f "$STATE/unregistered"
+				continue
+			fi
+			sleep "$IDLE"
+			continue
+		fi
+		if [ -n "$age" ]; then
+			stop "every report sent; the first boot has finished"
 		fi
 		if [ "$settled" = 1 ]; then
 			log "every report sent; the first boot stopped until the next boot"
@@ -119,26 +164,33 @@ while :; do
 		sleep "$IDLE"
 		continue
 	fi
-	if send "$next"; then
+	code=$(send "$next")
+	case $code in
+	2??)
 		settled=0
-		if grep -q '"final":true' "$next"; then
-			settled=1
-		fi
+		grep -q '"final":true' "$next" && settled=1
 		rm -f "$next"
 		delay=$IDLE
-	else
-		if [ -f "$STATE/firstboot.done" ]; then
-			: "${finished:=$(date +%s)}"
-			if [ $(($(date +%s) - finished)) -ge "$LINGER" ]; then
-				log "gave up: $# records not reported to $URL within ${LINGER}s of the first boot's end"
-				rm -f "$QUEUE"/[0-9]*.json
-				now >"$STATE/report.done"
-				exit 0
-			fi
-		fi
-		log "could not report ${next##*/} to $URL; next try in ${delay}s"
-		sleep "$delay"
-		delay=$((delay * 2))
-		[ "$delay" -le "$MAX_DELAY" ] || delay=$MAX_DELAY
+		continue
+		;;
+	400 | 413)
+		# This record will never be accepted: drop it, not the rest.
+		log "$URL refused ${next##*/} for good (HTTP $code); dropped"
+		rm -f "$next"
+		continue
+		;;
+	409)
+		# A nonce spent or expired (the receiver restarted): at once again.
+		log "$URL did not take the nonce for ${next##*/}; again with a new one"
+		continue
+		;;
+	esac
+	age=$(finished_for)
+	if [ -n "$age" ] && [ "$age" -ge "$LINGER" ]; then
+		stop "gave up: $# records not reported to $URL within ${LINGER}s of the first boot's end (last answer: HTTP $code)"
 	fi
+	log "could not report ${next##*/} to $URL (HTTP $code); next try in ${delay}s"
+	sleep "$delay"
+	delay=$((delay * 2))
+	[ "$delay" -le "$MAX_DELAY" ] || delay=$MAX_DELAY
 done

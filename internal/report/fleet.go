@@ -14,9 +14,9 @@ type Planned struct {
 	Role     string `json:"role"`
 	// Batch is an agent's join batch (0 joins first).
 	Batch int `json:"batch"`
-	// Build is the build id of the node's image in the out directory,
-	// empty when it has not been built there.
-	Build string `json:"build,omitempty"`
+	// Builds are the build ids of the node's images the out directory
+	// built or flashed; none when it has done neither.
+	Builds []string `json:"builds,omitempty"`
 	// Reports is false for a node whose image has no report URL: it
 	// never reports.
 	Reports bool `json:"reports"`
@@ -41,9 +41,11 @@ type NodeState struct {
 }
 
 // Settled reports whether nothing more is to be expected from the node
-// without help: it registered, or its first boot ended or stopped.
+// without help: it registered, or it said it stopped for good (a record
+// marked final). A first boot that finished without k3s registered is
+// not the end: the node's reporter goes on checking, and says which.
 func (n *NodeState) Settled() bool {
-	return n.Registered || n.Last != nil && n.Last.Settled()
+	return n.Registered || n.Last != nil && n.Last.Final
 }
 
 // Problem says why a settled or silent node is not registered, for the
@@ -54,8 +56,8 @@ func (n *NodeState) Problem() string {
 		return ""
 	case !n.Reports:
 		return "has no report URL in its image"
-	case n.Build == "":
-		return "not built in the out directory"
+	case len(n.Builds) == 0:
+		return "neither built nor flashed from the out directory"
 	case n.Last == nil && n.Older != nil:
 		return fmt.Sprintf("heard only from an older build (%s): the card is not this build's image", n.Older.Build)
 	case n.Last == nil:
@@ -63,7 +65,7 @@ func (n *NodeState) Problem() string {
 	case n.Last.State == firstboot.StateFailed:
 		return fmt.Sprintf("failed at %s: %s", n.Last.Stage, n.Last.Reason)
 	case n.Last.Stage == firstboot.StageDone:
-		return "first boot finished without registering: " + strings.TrimSpace(n.Last.Reason)
+		return "first boot finished, k3s not registered yet: " + strings.TrimSpace(n.Last.Reason)
 	}
 	return fmt.Sprintf("at %s (%s) %s", n.Last.Stage, n.Last.State, n.Last.Reason)
 }

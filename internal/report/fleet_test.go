@@ -16,9 +16,9 @@ func ev(node, build, stage, state string, final, older bool) Event {
 // 0) or registered or stopped for good (exit 1), and not before.
 func TestFleetDone(t *testing.T) {
 	planned := []Planned{
-		{Hostname: "srv", Role: "server", Build: "s1", Reports: true},
-		{Hostname: "a1", Role: "agent", Build: "x1", Reports: true},
-		{Hostname: "quiet", Role: "agent", Build: "q1"}, // no report URL: never awaited by default
+		{Hostname: "srv", Role: "server", Builds: []string{"s1"}, Reports: true},
+		{Hostname: "a1", Role: "agent", Builds: []string{"x1"}, Reports: true},
+		{Hostname: "quiet", Role: "agent", Builds: []string{"q1"}}, // no report URL: never awaited by default
 	}
 	tests := []struct {
 		name             string
@@ -38,8 +38,12 @@ func TestFleetDone(t *testing.T) {
 			done: false, problem: "failed at k3s-install"},
 		{name: "final failure ends it", events: []Event{ev("srv", "s1", "registered", "ok", false, false), ev("a1", "x1", "cgroup", "failed", true, false)},
 			done: true, problem: "failed at cgroup"},
-		{name: "done without registering", events: []Event{ev("srv", "s1", "registered", "ok", false, false), ev("a1", "x1", "done", "ok", false, false)},
-			done: true, problem: "finished without registering"},
+		{name: "done without registering: the reporter goes on checking", events: []Event{ev("srv", "s1", "registered", "ok", false, false), ev("a1", "x1", "done", "ok", false, false)},
+			done: false, problem: "k3s not registered yet"},
+		{name: "registered after the first boot", events: []Event{ev("srv", "s1", "registered", "ok", false, false), ev("a1", "x1", "done", "ok", false, false), ev("a1", "x1", "registered", "ok", false, false)},
+			done: true, registered: true},
+		{name: "the reporter gave up on registration", events: []Event{ev("srv", "s1", "registered", "ok", false, false), ev("a1", "x1", "done", "ok", false, false), ev("a1", "x1", "registered", "waiting", true, false)},
+			done: true, problem: "at registered (waiting)"},
 		{name: "an older build's registration does not count", events: []Event{ev("srv", "s1", "registered", "ok", false, false), ev("a1", "x0", "registered", "ok", false, true)},
 			done: false, problem: "older build"},
 		{name: "only the awaited node counts", await: []string{"srv"}, events: []Event{ev("srv", "s1", "registered", "ok", false, false)},
