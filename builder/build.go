@@ -375,15 +375,18 @@ func (b *build) identity(out *output) error {
 	if err != nil {
 		return err
 	}
-	if b.reportKey, err = out.reportKey(b.r); err != nil {
-		return err
-	}
 	// The CA first: a CA refused (a new cluster not asked for) must not
 	// leave a --rotate-node-password recorded for a build that never ran.
 	if err := b.settleCA(out, time.Now()); err != nil {
 		return err
 	}
-	return b.settleNodePasswords(out)
+	if err := b.settleNodePasswords(out); err != nil {
+		return err
+	}
+	// Last: nothing refused after it, so a new key is never kept for a
+	// build that does not happen.
+	b.reportKey, err = out.reportKey(b.r, b.opt.NewCluster)
+	return err
 }
 
 // buildNodes builds the selected nodes, opt.Jobs at a time, each published

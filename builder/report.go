@@ -3,10 +3,13 @@ package builder
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/pibake/pibake/internal/atomicfile"
@@ -25,15 +28,17 @@ const ReportKeyFile = stateDir + "/report.key"
 // recipe reports, generating it (32 random bytes, hex, mode 0600) on first
 // use. It is kept like the token, so rebuilding the same inputs gives the
 // same bytes; a lost key only means the next build makes a new one and
-// rebuilds the reporting nodes. Called under the output directory's lock.
-func (o *output) reportKey(r *recipes.Recipe) ([]byte, error) {
+// rebuilds the reporting nodes. A new cluster gets a new key, so the old
+// cluster's cards cannot report as older builds of the new one. Called
+// under the output directory's lock.
+func (o *output) reportKey(r *recipes.Recipe, newCluster bool) ([]byte, error) {
 	if !reports(r) {
 		return nil, nil
 	}
 	path := o.path(ReportKeyFile)
-	if key, err := readReportKey(path); err == nil {
+	if key, err := readReportKey(path); err == nil && !newCluster {
 		return key, nil
-	} else if !errors.Is(err, fs.ErrNotExist) {
+	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, err
 	}
 	key := make([]byte, 32)
@@ -80,10 +85,11 @@ func (b *build) nodeReportKey(n *recipes.Node, buildID string) string {
 }
 
 // WatchTarget is what `pibake watch` needs from an out directory: the
-// report key and the build id of every node built there.
+// report key and the build ids of every node's images built or flashed
+// from there.
 type WatchTarget struct {
 	Key    []byte
-	Builds map[string]string // hostname → build id
+	Builds map[string][]string // hostname → build ids
 }
 
 // ReadWatchTarget reads an out directory for `pibake watch`.
@@ -96,10 +102,28 @@ func ReadWatchTarget(dir string) (WatchTarget, error) {
 	if err != nil {
 		return WatchTarget{}, err
 	}
-	t := WatchTarget{Key: key, Builds: map[string]string{}}
+	t := WatchTarget{Key: key, Builds: map[string][]string{}}
+	add := func(host, build string) {
+		if build != "" && !slices.Contains(t.Builds[host], build) {
+			t.Builds[host] = append(t.Builds[host], build)
+		}
+	}
 	for _, n := range readManifest(dir).Nodes {
 		if len(n.Inputs) >= 16 && n.State != StateOrphan {
-			t.Builds[n.Hostname] = n.Inputs[:16]
+			add(n.Hostname, n.Inputs[:16])
+		}
+	}
+	// Cards flashed from the directory count as its images too, built or
+	// not (pibake flash records the build id it wrote).
+	var flashed struct {
+		Flashes []struct{ Node, Build, Result string }
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "manifest.json")); err == nil {
+		json.Unmarshal(b, &flashed) // a damaged manifest only means fewer builds known
+	}
+	for _, f := range flashed.Flashes {
+		if f.Result == "verified" {
+			add(f.Node, f.Build)
 		}
 	}
 	return t, nil

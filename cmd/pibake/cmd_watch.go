@@ -129,17 +129,17 @@ func newWatch(r *recipes.Recipe, outDir string, names []string) (*watch, error) 
 		return nil, err
 	}
 	for i := range planned {
-		planned[i].Build = target.Builds[planned[i].Hostname]
+		planned[i].Builds = target.Builds[planned[i].Hostname]
 	}
 	fleet := report.NewFleet(planned, await)
 	var unbuilt []string
 	for _, n := range fleet.Nodes() {
-		if n.Awaited && n.Build == "" {
+		if n.Awaited && len(n.Builds) == 0 {
 			unbuilt = append(unbuilt, n.Hostname)
 		}
 	}
 	if len(unbuilt) > 0 {
-		return nil, fmt.Errorf("not built in %s: %s, so nothing can report for them; build them there, or name the nodes to wait for with --node", outDir, strings.Join(unbuilt, ", "))
+		return nil, fmt.Errorf("neither built nor flashed from %s: %s, so nothing can report for them; build or flash them there, or name the nodes to wait for with --node", outDir, strings.Join(unbuilt, ", "))
 	}
 	return &watch{recipe: r.Path, outDir: outDir, target: target, fleet: fleet}, nil
 }
@@ -177,7 +177,7 @@ func (w *watch) run(ctx context.Context, ln net.Listener, timeout time.Duration,
 	events := make(chan watchEvent, 256)
 	var nodes []report.Node
 	for _, n := range w.fleet.Nodes() {
-		nodes = append(nodes, report.Node{Hostname: n.Hostname, Build: n.Build})
+		nodes = append(nodes, report.Node{Hostname: n.Hostname, Builds: n.Builds})
 	}
 	// No event is dropped (a lost "registered" would keep watch waiting);
 	// once watching ends, the handlers stop waiting for the display.
@@ -288,11 +288,23 @@ func (d *display) refused(r report.Refusal) {
 	}
 }
 
+// claims names the node a refused report claimed to be from: anyone on
+// the network can send one, so the name is quoted (escapes and all) and
+// cut short before it reaches a terminal.
 func claims(node string) string {
 	if node == "" {
 		return ""
 	}
-	return fmt.Sprintf(" (claiming to be %s)", node)
+	return fmt.Sprintf(" (claiming to be %q)", cut(node, 64))
+}
+
+// cut shortens s to at most n runes, marking the cut.
+func cut(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n-3]) + "..."
 }
 
 func reasonSuffix(reason string) string {
@@ -328,7 +340,7 @@ func (d *display) redraw() {
 		switch {
 		case !n.Reports:
 			state = "does not report"
-		case n.Build == "":
+		case len(n.Builds) == 0:
 			state = "not built"
 		case n.Last == nil && n.Older != nil:
 			stage, state, detail = n.Older.Stage, n.Older.State, "older build "+n.Older.Build+": not this directory's image"
@@ -340,9 +352,7 @@ func (d *display) redraw() {
 		if n.Role == string(recipes.RoleAgent) {
 			batch = fmt.Sprint(n.Batch)
 		}
-		if len(detail) > 60 {
-			detail = detail[:57] + "..."
-		}
+		detail = cut(detail, 60)
 		if d.colour {
 			state = colour(n, state)
 		}

@@ -34,30 +34,39 @@ func freeAddr(t *testing.T) string {
 }
 
 // nodeStubs are the commands a node's first boot runs that cannot run
-// here, each answering as the real one does on a Pi whose k3s came up:
-// apt succeeds; systemctl says the k3s unit is active (k3s is
-// Type=notify, so active means ready); k3s kubectl lists the node; curl
-// answers the k3s server's /ping with "pong" and the kubelet's health
-// check with "ok", fetches the stand-in install script, and passes
-// everything else (the reports) to the real curl.
+// here, each answering as the real one does on a Pi whose k3s unit is in
+// state $K3S_STATE (default active): apt succeeds; systemctl is-active
+// tells the state (k3s is Type=notify: "activating" until it is ready);
+// k3s kubectl lists the node only while k3s runs, else the connection is
+// refused; curl answers the k3s server's /ping with "pong", the kubelet's
+// health check with "ok" only while k3s runs, fetches the stand-in
+// install script, and passes everything else (the reports) to the real
+// curl.
 var nodeStubs = map[string]string{
 	"apt-get":   `exit 0`,
 	"apt-cache": `exit 1`,
-	"systemctl": `[ "$1" = is-active ] && { [ "$2" = --quiet ] || echo active; }; exit 0`,
-	"k3s":       `[ "$1 $2 $3" = "kubectl get node" ] && echo "node/$4"`,
+	"systemctl": `if [ "$1" = is-active ]; then [ "$2" = --quiet ] || echo "${K3S_STATE:-active}"; [ "${K3S_STATE:-active}" = active ]; exit; fi; exit 0`,
+	"k3s":       `[ "$1 $2 $3" = "kubectl get node" ] && [ "${K3S_STATE:-active}" = active ] && echo "node/$4"`,
 	"curl": `case "$*" in
 */ping*) echo pong ;;
-*127.0.0.1:10248/healthz*) echo ok ;;
+*127.0.0.1:10248/healthz*) [ "${K3S_STATE:-active}" = active ] || exit 7; echo ok ;;
 *get.k3s.io*) while [ $# -gt 0 ]; do [ "$1" = -o ] && out=$2; shift; done; printf '#!/bin/sh\nexit 0\n' >"$out" ;;
 *) exec "$REAL_CURL" "$@" ;;
 esac`,
+}
+
+// bootOptions vary a node's boot: the first boot's and the reporter's
+// environment, and a record queued ahead of the first boot's own.
+type bootOptions struct {
+	firstbootEnv, reportEnv []string
+	queued                  string
 }
 
 // bootNode plays one node's first boot in a fake root, with the payload
 // copied by mtools from the boot partition of the image pibake built: the
 // activator, then the first boot, then the reporter until it has sent
 // every record and exits.
-func bootNode(t *testing.T, img string) (root string) {
+func bootNode(t *testing.T, img string, opt bootOptions) (root string) {
 	t.Helper()
 	mcopy := testimage.Tool(t, "mcopy")
 	curl := testimage.Tool(t, "curl")
@@ -96,11 +105,24 @@ func bootNode(t *testing.T, img string) (root string) {
 	}
 	env := append(os.Environ(), "PATH="+stubs+":"+os.Getenv("PATH"), "REAL_CURL="+curl,
 		"PIBAKE_ROOT="+root, "PIBAKE_BOOT="+boot, "PIBAKE_RETRY_DELAY=0", "PIBAKE_TIME_WAIT=0", "PIBAKE_BATCH_DELAY=0",
-		"PIBAKE_SERVER_WAIT=0", "PIBAKE_K3S_WAIT=0", "PIBAKE_REGISTER_WAIT=0", "PIBAKE_POLL=0", "PIBAKE_REPORT_IDLE=1", "PIBAKE_REPORT_LINGER=2")
-	for _, script := range []string{filepath.Join(boot, "pibake", "activate.sh"), filepath.Join(root, "usr/local/lib/pibake/firstboot.sh"), filepath.Join(root, "usr/local/lib/pibake/report.sh")} {
+		"PIBAKE_SERVER_WAIT=0", "PIBAKE_K3S_WAIT=0", "PIBAKE_REGISTER_WAIT=0", "PIBAKE_POLL=0", "PIBAKE_REPORT_IDLE=1", "PIBAKE_REPORT_LINGER=2", "PIBAKE_REPORT_RECHECK=0")
+	for _, step := range []struct {
+		script string
+		env    []string
+	}{
+		{script: filepath.Join(boot, "pibake", "activate.sh")},
+		{script: filepath.Join(root, "usr/local/lib/pibake/firstboot.sh"), env: opt.firstbootEnv},
+		{script: filepath.Join(root, "usr/local/lib/pibake/report.sh"), env: opt.reportEnv},
+	} {
+		script := step.script
+		if opt.queued != "" && strings.HasSuffix(script, "firstboot.sh") {
+			if err := os.WriteFile(filepath.Join(root, "var/lib/pibake/reports/0000000000.json"), []byte(opt.queued+"\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		cmd := exec.CommandContext(ctx, "sh", script)
-		cmd.Env = env
+		cmd.Env = append(append([]string(nil), env...), step.env...)
 		out, err := cmd.CombinedOutput()
 		cancel()
 		if err != nil || len(out) > 0 {
@@ -174,7 +196,7 @@ node "agent" {
 	}
 
 	for _, host := range []string{"srv", "agent"} {
-		root := bootNode(t, filepath.Join(out, host+".img"))
+		root := bootNode(t, filepath.Join(out, host+".img"), bootOptions{})
 		// The server is played first and watch waits for the agent, so
 		// every record of the server is sent; the agent's after
 		// "registered" find watch gone, and the reporter gives up on
@@ -249,6 +271,110 @@ node "agent" {
 	}
 	if strings.Contains(wout.String()+werr.String(), token) {
 		t.Error("watch printed the cluster token")
+	}
+}
+
+// TestWatchLateAndNever: a node whose k3s comes up only after its first
+// boot has finished is reported registered by its reporter, which goes on
+// checking; one whose k3s never does is reported, LINGER after the end,
+// as given up, and watch exits 1 at once naming it, well before its
+// timeout.
+func TestWatchLateAndNever(t *testing.T) {
+	t.Setenv("NO_COLOR", "1")
+	base := testimage.For(t, testimage.Bookworm())
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	addr := freeAddr(t)
+	recipe := filepath.Join(dir, "lab.hcl")
+	src := fmt.Sprintf(`image {
+  source = %q
+}
+cluster {
+  token = "watch-late-token-0123456789abcdef"
+  report {
+    url = "http://%s"
+  }
+}
+node "late" {
+  role = "server"
+  ip   = "192.168.7.10/24"
+}
+node "never" {
+  role = "agent"
+}
+`, base, addr)
+	if err := os.WriteFile(recipe, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	if code := run(context.Background(), []string{"build", recipe, "--out", out}, &stdout, &stderr); code != exitOK {
+		t.Fatalf("build exited %d:\n%s", code, stderr.String())
+	}
+	var wout, werr syncBuffer
+	code := make(chan int, 1)
+	start := time.Now()
+	go func() {
+		code <- run(context.Background(), []string{"watch", recipe, "--out", out, "--listen", addr, "--timeout", "5m"}, &wout, &werr)
+	}()
+	waitListening(t, addr, code, &werr)
+
+	late := bootNode(t, filepath.Join(out, "late.img"), bootOptions{firstbootEnv: []string{"K3S_STATE=activating"}})
+	log, _ := os.ReadFile(filepath.Join(late, "var/log/pibake/report.log"))
+	if !strings.Contains(string(log), "every report sent; the first boot has finished") {
+		t.Errorf("late: the reporter did not end cleanly:\n%s", log)
+	}
+	bootNode(t, filepath.Join(out, "never.img"), bootOptions{firstbootEnv: []string{"K3S_STATE=activating"}, reportEnv: []string{"K3S_STATE=activating"}})
+	select {
+	case c := <-code:
+		if c != exitFailure {
+			t.Fatalf("watch exited %d; want 1:\n%s", c, werr.String())
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("watch did not end once every node had registered or given up:\n%s\n%s", werr.String(), wout.String())
+	}
+	if took := time.Since(start); took > 4*time.Minute {
+		t.Errorf("watch ended after %s, at its timeout, not when the last node gave up", took)
+	}
+	for _, want := range []string{"late server: registered ok: after the first boot had finished", "never agent: registered waiting: not registered within 2s"} {
+		if !strings.Contains(wout.String(), want) {
+			t.Errorf("watch did not show %q:\n%s", want, wout.String())
+		}
+	}
+	if !strings.Contains(werr.String(), "1 of the awaited nodes did not register:\n  never: at registered (waiting)") {
+		t.Errorf("summary:\n%s", werr.String())
+	}
+}
+
+// TestReporterDropsWhatCannotBeAccepted: a queued record the receiver
+// refuses as malformed (400) is dropped and the rest still go.
+func TestReporterDropsWhatCannotBeAccepted(t *testing.T) {
+	t.Setenv("NO_COLOR", "1")
+	base := testimage.For(t, testimage.Bookworm())
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	addr := freeAddr(t)
+	recipe := filepath.Join(dir, "lab.hcl")
+	src := fmt.Sprintf("image {\n  source = %q\n}\ncluster {\n  token = \"watch-drop-token-0123456789abcdef\"\n  report {\n    url = \"http://%s\"\n  }\n}\nnode \"srv\" {\n  role = \"server\"\n}\n", base, addr)
+	if err := os.WriteFile(recipe, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	if code := run(context.Background(), []string{"build", recipe, "--out", out}, &stdout, &stderr); code != exitOK {
+		t.Fatalf("build exited %d:\n%s", code, stderr.String())
+	}
+	var wout, werr syncBuffer
+	code := make(chan int, 1)
+	go func() {
+		code <- run(context.Background(), []string{"watch", recipe, "--out", out, "--listen", addr, "--timeout", "2m"}, &wout, &werr)
+	}()
+	waitListening(t, addr, code, &werr)
+	root := bootNode(t, filepath.Join(out, "srv.img"), bootOptions{queued: `{"version":2,"node":"srv"}`})
+	if c := <-code; c != exitOK {
+		t.Fatalf("watch exited %d:\n%s\n%s", c, werr.String(), wout.String())
+	}
+	log, _ := os.ReadFile(filepath.Join(root, "var/log/pibake/report.log"))
+	if !strings.Contains(string(log), "refused 0000000000.json for good (HTTP 400); dropped") {
+		t.Errorf("the reporter did not drop the malformed record:\n%s", log)
 	}
 }
 
@@ -348,7 +474,7 @@ node "quiet" {
 		args []string
 		want string
 	}{
-		{args: []string{"watch", reporting, "--out", out}, want: "not built in " + out + ": quiet"},
+		{args: []string{"watch", reporting, "--out", out}, want: "neither built nor flashed from " + out + ": quiet"},
 		{args: []string{"watch", reporting, "--out", out, "--node", "srv", "--listen", busy.Addr().String()}, want: "address already in use"},
 	} {
 		stderr.Reset()
@@ -380,9 +506,9 @@ node "quiet" {
 // redrawn in place with colour (a terminal).
 func TestWatchDisplay(t *testing.T) {
 	fleet := report.NewFleet([]report.Planned{
-		{Hostname: "srv", Role: "server", Build: "s1", Reports: true},
-		{Hostname: "a-1", Role: "agent", Batch: 2, Build: "a1", Reports: true},
-		{Hostname: "old", Role: "agent", Build: "o2", Reports: true},
+		{Hostname: "srv", Role: "server", Builds: []string{"s1"}, Reports: true},
+		{Hostname: "a-1", Role: "agent", Batch: 2, Builds: []string{"a1"}, Reports: true},
+		{Hostname: "old", Role: "agent", Builds: []string{"o2"}, Reports: true},
 	}, nil)
 	at := time.Date(2026, 11, 26, 9, 40, 55, 0, time.Local)
 	events := []report.Event{
@@ -399,10 +525,17 @@ func TestWatchDisplay(t *testing.T) {
 		dt.event(e, n)
 	}
 	dl.refused(report.Refusal{Received: at, Remote: "10.0.0.9:4242", Node: "srv", Status: 401, Reason: "the signature does not match"})
+	// A stranger's name reaches the terminal quoted, escapes and all.
+	var hostile bytes.Buffer
+	dh := display{mode: watchLines, o: outputs{stdout: &hostile}, fleet: fleet}
+	dh.refused(report.Refusal{Received: at, Remote: "10.0.0.9:4242", Node: "x\x1b]0;owned\x07\u009b2J" + strings.Repeat("y", 100), Status: 403, Reason: "not in the plan"})
+	if strings.ContainsAny(hostile.String(), "\x1b\x07\u009b") || !strings.Contains(hostile.String(), `\x1b]0;owned\a\u009b2J`) || strings.Contains(hostile.String(), strings.Repeat("y", 70)) {
+		t.Errorf("a refused report's claimed name reached the terminal raw or whole: %q", hostile.String())
+	}
 	want := "09:40:55 srv server: registered ok: the API answers\n" +
 		"09:40:55 a-1 agent: cgroup failed: no memory cgroup\n" +
 		"09:40:55 old agent: k3s-install running (older build o1, not this directory's image)\n" +
-		"09:40:55 refused a report from 10.0.0.9:4242 (claiming to be srv): the signature does not match\n"
+		"09:40:55 refused a report from 10.0.0.9:4242 (claiming to be \"srv\"): the signature does not match\n"
 	if lines.String() != want {
 		t.Errorf("lines:\n%s\nwant:\n%s", lines.String(), want)
 	}

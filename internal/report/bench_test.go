@@ -12,7 +12,7 @@ import (
 // GET and POST to a handler that does nothing, in the same run: the
 // ratio is the receiver's own cost.
 func BenchmarkReceive(b *testing.B) {
-	recv := NewReceiver(testOutKey, []Node{{Hostname: "srv", Build: "b2"}}, func(Event) {}, func(Refusal) {})
+	recv := NewReceiver(testOutKey, []Node{{Hostname: "srv", Builds: []string{"b2"}}}, func(Event) {}, func(Refusal) {})
 	srv := httptest.NewServer(recv)
 	defer srv.Close()
 	key := NodeKey(testOutKey, "srv", "b2")

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -26,10 +27,11 @@ const (
 // Node is a node the receiver takes reports from.
 type Node struct {
 	Hostname string
-	// Build is the build id of the node's image in the out directory; a
-	// report signed for another build id of the node is accepted (only
-	// this directory's key can have made it) and marked OlderBuild.
-	Build string
+	// Builds are the build ids of the node's images the out directory
+	// has built or flashed; a report signed for another build id of the
+	// node is accepted (only this directory's key can have made it) and
+	// marked OlderBuild.
+	Builds []string
 }
 
 // Event is an accepted report.
@@ -179,5 +181,5 @@ func (r *Receiver) report(w http.ResponseWriter, req *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 	r.emit.Lock()
 	defer r.emit.Unlock()
-	r.onEvent(Event{Received: received, Remote: req.RemoteAddr, Status: *st, OlderBuild: st.Build != n.Build})
+	r.onEvent(Event{Received: received, Remote: req.RemoteAddr, Status: *st, OlderBuild: !slices.Contains(n.Builds, st.Build)})
 }

@@ -27,7 +27,7 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	f := &fixture{}
-	f.recv = NewReceiver(testOutKey, []Node{{Hostname: "srv", Build: "b2"}, {Hostname: "agent", Build: "a1"}},
+	f.recv = NewReceiver(testOutKey, []Node{{Hostname: "srv", Builds: []string{"b2"}}, {Hostname: "agent", Builds: []string{"a1"}}},
 		func(e Event) { f.events = append(f.events, e) },
 		func(r Refusal) { f.refusals = append(f.refusals, r) })
 	f.srv = httptest.NewServer(f.recv)
