@@ -102,11 +102,13 @@ node "e2e-wifi" {
 // airgapFiles writes the stand-ins that travel as the air-gap payload:
 // k3s itself cannot be downloaded here, so install.sh records how it was
 // called and installs k3s units, and the k3s binary does only what the
-// first boot looks at, as the real one does it: an agent reaches its
-// server's /ping before it starts the kubelet, whose health check then
-// answers "ok" on 127.0.0.1:10248; `k3s kubectl get node NAME` lists the
-// node while the server unit runs, and is refused as the real one is when
-// the API is not up.
+// first boot looks at, as the real one does it: a server takes a while
+// (its unit is activating for 15 s) and lists its node only 10 s after
+// it started, answering NotFound before, so the first boot's waits see a
+// change; an agent reaches its server's /ping before it starts the
+// kubelet, whose health check then answers "ok" on 127.0.0.1:10248;
+// `k3s kubectl get node` is refused as the real one is while the API is
+// not up.
 func airgapFiles(t *testing.T, dir string) {
 	t.Helper()
 	install := `#!/bin/sh
@@ -124,6 +126,8 @@ cat >/etc/systemd/system/k3s.service <<UNIT
 [Unit]
 Description=stand-in for k3s (server)
 [Service]
+TimeoutStartSec=0
+ExecStartPre=/bin/sleep 15
 ExecStart=/usr/local/bin/k3s server
 UNIT
 cat >/etc/systemd/system/k3s-agent.service <<UNIT
@@ -140,7 +144,9 @@ systemctl daemon-reload
 		"install.sh": install,
 		"k3s-arm64": `#!/bin/sh
 case "$1" in
-server) exec sleep infinity ;;
+server)
+	date +%s >/run/e2e-k3s-started
+	exec sleep infinity ;;
 agent-wait)
 	server=$(sed -n 's/^server: "\(.*\)"$/\1/p' /etc/rancher/k3s/config.yaml)
 	until [ "$(curl -ks --max-time 5 "$server/ping")" = pong ]; do sleep 5; done ;;
@@ -152,6 +158,10 @@ kubectl)
 	[ "$2 $3" = "get node" ] || exit 1
 	if ! systemctl -q is-active k3s; then
 		echo "The connection to the server 127.0.0.1:6443 was refused - did you specify the right host or port?" >&2
+		exit 1
+	fi
+	if [ $(($(date +%s) - $(cat /run/e2e-k3s-started))) -lt 10 ]; then
+		echo "Error from server (NotFound): nodes \"$4\" not found" >&2
 		exit 1
 	fi
 	echo "node/$4" ;;
