@@ -133,59 +133,67 @@ func bootNode(t *testing.T, img string, opt bootOptions) (root string) {
 	return root
 }
 
+// watchLab is a recipe built with a report URL on loopback, and a
+// `pibake watch` of it running.
+type watchLab struct {
+	recipe, out, addr string
+	code              chan int
+	stdout, stderr    *syncBuffer
+}
+
+// startWatchLab writes a recipe of the test base image, token and nodes,
+// whose nodes report to a free loopback port, builds it, and starts
+// pibake watch on it with watchArgs.
+func startWatchLab(t *testing.T, token, nodes string, watchArgs ...string) *watchLab {
+	t.Helper()
+	t.Setenv("NO_COLOR", "1")
+	base := testimage.For(t, testimage.Bookworm())
+	dir := t.TempDir()
+	l := &watchLab{recipe: filepath.Join(dir, "lab.hcl"), out: filepath.Join(dir, "out"), addr: freeAddr(t),
+		code: make(chan int, 1), stdout: &syncBuffer{}, stderr: &syncBuffer{}}
+	src := fmt.Sprintf("image {\n  source = %q\n}\ncluster {\n  token = %q\n  report {\n    url = \"http://%s\"\n  }\n}\n%s", base, token, l.addr, nodes)
+	if err := os.WriteFile(l.recipe, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	if code := run(context.Background(), []string{"build", l.recipe, "--out", l.out}, &stdout, &stderr); code != exitOK {
+		t.Fatalf("build exited %d:\n%s", code, stderr.String())
+	}
+	args := append([]string{"watch", l.recipe, "--out", l.out, "--listen", l.addr}, watchArgs...)
+	go func() { l.code <- run(context.Background(), args, l.stdout, l.stderr) }()
+	waitListening(t, l.addr, l.code, l.stderr)
+	return l
+}
+
+// exit waits for watch to end.
+func (l *watchLab) exit(t *testing.T, within time.Duration) int {
+	t.Helper()
+	select {
+	case c := <-l.code:
+		return c
+	case <-time.After(within):
+		t.Fatalf("watch did not end within %s:\n%s\n%s", within, l.stderr.String(), l.stdout.String())
+		return -1
+	}
+}
+
 // TestWatchSeesTheFleetRegister: a real build with a report URL, the real
 // first-boot scripts of each image played in a fake root, and the real
 // reporter posting over loopback to a real `pibake watch`, which exits 0
 // once both nodes registered; a forged report on the way is refused and
 // shown, and the token never appears.
 func TestWatchSeesTheFleetRegister(t *testing.T) {
-	t.Setenv("NO_COLOR", "1")
-	base := testimage.For(t, testimage.Bookworm())
-	dir := t.TempDir()
-	out := filepath.Join(dir, "out")
-	addr := freeAddr(t)
 	const token = "watch-test-cluster-token-0123456789"
-	recipe := filepath.Join(dir, "lab.hcl")
-	src := fmt.Sprintf(`image {
-  source = %q
-}
-cluster {
-  token = %q
-  report {
-    url = "http://%s"
-  }
-}
-node "srv" {
-  role = "server"
-  ip   = "192.168.7.10/24"
-}
-node "agent" {
-  role = "agent"
-}
-`, base, token, addr)
-	if err := os.WriteFile(recipe, []byte(src), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var stdout, stderr bytes.Buffer
-	if code := run(context.Background(), []string{"build", recipe, "--out", out}, &stdout, &stderr); code != exitOK {
-		t.Fatalf("build exited %d:\n%s", code, stderr.String())
-	}
+	l := startWatchLab(t, token, "node \"srv\" {\n  role = \"server\"\n  ip   = \"192.168.7.10/24\"\n}\nnode \"agent\" {\n  role = \"agent\"\n}\n", "--json", "--timeout", "3m")
+	out, addr, wout, werr := l.out, l.addr, l.stdout, l.stderr
 	if fi, err := os.Stat(filepath.Join(out, ".pibake", "report.key")); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("report key: %v, %v; want mode 0600", fi, err)
 	}
-
-	stdout.Reset()
+	var stdout, stderr bytes.Buffer
 	if code := run(context.Background(), []string{"inspect", filepath.Join(out, "srv.img")}, &stdout, &stderr); code != exitOK ||
 		!strings.Contains(stdout.String(), "reports:  to http://"+addr+" (pibake watch), signed with this node's key") {
 		t.Errorf("inspect does not say where srv reports (exit %d):\n%s", code, stdout.String())
 	}
-
-	var wout, werr syncBuffer
-	code := make(chan int, 1)
-	go func() {
-		code <- run(context.Background(), []string{"watch", recipe, "--out", out, "--listen", addr, "--json", "--timeout", "3m"}, &wout, &werr)
-	}()
-	waitListening(t, addr, code, &werr)
 
 	// A stranger's report, signed with a key of its own, is refused.
 	forged := []byte(`{"nonce":"00112233445566778899aabbccddeeff","status":{"version":1,"node":"srv","role":"server","build":"x","stage":"registered","state":"ok","time":"","boot":""}}`)
@@ -218,13 +226,8 @@ node "agent" {
 			t.Errorf("%s: /etc/pibake/report.key: %v; want mode 0600", host, err)
 		}
 	}
-	select {
-	case c := <-code:
-		if c != exitOK {
-			t.Fatalf("watch exited %d:\n%s\n%s", c, werr.String(), wout.String())
-		}
-	case <-time.After(time.Minute):
-		t.Fatalf("watch did not exit after both nodes registered:\n%s\n%s", werr.String(), wout.String())
+	if c := l.exit(t, time.Minute); c != exitOK {
+		t.Fatalf("watch exited %d:\n%s\n%s", c, werr.String(), wout.String())
 	}
 
 	// Every stage of both nodes arrived in order, none refused but the
@@ -280,43 +283,9 @@ node "agent" {
 // as given up, and watch exits 1 at once naming it, well before its
 // timeout.
 func TestWatchLateAndNever(t *testing.T) {
-	t.Setenv("NO_COLOR", "1")
-	base := testimage.For(t, testimage.Bookworm())
-	dir := t.TempDir()
-	out := filepath.Join(dir, "out")
-	addr := freeAddr(t)
-	recipe := filepath.Join(dir, "lab.hcl")
-	src := fmt.Sprintf(`image {
-  source = %q
-}
-cluster {
-  token = "watch-late-token-0123456789abcdef"
-  report {
-    url = "http://%s"
-  }
-}
-node "late" {
-  role = "server"
-  ip   = "192.168.7.10/24"
-}
-node "never" {
-  role = "agent"
-}
-`, base, addr)
-	if err := os.WriteFile(recipe, []byte(src), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var stdout, stderr bytes.Buffer
-	if code := run(context.Background(), []string{"build", recipe, "--out", out}, &stdout, &stderr); code != exitOK {
-		t.Fatalf("build exited %d:\n%s", code, stderr.String())
-	}
-	var wout, werr syncBuffer
-	code := make(chan int, 1)
 	start := time.Now()
-	go func() {
-		code <- run(context.Background(), []string{"watch", recipe, "--out", out, "--listen", addr, "--timeout", "5m"}, &wout, &werr)
-	}()
-	waitListening(t, addr, code, &werr)
+	l := startWatchLab(t, "watch-late-token-0123456789abcdef", "node \"late\" {\n  role = \"server\"\n  ip   = \"192.168.7.10/24\"\n}\nnode \"never\" {\n  role = \"agent\"\n}\n", "--timeout", "5m")
+	out, wout, werr := l.out, l.stdout, l.stderr
 
 	late := bootNode(t, filepath.Join(out, "late.img"), bootOptions{firstbootEnv: []string{"K3S_STATE=activating"}})
 	log, _ := os.ReadFile(filepath.Join(late, "var/log/pibake/report.log"))
@@ -324,13 +293,8 @@ node "never" {
 		t.Errorf("late: the reporter did not end cleanly:\n%s", log)
 	}
 	bootNode(t, filepath.Join(out, "never.img"), bootOptions{firstbootEnv: []string{"K3S_STATE=activating"}, reportEnv: []string{"K3S_STATE=activating"}})
-	select {
-	case c := <-code:
-		if c != exitFailure {
-			t.Fatalf("watch exited %d; want 1:\n%s", c, werr.String())
-		}
-	case <-time.After(time.Minute):
-		t.Fatalf("watch did not end once every node had registered or given up:\n%s\n%s", werr.String(), wout.String())
+	if c := l.exit(t, time.Minute); c != exitFailure {
+		t.Fatalf("watch exited %d; want 1:\n%s", c, werr.String())
 	}
 	if took := time.Since(start); took > 4*time.Minute {
 		t.Errorf("watch ended after %s, at its timeout, not when the last node gave up", took)
@@ -348,28 +312,10 @@ node "never" {
 // TestReporterDropsWhatCannotBeAccepted: a queued record the receiver
 // refuses as malformed (400) is dropped and the rest still go.
 func TestReporterDropsWhatCannotBeAccepted(t *testing.T) {
-	t.Setenv("NO_COLOR", "1")
-	base := testimage.For(t, testimage.Bookworm())
-	dir := t.TempDir()
-	out := filepath.Join(dir, "out")
-	addr := freeAddr(t)
-	recipe := filepath.Join(dir, "lab.hcl")
-	src := fmt.Sprintf("image {\n  source = %q\n}\ncluster {\n  token = \"watch-drop-token-0123456789abcdef\"\n  report {\n    url = \"http://%s\"\n  }\n}\nnode \"srv\" {\n  role = \"server\"\n}\n", base, addr)
-	if err := os.WriteFile(recipe, []byte(src), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var stdout, stderr bytes.Buffer
-	if code := run(context.Background(), []string{"build", recipe, "--out", out}, &stdout, &stderr); code != exitOK {
-		t.Fatalf("build exited %d:\n%s", code, stderr.String())
-	}
-	var wout, werr syncBuffer
-	code := make(chan int, 1)
-	go func() {
-		code <- run(context.Background(), []string{"watch", recipe, "--out", out, "--listen", addr, "--timeout", "2m"}, &wout, &werr)
-	}()
-	waitListening(t, addr, code, &werr)
+	l := startWatchLab(t, "watch-drop-token-0123456789abcdef", "node \"srv\" {\n  role = \"server\"\n}\n", "--timeout", "2m")
+	out, wout, werr := l.out, l.stdout, l.stderr
 	root := bootNode(t, filepath.Join(out, "srv.img"), bootOptions{queued: `{"version":2,"node":"srv"}`})
-	if c := <-code; c != exitOK {
+	if c := l.exit(t, time.Minute); c != exitOK {
 		t.Fatalf("watch exited %d:\n%s\n%s", c, werr.String(), wout.String())
 	}
 	log, _ := os.ReadFile(filepath.Join(root, "var/log/pibake/report.log"))
