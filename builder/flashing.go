@@ -145,7 +145,7 @@ func Flash(ctx context.Context, r *recipes.Recipe, opt FlashOptions) ([]flash.Re
 		for _, i := range idx {
 			t := opt.Targets[i].Target
 			writes.Go(func() {
-				results[i] = flash.Write(ctx, src, t, progress.New(b.opt.Progress, n.Hostname+" → "+t.Path, 2*src.Mapped()))
+				results[i] = flash.Write(ctx, src, t, progress.New(b.opt.Progress, n.Hostname+" → "+t.Path, src.Work()))
 				b.logResult(results[i])
 			})
 		}
@@ -438,7 +438,7 @@ func FlashImage(ctx context.Context, path string, opt FlashOptions) ([]flash.Res
 	var wg sync.WaitGroup
 	for i, t := range opt.Targets {
 		wg.Go(func() {
-			results[i] = flash.Write(ctx, src, t.Target, progress.New(opt.Progress, file+" → "+t.Target.Path, 2*src.Mapped()))
+			results[i] = flash.Write(ctx, src, t.Target, progress.New(opt.Progress, file+" → "+t.Target.Path, src.Work()))
 			(&build{logf: logf}).logResult(results[i])
 		})
 	}

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"math/rand"
 	"os"
 	"os/exec"
@@ -85,7 +86,9 @@ func writeAll(t *testing.T, ctx context.Context, src *Source, paths ...string) [
 // must be left unbootable.
 func TestReadBackCatchesCorruption(t *testing.T) {
 	src, _ := testImage(t, testSize)
-	for _, at := range []int64{100, 3<<20 + 5, testSize - 1} {
+	// 2 MiB + 7 is between two ranges: zeros in the image, which the
+	// read-back reads too.
+	for _, at := range []int64{100, 2<<20 + 7, 3<<20 + 5, testSize - 1} {
 		t.Run(fmt.Sprint(at), func(t *testing.T) {
 			target := filepath.Join(t.TempDir(), "t.img")
 			flipByte(t, at)
@@ -218,6 +221,9 @@ func smallDisk(t *testing.T, size, room int64) string {
 func TestWriteBlockDevices(t *testing.T) {
 	src, img := testImage(t, testSize)
 	good := []string{loopDevice(t, 64<<20), loopDevice(t, testSize)}
+	for _, dev := range good {
+		usedCard(t, dev) // so that the holes, too, must be written to match
+	}
 	bad := smallDisk(t, 64<<20, 6<<20)
 	oldImage(t, bad)
 	results := writeAll(t, context.Background(), src, append(good, bad)...)
@@ -241,6 +247,48 @@ func TestWriteBlockDevices(t *testing.T) {
 	}
 	checkHeadZero(t, bad)
 	t.Logf("failing target: %v; %s", res.Err, res.Boot)
+}
+
+// usedCard fills dev with 0xA5, as a used card is full of old data: an
+// image on it is identical only if the bytes between the image's ranges
+// were zeroed too.
+func usedCard(t *testing.T, dev string) {
+	t.Helper()
+	f, err := os.OpenFile(dev, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	end, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := bytes.Repeat([]byte{0xa5}, 1<<20)
+	for off := int64(0); off < end; off += int64(len(b)) {
+		if _, err := f.WriteAt(b[:min(int64(len(b)), end-off)], off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestZerosWritten: a device that refuses BLKZEROOUT gets the zeros
+// between the ranges written; a used card still ends up as the image.
+func TestZerosWritten(t *testing.T) {
+	src, img := testImage(t, testSize)
+	dev := loopDevice(t, 64<<20)
+	usedCard(t, dev)
+	writeZerosOnly = true
+	t.Cleanup(func() { writeZerosOnly = false })
+	res := writeAll(t, context.Background(), src, dev)[0]
+	if res.State != Verified || res.SHA256 != src.SHA256 {
+		t.Fatalf("%s: %s, %v", dev, res.State, res.Err)
+	}
+	if !bytes.Equal(readDev(t, dev, testSize), img) {
+		t.Errorf("%s differs from the image", dev)
+	}
 }
 
 // oldImage puts a partition table's worth of non-zero bytes at the start

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -81,4 +82,28 @@ func (w *writer) dropCache() error {
 // freeBuf releases a direct-I/O buffer (page-aligned, from mmap).
 func freeBuf(b []byte) {
 	unix.Munmap(b[:cap(b)])
+}
+
+// writeZerosOnly, set by a test, makes zeroOut write zeros as it does
+// for a device that refuses BLKZEROOUT.
+var writeZerosOnly bool
+
+// zeroOut makes n bytes at off zeros: BLKZEROOUT, which the kernel turns
+// into the device's own write-zeroes where it has one (a loop device
+// punches holes, an NVMe or SCSI disk may not move a byte) and into
+// written zero pages where not. A kernel or driver that refuses the
+// ioctl gets zeros written from here.
+func (w *writer) zeroOut(off, n int64) error {
+	if !w.noZeroOut && !writeZerosOnly {
+		r := [2]uint64{uint64(off), uint64(n)}
+		_, _, errno := unix.Syscall(unix.SYS_IOCTL, w.f.Fd(), unix.BLKZEROOUT, uintptr(unsafe.Pointer(&r)))
+		if errno == 0 {
+			return nil
+		}
+		if errno != unix.ENOTTY && errno != unix.EOPNOTSUPP && errno != unix.EINVAL {
+			return errno
+		}
+		w.noZeroOut = true
+	}
+	return w.writeZeros(off, n)
 }
