@@ -180,3 +180,57 @@ func TestDescribe(t *testing.T) {
 		t.Errorf("Describe(8:99) = %v", err)
 	}
 }
+
+// TestSwappedDisk: the disk opened for writing is described again and
+// must be the one inspected and confirmed (same device number, model,
+// serial, size), and still pass the refusals.
+func TestSwappedDisk(t *testing.T) {
+	stick := fakeDisk{name: "sdb", dev: "8:16", sectors: 1 << 24, usb: true, parts: map[string]string{"sdb1": "8:17"},
+		udev: "E:ID_MODEL=Extreme_Pro\nE:ID_SERIAL_SHORT=AA01234\nE:ID_BUS=usb\n"}
+	const image = 32 << 20
+	rootOnSDA := mi("8:2", "/", "ext4", "/dev/sda2")
+	tests := []struct {
+		name   string
+		dev    string // as the open file says
+		change func(s System)
+		want   string
+	}{
+		{name: "same", dev: "8:16", change: func(System) {}},
+		{name: "other number", dev: "8:32", change: func(System) {}, want: "not the one confirmed: it is device 8:32 now, not 8:16; nothing written"},
+		{name: "other serial", dev: "8:16", change: func(s System) {
+			writeFile(t, s, "/run/udev/data/b8:16", "E:ID_MODEL=Extreme_Pro\nE:ID_SERIAL_SHORT=ZZ99999\nE:ID_BUS=usb\n")
+		}, want: "the device at /dev/sdb is not the one confirmed: it is Extreme Pro, serial ZZ99999, 8.0 GiB now, not Extreme Pro, serial AA01234, 8.0 GiB; nothing written"},
+		{name: "other size", dev: "8:16", change: func(s System) {
+			writeFile(t, s, "/sys/dev/block/8:16/size", "1048576")
+		}, want: "not the one confirmed: it is Extreme Pro, serial AA01234, 512.0 MiB now"},
+		{name: "mounted since", dev: "8:16", change: func(s System) {
+			writeFile(t, s, "/proc/self/mountinfo", rootOnSDA+mi("8:17", "/media/ops/bootfs", "vfat", "/dev/sdb1"))
+		}, want: "sdb1 is mounted on /media/ops/bootfs; unmount it (and stop what holds it) first; nothing written"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := fakeSystem(t, []fakeDisk{stick}, rootOnSDA, "")
+			d, err := s.Describe("/dev/sdb", "8:16")
+			if err != nil {
+				t.Fatal(err)
+			}
+			tg := Target{Path: "/dev/sdb", Disk: d, sys: s}
+			tt.change(s)
+			err = tg.sameDisk(tt.dev, image)
+			switch {
+			case tt.want == "" && err != nil:
+				t.Errorf("sameDisk = %v; want nil", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Errorf("sameDisk = %v; want %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// writeFile replaces a file of the fake system s.
+func writeFile(t *testing.T, s System, p, data string) {
+	t.Helper()
+	if err := os.WriteFile(s.path(p), []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}

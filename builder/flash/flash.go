@@ -108,6 +108,10 @@ type Result struct {
 	At      time.Time
 }
 
+// writeZerosOnly, set by a test, makes zeroOut write zeros as it does
+// for a device that refuses BLKZEROOUT.
+var writeZerosOnly bool
+
 // afterWrite, when set by a test, runs on the target after everything is
 // written and synced and before it is read back: a corrupted write that
 // the read-back must catch.

@@ -415,3 +415,38 @@ func TestTooSmallRefused(t *testing.T) {
 		t.Errorf("%s was written to", dev)
 	}
 }
+
+// TestSwappedDeviceNotWritten: a real device whose serial changes between
+// Inspect and Write (a stick swapped while the prompt was open: same name,
+// same number) is not written. The loop device is described from a fake
+// sysfs, where the swap is a changed udev serial.
+func TestSwappedDeviceNotWritten(t *testing.T) {
+	dev := loopDevice(t, 64<<20)
+	oldImage(t, dev)
+	fi, err := os.Stat(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	num, err := blockDevice(fi)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := fakeSystem(t, []fakeDisk{{name: "sdb", dev: num, sectors: 64 << 20 / 512, usb: true,
+		udev: "E:ID_MODEL=Extreme_Pro\nE:ID_SERIAL_SHORT=AA01234\nE:ID_BUS=usb\n"}}, mi("8:2", "/", "ext4", "/dev/sda2"), "")
+	tg, err := s.Inspect(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, _ := testImage(t, testSize)
+	if err := tg.Check(src.Size, false); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, s, "/run/udev/data/b"+num, "E:ID_MODEL=Extreme_Pro\nE:ID_SERIAL_SHORT=ZZ99999\nE:ID_BUS=usb\n")
+	res := Write(context.Background(), src, tg, nil)
+	if res.State != Failed || res.Boot != "untouched" || !strings.Contains(fmt.Sprint(res.Err), "the device at "+dev+" is not the one confirmed: it is Extreme Pro, serial ZZ99999") {
+		t.Errorf("Write after the swap: %s, %v, %q; want failed, not the one confirmed, untouched", res.State, res.Err, res.Boot)
+	}
+	if b := readDev(t, dev, 2); b[0] != 0x55 {
+		t.Errorf("%s was written to", dev)
+	}
+}

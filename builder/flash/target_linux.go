@@ -20,7 +20,8 @@ func blockDevice(fi os.FileInfo) (string, error) {
 	return fmt.Sprintf("%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev)), nil
 }
 
-// openTarget opens t for writing. A block device is opened with O_EXCL,
+// openTarget opens t for writing. A block device must be, once open, the
+// disk inspected and confirmed (sameDisk); it is opened with O_EXCL,
 // which the kernel refuses while any partition of it is mounted or held
 // (the last check, after the sysfs ones, against a race), and O_DIRECT:
 // every write reaches the device before the next, so an interrupt stops
@@ -43,6 +44,19 @@ func openTarget(t Target, size int64) (*writer, error) {
 		return nil, fmt.Errorf("open %s: %w", t.Path, err)
 	}
 	f := os.NewFile(uintptr(fd), t.Path)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("stat %s: %w", t.Path, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFBLK {
+		f.Close()
+		return nil, fmt.Errorf("the device at %s is not the one confirmed: it is no block device now; nothing written", t.Path)
+	}
+	if err := t.sameDisk(fmt.Sprintf("%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev)), size); err != nil {
+		f.Close()
+		return nil, err
+	}
 	lbs, err := unix.IoctlGetInt(fd, unix.BLKSSZGET)
 	if err != nil || lbs <= 0 {
 		lbs = 512
@@ -83,10 +97,6 @@ func (w *writer) dropCache() error {
 func freeBuf(b []byte) {
 	unix.Munmap(b[:cap(b)])
 }
-
-// writeZerosOnly, set by a test, makes zeroOut write zeros as it does
-// for a device that refuses BLKZEROOUT.
-var writeZerosOnly bool
 
 // zeroOut makes n bytes at off zeros: BLKZEROOUT, which the kernel turns
 // into the device's own write-zeroes where it has one (a loop device
