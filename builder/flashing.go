@@ -126,9 +126,11 @@ func Flash(ctx context.Context, r *recipes.Recipe, opt FlashOptions) ([]flash.Re
 	}()
 	// Nodes are prepared one after the other (a few MB of FAT edits and
 	// the head's sums each) while the targets of those before are written.
+	builds := map[string]string{}
 	for _, n := range b.nodes {
 		idx := byNode[strings.ToLower(n.Hostname)]
-		src, cleanup, err := b.nodeSource(ctx, facts, out, n)
+		src, build, cleanup, err := b.nodeSource(ctx, facts, out, n)
+		builds[n.Hostname] = build
 		if err != nil {
 			state := flash.Failed
 			if ctx.Err() != nil {
@@ -151,7 +153,7 @@ func Flash(ctx context.Context, r *recipes.Recipe, opt FlashOptions) ([]flash.Re
 		}
 	}
 	writes.Wait()
-	if err := b.recordFlashes(out, results); err != nil {
+	if err := b.recordFlashes(out, results, builds); err != nil {
 		return results, err
 	}
 	return results, flashOutcome(ctx, results)
@@ -229,55 +231,57 @@ func (b *build) logResult(res flash.Result) {
 // cleanup, and by the next run's sweep if killed), the rest read from the
 // base. Its ranges are the block map's: the data extents of head and
 // base, widened to whole blocks; their sums are the base's cached ones
-// where a range lies past the head, else hashed here.
-func (b *build) nodeSource(ctx context.Context, facts *baseFacts, out *output, n *recipes.Node) (*flash.Source, func(), error) {
+// where a range lies past the head, else hashed here. build is the
+// image's build id, as build gives it to the node.
+func (b *build) nodeSource(ctx context.Context, facts *baseFacts, out *output, n *recipes.Node) (src *flash.Source, build string, cleanup func(), err error) {
 	inputs, err := b.inputs(facts, *n)
 	if err != nil {
-		return nil, nil, err
+		return nil, "", nil, err
 	}
+	build = inputs[:16]
 	payload, err := b.render(facts, n, inputs)
 	if err != nil {
-		return nil, nil, err
+		return nil, build, nil, err
 	}
 	part := out.path(n.Hostname + ".flash.part")
 	os.Remove(part)
 	c, err := startHead(ctx, part, facts, payload)
 	if err != nil {
-		return nil, nil, err
+		return nil, build, nil, err
 	}
 	size := c.size
 	c.in.Close()
 	if err := c.out.Close(); err != nil {
 		os.Remove(part)
-		return nil, nil, err
+		return nil, build, nil, err
 	}
 	head, err := os.Open(part)
 	if err != nil {
 		os.Remove(part)
-		return nil, nil, err
+		return nil, build, nil, err
 	}
 	tail, err := os.Open(facts.img.Path)
 	if err != nil {
 		head.Close()
 		os.Remove(part)
-		return nil, nil, err
+		return nil, build, nil, err
 	}
-	cleanup := func() {
+	cleanup = func() {
 		head.Close()
 		tail.Close()
 		os.Remove(part)
 	}
-	src, err := splitSource(ctx, n.Hostname, head, tail, facts.editSpan, size, facts.known)
+	src, err = splitSource(ctx, n.Hostname, head, tail, facts.editSpan, size, facts.known)
 	if err != nil {
 		cleanup()
-		return nil, nil, err
+		return nil, build, nil, err
 	}
 	if prev, ok := out.entry(n.Hostname); ok && prev.Inputs == inputs {
 		// Built from the same inputs: the device must read back as that
 		// image does.
 		src.SHA256 = prev.SHA256
 	}
-	return src, cleanup, nil
+	return src, build, cleanup, nil
 }
 
 // splitReader reads [0, split) from head and the rest from tail.
@@ -351,22 +355,24 @@ const maxFlashRecords = 1000
 // directory's atomic writes, under its lock. The directory's identity is
 // recorded as build records it, so that a flash into an empty directory
 // leaves it as `pibake init` would.
-func (b *build) recordFlashes(out *output, results []flash.Result) error {
+func (b *build) recordFlashes(out *output, results []flash.Result, builds map[string]string) error {
 	return out.update(func(m *manifest) {
 		if m.Cluster == "" {
 			m.PibakeVersion, m.Cluster, m.RecipeHash = b.opt.Version, b.r.Cluster.Name, b.recipeHash()
 		}
 		b.recordIdentity(m)
-		m.Flashes = appendFlashes(m.Flashes, results)
+		m.Flashes = appendFlashes(m.Flashes, results, builds)
 	})
 }
 
-func appendFlashes(list []manifestFlash, results []flash.Result) []manifestFlash {
+// appendFlashes adds results to list; builds gives each node's build id
+// (by hostname, as Result.Source names it).
+func appendFlashes(list []manifestFlash, results []flash.Result, builds map[string]string) []manifestFlash {
 	for _, res := range results {
 		if res.Target.Path == "" {
 			continue
 		}
-		f := manifestFlash{Node: res.Source, Target: res.Target.Path, Result: string(res.State), SHA256: res.SHA256, Time: res.At.Format(time.RFC3339)}
+		f := manifestFlash{Node: res.Source, Build: builds[res.Source], Target: res.Target.Path, Result: string(res.State), SHA256: res.SHA256, Time: res.At.Format(time.RFC3339)}
 		if res.State != flash.Verified {
 			f.SHA256 = ""
 			f.Error = oneLineError(res.Err)
@@ -418,6 +424,7 @@ func FlashImage(ctx context.Context, path string, opt FlashOptions) ([]flash.Res
 		return nil, err
 	}
 	var out *output
+	builds := map[string]string{}
 	if outDir != "" {
 		if out, err = openOutput(ctx, dir, opt.Wait, logf); err != nil {
 			return nil, err
@@ -426,6 +433,9 @@ func FlashImage(ctx context.Context, path string, opt FlashOptions) ([]flash.Res
 		for _, e := range out.m.Nodes {
 			if e.File == file || e.XZ == file {
 				src.SHA256, src.Name = e.SHA256, e.Hostname
+				if len(e.Inputs) >= 16 {
+					builds[e.Hostname] = e.Inputs[:16]
+				}
 			}
 		}
 	}
@@ -444,7 +454,7 @@ func FlashImage(ctx context.Context, path string, opt FlashOptions) ([]flash.Res
 	}
 	wg.Wait()
 	if out != nil {
-		if err := out.update(func(m *manifest) { m.Flashes = appendFlashes(m.Flashes, results) }); err != nil {
+		if err := out.update(func(m *manifest) { m.Flashes = appendFlashes(m.Flashes, results, builds) }); err != nil {
 			return results, err
 		}
 	}

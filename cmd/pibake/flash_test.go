@@ -89,14 +89,18 @@ func TestFlashCommand(t *testing.T) {
 	if n := strings.Count(string(m), `"result": "verified"`); n != 4 {
 		t.Errorf("manifest.json records %d verified flashes; want 4:\n%s", n, m)
 	}
+	// Each with the build id of what it wrote, the recipe's nodes and the
+	// built srv.img alike: pibake watch tells the current build by it.
+	if n := strings.Count(string(m), `"build": "`); n != 4 {
+		t.Errorf("manifest.json records %d flashes with their build; want 4:\n%s", n, m)
+	}
 
 	if os.Geteuid() != 0 {
 		testimage.Missing(t, "flashing a loop device needs root")
 	}
 	fi, _ := os.Stat(filepath.Join(out, "srv.img"))
 	backing := filepath.Join(dir, "backing")
-	os.WriteFile(backing, nil, 0o600)
-	os.Truncate(backing, fi.Size())
+	usedFile(t, backing, fi.Size()) // a used card: the image's zeros must be written too
 	lo, err := exec.Command(testimage.Tool(t, "losetup"), "--find", "--show", backing).CombinedOutput()
 	if err != nil {
 		testimage.Missing(t, fmt.Sprintf("losetup: %v: %s", err, lo))
@@ -190,4 +194,12 @@ func readHead(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// usedFile writes a file of size bytes, all 0xA5.
+func usedFile(t *testing.T, path string, size int64) {
+	t.Helper()
+	if err := os.WriteFile(path, bytes.Repeat([]byte{0xa5}, int(size)), 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
