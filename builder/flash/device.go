@@ -170,7 +170,7 @@ func (d *Disk) describe() string {
 	return strings.Join(parts, ", ")
 }
 
-// Describe is the disk in a few words, for the confirmation prompt.
+// String is the disk in a few words, for the confirmation prompt.
 func (d *Disk) String() string { return d.describe() }
 
 // blockDir is sysfs's directory for a block device, e.g.
@@ -184,10 +184,13 @@ func (s System) blockDir(dev string) (string, error) {
 	return dir, nil
 }
 
-// disksUnder lists the whole disks a mount's file system lives on: the
-// partition's disk, through device-mapper or RAID slaves, found by
-// major:minor or (btrfs, whose mounts show an anonymous 0:N) by the
-// source's name.
+// disksUnder lists the block devices a mount's file system lives on:
+// the device mounted (a partition counts as its disk) and, through
+// device-mapper or RAID slaves, every device below it down to the whole
+// disks. Every one walked is listed, not only the disks at the bottom: a
+// target named as /dev/dm-0 or /dev/md0 holding "/" is the running
+// system too. The mounted device is found by major:minor or (btrfs,
+// whose mounts show an anonymous 0:N) by the source's name.
 func (s System) disksUnder(m mount) []string {
 	var dirs []string
 	if dir, err := s.blockDir(m.dev); err == nil {
@@ -209,12 +212,10 @@ func (s System) disksUnder(m mount) []string {
 		if exists(filepath.Join(dir, "partition")) {
 			dir = filepath.Dir(dir)
 		}
-		slaves := list(filepath.Join(dir, "slaves"))
-		if len(slaves) == 0 {
-			disks = append(disks, filepath.Base(dir))
-			continue
+		if name := filepath.Base(dir); !slices.Contains(disks, name) {
+			disks = append(disks, name)
 		}
-		for _, sl := range slaves {
+		for _, sl := range list(filepath.Join(dir, "slaves")) {
 			if d, err := filepath.EvalSymlinks(filepath.Join(dir, "slaves", sl)); err == nil {
 				dirs = append(dirs, d)
 			}
