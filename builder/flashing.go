@@ -183,9 +183,9 @@ func flashOutcome(ctx context.Context, results []flash.Result) error {
 func checkTargets(opt FlashOptions, size int64, image, outDir string) error {
 	var refusals []string
 	seen := map[string]bool{}
-	absOut, _ := filepath.Abs(outDir)
+	realOut := realPath(outDir)
 	for _, t := range opt.Targets {
-		if abs, _ := filepath.Abs(t.Target.Path); t.Target.IsFile() && outDir != "" && filepath.Dir(abs) == absOut {
+		if t.Target.IsFile() && outDir != "" && filepath.Dir(realPath(t.Target.Path)) == realOut {
 			// The output directory's files are one published set
 			// (outdir.go): a target there would overwrite a listed image.
 			refusals = append(refusals, fmt.Sprintf("%s is in the output directory %s; write plain-file targets elsewhere", t.Target.Path, outDir))
@@ -212,6 +212,33 @@ func checkTargets(opt FlashOptions, size int64, image, outDir string) error {
 		return fmt.Errorf("%w; nothing was written:\n  %s", ErrRefused, strings.Join(refusals, "\n  "))
 	}
 	return nil
+}
+
+// realPath is p absolute with its symlinks resolved, as far as it exists:
+// a symlink elsewhere that points into the output directory is in it,
+// also while what it points to does not exist yet (writing creates it).
+func realPath(p string) string {
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return p
+	}
+	for range 40 { // the kernel's own limit on a chain of links
+		if r, err := filepath.EvalSymlinks(abs); err == nil {
+			return r
+		}
+		link, err := os.Readlink(abs)
+		if err != nil {
+			break
+		}
+		if !filepath.IsAbs(link) {
+			link = filepath.Join(filepath.Dir(abs), link)
+		}
+		abs = link
+	}
+	if r, err := filepath.EvalSymlinks(filepath.Dir(abs)); err == nil {
+		return filepath.Join(r, filepath.Base(abs))
+	}
+	return abs
 }
 
 func (b *build) logResult(res flash.Result) {
@@ -423,6 +450,13 @@ func FlashImage(ctx context.Context, path string, opt FlashOptions) ([]flash.Res
 	if err := checkTargets(opt, src.Size, path, outDir); err != nil {
 		return nil, err
 	}
+	// Asked before the lock is taken, as Flash does: a prompt left open
+	// must not hold up a build of the directory.
+	if opt.Confirm != nil {
+		if err := opt.Confirm(src.Size, opt.Targets); err != nil {
+			return nil, err
+		}
+	}
 	var out *output
 	builds := map[string]string{}
 	if outDir != "" {
@@ -437,11 +471,6 @@ func FlashImage(ctx context.Context, path string, opt FlashOptions) ([]flash.Res
 					builds[e.Hostname] = e.Inputs[:16]
 				}
 			}
-		}
-	}
-	if opt.Confirm != nil {
-		if err := opt.Confirm(src.Size, opt.Targets); err != nil {
-			return nil, err
 		}
 	}
 	results := make([]flash.Result, len(opt.Targets))

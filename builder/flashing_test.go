@@ -224,6 +224,13 @@ func TestFlashRefusals(t *testing.T) {
 		return tg
 	}
 	a := filepath.Join(dir, "a.img")
+	// Symlinks from elsewhere into the output directory: to a listed
+	// image, and (dangling) to one not written yet.
+	os.WriteFile(filepath.Join(opt.OutDir, "srv.img"), []byte("listed image"), 0o600)
+	linked, dangling := filepath.Join(dir, "linked.img"), filepath.Join(dir, "dangling.img")
+	os.Symlink(filepath.Join(opt.OutDir, "srv.img"), linked)
+	rel, _ := filepath.Rel(dir, filepath.Join(opt.OutDir, "agent.img"))
+	os.Symlink(rel, dangling)
 	tests := []struct {
 		name    string
 		targets []FlashTarget
@@ -234,6 +241,8 @@ func TestFlashRefusals(t *testing.T) {
 		{name: "twice", targets: []FlashTarget{{Node: "srv", Target: inspect(a)}, {Node: "agent", Target: inspect(a)}}, want: ErrRefused, wantMsg: "a.img is named twice"},
 		{name: "unknown node", targets: []FlashTarget{{Node: "pi-9", Target: inspect(a)}}, want: ErrUnknownNode, wantMsg: `"pi-9"; the recipe's nodes are: srv, agent`},
 		{name: "in the output directory", targets: []FlashTarget{{Node: "srv", Target: inspect(filepath.Join(opt.OutDir, "agent.img"))}}, want: ErrRefused, wantMsg: "is in the output directory"},
+		{name: "symlink into the output directory", targets: []FlashTarget{{Node: "srv", Target: inspect(linked)}}, want: ErrRefused, wantMsg: "linked.img is in the output directory"},
+		{name: "dangling symlink into the output directory", targets: []FlashTarget{{Node: "srv", Target: inspect(dangling)}}, want: ErrRefused, wantMsg: "dangling.img is in the output directory"},
 		{name: "declined", targets: []FlashTarget{{Node: "srv", Target: inspect(a)}}, confirm: func(int64, []FlashTarget) error { return errDeclined }, want: errDeclined},
 	}
 	for _, tt := range tests {
@@ -315,4 +324,34 @@ func usedFile(t *testing.T, path string, size int64) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// TestFlashImagePromptsBeforeLock: FlashImage asks before it takes the
+// output directory's lock, so a prompt left open does not hold up a
+// build there (the prompt here takes the lock itself).
+func TestFlashImagePromptsBeforeLock(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "manifest.json"), []byte("{}\n"), 0o644)
+	img := filepath.Join(dir, "srv.img")
+	usedFile(t, img, 64<<10)
+	os.Truncate(img, 1<<20)
+	tg, err := flash.Host.Inspect(filepath.Join(t.TempDir(), "card.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	asked := false
+	confirm := func(int64, []FlashTarget) error {
+		asked = true
+		out, err := openOutput(context.Background(), dir, false, t.Logf)
+		if err != nil {
+			return fmt.Errorf("while asking: %w", err)
+		}
+		out.close()
+		return nil
+	}
+	results, err := FlashImage(context.Background(), img, FlashOptions{Targets: []FlashTarget{{Target: tg}}, Confirm: confirm})
+	if err != nil || !asked || len(results) != 1 || results[0].State != flash.Verified {
+		t.Fatalf("FlashImage: %v, asked %v, %+v; want verified, asked without the lock held", err, asked, results)
+	}
+	cmpImage(t, tg.Path, img)
 }

@@ -15,6 +15,10 @@ type Target struct {
 	Path string
 	// Disk describes a block device; nil for a plain file.
 	Disk *Disk
+	// Existing is the size of the plain file already at Path, which the
+	// write replaces (a backup image, or a mistyped recipe name): 0 for a
+	// new or empty file or a device.
+	Existing int64
 	// sys is where Disk was read from: the device opened for writing is
 	// described again from there and must be the same one.
 	sys System
@@ -38,7 +42,7 @@ func (s System) Inspect(path string) (Target, error) {
 	case err != nil:
 		return Target{}, fmt.Errorf("target %s: %w", path, err)
 	case fi.Mode().IsRegular():
-		return Target{Path: path}, nil
+		return Target{Path: path, Existing: fi.Size()}, nil
 	case fi.IsDir():
 		return Target{}, fmt.Errorf("target %s is a directory; name a block device (/dev/sdX) or an image file", path)
 	}

@@ -40,7 +40,17 @@ func TestFlashCommand(t *testing.T) {
 	}
 	a, b := filepath.Join(dir, "a.img"), filepath.Join(dir, "b.img")
 
-	stdout, stderr, code := pibake("flash", recipe, "srv="+a, "agent="+b, "--out", out, "--dry-run")
+	// A file already there (here the recipe, named by mistake) is asked
+	// about like a device: without a terminal, only with --yes.
+	stdout, stderr, code := pibake("flash", recipe, "srv="+recipe, "--out", out)
+	if code != exitFailure || !strings.Contains(stderr, recipe+"  srv     plain file, ") || !strings.Contains(stderr, "there now") || !strings.Contains(stderr, "not asking on a terminal: pass --yes to overwrite these devices and files") {
+		t.Errorf("flash over an existing file: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	if got, _ := os.ReadFile(recipe); string(got) != src {
+		t.Fatalf("flash without --yes overwrote %s", recipe)
+	}
+
+	stdout, stderr, code = pibake("flash", recipe, "srv="+a, "agent="+b, "--out", out, "--dry-run")
 	if code != exitOK || stdout != "" || !strings.Contains(stderr, "plain file") || !strings.Contains(stderr, "dry run: nothing was written") {
 		t.Errorf("flash --dry-run: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
