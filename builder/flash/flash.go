@@ -159,6 +159,12 @@ func Write(ctx context.Context, src *Source, t Target, done *progress.Counter) (
 		return res
 	}
 
+	// 0. Ranges the device cannot take as whole blocks (a third-party
+	// .bmap with 512-byte blocks, a disk with 4096-byte sectors) would
+	// fail half-way, after the first block was zeroed: refused first.
+	if err := w.fits(src); err != nil {
+		return fail(err)
+	}
 	// 1. Zero the first block, so that from now on until the end the
 	// target holds no partition table: whatever stops the write, it is
 	// not taken for a good image.
@@ -367,6 +373,19 @@ func (w *writer) writeZeros(off, n int64) error {
 	clear(b)
 	_, err := w.f.WriteAt(b, off)
 	return err
+}
+
+// fits checks that src's ranges start and end on the target's blocks
+// (direct I/O writes whole device blocks; the image's very end is padded).
+func (w *writer) fits(src *Source) error {
+	for _, r := range src.Ranges {
+		for _, at := range []int64{r.Off, r.End} {
+			if at%w.align != 0 && at != src.Size {
+				return fmt.Errorf("%s has %d-byte blocks, and %s has a range boundary at byte %d, inside one; nothing written (a .bmap made with a smaller block size: make it again with bmaptool create, whose default is 4096)", w.t.Path, w.align, src.Name, at)
+			}
+		}
+	}
+	return nil
 }
 
 // readFull reads len(p) bytes at off of r; an image ending early is an

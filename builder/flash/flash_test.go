@@ -166,7 +166,7 @@ func needRoot(t *testing.T) {
 }
 
 // loopDevice attaches a sparse file of size bytes as a loop device.
-func loopDevice(t *testing.T, size int64) string {
+func loopDevice(t *testing.T, size int64, losetupArgs ...string) string {
 	t.Helper()
 	needRoot(t)
 	backing := filepath.Join(t.TempDir(), "backing")
@@ -176,9 +176,9 @@ func loopDevice(t *testing.T, size int64) string {
 	if err := os.Truncate(backing, size); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command(testimage.Tool(t, "losetup"), "--find", "--show", backing).CombinedOutput()
+	out, err := exec.Command(testimage.Tool(t, "losetup"), append(losetupArgs, "--find", "--show", backing)...).CombinedOutput()
 	if err != nil {
-		testimage.Missing(t, fmt.Sprintf("losetup --find --show: %v: %s (no loop device support?)", err, out))
+		testimage.Missing(t, fmt.Sprintf("losetup %v --find --show: %v: %s (no loop device support?)", losetupArgs, err, out))
 	}
 	dev := strings.TrimSpace(string(out))
 	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
@@ -445,6 +445,25 @@ func TestSwappedDeviceNotWritten(t *testing.T) {
 	res := Write(context.Background(), src, tg, nil)
 	if res.State != Failed || res.Boot != "untouched" || !strings.Contains(fmt.Sprint(res.Err), "the device at "+dev+" is not the one confirmed: it is Extreme Pro, serial ZZ99999") {
 		t.Errorf("Write after the swap: %s, %v, %q; want failed, not the one confirmed, untouched", res.State, res.Err, res.Boot)
+	}
+	if b := readDev(t, dev, 2); b[0] != 0x55 {
+		t.Errorf("%s was written to", dev)
+	}
+}
+
+// TestBlockSizeMismatch: an image whose ranges split the device's blocks
+// (a .bmap of 512-byte blocks, a disk of 4096-byte sectors) is refused
+// before its first block is zeroed, not half-way through.
+func TestBlockSizeMismatch(t *testing.T) {
+	src, img := testImage(t, testSize)
+	sum := sha256.Sum256(img[BlockSize+512 : 2*BlockSize])
+	odd := *src
+	odd.Ranges = append([]Range{{Off: 0, End: BlockSize, SHA256: src.Ranges[0].SHA256}, {Off: BlockSize + 512, End: 2 * BlockSize, SHA256: hex.EncodeToString(sum[:])}}, src.Ranges[1:]...)
+	dev := loopDevice(t, 64<<20, "--sector-size", "4096")
+	oldImage(t, dev)
+	res := writeAll(t, context.Background(), &odd, dev)[0]
+	if res.State != Failed || res.Boot != "untouched" || !strings.Contains(fmt.Sprint(res.Err), "has 4096-byte blocks, and test has a range boundary at byte 4608, inside one; nothing written") {
+		t.Errorf("Write of 512-byte ranges to a 4096-byte-sector %s: %s, %v, %q; want failed, untouched", dev, res.State, res.Err, res.Boot)
 	}
 	if b := readDev(t, dev, 2); b[0] != 0x55 {
 		t.Errorf("%s was written to", dev)
