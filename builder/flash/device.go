@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/pibake/pibake/builder/base"
 )
 
 // System is where the running system's device facts are read: sysfs,
@@ -152,7 +154,7 @@ func (d *Disk) Refusal(size int64, allowFixed bool) error {
 		}
 		return fmt.Errorf("%s (%s) is %s, not a removable or USB one; if you really mean it, name it with --allow-fixed", d.Path, d.describe(), kind)
 	case d.Size < size:
-		return fmt.Errorf("%s (%s) holds %s, less than the image's %s; use a larger card or disk", d.Path, d.describe(), humanBytes(d.Size), humanBytes(size))
+		return fmt.Errorf("%s (%s) holds %s, less than the image's %s; use a larger card or disk", d.Path, d.describe(), base.HumanBytes(d.Size), base.HumanBytes(size))
 	}
 	return nil
 }
@@ -166,7 +168,7 @@ func (d *Disk) describe() string {
 	if d.Serial != "" {
 		parts = append(parts, "serial "+d.Serial)
 	}
-	parts = append(parts, humanBytes(d.Size))
+	parts = append(parts, base.HumanBytes(d.Size))
 	return strings.Join(parts, ", ")
 }
 
@@ -347,20 +349,6 @@ func mapValues(m map[string]string) []string {
 		out = append(out, v)
 	}
 	return out
-}
-
-// humanBytes is a size for people: 1.5 GiB.
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for v := n / unit; v >= unit; v /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 // ErrLinuxOnly is returned for a block device target on a system other

@@ -136,7 +136,7 @@ func TestRefusals(t *testing.T) {
 			mountinfo: rootOnSDA, target: "sdb", want: "sdb1 is held by md0"},
 		{name: "fixed disk", disks: []fakeDisk{sata("sdc", "8:32", nil)}, mountinfo: rootOnSDA, target: "sdc", want: "is a fixed ata disk, not a removable or USB one; if you really mean it, name it with --allow-fixed"},
 		{name: "fixed disk allowed", disks: []fakeDisk{sata("sdc", "8:32", nil)}, mountinfo: rootOnSDA, target: "sdc", allowFixed: true},
-		{name: "too small", disks: []fakeDisk{stick}, mountinfo: rootOnSDA, target: "sdb", size: 16 << 30, want: "holds 8.0 GiB, less than the image's 16.0 GiB"},
+		{name: "too small", disks: []fakeDisk{stick}, mountinfo: rootOnSDA, target: "sdb", size: 16 << 30, want: "holds 8.00 GiB, less than the image's 16.00 GiB"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -176,7 +176,7 @@ func TestDescribe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := d.String(), "Extreme Pro, serial AA01234, 8.0 GiB"; got != want || !d.Removable || d.Transport != "usb" || len(d.Partitions) != 1 || d.Partitions[0].Name != "sdb1" {
+	if got, want := d.String(), "Extreme Pro, serial AA01234, 8.00 GiB"; got != want || !d.Removable || d.Transport != "usb" || len(d.Partitions) != 1 || d.Partitions[0].Name != "sdb1" {
 		t.Errorf("Describe(sdb) = %q %+v; want %q, removable usb, one partition sdb1", got, d, want)
 	}
 	_, err = s.Describe("/dev/sdb1", "8:17")
@@ -207,7 +207,7 @@ func TestSwappedDisk(t *testing.T) {
 		{name: "other number", dev: "8:32", change: func(System) {}, want: "not the one confirmed: it is device 8:32 now, not 8:16; nothing written"},
 		{name: "other serial", dev: "8:16", change: func(s System) {
 			writeFile(t, s, "/run/udev/data/b8:16", "E:ID_MODEL=Extreme_Pro\nE:ID_SERIAL_SHORT=ZZ99999\nE:ID_BUS=usb\n")
-		}, want: "the device at /dev/sdb is not the one confirmed: it is Extreme Pro, serial ZZ99999, 8.0 GiB now, not Extreme Pro, serial AA01234, 8.0 GiB; nothing written"},
+		}, want: "the device at /dev/sdb is not the one confirmed: it is Extreme Pro, serial ZZ99999, 8.00 GiB now, not Extreme Pro, serial AA01234, 8.00 GiB; nothing written"},
 		{name: "other size", dev: "8:16", change: func(s System) {
 			writeFile(t, s, "/sys/dev/block/8:16/size", "1048576")
 		}, want: "not the one confirmed: it is Extreme Pro, serial AA01234, 512.0 MiB now"},
