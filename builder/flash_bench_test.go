@@ -22,7 +22,9 @@ import (
 // target, in the same run: the ratio is flash-N's time over dd's. The
 // targets are loop devices over sparse files (root; else plain files):
 // what is measured is pibake's work and the host disk, not a card's
-// speed. dd writes the whole image, holes included, and verifies nothing.
+// speed. flash writes the mapped ranges, has the kernel zero the rest
+// (BLKZEROOUT) and reads every byte back; dd writes the whole image,
+// holes included, and verifies nothing.
 func BenchmarkFlash(b *testing.B) {
 	img := benchImage(b)
 	for _, n := range []int{1, 3} {

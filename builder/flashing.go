@@ -126,9 +126,11 @@ func Flash(ctx context.Context, r *recipes.Recipe, opt FlashOptions) ([]flash.Re
 	}()
 	// Nodes are prepared one after the other (a few MB of FAT edits and
 	// the head's sums each) while the targets of those before are written.
+	builds := map[string]string{}
 	for _, n := range b.nodes {
 		idx := byNode[strings.ToLower(n.Hostname)]
-		src, cleanup, err := b.nodeSource(ctx, facts, out, n)
+		src, build, cleanup, err := b.nodeSource(ctx, facts, out, n)
+		builds[n.Hostname] = build
 		if err != nil {
 			state := flash.Failed
 			if ctx.Err() != nil {
@@ -145,13 +147,13 @@ func Flash(ctx context.Context, r *recipes.Recipe, opt FlashOptions) ([]flash.Re
 		for _, i := range idx {
 			t := opt.Targets[i].Target
 			writes.Go(func() {
-				results[i] = flash.Write(ctx, src, t, progress.New(b.opt.Progress, n.Hostname+" → "+t.Path, 2*src.Mapped()))
+				results[i] = flash.Write(ctx, src, t, progress.New(b.opt.Progress, n.Hostname+" → "+t.Path, src.Work()))
 				b.logResult(results[i])
 			})
 		}
 	}
 	writes.Wait()
-	if err := b.recordFlashes(out, results); err != nil {
+	if err := b.recordFlashes(out, results, builds); err != nil {
 		return results, err
 	}
 	return results, flashOutcome(ctx, results)
@@ -181,9 +183,9 @@ func flashOutcome(ctx context.Context, results []flash.Result) error {
 func checkTargets(opt FlashOptions, size int64, image, outDir string) error {
 	var refusals []string
 	seen := map[string]bool{}
-	absOut, _ := filepath.Abs(outDir)
+	realOut := realPath(outDir)
 	for _, t := range opt.Targets {
-		if abs, _ := filepath.Abs(t.Target.Path); t.Target.IsFile() && outDir != "" && filepath.Dir(abs) == absOut {
+		if t.Target.IsFile() && outDir != "" && filepath.Dir(realPath(t.Target.Path)) == realOut {
 			// The output directory's files are one published set
 			// (outdir.go): a target there would overwrite a listed image.
 			refusals = append(refusals, fmt.Sprintf("%s is in the output directory %s; write plain-file targets elsewhere", t.Target.Path, outDir))
@@ -212,6 +214,33 @@ func checkTargets(opt FlashOptions, size int64, image, outDir string) error {
 	return nil
 }
 
+// realPath is p absolute with its symlinks resolved, as far as it exists:
+// a symlink elsewhere that points into the output directory is in it,
+// also while what it points to does not exist yet (writing creates it).
+func realPath(p string) string {
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return p
+	}
+	for range 40 { // the kernel's own limit on a chain of links
+		if r, err := filepath.EvalSymlinks(abs); err == nil {
+			return r
+		}
+		link, err := os.Readlink(abs)
+		if err != nil {
+			break
+		}
+		if !filepath.IsAbs(link) {
+			link = filepath.Join(filepath.Dir(abs), link)
+		}
+		abs = link
+	}
+	if r, err := filepath.EvalSymlinks(filepath.Dir(abs)); err == nil {
+		return filepath.Join(r, filepath.Base(abs))
+	}
+	return abs
+}
+
 func (b *build) logResult(res flash.Result) {
 	if res.State == flash.Verified {
 		b.logf("%s → %s: written and verified in %s, sha256 %s…", res.Source, res.Target.Path, res.Elapsed.Round(10*time.Millisecond), res.SHA256[:12])
@@ -229,55 +258,57 @@ func (b *build) logResult(res flash.Result) {
 // cleanup, and by the next run's sweep if killed), the rest read from the
 // base. Its ranges are the block map's: the data extents of head and
 // base, widened to whole blocks; their sums are the base's cached ones
-// where a range lies past the head, else hashed here.
-func (b *build) nodeSource(ctx context.Context, facts *baseFacts, out *output, n *recipes.Node) (*flash.Source, func(), error) {
+// where a range lies past the head, else hashed here. build is the
+// image's build id, as build gives it to the node.
+func (b *build) nodeSource(ctx context.Context, facts *baseFacts, out *output, n *recipes.Node) (src *flash.Source, build string, cleanup func(), err error) {
 	inputs, err := b.inputs(facts, *n)
 	if err != nil {
-		return nil, nil, err
+		return nil, "", nil, err
 	}
+	build = inputs[:16]
 	payload, err := b.render(facts, n, inputs)
 	if err != nil {
-		return nil, nil, err
+		return nil, build, nil, err
 	}
 	part := out.path(n.Hostname + ".flash.part")
 	os.Remove(part)
 	c, err := startHead(ctx, part, facts, payload)
 	if err != nil {
-		return nil, nil, err
+		return nil, build, nil, err
 	}
 	size := c.size
 	c.in.Close()
 	if err := c.out.Close(); err != nil {
 		os.Remove(part)
-		return nil, nil, err
+		return nil, build, nil, err
 	}
 	head, err := os.Open(part)
 	if err != nil {
 		os.Remove(part)
-		return nil, nil, err
+		return nil, build, nil, err
 	}
 	tail, err := os.Open(facts.img.Path)
 	if err != nil {
 		head.Close()
 		os.Remove(part)
-		return nil, nil, err
+		return nil, build, nil, err
 	}
-	cleanup := func() {
+	cleanup = func() {
 		head.Close()
 		tail.Close()
 		os.Remove(part)
 	}
-	src, err := splitSource(ctx, n.Hostname, head, tail, facts.editSpan, size, facts.known)
+	src, err = splitSource(ctx, n.Hostname, head, tail, facts.editSpan, size, facts.known)
 	if err != nil {
 		cleanup()
-		return nil, nil, err
+		return nil, build, nil, err
 	}
 	if prev, ok := out.entry(n.Hostname); ok && prev.Inputs == inputs {
 		// Built from the same inputs: the device must read back as that
 		// image does.
 		src.SHA256 = prev.SHA256
 	}
-	return src, cleanup, nil
+	return src, build, cleanup, nil
 }
 
 // splitReader reads [0, split) from head and the rest from tail.
@@ -351,22 +382,24 @@ const maxFlashRecords = 1000
 // directory's atomic writes, under its lock. The directory's identity is
 // recorded as build records it, so that a flash into an empty directory
 // leaves it as `pibake init` would.
-func (b *build) recordFlashes(out *output, results []flash.Result) error {
+func (b *build) recordFlashes(out *output, results []flash.Result, builds map[string]string) error {
 	return out.update(func(m *manifest) {
 		if m.Cluster == "" {
 			m.PibakeVersion, m.Cluster, m.RecipeHash = b.opt.Version, b.r.Cluster.Name, b.recipeHash()
 		}
 		b.recordIdentity(m)
-		m.Flashes = appendFlashes(m.Flashes, results)
+		m.Flashes = appendFlashes(m.Flashes, results, builds)
 	})
 }
 
-func appendFlashes(list []manifestFlash, results []flash.Result) []manifestFlash {
+// appendFlashes adds results to list; builds gives each node's build id
+// (by hostname, as Result.Source names it).
+func appendFlashes(list []manifestFlash, results []flash.Result, builds map[string]string) []manifestFlash {
 	for _, res := range results {
 		if res.Target.Path == "" {
 			continue
 		}
-		f := manifestFlash{Node: res.Source, Target: res.Target.Path, Result: string(res.State), SHA256: res.SHA256, Time: res.At.Format(time.RFC3339)}
+		f := manifestFlash{Node: res.Source, Build: builds[res.Source], Target: res.Target.Path, Result: string(res.State), SHA256: res.SHA256, Time: res.At.Format(time.RFC3339)}
 		if res.State != flash.Verified {
 			f.SHA256 = ""
 			f.Error = oneLineError(res.Err)
@@ -417,7 +450,15 @@ func FlashImage(ctx context.Context, path string, opt FlashOptions) ([]flash.Res
 	if err := checkTargets(opt, src.Size, path, outDir); err != nil {
 		return nil, err
 	}
+	// Asked before the lock is taken, as Flash does: a prompt left open
+	// must not hold up a build of the directory.
+	if opt.Confirm != nil {
+		if err := opt.Confirm(src.Size, opt.Targets); err != nil {
+			return nil, err
+		}
+	}
 	var out *output
+	builds := map[string]string{}
 	if outDir != "" {
 		if out, err = openOutput(ctx, dir, opt.Wait, logf); err != nil {
 			return nil, err
@@ -426,25 +467,23 @@ func FlashImage(ctx context.Context, path string, opt FlashOptions) ([]flash.Res
 		for _, e := range out.m.Nodes {
 			if e.File == file || e.XZ == file {
 				src.SHA256, src.Name = e.SHA256, e.Hostname
+				if len(e.Inputs) >= 16 {
+					builds[e.Hostname] = e.Inputs[:16]
+				}
 			}
-		}
-	}
-	if opt.Confirm != nil {
-		if err := opt.Confirm(src.Size, opt.Targets); err != nil {
-			return nil, err
 		}
 	}
 	results := make([]flash.Result, len(opt.Targets))
 	var wg sync.WaitGroup
 	for i, t := range opt.Targets {
 		wg.Go(func() {
-			results[i] = flash.Write(ctx, src, t.Target, progress.New(opt.Progress, file+" → "+t.Target.Path, 2*src.Mapped()))
+			results[i] = flash.Write(ctx, src, t.Target, progress.New(opt.Progress, file+" → "+t.Target.Path, src.Work()))
 			(&build{logf: logf}).logResult(results[i])
 		})
 	}
 	wg.Wait()
 	if out != nil {
-		if err := out.update(func(m *manifest) { m.Flashes = appendFlashes(m.Flashes, results) }); err != nil {
+		if err := out.update(func(m *manifest) { m.Flashes = appendFlashes(m.Flashes, results, builds) }); err != nil {
 			return results, err
 		}
 	}

@@ -1,6 +1,7 @@
 package builder
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -74,6 +75,7 @@ func TestFlashBeforeBuild(t *testing.T) {
 	paths := map[string]string{}
 	for _, h := range threeHosts {
 		paths[h] = filepath.Join(dir, h+".flashed")
+		usedFile(t, paths[h], 64<<20) // a backup image being overwritten
 	}
 	results, err := Flash(context.Background(), r, FlashOptions{Options: opt, Targets: flashTargets(t, paths)})
 	if err != nil {
@@ -93,24 +95,28 @@ func TestFlashBeforeBuild(t *testing.T) {
 	if len(m.Flashes) != 3 || m.Flashes[0].Result != "verified" || m.Token != "generated" {
 		t.Errorf("manifest.json flashes %+v, token %q", m.Flashes, m.Token)
 	}
+	// Each record names the build id the card reports (pibake watch
+	// tells the current build by it), the same as build then gave it.
+	for _, f := range m.Flashes {
+		if e := m.find(f.Node); e == nil || f.Build == "" || f.Build != e.Inputs[:16] {
+			t.Errorf("flash record of %s: build %q; want the built image's %+v", f.Node, f.Build, e)
+		}
+	}
 	if left, _ := filepath.Glob(filepath.Join(opt.OutDir, "*.part")); len(left) > 0 {
 		t.Errorf("left behind: %v", left)
 	}
 }
 
-// loopTarget is a loop device over a fresh sparse file of size bytes.
+// loopTarget is a loop device of size bytes, all 0xA5: a used card, on
+// which the image is byte-identical only if the bytes it has as zeros
+// are written too.
 func loopTarget(t *testing.T, size int64) string {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		testimage.Missing(t, "flashing loop devices needs root")
 	}
 	backing := filepath.Join(t.TempDir(), "backing")
-	if err := os.WriteFile(backing, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(backing, size); err != nil {
-		t.Fatal(err)
-	}
+	usedFile(t, backing, size)
 	out, err := exec.Command(testimage.Tool(t, "losetup"), "--find", "--show", backing).CombinedOutput()
 	if err != nil {
 		testimage.Missing(t, fmt.Sprintf("losetup: %v: %s (no loop device support?)", err, out))
@@ -161,7 +167,7 @@ func TestFlashLoopDevices(t *testing.T) {
 		t.Fatalf("manifest.json records %d flashes; want 3", len(m.Flashes))
 	}
 	for _, f := range m.Flashes {
-		if f.Result != "verified" || f.Target != paths[f.Node] || !strings.Contains(f.Serial, "backing") || f.Time == "" || f.SHA256 != m.find(f.Node).SHA256 {
+		if f.Result != "verified" || f.Target != paths[f.Node] || !strings.Contains(f.Serial, "backing") || f.Time == "" || f.SHA256 != m.find(f.Node).SHA256 || f.Build != m.find(f.Node).Inputs[:16] {
 			t.Errorf("manifest.json flash record %+v", f)
 		}
 	}
@@ -218,6 +224,13 @@ func TestFlashRefusals(t *testing.T) {
 		return tg
 	}
 	a := filepath.Join(dir, "a.img")
+	// Symlinks from elsewhere into the output directory: to a listed
+	// image, and (dangling) to one not written yet.
+	os.WriteFile(filepath.Join(opt.OutDir, "srv.img"), []byte("listed image"), 0o600)
+	linked, dangling := filepath.Join(dir, "linked.img"), filepath.Join(dir, "dangling.img")
+	os.Symlink(filepath.Join(opt.OutDir, "srv.img"), linked)
+	rel, _ := filepath.Rel(dir, filepath.Join(opt.OutDir, "agent.img"))
+	os.Symlink(rel, dangling)
 	tests := []struct {
 		name    string
 		targets []FlashTarget
@@ -228,6 +241,8 @@ func TestFlashRefusals(t *testing.T) {
 		{name: "twice", targets: []FlashTarget{{Node: "srv", Target: inspect(a)}, {Node: "agent", Target: inspect(a)}}, want: ErrRefused, wantMsg: "a.img is named twice"},
 		{name: "unknown node", targets: []FlashTarget{{Node: "pi-9", Target: inspect(a)}}, want: ErrUnknownNode, wantMsg: `"pi-9"; the recipe's nodes are: srv, agent`},
 		{name: "in the output directory", targets: []FlashTarget{{Node: "srv", Target: inspect(filepath.Join(opt.OutDir, "agent.img"))}}, want: ErrRefused, wantMsg: "is in the output directory"},
+		{name: "symlink into the output directory", targets: []FlashTarget{{Node: "srv", Target: inspect(linked)}}, want: ErrRefused, wantMsg: "linked.img is in the output directory"},
+		{name: "dangling symlink into the output directory", targets: []FlashTarget{{Node: "srv", Target: inspect(dangling)}}, want: ErrRefused, wantMsg: "dangling.img is in the output directory"},
 		{name: "declined", targets: []FlashTarget{{Node: "srv", Target: inspect(a)}}, confirm: func(int64, []FlashTarget) error { return errDeclined }, want: errDeclined},
 	}
 	for _, tt := range tests {
@@ -293,4 +308,50 @@ func TestFlashInterrupted(t *testing.T) {
 	if left, _ := filepath.Glob(filepath.Join(opt.OutDir, "*.part")); len(left) > 0 {
 		t.Errorf("left behind: %v", left)
 	}
+}
+
+// usedFile writes a file of size bytes, all 0xA5.
+func usedFile(t *testing.T, path string, size int64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := bytes.Repeat([]byte{0xa5}, 1<<20)
+	for off := int64(0); off < size; off += int64(len(b)) {
+		if _, err := f.WriteAt(b[:min(int64(len(b)), size-off)], off); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestFlashImagePromptsBeforeLock: FlashImage asks before it takes the
+// output directory's lock, so a prompt left open does not hold up a
+// build there (the prompt here takes the lock itself).
+func TestFlashImagePromptsBeforeLock(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "manifest.json"), []byte("{}\n"), 0o644)
+	img := filepath.Join(dir, "srv.img")
+	usedFile(t, img, 64<<10)
+	os.Truncate(img, 1<<20)
+	tg, err := flash.Host.Inspect(filepath.Join(t.TempDir(), "card.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	asked := false
+	confirm := func(int64, []FlashTarget) error {
+		asked = true
+		out, err := openOutput(context.Background(), dir, false, t.Logf)
+		if err != nil {
+			return fmt.Errorf("while asking: %w", err)
+		}
+		out.close()
+		return nil
+	}
+	results, err := FlashImage(context.Background(), img, FlashOptions{Targets: []FlashTarget{{Target: tg}}, Confirm: confirm})
+	if err != nil || !asked || len(results) != 1 || results[0].State != flash.Verified {
+		t.Fatalf("FlashImage: %v, asked %v, %+v; want verified, asked without the lock held", err, asked, results)
+	}
+	cmpImage(t, tg.Path, img)
 }

@@ -33,7 +33,12 @@ type manifest struct {
 // manifestFlash is one target pibake flash wrote: the only timestamped
 // record in the manifest, and only there once a device was flashed.
 type manifestFlash struct {
-	Node   string `json:"node"`
+	Node string `json:"node"`
+	// Build is the build id of the image written (its inputs' first 16
+	// hex digits, as the node reports it at first boot): pibake watch
+	// takes a card flashed from a build not in the manifest's nodes as
+	// the node's current one.
+	Build  string `json:"build,omitempty"`
 	Target string `json:"target"`
 	Model  string `json:"model,omitempty"`
 	Serial string `json:"serial,omitempty"`

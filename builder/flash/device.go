@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/pibake/pibake/builder/base"
 )
 
 // System is where the running system's device facts are read: sysfs,
@@ -152,7 +154,7 @@ func (d *Disk) Refusal(size int64, allowFixed bool) error {
 		}
 		return fmt.Errorf("%s (%s) is %s, not a removable or USB one; if you really mean it, name it with --allow-fixed", d.Path, d.describe(), kind)
 	case d.Size < size:
-		return fmt.Errorf("%s (%s) holds %s, less than the image's %s; use a larger card or disk", d.Path, d.describe(), humanBytes(d.Size), humanBytes(size))
+		return fmt.Errorf("%s (%s) holds %s, less than the image's %s; use a larger card or disk", d.Path, d.describe(), base.HumanBytes(d.Size), base.HumanBytes(size))
 	}
 	return nil
 }
@@ -166,11 +168,11 @@ func (d *Disk) describe() string {
 	if d.Serial != "" {
 		parts = append(parts, "serial "+d.Serial)
 	}
-	parts = append(parts, humanBytes(d.Size))
+	parts = append(parts, base.HumanBytes(d.Size))
 	return strings.Join(parts, ", ")
 }
 
-// Describe is the disk in a few words, for the confirmation prompt.
+// String is the disk in a few words, for the confirmation prompt.
 func (d *Disk) String() string { return d.describe() }
 
 // blockDir is sysfs's directory for a block device, e.g.
@@ -184,10 +186,13 @@ func (s System) blockDir(dev string) (string, error) {
 	return dir, nil
 }
 
-// disksUnder lists the whole disks a mount's file system lives on: the
-// partition's disk, through device-mapper or RAID slaves, found by
-// major:minor or (btrfs, whose mounts show an anonymous 0:N) by the
-// source's name.
+// disksUnder lists the block devices a mount's file system lives on:
+// the device mounted (a partition counts as its disk) and, through
+// device-mapper or RAID slaves, every device below it down to the whole
+// disks. Every one walked is listed, not only the disks at the bottom: a
+// target named as /dev/dm-0 or /dev/md0 holding "/" is the running
+// system too. The mounted device is found by major:minor or (btrfs,
+// whose mounts show an anonymous 0:N) by the source's name.
 func (s System) disksUnder(m mount) []string {
 	var dirs []string
 	if dir, err := s.blockDir(m.dev); err == nil {
@@ -209,12 +214,10 @@ func (s System) disksUnder(m mount) []string {
 		if exists(filepath.Join(dir, "partition")) {
 			dir = filepath.Dir(dir)
 		}
-		slaves := list(filepath.Join(dir, "slaves"))
-		if len(slaves) == 0 {
-			disks = append(disks, filepath.Base(dir))
-			continue
+		if name := filepath.Base(dir); !slices.Contains(disks, name) {
+			disks = append(disks, name)
 		}
-		for _, sl := range slaves {
+		for _, sl := range list(filepath.Join(dir, "slaves")) {
 			if d, err := filepath.EvalSymlinks(filepath.Join(dir, "slaves", sl)); err == nil {
 				dirs = append(dirs, d)
 			}
@@ -346,20 +349,6 @@ func mapValues(m map[string]string) []string {
 		out = append(out, v)
 	}
 	return out
-}
-
-// humanBytes is a size for people: 1.5 GiB.
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for v := n / unit; v >= unit; v /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 // ErrLinuxOnly is returned for a block device target on a system other

@@ -116,6 +116,14 @@ func TestRefusals(t *testing.T) {
 			want: "holds the running system (/)"},
 		{name: "root on lvm", disks: []fakeDisk{sata("sda", "8:0", map[string]string{"sda3": "8:3"}), {name: "dm-0", dev: "253:0", sectors: 1 << 20, slaves: []string{"sda3"}}},
 			mountinfo: mi("253:0", "/", "ext4", "/dev/mapper/vg-root"), target: "sda", allowFixed: true, want: "holds the running system (/)"},
+		{name: "root's lvm volume named", disks: []fakeDisk{sata("sda", "8:0", map[string]string{"sda3": "8:3"}), {name: "dm-0", dev: "253:0", sectors: 1 << 20, slaves: []string{"sda3"}}},
+			mountinfo: mi("253:0", "/", "ext4", "/dev/mapper/vg-root"), target: "dm-0", allowFixed: true, want: "/dev/dm-0 (512.0 MiB) holds the running system (/)"},
+		{name: "root's raid named", disks: []fakeDisk{sata("sda", "8:0", map[string]string{"sda1": "8:1"}), sata("sdb", "8:16", map[string]string{"sdb1": "8:17"}), {name: "md0", dev: "9:0", sectors: 1 << 20, slaves: []string{"sda1", "sdb1"}}},
+			mountinfo: mi("9:0", "/", "ext4", "/dev/md0"), target: "md0", allowFixed: true, want: "/dev/md0 (512.0 MiB) holds the running system (/)"},
+		{name: "lvm over crypt named", disks: []fakeDisk{sata("sda", "8:0", map[string]string{"sda3": "8:3"}), {name: "dm-0", dev: "253:0", sectors: 1 << 20, slaves: []string{"sda3"}}, {name: "dm-1", dev: "253:1", sectors: 1 << 20, slaves: []string{"dm-0"}}},
+			mountinfo: mi("253:1", "/", "ext4", "/dev/mapper/vg-root"), target: "dm-0", allowFixed: true, want: "holds the running system (/)"},
+		{name: "raid member disk", disks: []fakeDisk{sata("sda", "8:0", map[string]string{"sda1": "8:1"}), sata("sdb", "8:16", map[string]string{"sdb1": "8:17"}), {name: "md0", dev: "9:0", sectors: 1 << 20, slaves: []string{"sda1", "sdb1"}}},
+			mountinfo: mi("9:0", "/", "ext4", "/dev/md0"), target: "sdb", allowFixed: true, want: "holds the running system (/)"},
 		{name: "btrfs root", disks: []fakeDisk{{name: "nvme0n1", dev: "259:0", sectors: 1 << 30, parts: map[string]string{"nvme0n1p2": "259:2"}}},
 			mountinfo: mi("0:31", "/", "btrfs", "/dev/nvme0n1p2"), target: "nvme0n1", allowFixed: true, want: "holds the running system (/)"},
 		{name: "pi sd card", disks: []fakeDisk{{name: "mmcblk0", dev: "179:0", sectors: 1 << 25, removable: true, parts: map[string]string{"mmcblk0p1": "179:1", "mmcblk0p2": "179:2"}}},
@@ -128,7 +136,7 @@ func TestRefusals(t *testing.T) {
 			mountinfo: rootOnSDA, target: "sdb", want: "sdb1 is held by md0"},
 		{name: "fixed disk", disks: []fakeDisk{sata("sdc", "8:32", nil)}, mountinfo: rootOnSDA, target: "sdc", want: "is a fixed ata disk, not a removable or USB one; if you really mean it, name it with --allow-fixed"},
 		{name: "fixed disk allowed", disks: []fakeDisk{sata("sdc", "8:32", nil)}, mountinfo: rootOnSDA, target: "sdc", allowFixed: true},
-		{name: "too small", disks: []fakeDisk{stick}, mountinfo: rootOnSDA, target: "sdb", size: 16 << 30, want: "holds 8.0 GiB, less than the image's 16.0 GiB"},
+		{name: "too small", disks: []fakeDisk{stick}, mountinfo: rootOnSDA, target: "sdb", size: 16 << 30, want: "holds 8.00 GiB, less than the image's 16.00 GiB"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -168,7 +176,7 @@ func TestDescribe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := d.String(), "Extreme Pro, serial AA01234, 8.0 GiB"; got != want || !d.Removable || d.Transport != "usb" || len(d.Partitions) != 1 || d.Partitions[0].Name != "sdb1" {
+	if got, want := d.String(), "Extreme Pro, serial AA01234, 8.00 GiB"; got != want || !d.Removable || d.Transport != "usb" || len(d.Partitions) != 1 || d.Partitions[0].Name != "sdb1" {
 		t.Errorf("Describe(sdb) = %q %+v; want %q, removable usb, one partition sdb1", got, d, want)
 	}
 	_, err = s.Describe("/dev/sdb1", "8:17")
@@ -178,5 +186,59 @@ func TestDescribe(t *testing.T) {
 	_, err = s.Describe("/dev/sdx", "8:99")
 	if err == nil || !strings.Contains(err.Error(), "no block device 8:99") {
 		t.Errorf("Describe(8:99) = %v", err)
+	}
+}
+
+// TestSwappedDisk: the disk opened for writing is described again and
+// must be the one inspected and confirmed (same device number, model,
+// serial, size), and still pass the refusals.
+func TestSwappedDisk(t *testing.T) {
+	stick := fakeDisk{name: "sdb", dev: "8:16", sectors: 1 << 24, usb: true, parts: map[string]string{"sdb1": "8:17"},
+		udev: "E:ID_MODEL=Extreme_Pro\nE:ID_SERIAL_SHORT=AA01234\nE:ID_BUS=usb\n"}
+	const image = 32 << 20
+	rootOnSDA := mi("8:2", "/", "ext4", "/dev/sda2")
+	tests := []struct {
+		name   string
+		dev    string // as the open file says
+		change func(s System)
+		want   string
+	}{
+		{name: "same", dev: "8:16", change: func(System) {}},
+		{name: "other number", dev: "8:32", change: func(System) {}, want: "not the one confirmed: it is device 8:32 now, not 8:16; nothing written"},
+		{name: "other serial", dev: "8:16", change: func(s System) {
+			writeFile(t, s, "/run/udev/data/b8:16", "E:ID_MODEL=Extreme_Pro\nE:ID_SERIAL_SHORT=ZZ99999\nE:ID_BUS=usb\n")
+		}, want: "the device at /dev/sdb is not the one confirmed: it is Extreme Pro, serial ZZ99999, 8.00 GiB now, not Extreme Pro, serial AA01234, 8.00 GiB; nothing written"},
+		{name: "other size", dev: "8:16", change: func(s System) {
+			writeFile(t, s, "/sys/dev/block/8:16/size", "1048576")
+		}, want: "not the one confirmed: it is Extreme Pro, serial AA01234, 512.0 MiB now"},
+		{name: "mounted since", dev: "8:16", change: func(s System) {
+			writeFile(t, s, "/proc/self/mountinfo", rootOnSDA+mi("8:17", "/media/ops/bootfs", "vfat", "/dev/sdb1"))
+		}, want: "sdb1 is mounted on /media/ops/bootfs; unmount it (and stop what holds it) first; nothing written"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := fakeSystem(t, []fakeDisk{stick}, rootOnSDA, "")
+			d, err := s.Describe("/dev/sdb", "8:16")
+			if err != nil {
+				t.Fatal(err)
+			}
+			tg := Target{Path: "/dev/sdb", Disk: d, sys: s}
+			tt.change(s)
+			err = tg.sameDisk(tt.dev, image)
+			switch {
+			case tt.want == "" && err != nil:
+				t.Errorf("sameDisk = %v; want nil", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Errorf("sameDisk = %v; want %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// writeFile replaces a file of the fake system s.
+func writeFile(t *testing.T, s System, p, data string) {
+	t.Helper()
+	if err := os.WriteFile(s.path(p), []byte(data), 0o644); err != nil {
+		t.Fatal(err)
 	}
 }

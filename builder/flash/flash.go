@@ -1,5 +1,6 @@
 // Package flash writes disk images to block devices and files the way
-// bmaptool does (only the mapped ranges), several at once, reads every
+// bmaptool does (the data of the mapped ranges; the rest is zeroed, by the
+// kernel where it can), several at once, reads every
 // target back past the page cache to verify it, and refuses the disks it
 // must not touch: the running system's, mounted or held ones, partitions,
 // fixed disks unless asked, and disks too small for the image.
@@ -12,6 +13,7 @@
 package flash
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -20,6 +22,7 @@ import (
 	"hash"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/pibake/pibake/internal/progress"
@@ -39,7 +42,10 @@ const headSize = BlockSize
 
 // Source is an image to write: its bytes, and the ranges that hold data
 // with their SHA-256 (the same as its .bmap gives). Bytes outside the
-// ranges are zeros in the image and are not written, as with bmaptool.
+// ranges are zeros in the image; unlike bmaptool, which leaves them as
+// the card had them, Write zeros them on the target (cheaply: the kernel
+// does it, often the device) and reads them back, so that a used card
+// ends up identical to the image.
 type Source struct {
 	// Name is what the image is, for messages: a node's hostname or a file.
 	Name   string
@@ -66,6 +72,10 @@ func (s *Source) Mapped() int64 {
 	return n
 }
 
+// Work is the progress total of writing s to a target: every byte is
+// written (or zeroed) and read back.
+func (s *Source) Work() int64 { return 2 * s.Size }
+
 // State is how a target ended.
 type State string
 
@@ -86,9 +96,8 @@ type Result struct {
 	Target Target
 	Source string
 	State  State
-	// SHA256 is the image as read back from the target, unmapped bytes
-	// counted as zeros: when Verified, the image's SHA-256 as SHA256SUMS
-	// lists it.
+	// SHA256 is the target's first Size bytes as read back, every one
+	// of them: when Verified, the image's SHA-256 as SHA256SUMS lists it.
 	SHA256 string
 	Err    error
 	// Boot says whether the target can boot: after a failure, whether its
@@ -98,6 +107,10 @@ type Result struct {
 	Elapsed time.Duration
 	At      time.Time
 }
+
+// writeZerosOnly, set by a test, makes zeroOut write zeros as it does
+// for a device that refuses BLKZEROOUT.
+var writeZerosOnly bool
 
 // afterWrite, when set by a test, runs on the target after everything is
 // written and synced and before it is read back: a corrupted write that
@@ -146,6 +159,12 @@ func Write(ctx context.Context, src *Source, t Target, done *progress.Counter) (
 		return res
 	}
 
+	// 0. Ranges the device cannot take as whole blocks (a third-party
+	// .bmap with 512-byte blocks, a disk with 4096-byte sectors) would
+	// fail half-way, after the first block was zeroed: refused first.
+	if err := w.fits(src); err != nil {
+		return fail(err)
+	}
 	// 1. Zero the first block, so that from now on until the end the
 	// target holds no partition table: whatever stops the write, it is
 	// not taken for a good image.
@@ -155,6 +174,7 @@ func Write(ctx context.Context, src *Source, t Target, done *progress.Counter) (
 	zeroed = true
 	// 2. Every mapped range except the first block.
 	var head []byte
+	pos := int64(0)
 	for _, r := range src.Ranges {
 		off := r.Off
 		if off < headSize {
@@ -176,6 +196,16 @@ func Write(ctx context.Context, src *Source, t Target, done *progress.Counter) (
 			done.Add(n)
 			off += n
 		}
+		if err := w.zero(ctx, max(pos, headSize), r.Off, done); err != nil {
+			return fail(err)
+		}
+		pos = r.End
+	}
+	// The bytes between the ranges are zeros in the image but not on a
+	// used card: zeroed, so that the target holds the image byte for
+	// byte, as the whole-image SHA-256 read back below says.
+	if err := w.zero(ctx, max(pos, headSize), src.Size, done); err != nil {
+		return fail(err)
 	}
 	if err := w.sync(); err != nil {
 		return fail(fmt.Errorf("sync %s: %w", t.Path, err))
@@ -209,9 +239,9 @@ func Write(ctx context.Context, src *Source, t Target, done *progress.Counter) (
 	return res
 }
 
-// verify reads src's ranges back from the target, compares each with its
-// SHA-256, and returns the SHA-256 of the whole image as read (zeros
-// between the ranges).
+// verify reads the whole image back from the target, compares each range
+// with its SHA-256 and checks that the bytes between them are zeros, and
+// returns the SHA-256 of all it read.
 func (w *writer) verify(ctx context.Context, src *Source, done *progress.Counter) (string, error) {
 	if err := w.dropCache(); err != nil {
 		return "", fmt.Errorf("read back %s: %w", w.t.Path, err)
@@ -219,8 +249,14 @@ func (w *writer) verify(ctx context.Context, src *Source, done *progress.Counter
 	whole := sha256.New()
 	pos := int64(0)
 	var bad []string
+	var err error
 	for _, r := range src.Ranges {
-		hashZeros(whole, r.Off-pos)
+		if !w.readZeros(ctx, whole, pos, r.Off, done, &err) {
+			if err != nil {
+				return "", err
+			}
+			bad = append(bad, fmt.Sprintf("bytes %d-%d, zeros in the image", pos, r.Off-1))
+		}
 		h := sha256.New()
 		for off := r.Off; off < r.End; {
 			if err := ctx.Err(); err != nil {
@@ -241,7 +277,12 @@ func (w *writer) verify(ctx context.Context, src *Source, done *progress.Counter
 		}
 		pos = r.End
 	}
-	hashZeros(whole, src.Size-pos)
+	if !w.readZeros(ctx, whole, pos, src.Size, done, &err) {
+		if err != nil {
+			return "", err
+		}
+		bad = append(bad, fmt.Sprintf("bytes %d-%d, zeros in the image", pos, src.Size-1))
+	}
 	sum := hex.EncodeToString(whole.Sum(nil))
 	if len(bad) > 0 {
 		more := ""
@@ -249,7 +290,7 @@ func (w *writer) verify(ctx context.Context, src *Source, done *progress.Counter
 			more = fmt.Sprintf(" and %d more ranges", len(bad)-3)
 			bad = bad[:3]
 		}
-		return sum, fmt.Errorf("%s reads back different from the image (%v%s): the device may be faulty or fake", w.t.Path, bad, more)
+		return sum, fmt.Errorf("%s reads back different from the image (%s%s): the device may be faulty or fake", w.t.Path, strings.Join(bad, "; "), more)
 	}
 	if src.SHA256 != "" && sum != src.SHA256 {
 		return sum, fmt.Errorf("%s reads back with sha256 %s…, not the %s… its built image has", w.t.Path, sum[:12], src.SHA256[:12])
@@ -257,14 +298,94 @@ func (w *writer) verify(ctx context.Context, src *Source, done *progress.Counter
 	return sum, nil
 }
 
+// readZeros reads [from, to) back from the target (bytes the image has
+// as zeros, between its ranges) into whole, and reports whether they are
+// all zeros. They are read, not assumed: the whole-image SHA-256 is then
+// the target's real content. A read error is put in *errp.
+func (w *writer) readZeros(ctx context.Context, whole hash.Hash, from, to int64, done *progress.Counter, errp *error) bool {
+	ok := true
+	for off := from; off < to; {
+		if err := ctx.Err(); err != nil {
+			*errp = err
+			return false
+		}
+		n := min(int64(chunkSize), to-off)
+		b, err := w.readAt(off, n)
+		if err != nil {
+			*errp = fmt.Errorf("read back %s at byte %d: %w", w.t.Path, off, err)
+			return false
+		}
+		whole.Write(b)
+		ok = ok && allZero(b)
+		done.Add(n)
+		off += n
+	}
+	return ok
+}
+
 var zeros = make([]byte, 1<<20)
 
-func hashZeros(h hash.Hash, n int64) {
-	for n > 0 {
-		k := min(n, int64(len(zeros)))
-		h.Write(zeros[:k])
-		n -= k
+func allZero(b []byte) bool {
+	for len(b) > 0 {
+		k := min(len(b), len(zeros))
+		if !bytes.Equal(b[:k], zeros[:k]) {
+			return false
+		}
+		b = b[k:]
 	}
+	return true
+}
+
+// zero makes [from, to) of the target zeros, as the image has them there.
+// A plain file was truncated, so its holes are zeros already; a block
+// device is zeroed one chunk at a time (so that an interrupt stops it
+// soon), by the kernel where it can (BLKZEROOUT: no data crosses from
+// here, and the device may do it itself), else by writing zeros.
+func (w *writer) zero(ctx context.Context, from, to int64, done *progress.Counter) error {
+	if from >= to {
+		return nil
+	}
+	if !w.direct {
+		done.Add(to - from) // holes of the truncated file
+		return nil
+	}
+	if from%w.align != 0 {
+		return fmt.Errorf("zero %s from byte %d: not a multiple of its %d-byte blocks (the image's ranges are)", w.t.Path, from, w.align)
+	}
+	to = roundUp(to, w.align) // past the image's end is not the image's: zeros as writeAt pads
+	for off := from; off < to; {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n := min(int64(chunkSize), to-off)
+		if err := w.zeroOut(off, n); err != nil {
+			return fmt.Errorf("zero %s at byte %d: %w", w.t.Path, off, err)
+		}
+		done.Add(n)
+		off += n
+	}
+	return nil
+}
+
+// writeZeros writes n bytes of zeros at off (n at most a chunk).
+func (w *writer) writeZeros(off, n int64) error {
+	b := w.buf[:n]
+	clear(b)
+	_, err := w.f.WriteAt(b, off)
+	return err
+}
+
+// fits checks that src's ranges start and end on the target's blocks
+// (direct I/O writes whole device blocks; the image's very end is padded).
+func (w *writer) fits(src *Source) error {
+	for _, r := range src.Ranges {
+		for _, at := range []int64{r.Off, r.End} {
+			if at%w.align != 0 && at != src.Size {
+				return fmt.Errorf("%s has %d-byte blocks, and %s has a range boundary at byte %d, inside one; nothing written (a .bmap made with a smaller block size: make it again with bmaptool create, whose default is 4096)", w.t.Path, w.align, src.Name, at)
+			}
+		}
+	}
+	return nil
 }
 
 // readFull reads len(p) bytes at off of r; an image ending early is an
@@ -287,6 +408,8 @@ type writer struct {
 	direct bool  // O_DIRECT: every transfer is aligned to align
 	align  int64 // the device's logical block size, 1 for a file
 	buf    []byte
+	// noZeroOut: the device refused BLKZEROOUT; zeros are written.
+	noZeroOut bool
 }
 
 func (w *writer) copyFrom(r io.ReaderAt, off, n int64) error {

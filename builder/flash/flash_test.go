@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"math/rand"
 	"os"
 	"os/exec"
@@ -85,7 +86,9 @@ func writeAll(t *testing.T, ctx context.Context, src *Source, paths ...string) [
 // must be left unbootable.
 func TestReadBackCatchesCorruption(t *testing.T) {
 	src, _ := testImage(t, testSize)
-	for _, at := range []int64{100, 3<<20 + 5, testSize - 1} {
+	// 2 MiB + 7 is between two ranges: zeros in the image, which the
+	// read-back reads too.
+	for _, at := range []int64{100, 2<<20 + 7, 3<<20 + 5, testSize - 1} {
 		t.Run(fmt.Sprint(at), func(t *testing.T) {
 			target := filepath.Join(t.TempDir(), "t.img")
 			flipByte(t, at)
@@ -163,7 +166,7 @@ func needRoot(t *testing.T) {
 }
 
 // loopDevice attaches a sparse file of size bytes as a loop device.
-func loopDevice(t *testing.T, size int64) string {
+func loopDevice(t *testing.T, size int64, losetupArgs ...string) string {
 	t.Helper()
 	needRoot(t)
 	backing := filepath.Join(t.TempDir(), "backing")
@@ -173,9 +176,9 @@ func loopDevice(t *testing.T, size int64) string {
 	if err := os.Truncate(backing, size); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command(testimage.Tool(t, "losetup"), "--find", "--show", backing).CombinedOutput()
+	out, err := exec.Command(testimage.Tool(t, "losetup"), append(losetupArgs, "--find", "--show", backing)...).CombinedOutput()
 	if err != nil {
-		testimage.Missing(t, fmt.Sprintf("losetup --find --show: %v: %s (no loop device support?)", err, out))
+		testimage.Missing(t, fmt.Sprintf("losetup %v --find --show: %v: %s (no loop device support?)", losetupArgs, err, out))
 	}
 	dev := strings.TrimSpace(string(out))
 	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
@@ -218,6 +221,9 @@ func smallDisk(t *testing.T, size, room int64) string {
 func TestWriteBlockDevices(t *testing.T) {
 	src, img := testImage(t, testSize)
 	good := []string{loopDevice(t, 64<<20), loopDevice(t, testSize)}
+	for _, dev := range good {
+		usedCard(t, dev) // so that the holes, too, must be written to match
+	}
 	bad := smallDisk(t, 64<<20, 6<<20)
 	oldImage(t, bad)
 	results := writeAll(t, context.Background(), src, append(good, bad)...)
@@ -241,6 +247,48 @@ func TestWriteBlockDevices(t *testing.T) {
 	}
 	checkHeadZero(t, bad)
 	t.Logf("failing target: %v; %s", res.Err, res.Boot)
+}
+
+// usedCard fills dev with 0xA5, as a used card is full of old data: an
+// image on it is identical only if the bytes between the image's ranges
+// were zeroed too.
+func usedCard(t *testing.T, dev string) {
+	t.Helper()
+	f, err := os.OpenFile(dev, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	end, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := bytes.Repeat([]byte{0xa5}, 1<<20)
+	for off := int64(0); off < end; off += int64(len(b)) {
+		if _, err := f.WriteAt(b[:min(int64(len(b)), end-off)], off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestZerosWritten: a device that refuses BLKZEROOUT gets the zeros
+// between the ranges written; a used card still ends up as the image.
+func TestZerosWritten(t *testing.T) {
+	src, img := testImage(t, testSize)
+	dev := loopDevice(t, 64<<20)
+	usedCard(t, dev)
+	writeZerosOnly = true
+	t.Cleanup(func() { writeZerosOnly = false })
+	res := writeAll(t, context.Background(), src, dev)[0]
+	if res.State != Verified || res.SHA256 != src.SHA256 {
+		t.Fatalf("%s: %s, %v", dev, res.State, res.Err)
+	}
+	if !bytes.Equal(readDev(t, dev, testSize), img) {
+		t.Errorf("%s differs from the image", dev)
+	}
 }
 
 // oldImage puts a partition table's worth of non-zero bytes at the start
@@ -362,6 +410,60 @@ func TestTooSmallRefused(t *testing.T) {
 	res := Write(context.Background(), src, tg, nil)
 	if res.State != Failed || res.Boot != "untouched" || !strings.Contains(fmt.Sprint(res.Err), "less than the image's") {
 		t.Errorf("Write to a too small %s: %s, %v, %q", dev, res.State, res.Err, res.Boot)
+	}
+	if b := readDev(t, dev, 2); b[0] != 0x55 {
+		t.Errorf("%s was written to", dev)
+	}
+}
+
+// TestSwappedDeviceNotWritten: a real device whose serial changes between
+// Inspect and Write (a stick swapped while the prompt was open: same name,
+// same number) is not written. The loop device is described from a fake
+// sysfs, where the swap is a changed udev serial.
+func TestSwappedDeviceNotWritten(t *testing.T) {
+	dev := loopDevice(t, 64<<20)
+	oldImage(t, dev)
+	fi, err := os.Stat(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	num, err := blockDevice(fi)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := fakeSystem(t, []fakeDisk{{name: "sdb", dev: num, sectors: 64 << 20 / 512, usb: true,
+		udev: "E:ID_MODEL=Extreme_Pro\nE:ID_SERIAL_SHORT=AA01234\nE:ID_BUS=usb\n"}}, mi("8:2", "/", "ext4", "/dev/sda2"), "")
+	tg, err := s.Inspect(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, _ := testImage(t, testSize)
+	if err := tg.Check(src.Size, false); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, s, "/run/udev/data/b"+num, "E:ID_MODEL=Extreme_Pro\nE:ID_SERIAL_SHORT=ZZ99999\nE:ID_BUS=usb\n")
+	res := Write(context.Background(), src, tg, nil)
+	if res.State != Failed || res.Boot != "untouched" || !strings.Contains(fmt.Sprint(res.Err), "the device at "+dev+" is not the one confirmed: it is Extreme Pro, serial ZZ99999") {
+		t.Errorf("Write after the swap: %s, %v, %q; want failed, not the one confirmed, untouched", res.State, res.Err, res.Boot)
+	}
+	if b := readDev(t, dev, 2); b[0] != 0x55 {
+		t.Errorf("%s was written to", dev)
+	}
+}
+
+// TestBlockSizeMismatch: an image whose ranges split the device's blocks
+// (a .bmap of 512-byte blocks, a disk of 4096-byte sectors) is refused
+// before its first block is zeroed, not half-way through.
+func TestBlockSizeMismatch(t *testing.T) {
+	src, img := testImage(t, testSize)
+	sum := sha256.Sum256(img[BlockSize+512 : 2*BlockSize])
+	odd := *src
+	odd.Ranges = append([]Range{{Off: 0, End: BlockSize, SHA256: src.Ranges[0].SHA256}, {Off: BlockSize + 512, End: 2 * BlockSize, SHA256: hex.EncodeToString(sum[:])}}, src.Ranges[1:]...)
+	dev := loopDevice(t, 64<<20, "--sector-size", "4096")
+	oldImage(t, dev)
+	res := writeAll(t, context.Background(), &odd, dev)[0]
+	if res.State != Failed || res.Boot != "untouched" || !strings.Contains(fmt.Sprint(res.Err), "has 4096-byte blocks, and test has a range boundary at byte 4608, inside one; nothing written") {
+		t.Errorf("Write of 512-byte ranges to a 4096-byte-sector %s: %s, %v, %q; want failed, untouched", dev, res.State, res.Err, res.Boot)
 	}
 	if b := readDev(t, dev, 2); b[0] != 0x55 {
 		t.Errorf("%s was written to", dev)

@@ -15,6 +15,13 @@ type Target struct {
 	Path string
 	// Disk describes a block device; nil for a plain file.
 	Disk *Disk
+	// Existing is the size of the plain file already at Path, which the
+	// write replaces (a backup image, or a mistyped recipe name): 0 for a
+	// new or empty file or a device.
+	Existing int64
+	// sys is where Disk was read from: the device opened for writing is
+	// described again from there and must be the same one.
+	sys System
 }
 
 // Inspect finds out what path is: a whole-disk block device (described
@@ -35,7 +42,7 @@ func (s System) Inspect(path string) (Target, error) {
 	case err != nil:
 		return Target{}, fmt.Errorf("target %s: %w", path, err)
 	case fi.Mode().IsRegular():
-		return Target{Path: path}, nil
+		return Target{Path: path, Existing: fi.Size()}, nil
 	case fi.IsDir():
 		return Target{}, fmt.Errorf("target %s is a directory; name a block device (/dev/sdX) or an image file", path)
 	}
@@ -47,7 +54,40 @@ func (s System) Inspect(path string) (Target, error) {
 	if err != nil {
 		return Target{}, err
 	}
-	return Target{Path: path, Disk: d}, nil
+	return Target{Path: path, Disk: d, sys: s}, nil
+}
+
+// sameDisk checks that the block device opened for writing, dev
+// ("major:minor", from the open file), is still the disk inspected, shown
+// and confirmed, and still may be written: between the two lie the base
+// image's download, the prompt and the wait for the lock, time enough to
+// swap a USB stick for another that gets the same /dev name and number.
+func (t Target) sameDisk(dev string, size int64) error {
+	was := t.Disk
+	notIt := func(why string) error {
+		return fmt.Errorf("the device at %s is not the one confirmed: %s; nothing written", t.Path, why)
+	}
+	if dev != was.Dev {
+		return notIt(fmt.Sprintf("it is device %s now, not %s", dev, was.Dev))
+	}
+	s := t.sys
+	if s.Root == "" {
+		s = Host
+	}
+	now, err := s.Describe(t.Path, dev)
+	if err != nil {
+		return notIt(err.Error())
+	}
+	if now.Model != was.Model || now.Serial != was.Serial || now.Size != was.Size || now.Removable != was.Removable {
+		return notIt(fmt.Sprintf("it is %s now, not %s", now.describe(), was.describe()))
+	}
+	// The same disk, but perhaps mounted since (a desktop automounts a
+	// card): the refusals again. Fixed or removable is unchanged, and was
+	// allowed when it was checked.
+	if err := now.Refusal(size, true); err != nil {
+		return fmt.Errorf("%w; nothing written", err)
+	}
+	return nil
 }
 
 // Check says why t must not receive an image of size bytes, or nil.

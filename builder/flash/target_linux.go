@@ -6,7 +6,9 @@ import (
 	"io"
 	"os"
 	"syscall"
+	"unsafe"
 
+	"github.com/pibake/pibake/builder/base"
 	"golang.org/x/sys/unix"
 )
 
@@ -19,7 +21,8 @@ func blockDevice(fi os.FileInfo) (string, error) {
 	return fmt.Sprintf("%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev)), nil
 }
 
-// openTarget opens t for writing. A block device is opened with O_EXCL,
+// openTarget opens t for writing. A block device must be, once open, the
+// disk inspected and confirmed (sameDisk); it is opened with O_EXCL,
 // which the kernel refuses while any partition of it is mounted or held
 // (the last check, after the sysfs ones, against a race), and O_DIRECT:
 // every write reaches the device before the next, so an interrupt stops
@@ -42,6 +45,19 @@ func openTarget(t Target, size int64) (*writer, error) {
 		return nil, fmt.Errorf("open %s: %w", t.Path, err)
 	}
 	f := os.NewFile(uintptr(fd), t.Path)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("stat %s: %w", t.Path, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFBLK {
+		f.Close()
+		return nil, fmt.Errorf("the device at %s is not the one confirmed: it is no block device now; nothing written", t.Path)
+	}
+	if err := t.sameDisk(fmt.Sprintf("%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev)), size); err != nil {
+		f.Close()
+		return nil, err
+	}
 	lbs, err := unix.IoctlGetInt(fd, unix.BLKSSZGET)
 	if err != nil || lbs <= 0 {
 		lbs = 512
@@ -55,7 +71,7 @@ func openTarget(t Target, size int64) (*writer, error) {
 	// does it from sysfs; this is what the open device says).
 	if end < roundUp(size, int64(lbs)) {
 		f.Close()
-		return nil, fmt.Errorf("%s holds %s, less than the image's %s; use a larger card or disk", t.Path, humanBytes(end), humanBytes(size))
+		return nil, fmt.Errorf("%s holds %s, less than the image's %s; use a larger card or disk", t.Path, base.HumanBytes(end), base.HumanBytes(size))
 	}
 	buf, err := unix.Mmap(-1, 0, chunkSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE)
 	if err != nil {
@@ -81,4 +97,24 @@ func (w *writer) dropCache() error {
 // freeBuf releases a direct-I/O buffer (page-aligned, from mmap).
 func freeBuf(b []byte) {
 	unix.Munmap(b[:cap(b)])
+}
+
+// zeroOut makes n bytes at off zeros: BLKZEROOUT, which the kernel turns
+// into the device's own write-zeroes where it has one (a loop device
+// punches holes, an NVMe or SCSI disk may not move a byte) and into
+// written zero pages where not. A kernel or driver that refuses the
+// ioctl gets zeros written from here.
+func (w *writer) zeroOut(off, n int64) error {
+	if !w.noZeroOut && !writeZerosOnly {
+		r := [2]uint64{uint64(off), uint64(n)}
+		_, _, errno := unix.Syscall(unix.SYS_IOCTL, w.f.Fd(), unix.BLKZEROOUT, uintptr(unsafe.Pointer(&r)))
+		if errno == 0 {
+			return nil
+		}
+		if errno != unix.ENOTTY && errno != unix.EOPNOTSUPP && errno != unix.EINVAL {
+			return errno
+		}
+		w.noZeroOut = true
+	}
+	return w.writeZeros(off, n)
 }

@@ -25,3 +25,6 @@ func openTarget(t Target, size int64) (*writer, error) {
 func (w *writer) dropCache() error { return w.f.Sync() }
 
 func freeBuf([]byte) {}
+
+// zeroOut writes zeros; only block devices (Linux-only) are zeroed.
+func (w *writer) zeroOut(off, n int64) error { return w.writeZeros(off, n) }

@@ -56,12 +56,12 @@ var flashCommand = command{
 				switch {
 				case *dryRun:
 					return errDryRun
-				case *yes || allFiles(targets):
+				case *yes || allNewFiles(targets):
 					return nil
 				case !isTerminal(os.Stdin) || !o.stderrIsTerminal:
-					return errors.New("not asking on a terminal: pass --yes to write these devices")
+					return errors.New("not asking on a terminal: pass --yes to overwrite these devices and files")
 				}
-				fmt.Fprintf(o.stderr, "Everything on the devices above will be overwritten. Type yes to write: ")
+				fmt.Fprintf(o.stderr, "Everything on the devices and files above will be overwritten. Type yes to write: ")
 				line, _ := bufio.NewReader(os.Stdin).ReadString('\n')
 				if strings.TrimSpace(line) != "yes" {
 					return errors.New("not confirmed; nothing was written")
@@ -134,9 +134,13 @@ var flashCommand = command{
 
 var errDryRun = errors.New("dry run")
 
-func allFiles(targets []builder.FlashTarget) bool {
+// allNewFiles reports whether every target is a new (or empty) plain
+// file: nothing is lost by writing them, so there is nothing to confirm.
+// A file already there is asked about like a device: it may be a backup
+// image, or a recipe named by mistake (pi-01=lab.hcl).
+func allNewFiles(targets []builder.FlashTarget) bool {
 	for _, t := range targets {
-		if !t.Target.IsFile() {
+		if !t.Target.IsFile() || t.Target.Existing > 0 {
 			return false
 		}
 	}
@@ -151,6 +155,9 @@ func writePlan(o outputs, size int64, targets []builder.FlashTarget) {
 	fmt.Fprintf(tw, "Image size %s.\nTARGET\tWRITES\tDEVICE\tPARTITIONS NOW\n", strings.TrimSpace(base.HumanBytes(size)))
 	for _, t := range targets {
 		what, parts := "plain file", "-"
+		if n := t.Target.Existing; n > 0 {
+			what = "plain file, " + strings.TrimSpace(base.HumanBytes(n)) + " there now"
+		}
 		if d := t.Target.Disk; d != nil {
 			what = d.String()
 			if d.Transport != "" {

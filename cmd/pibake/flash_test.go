@@ -40,7 +40,17 @@ func TestFlashCommand(t *testing.T) {
 	}
 	a, b := filepath.Join(dir, "a.img"), filepath.Join(dir, "b.img")
 
-	stdout, stderr, code := pibake("flash", recipe, "srv="+a, "agent="+b, "--out", out, "--dry-run")
+	// A file already there (here the recipe, named by mistake) is asked
+	// about like a device: without a terminal, only with --yes.
+	stdout, stderr, code := pibake("flash", recipe, "srv="+recipe, "--out", out)
+	if code != exitFailure || !strings.Contains(stderr, recipe+"  srv     plain file, ") || !strings.Contains(stderr, "there now") || !strings.Contains(stderr, "not asking on a terminal: pass --yes to overwrite these devices and files") {
+		t.Errorf("flash over an existing file: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	if got, _ := os.ReadFile(recipe); string(got) != src {
+		t.Fatalf("flash without --yes overwrote %s", recipe)
+	}
+
+	stdout, stderr, code = pibake("flash", recipe, "srv="+a, "agent="+b, "--out", out, "--dry-run")
 	if code != exitOK || stdout != "" || !strings.Contains(stderr, "plain file") || !strings.Contains(stderr, "dry run: nothing was written") {
 		t.Errorf("flash --dry-run: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
@@ -89,14 +99,18 @@ func TestFlashCommand(t *testing.T) {
 	if n := strings.Count(string(m), `"result": "verified"`); n != 4 {
 		t.Errorf("manifest.json records %d verified flashes; want 4:\n%s", n, m)
 	}
+	// Each with the build id of what it wrote, the recipe's nodes and the
+	// built srv.img alike: pibake watch tells the current build by it.
+	if n := strings.Count(string(m), `"build": "`); n != 4 {
+		t.Errorf("manifest.json records %d flashes with their build; want 4:\n%s", n, m)
+	}
 
 	if os.Geteuid() != 0 {
 		testimage.Missing(t, "flashing a loop device needs root")
 	}
 	fi, _ := os.Stat(filepath.Join(out, "srv.img"))
 	backing := filepath.Join(dir, "backing")
-	os.WriteFile(backing, nil, 0o600)
-	os.Truncate(backing, fi.Size())
+	usedFile(t, backing, fi.Size()) // a used card: the image's zeros must be written too
 	lo, err := exec.Command(testimage.Tool(t, "losetup"), "--find", "--show", backing).CombinedOutput()
 	if err != nil {
 		testimage.Missing(t, fmt.Sprintf("losetup: %v: %s", err, lo))
@@ -190,4 +204,12 @@ func readHead(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// usedFile writes a file of size bytes, all 0xA5.
+func usedFile(t *testing.T, path string, size int64) {
+	t.Helper()
+	if err := os.WriteFile(path, bytes.Repeat([]byte{0xa5}, int(size)), 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
