@@ -146,6 +146,15 @@ type watchLab struct {
 // pibake watch on it with watchArgs.
 func startWatchLab(t *testing.T, token, nodes string, watchArgs ...string) *watchLab {
 	t.Helper()
+	l := newWatchLab(t, token, nodes)
+	l.pibake(t, "build", l.recipe, "--out", l.out)
+	l.watch(t, watchArgs...)
+	return l
+}
+
+// newWatchLab writes the recipe only.
+func newWatchLab(t *testing.T, token, nodes string) *watchLab {
+	t.Helper()
 	t.Setenv("NO_COLOR", "1")
 	base := testimage.For(t, testimage.Bookworm())
 	dir := t.TempDir()
@@ -155,14 +164,24 @@ func startWatchLab(t *testing.T, token, nodes string, watchArgs ...string) *watc
 	if err := os.WriteFile(l.recipe, []byte(src), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	return l
+}
+
+// pibake runs a command that must succeed.
+func (l *watchLab) pibake(t *testing.T, args ...string) {
+	t.Helper()
 	var stdout, stderr bytes.Buffer
-	if code := run(context.Background(), []string{"build", l.recipe, "--out", l.out}, &stdout, &stderr); code != exitOK {
-		t.Fatalf("build exited %d:\n%s", code, stderr.String())
+	if code := run(context.Background(), args, &stdout, &stderr); code != exitOK {
+		t.Fatalf("pibake %s exited %d:\n%s", args[0], code, stderr.String())
 	}
+}
+
+// watch starts pibake watch on the lab.
+func (l *watchLab) watch(t *testing.T, watchArgs ...string) {
+	t.Helper()
 	args := append([]string{"watch", l.recipe, "--out", l.out, "--listen", l.addr}, watchArgs...)
 	go func() { l.code <- run(context.Background(), args, l.stdout, l.stderr) }()
 	waitListening(t, l.addr, l.code, l.stderr)
-	return l
 }
 
 // exit waits for watch to end.
@@ -321,6 +340,26 @@ func TestReporterDropsWhatCannotBeAccepted(t *testing.T) {
 	log, _ := os.ReadFile(filepath.Join(root, "var/log/pibake/report.log"))
 	if !strings.Contains(string(log), "refused 0000000000.json for good (HTTP 400); dropped") {
 		t.Errorf("the reporter did not drop the malformed record:\n%s", log)
+	}
+}
+
+// TestWatchCountsFlashedCards: cards flashed from a directory where
+// nothing was built (flash needs no build) count as its images: watch
+// starts, and exits 0 once the node on the card registers.
+func TestWatchCountsFlashedCards(t *testing.T) {
+	l := newWatchLab(t, "watch-flash-token-0123456789abcdef", "node \"srv\" {\n  role = \"server\"\n}\n")
+	card := filepath.Join(t.TempDir(), "card.img")
+	l.pibake(t, "flash", l.recipe, "srv="+card, "--out", l.out, "--yes")
+	if _, err := os.Stat(filepath.Join(l.out, "srv.img")); err == nil {
+		t.Fatal("flash wrote a per-node image into the out directory")
+	}
+	l.watch(t, "--timeout", "2m")
+	bootNode(t, card, bootOptions{})
+	if c := l.exit(t, time.Minute); c != exitOK {
+		t.Fatalf("watch exited %d:\n%s\n%s", c, l.stderr.String(), l.stdout.String())
+	}
+	if strings.Contains(l.stdout.String(), "older build") {
+		t.Errorf("the flashed card was taken for an older build:\n%s", l.stdout.String())
 	}
 }
 
