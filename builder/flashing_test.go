@@ -37,19 +37,6 @@ func flashTargets(t *testing.T, paths map[string]string) []FlashTarget {
 	return targets
 }
 
-// cmpImage compares the first size bytes of a target with a built image,
-// with cmp.
-func cmpImage(t *testing.T, target, img string) {
-	t.Helper()
-	fi, err := os.Stat(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if out, err := testimage.Run(t, "cmp", "-n", fmt.Sprint(fi.Size()), target, img); err != nil {
-		t.Errorf("cmp %s %s: %v\n%s", target, img, err, out)
-	}
-}
-
 func readManifest2(t *testing.T, dir string) manifest {
 	t.Helper()
 	var m manifest
@@ -90,7 +77,7 @@ func TestFlashBeforeBuild(t *testing.T) {
 		if res.State != flash.Verified || res.Source != host || res.SHA256 != m.find(host).SHA256 {
 			t.Errorf("%s: %s %v sha256 %s; want verified with the built image's %s", host, res.State, res.Err, res.SHA256, m.find(host).SHA256)
 		}
-		cmpImage(t, paths[host], filepath.Join(opt.OutDir, host+".img"))
+		testimage.Cmp(t, paths[host], filepath.Join(opt.OutDir, host+".img"))
 	}
 	if len(m.Flashes) != 3 || m.Flashes[0].Result != "verified" || m.Token != "generated" {
 		t.Errorf("manifest.json flashes %+v, token %q", m.Flashes, m.Token)
@@ -161,7 +148,7 @@ func TestFlashLoopDevices(t *testing.T) {
 		if res.State != flash.Verified || res.SHA256 != m.find(host).SHA256 {
 			t.Errorf("%s → %s: %s %v", host, paths[host], res.State, res.Err)
 		}
-		cmpImage(t, paths[host], filepath.Join(opt.OutDir, host+".img"))
+		testimage.Cmp(t, paths[host], filepath.Join(opt.OutDir, host+".img"))
 	}
 	if len(m.Flashes) != 3 {
 		t.Fatalf("manifest.json records %d flashes; want 3", len(m.Flashes))
@@ -199,11 +186,7 @@ func TestFlashChecksBuiltSum(t *testing.T) {
 	if !errors.Is(err, ErrTargetsFailed) || results[0].State != flash.Failed || !strings.Contains(results[0].Err.Error(), "not the 000000000000… its built image has") {
 		t.Fatalf("Flash with another built sum: %v, %+v; want failed", err, results)
 	}
-	head := make([]byte, 512)
-	f, _ := os.Open(target)
-	f.ReadAt(head, 0)
-	f.Close()
-	if head[510] == 0x55 {
+	if hasPartitionTable(target) {
 		t.Error("the failed target kept its partition table")
 	}
 }
@@ -294,11 +277,7 @@ func TestFlashInterrupted(t *testing.T) {
 	if !errors.Is(err, context.Canceled) || len(results) != 1 || results[0].State != flash.Interrupted {
 		t.Fatalf("Flash interrupted: %v, %+v; want context.Canceled, interrupted", err, results)
 	}
-	head := make([]byte, 512)
-	f, _ := os.Open(target)
-	f.ReadAt(head, 0)
-	f.Close()
-	if head[510] == 0x55 {
+	if hasPartitionTable(target) {
 		t.Error("the interrupted target has a partition table")
 	}
 	m := readManifest2(t, opt.OutDir)
@@ -353,5 +332,18 @@ func TestFlashImagePromptsBeforeLock(t *testing.T) {
 	if err != nil || !asked || len(results) != 1 || results[0].State != flash.Verified {
 		t.Fatalf("FlashImage: %v, asked %v, %+v; want verified, asked without the lock held", err, asked, results)
 	}
-	cmpImage(t, tg.Path, img)
+	testimage.Cmp(t, tg.Path, img)
+}
+
+// hasPartitionTable reports whether path starts with an MBR signature
+// (its first byte, 0x55, is enough to tell a zeroed head).
+func hasPartitionTable(path string) bool {
+	head := make([]byte, 512)
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	f.ReadAt(head, 0)
+	return head[510] == 0x55
 }

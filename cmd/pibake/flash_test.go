@@ -72,8 +72,8 @@ func TestFlashCommand(t *testing.T) {
 			t.Errorf("flash printed %q; SHA256SUMS:\n%s", line, sums)
 		}
 	}
-	cmpFiles(t, a, filepath.Join(out, "srv.img"))
-	cmpFiles(t, b, filepath.Join(out, "agent.img"))
+	testimage.Cmp(t, a, filepath.Join(out, "srv.img"))
+	testimage.Cmp(t, b, filepath.Join(out, "agent.img"))
 
 	// A built image, and its .img.xz, by their block maps.
 	for _, img := range []string{"srv.img", "srv.img.xz"} {
@@ -82,7 +82,7 @@ func TestFlashCommand(t *testing.T) {
 		if code != exitOK || !strings.Contains(string(sums), strings.Split(strings.TrimSpace(stdout), "\t")[len(strings.Split(stdout, "\t"))-1]) {
 			t.Errorf("flash %s: exit %d\nstdout:\n%s\nstderr:\n%s", img, code, stdout, stderr)
 		}
-		cmpFiles(t, target, filepath.Join(out, "srv.img"))
+		testimage.Cmp(t, target, filepath.Join(out, "srv.img"))
 	}
 	// An .img.xz without its .bmap beside it (*.img.xz is never committed:
 	// made here).
@@ -131,18 +131,7 @@ func TestFlashCommand(t *testing.T) {
 			t.Errorf("flash to %s %v: exit %d; want %d and %q\n%s", dev, c.flags, code, c.code, c.want, stderr)
 		}
 	}
-	cmpFiles(t, dev, filepath.Join(out, "srv.img"))
-}
-
-func cmpFiles(t *testing.T, target, img string) {
-	t.Helper()
-	fi, err := os.Stat(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if out, err := testimage.Run(t, "cmp", "-n", fmt.Sprint(fi.Size()), target, img); err != nil {
-		t.Errorf("cmp %s %s: %v\n%s", target, img, err, out)
-	}
+	testimage.Cmp(t, dev, filepath.Join(out, "srv.img"))
 }
 
 // TestFlashOnATerminal runs pibake flash under a real pseudo-terminal

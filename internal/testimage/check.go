@@ -64,3 +64,16 @@ func Mdir(t testing.TB, img string, off int64, dir string) string {
 	}
 	return out
 }
+
+// Cmp compares the first size-of-img bytes of target with img, with cmp:
+// a flashed device is longer than the image it holds.
+func Cmp(t testing.TB, target, img string) {
+	t.Helper()
+	fi, err := os.Stat(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := Run(t, "cmp", "-n", fmt.Sprint(fi.Size()), target, img); err != nil {
+		t.Errorf("cmp %s %s: %v\n%s", target, img, err, out)
+	}
+}
