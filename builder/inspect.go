@@ -15,6 +15,7 @@ import (
 	"github.com/pibake/pibake/builder/base"
 	"github.com/pibake/pibake/builder/diskimg"
 	"github.com/pibake/pibake/firstboot"
+	"github.com/pibake/pibake/firstboot/status"
 	"github.com/pibake/pibake/recipes"
 )
 
@@ -32,12 +33,12 @@ type Inspection struct {
 	BootFree int64            `json:"boot_free_bytes,omitempty"`
 	// Activation is the first-boot method "auto" picks for this image as a
 	// base, or empty with ActivationProblem saying why none fits.
-	Activation        recipes.Method     `json:"activation,omitempty"`
-	ActivationProblem string             `json:"activation_problem,omitempty"`
-	Cmdline           string             `json:"cmdline"`
-	Payload           *PayloadSummary    `json:"payload,omitempty"`
-	Status            *firstboot.Status  `json:"status,omitempty"`
-	History           []firstboot.Status `json:"history,omitempty"`
+	Activation        recipes.Method  `json:"activation,omitempty"`
+	ActivationProblem string          `json:"activation_problem,omitempty"`
+	Cmdline           string          `json:"cmdline"`
+	Payload           *PayloadSummary `json:"payload,omitempty"`
+	Status            *status.Record  `json:"status,omitempty"`
+	History           []status.Record `json:"history,omitempty"`
 }
 
 // PayloadSummary describes the pibake payload on a built image: its
@@ -151,18 +152,18 @@ func (ins *Inspection) readPayload(read func(name string) ([]byte, error)) error
 		}
 		ins.Payload = &p
 	}
-	if b, err = read(path.Join(firstboot.Dir, firstboot.StatusFile)); err != nil {
+	if b, err = read(path.Join(firstboot.Dir, status.File)); err != nil {
 		return err
 	}
 	if b != nil {
-		if ins.Status, err = firstboot.ParseStatus(b); err != nil {
-			return fmt.Errorf("%s/%s: %w", firstboot.Dir, firstboot.StatusFile, err)
+		if ins.Status, err = status.Parse(b); err != nil {
+			return fmt.Errorf("%s/%s: %w", firstboot.Dir, status.File, err)
 		}
 	}
-	if b, err = read(path.Join(firstboot.Dir, firstboot.StatusLogFile)); err != nil {
+	if b, err = read(path.Join(firstboot.Dir, status.LogFile)); err != nil {
 		return err
 	}
-	ins.History = firstboot.ParseStatusLog(b)
+	ins.History = status.ParseLog(b)
 	return nil
 }
 

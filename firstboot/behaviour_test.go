@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/pibake/pibake/firstboot/status"
 )
 
 // The behaviour tests run the real activator and first-boot script with sh
@@ -249,13 +251,13 @@ func (n *fakeNode) commands(t *testing.T) string {
 
 // status reads the status record from the root file system and checks
 // that the boot partition holds the same one.
-func (n *fakeNode) status(t *testing.T) *Status {
+func (n *fakeNode) status(t *testing.T) *status.Record {
 	t.Helper()
 	root := n.read(t, "var/lib/pibake/status.json")
 	if boot := n.read(t, "boot/firmware/pibake/status.json"); boot != root {
 		t.Errorf("status on the boot partition differs from the root's:\n%s\n%s", boot, root)
 	}
-	s, err := ParseStatus([]byte(root))
+	s, err := status.Parse([]byte(root))
 	if err != nil {
 		t.Fatalf("status.json: %v\n%s", err, root)
 	}
@@ -266,7 +268,7 @@ func (n *fakeNode) status(t *testing.T) *Status {
 func (n *fakeNode) history(t *testing.T) string {
 	t.Helper()
 	var lines []string
-	for _, s := range ParseStatusLog([]byte(n.read(t, "var/lib/pibake/status.log"))) {
+	for _, s := range status.ParseLog([]byte(n.read(t, "var/lib/pibake/status.log"))) {
 		lines = append(lines, s.Stage+" "+s.State)
 	}
 	return strings.Join(lines, "\n") + "\n"
@@ -334,7 +336,7 @@ func TestActivateAndFirstbootServer(t *testing.T) {
 	if n.exists("etc/machine-id") {
 		t.Error("the activator wrote /etc/machine-id")
 	}
-	if s := n.status(t); s.Stage != StageActivate || s.State != StateOK || s.Node != "cp-1" || s.Build != "b1" {
+	if s := n.status(t); s.Stage != status.StageActivate || s.State != status.StateOK || s.Node != "cp-1" || s.Build != "b1" {
 		t.Errorf("status after activation = %+v", s)
 	}
 
@@ -426,7 +428,7 @@ func TestFirstbootRetries(t *testing.T) {
 	if code := m.firstboot(t, "CURL_DOWNLOAD_FAILS=100"); code != 1 {
 		t.Fatalf("firstboot exited %d with no install script; want 1 (systemd retries)", code)
 	}
-	if s := m.status(t); s.Stage != StageK3sInstall || s.State != StateFailed || !strings.Contains(s.Reason, "could not download https://get.k3s.io") || len(s.Log) == 0 {
+	if s := m.status(t); s.Stage != status.StageK3sInstall || s.State != status.StateFailed || !strings.Contains(s.Reason, "could not download https://get.k3s.io") || len(s.Log) == 0 {
 		t.Errorf("status = %+v", s)
 	}
 	if m.exists("var/lib/pibake/firstboot.done") || m.exists("var/lib/pibake/stages/k3s") {
@@ -447,7 +449,7 @@ func TestOptionalPackagesNeverBlockK3s(t *testing.T) {
 		t.Fatalf("firstboot exited %d with apt failing; want 1 (systemd retries the packages)", code)
 	}
 	mustContain(t, "commands", n.commands(t), "install.sh EXEC=agent", "systemctl start --no-block k3s-agent\n")
-	if s := n.status(t); s.Stage != StagePackages || s.State != StateFailed || !strings.Contains(s.Reason, "installing vim open-iscsi failed") {
+	if s := n.status(t); s.Stage != status.StagePackages || s.State != status.StateFailed || !strings.Contains(s.Reason, "installing vim open-iscsi failed") {
 		t.Errorf("status = %+v", s)
 	}
 	before := strings.Count(n.commands(t), "install.sh")
@@ -458,7 +460,7 @@ func TestOptionalPackagesNeverBlockK3s(t *testing.T) {
 		t.Errorf("k3s was installed again on a package retry (%d install.sh runs, then %d)", before, after)
 	}
 	s := n.status(t)
-	if s.Stage != StageDone || !strings.Contains(s.Reason, "with problems: apt-update,packages") {
+	if s.Stage != status.StageDone || !strings.Contains(s.Reason, "with problems: apt-update,packages") {
 		t.Errorf("final status = %+v", s)
 	}
 	mustContain(t, "status history", n.history(t), "packages failed\n")
@@ -476,7 +478,7 @@ func TestMemoryCgroupChecked(t *testing.T) {
 		t.Fatalf("firstboot exited %d without the memory cgroup; want 3", code)
 	}
 	s := n.status(t)
-	if s.Stage != StageCgroup || s.State != StateFailed || !s.Final || !strings.Contains(s.Reason, "cgroup_disable=memory") || !strings.Contains(s.Reason, "cgroup_enable=memory") {
+	if s.Stage != status.StageCgroup || s.State != status.StateFailed || !s.Final || !strings.Contains(s.Reason, "cgroup_disable=memory") || !strings.Contains(s.Reason, "cgroup_enable=memory") {
 		t.Errorf("status = %+v; want a final cgroup failure", s)
 	}
 	mustNotContain(t, "commands", n.commands(t), "install.sh")
@@ -496,7 +498,7 @@ func TestActivateFailureIsBounded(t *testing.T) {
 	if !n.exists("boot/firmware/pibake/k3s-config.yaml") || !strings.Contains(n.read(t, "boot/firmware/cmdline.txt"), "systemd.run=") {
 		t.Fatal("a failed activator already removed secrets or its arguments")
 	}
-	if s := n.status(t); s.Stage != StageActivate || s.State != StateFailed || !strings.Contains(s.Reason, "attempt 1 of 3") {
+	if s := n.status(t); s.Stage != status.StageActivate || s.State != status.StateFailed || !strings.Contains(s.Reason, "attempt 1 of 3") {
 		t.Errorf("status after a failed activation = %+v", s)
 	}
 	if err := os.Remove(blocker); err != nil {
@@ -535,7 +537,7 @@ func TestActivateFailureIsBounded(t *testing.T) {
 			t.Errorf("%s is still on the boot partition after giving up", rel)
 		}
 	}
-	if s := m.status(t); s.State != StateFailed || !strings.Contains(s.Reason, "gave up after 3 attempts") || len(s.Log) == 0 {
+	if s := m.status(t); s.State != status.StateFailed || !strings.Contains(s.Reason, "gave up after 3 attempts") || len(s.Log) == 0 {
 		t.Errorf("status after giving up = %+v", s)
 	}
 	mustContain(t, "activate.log", m.read(t, "var/log/pibake/activate.log"), "/etc/rancher")
@@ -602,7 +604,7 @@ func TestActivateSudoAndSSH(t *testing.T) {
 	if m.exists(rule) {
 		t.Error("a sudoers rule visudo rejects was installed")
 	}
-	if s := m.status(t); s.State != StateFailed {
+	if s := m.status(t); s.State != status.StateFailed {
 		t.Errorf("status = %+v; want failed", s)
 	}
 }
@@ -660,7 +662,7 @@ func TestActivateInstallsCA(t *testing.T) {
 			t.Errorf("%s is still on the boot partition", rel)
 		}
 	}
-	if s := n.status(t); s.Stage != StageActivate || s.State != StateOK {
+	if s := n.status(t); s.Stage != status.StageActivate || s.State != status.StateOK {
 		t.Errorf("status = %+v", s)
 	}
 }
@@ -674,7 +676,7 @@ func TestActivateRefusesPartialCA(t *testing.T) {
 		t.Fatal(err)
 	}
 	n.activate(t)
-	if s := n.status(t); s.State != StateFailed {
+	if s := n.status(t); s.State != status.StateFailed {
 		t.Errorf("status = %+v; want a failed activation", s)
 	}
 	if n.exists("var/lib/rancher/k3s/server/tls/server-ca.crt") {
@@ -736,7 +738,7 @@ func TestReportsAreQueuedNotSent(t *testing.T) {
 	queued, _ := filepath.Glob(filepath.Join(n.root, "var/lib/pibake/reports/[0-9]*.json"))
 	var got []string
 	for _, q := range queued {
-		s, err := ParseStatus([]byte(n.read(t, strings.TrimPrefix(q, n.root+"/"))))
+		s, err := status.Parse([]byte(n.read(t, strings.TrimPrefix(q, n.root+"/"))))
 		if err != nil {
 			t.Fatalf("%s: %v", q, err)
 		}
@@ -769,8 +771,8 @@ while [ $i -lt 130 ]; do i=$((i + 1)); status k3s-active waiting "round $i" >/de
 	if len(queued) != 100 {
 		t.Fatalf("%d records queued; want the newest 100", len(queued))
 	}
-	first, _ := ParseStatus([]byte(n.read(t, strings.TrimPrefix(queued[0], n.root+"/"))))
-	last, _ := ParseStatus([]byte(n.read(t, strings.TrimPrefix(queued[99], n.root+"/"))))
+	first, _ := status.Parse([]byte(n.read(t, strings.TrimPrefix(queued[0], n.root+"/"))))
+	last, _ := status.Parse([]byte(n.read(t, strings.TrimPrefix(queued[99], n.root+"/"))))
 	if first == nil || last == nil || first.Reason != "round 31" || last.Reason != "round 130" {
 		t.Errorf("queue holds %+v … %+v; want rounds 31 to 130", first, last)
 	}
@@ -780,7 +782,7 @@ while [ $i -lt 130 ]; do i=$((i + 1)); status k3s-active waiting "round $i" >/de
 		t.Fatalf("statuses.sh exited %d", code)
 	}
 	queued, _ = filepath.Glob(filepath.Join(n.root, "var/lib/pibake/reports/[0-9]*.json"))
-	if last, _ := ParseStatus([]byte(n.read(t, strings.TrimPrefix(queued[len(queued)-1], n.root+"/")))); last == nil || last.Reason != "round 130" || len(queued) != 100 {
+	if last, _ := status.Parse([]byte(n.read(t, strings.TrimPrefix(queued[len(queued)-1], n.root+"/")))); last == nil || last.Reason != "round 130" || len(queued) != 100 {
 		t.Errorf("after an empty counter the queue ends with %+v (%d records); want round 130 of the second run last", last, len(queued))
 	}
 	if got := strings.TrimSpace(n.read(t, "var/lib/pibake/reports/seq")); got != "262" { // 2 from the activation, 130, then 130 more
@@ -820,7 +822,7 @@ func TestRegistrationChecks(t *testing.T) {
 			}
 			s := n.status(t)
 			registered := !strings.Contains(tt.want, "waiting")
-			if s.Stage != StageDone || strings.Contains(s.Reason, "yet") == registered {
+			if s.Stage != status.StageDone || strings.Contains(s.Reason, "yet") == registered {
 				t.Errorf("last status = %+v; want done, saying so when k3s is not registered", s)
 			}
 			if n.exists("etc/systemd/system/pibake-report.service") {

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/pibake/pibake/builder"
-	"github.com/pibake/pibake/firstboot"
+	"github.com/pibake/pibake/firstboot/status"
 	"github.com/pibake/pibake/internal/report"
 	"github.com/pibake/pibake/recipes"
 	"github.com/spf13/pflag"
@@ -378,9 +378,9 @@ func colour(n *report.NodeState, state string) string {
 	switch {
 	case n.Registered:
 		c = ansiGreen
-	case state == firstboot.StateFailed:
+	case state == status.StateFailed:
 		c = ansiRed
-	case state == firstboot.StateWaiting:
+	case state == status.StateWaiting:
 		c = ansiYellow
 	default:
 		return "\x1b[0m" + state + ansiReset // same width of escapes as the coloured ones

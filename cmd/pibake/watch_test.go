@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/pibake/pibake/builder/diskimg"
-	"github.com/pibake/pibake/firstboot"
+	"github.com/pibake/pibake/firstboot/status"
 	"github.com/pibake/pibake/internal/report"
 	"github.com/pibake/pibake/internal/testimage"
 )
@@ -497,9 +497,9 @@ func TestWatchDisplay(t *testing.T) {
 	}, nil)
 	at := time.Date(2026, 11, 26, 9, 40, 55, 0, time.Local)
 	events := []report.Event{
-		{Received: at, Status: firstboot.Status{Node: "srv", Build: "s1", Stage: "registered", State: "ok", Reason: "the API answers"}},
-		{Received: at, Status: firstboot.Status{Node: "a-1", Build: "a1", Stage: "cgroup", State: "failed", Reason: "no memory cgroup", Final: true}},
-		{Received: at, Status: firstboot.Status{Node: "old", Build: "o1", Stage: "k3s-install", State: "running"}, OlderBuild: true},
+		{Received: at, Status: status.Record{Node: "srv", Build: "s1", Stage: "registered", State: "ok", Reason: "the API answers"}},
+		{Received: at, Status: status.Record{Node: "a-1", Build: "a1", Stage: "cgroup", State: "failed", Reason: "no memory cgroup", Final: true}},
+		{Received: at, Status: status.Record{Node: "old", Build: "o1", Stage: "k3s-install", State: "running"}, OlderBuild: true},
 	}
 	var lines, table bytes.Buffer
 	dl := display{mode: watchLines, o: outputs{stdout: &lines, stderr: io.Discard}, fleet: fleet}

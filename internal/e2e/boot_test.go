@@ -32,7 +32,7 @@ import (
 	"github.com/pibake/pibake/builder/base"
 	"github.com/pibake/pibake/builder/diskimg"
 	"github.com/pibake/pibake/builder/identity"
-	"github.com/pibake/pibake/firstboot"
+	"github.com/pibake/pibake/firstboot/status"
 	"github.com/pibake/pibake/internal/testimage"
 	"github.com/pibake/pibake/recipes"
 )
@@ -344,7 +344,7 @@ var nodeChecks = []nodeCheck{
 		// cannot be fetched: the first boot got as far as that.
 		n.checkUser(t, "pi", "*", "")
 		s := n.status(t)
-		if s.Stage != firstboot.StageK3sInstall || s.State != firstboot.StateFailed || !strings.Contains(s.Reason, "could not download https://get.k3s.io") {
+		if s.Stage != status.StageK3sInstall || s.State != status.StateFailed || !strings.Contains(s.Reason, "could not download https://get.k3s.io") {
 			t.Errorf("status = %+v; want the k3s install reached (and failing offline)", s)
 		}
 		fb, _ := n.rootFile(t, "/var/log/pibake/firstboot.log")
@@ -411,7 +411,7 @@ var nodeChecks = []nodeCheck{
 		mustContain(t, "install.sh's record", install, "INSTALL_K3S_EXEC=server", "INSTALL_K3S_SKIP_START=true", "INSTALL_K3S_SKIP_DOWNLOAD=true",
 			"-rw------- 1 0 0", "server-ca.key", "peer-ca.key", "service.key")
 		n.checkCA(t)
-		if s := n.status(t); s.Stage != firstboot.StageDone || s.State != firstboot.StateOK || s.Reason != "first boot finished" {
+		if s := n.status(t); s.Stage != status.StageDone || s.State != status.StateOK || s.Reason != "first boot finished" {
 			t.Errorf("status = %+v; want done, no problems", s)
 		}
 		if _, mode := n.rootFile(t, "/usr/share/e2e/vim"); mode == "" {
@@ -496,7 +496,7 @@ func (n *node) checkCommon(t *testing.T, nc nodeCheck) {
 			t.Error("rpi-resize.service did not run: systemd's first boot was used up")
 		}
 		for _, h := range n.history(t) {
-			if h.Stage == firstboot.StageActivate && h.State == firstboot.StateOK && !strings.HasPrefix(strings.TrimSpace(canary), h.Boot) {
+			if h.Stage == status.StageActivate && h.State == status.StateOK && !strings.HasPrefix(strings.TrimSpace(canary), h.Boot) {
 				t.Errorf("activation ran in boot %s, systemd's first boot was %s; want the same boot (cloud-init)", h.Boot, canary)
 			}
 		}
@@ -766,7 +766,7 @@ func (n *node) bootFiles(t *testing.T) map[string]bool {
 
 // status is the node's status record on the boot partition, as `pibake
 // inspect` shows it from the card.
-func (n *node) status(t *testing.T) *firstboot.Status {
+func (n *node) status(t *testing.T) *status.Record {
 	t.Helper()
 	ins, err := builder.Inspect(n.img)
 	if err != nil {
@@ -778,7 +778,7 @@ func (n *node) status(t *testing.T) *firstboot.Status {
 	return ins.Status
 }
 
-func (n *node) history(t *testing.T) []firstboot.Status {
+func (n *node) history(t *testing.T) []status.Record {
 	t.Helper()
 	ins, err := builder.Inspect(n.img)
 	if err != nil {

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pibake/pibake/firstboot"
+	"github.com/pibake/pibake/firstboot/status"
 )
 
 // Planned is a node of the plan, as `pibake watch` shows it.
@@ -30,14 +30,14 @@ type NodeState struct {
 	// Last is the latest record from the node's current build; Since is
 	// when its stage or state last changed, by this machine's clock (a
 	// Pi's clock is wrong until NTP has set it).
-	Last  *firstboot.Status `json:"last,omitempty"`
-	Since time.Time         `json:"since,omitzero"`
+	Last  *status.Record `json:"last,omitempty"`
+	Since time.Time      `json:"since,omitzero"`
 	// Registered is true once the current build reported the node
 	// registered with the cluster.
 	Registered bool `json:"registered"`
 	// Older is the latest record signed for another build of the node:
 	// a card written from an earlier build.
-	Older *firstboot.Status `json:"older_build,omitempty"`
+	Older *status.Record `json:"older_build,omitempty"`
 }
 
 // Settled reports whether nothing more is to be expected from the node
@@ -62,9 +62,9 @@ func (n *NodeState) Problem() string {
 		return fmt.Sprintf("heard only from an older build (%s): the card is not this build's image", n.Older.Build)
 	case n.Last == nil:
 		return "not heard from"
-	case n.Last.State == firstboot.StateFailed:
+	case n.Last.State == status.StateFailed:
 		return fmt.Sprintf("failed at %s: %s", n.Last.Stage, n.Last.Reason)
-	case n.Last.Stage == firstboot.StageDone:
+	case n.Last.Stage == status.StageDone:
 		return "first boot finished, k3s not registered yet: " + strings.TrimSpace(n.Last.Reason)
 	}
 	return fmt.Sprintf("at %s (%s) %s", n.Last.Stage, n.Last.State, n.Last.Reason)
@@ -107,7 +107,7 @@ func (f *Fleet) Apply(e Event) *NodeState {
 		n.Since = e.Received
 	}
 	n.Last = &st
-	if st.Stage == firstboot.StageRegistered && st.State == firstboot.StateOK {
+	if st.Stage == status.StageRegistered && st.State == status.StateOK {
 		n.Registered = true
 	}
 	return n

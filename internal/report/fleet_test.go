@@ -5,11 +5,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pibake/pibake/firstboot"
+	"github.com/pibake/pibake/firstboot/status"
 )
 
 func ev(node, build, stage, state string, final, older bool) Event {
-	return Event{Received: time.Now(), OlderBuild: older, Status: firstboot.Status{Version: 1, Node: node, Build: build, Stage: stage, State: state, Final: final}}
+	return Event{Received: time.Now(), OlderBuild: older, Status: status.Record{Version: 1, Node: node, Build: build, Stage: stage, State: state, Final: final}}
 }
 
 // TestFleetDone: watching ends when every awaited node registered (exit

@@ -12,7 +12,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/pibake/pibake/firstboot"
+	"github.com/pibake/pibake/firstboot/status"
 )
 
 // Limits of the receiver. A nonce is good for NonceTTL: a node fetches one
@@ -38,7 +38,7 @@ type Node struct {
 type Event struct {
 	Received   time.Time
 	Remote     string
-	Status     firstboot.Status
+	Status     status.Record
 	OlderBuild bool
 }
 
@@ -158,7 +158,7 @@ func (r *Receiver) report(w http.ResponseWriter, req *http.Request) {
 		refuse(http.StatusBadRequest, "", "malformed report: %v", err)
 		return
 	}
-	st, err := firstboot.ParseStatus(msg.Status)
+	st, err := status.Parse(msg.Status)
 	if err != nil {
 		refuse(http.StatusBadRequest, "", "malformed report: %v", err)
 		return

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pibake/pibake/firstboot"
+	"github.com/pibake/pibake/firstboot/status"
 )
 
 var testOutKey = bytes.Repeat([]byte{0x5a}, 32)
@@ -76,7 +76,7 @@ func reportBody(nonce, status string) []byte {
 
 func TestReceiverAcceptsASignedReport(t *testing.T) {
 	f := newFixture(t)
-	body := reportBody(f.nonce(t), statusJSON("srv", "b2", firstboot.StageRegistered, firstboot.StateOK))
+	body := reportBody(f.nonce(t), statusJSON("srv", "b2", status.StageRegistered, status.StateOK))
 	if code, why := f.post(t, body, Sign(NodeKey(testOutKey, "srv", "b2"), body)); code != http.StatusNoContent {
 		t.Fatalf("signed report: %d %s", code, why)
 	}
@@ -84,14 +84,14 @@ func TestReceiverAcceptsASignedReport(t *testing.T) {
 		t.Fatalf("events %+v, refusals %+v", f.events, f.refusals)
 	}
 	e := f.events[0]
-	if e.Status.Node != "srv" || e.Status.Stage != firstboot.StageRegistered || e.OlderBuild {
+	if e.Status.Node != "srv" || e.Status.Stage != status.StageRegistered || e.OlderBuild {
 		t.Errorf("event = %+v", e)
 	}
 }
 
 func TestReceiverMarksAnOlderBuild(t *testing.T) {
 	f := newFixture(t)
-	body := reportBody(f.nonce(t), statusJSON("srv", "b1", firstboot.StageK3sInstall, firstboot.StateRunning))
+	body := reportBody(f.nonce(t), statusJSON("srv", "b1", status.StageK3sInstall, status.StateRunning))
 	if code, why := f.post(t, body, Sign(NodeKey(testOutKey, "srv", "b1"), body)); code != http.StatusNoContent {
 		t.Fatalf("older build's report: %d %s", code, why)
 	}
@@ -233,7 +233,7 @@ func TestSignIsHMACSHA256(t *testing.T) {
 	if want := "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"; got != want {
 		t.Errorf("Sign = %s; want %s", got, want)
 	}
-	var s firstboot.Status
+	var s status.Record
 	if err := json.Unmarshal([]byte(statusJSON("srv", "b2", "done", "ok")), &s); err != nil || s.Node != "srv" {
 		t.Fatalf("statusJSON does not parse as a status: %v", err)
 	}

@@ -1,6 +1,6 @@
 // Package report is the wire format of first-boot reports and their
 // receiver: a node POSTs every change of its status record (see
-// firstboot.Status) to the recipe's report URL, signed with a key only its
+// status.Record) to the recipe's report URL, signed with a key only its
 // own build can derive, and `pibake watch` receives them.
 //
 // A report is one HTTP exchange pair:

@@ -1,4 +1,8 @@
-package firstboot
+// Package status defines the first-boot status record: what a node's first
+// boot writes about itself (the first-boot scripts in firstboot write it;
+// inspect reads it from a card, pibake watch receives it over HTTP). It
+// stands alone so that its readers need not import the script renderer.
+package status
 
 import (
 	"bufio"
@@ -13,10 +17,11 @@ import (
 // lines in status.log beside it. No secrets: only stage names, reasons and
 // log lines, which pibake never fills with a token or key.
 
-// Status file names, in /var/lib/pibake and in Dir on the boot partition.
+// Status file names, in /var/lib/pibake and in firstboot.Dir on the boot
+// partition.
 const (
-	StatusFile    = "status.json"
-	StatusLogFile = "status.log"
+	File    = "status.json"
+	LogFile = "status.log"
 )
 
 // Stages of a first boot, in the order they run.
@@ -43,8 +48,8 @@ const (
 	StateFailed  = "failed"
 )
 
-// Status is one status record.
-type Status struct {
+// Record is one status record.
+type Record struct {
 	Version int    `json:"version"`
 	Node    string `json:"node"`
 	Role    string `json:"role"`
@@ -63,9 +68,9 @@ type Status struct {
 	Final bool `json:"final,omitempty"`
 }
 
-// ParseStatus reads a status.json.
-func ParseStatus(b []byte) (*Status, error) {
-	var s Status
+// Parse reads a status.json.
+func Parse(b []byte) (*Record, error) {
+	var s Record
 	if err := json.Unmarshal(b, &s); err != nil {
 		return nil, fmt.Errorf("status record: %w", err)
 	}
@@ -75,14 +80,14 @@ func ParseStatus(b []byte) (*Status, error) {
 	return &s, nil
 }
 
-// ParseStatusLog reads a status.log: one record per line. A line that does
+// ParseLog reads a status.log: one record per line. A line that does
 // not parse (cut short by a power cut) is skipped.
-func ParseStatusLog(b []byte) []Status {
-	var out []Status
+func ParseLog(b []byte) []Record {
+	var out []Record
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		if s, err := ParseStatus(sc.Bytes()); err == nil {
+		if s, err := Parse(sc.Bytes()); err == nil {
 			out = append(out, *s)
 		}
 	}
