@@ -8,7 +8,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/pibake/pibake/builder/base"
+	"github.com/pibake/pibake/internal/bytesize"
 	"github.com/pibake/pibake/internal/sparse"
 )
 
@@ -112,7 +112,7 @@ func bmapFor(imagePath string, known, learn rangeSums) ([]byte, error) {
     <BlockMap>
 %s    </BlockMap>
 </bmap>
-`, base.HumanBytes(size), size, bmapBlockSize, blocks, base.HumanBytes(mapped*bmapBlockSize), mapped, zeros, body.String())
+`, bytesize.Format(size), size, bmapBlockSize, blocks, bytesize.Format(mapped*bmapBlockSize), mapped, zeros, body.String())
 	sum := sha256.Sum256([]byte(doc))
 	return []byte(strings.Replace(doc, zeros, hex.EncodeToString(sum[:]), 1)), nil
 }

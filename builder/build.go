@@ -16,6 +16,7 @@ import (
 	"github.com/pibake/pibake/builder/diskimg"
 	"github.com/pibake/pibake/builder/identity"
 	"github.com/pibake/pibake/firstboot"
+	"github.com/pibake/pibake/internal/files"
 	"github.com/pibake/pibake/internal/progress"
 	"github.com/pibake/pibake/recipes"
 	"golang.org/x/sync/errgroup"
@@ -351,7 +352,7 @@ func airgapSums(ctx context.Context, a *recipes.Airgap) (map[string]string, erro
 		if p == "" {
 			continue
 		}
-		sum, _, err := fileSum(ctx, p)
+		sum, _, err := files.SHA256(ctx, p)
 		if err != nil {
 			return nil, fmt.Errorf("air-gap file: %w", err)
 		}

@@ -25,6 +25,7 @@ import (
 	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/pibake/pibake/builder/base"
 	"github.com/pibake/pibake/builder/diskimg"
+	"github.com/pibake/pibake/internal/files"
 	"github.com/pibake/pibake/internal/testimage"
 	"github.com/pibake/pibake/recipes"
 	"golang.org/x/sync/errgroup"
@@ -398,7 +399,7 @@ func TestBuildFailedNodeDoesNotStopOthers(t *testing.T) {
 		t.Fatalf("Build = %v; want agent named as failed", err)
 	}
 	if len(res) != 2 || res[0].Hostname != "srv" || res[0].Status != StatusBuilt || res[1].Status != StatusFailed || res[1].Err == nil ||
-		!exists(filepath.Join(opt.OutDir, "srv.img")) {
+		!files.Exists(filepath.Join(opt.OutDir, "srv.img")) {
 		t.Errorf("results = %+v; want srv built and agent failed, with the reason", res)
 	}
 	if fi, err := os.Stat(filepath.Join(opt.OutDir, "agent.img")); err == nil && fi.Mode().IsRegular() {
@@ -423,7 +424,7 @@ func TestBuildSelectNodes(t *testing.T) {
 	}
 	opt.Nodes = []string{"agent"}
 	res, err := Build(context.Background(), r, opt)
-	if err != nil || len(res) != 1 || res[0].Hostname != "agent" || res[0].Status != StatusBuilt || exists(filepath.Join(opt.OutDir, "srv.img")) {
+	if err != nil || len(res) != 1 || res[0].Hostname != "agent" || res[0].Status != StatusBuilt || files.Exists(filepath.Join(opt.OutDir, "srv.img")) {
 		t.Errorf("Build(--node agent) = %+v, %v", res, err)
 	}
 }
@@ -674,11 +675,11 @@ jsonschema.validate(json.load(open(sys.argv[1])), json.load(open(sys.argv[2])))`
 		if filepath.Base(u.Path) != wantFile {
 			t.Errorf("%s: url names %s; want %s", e.Name, filepath.Base(u.Path), wantFile)
 		}
-		sum, size, err := fileSum(context.Background(), u.Path)
+		sum, size, err := files.SHA256(context.Background(), u.Path)
 		if err != nil || sum != e.DownloadSHA256 || size != e.DownloadSize {
 			t.Errorf("%s: the file at url has sha256 %s, %d bytes (%v); the list says %s, %d", e.Name, sum, size, err, e.DownloadSHA256, e.DownloadSize)
 		}
-		img, imgSize, _ := fileSum(context.Background(), filepath.Join(opt.OutDir, e.Name+".img"))
+		img, imgSize, _ := files.SHA256(context.Background(), filepath.Join(opt.OutDir, e.Name+".img"))
 		if img != e.ExtractSHA256 || imgSize != e.ExtractSize {
 			t.Errorf("%s: extract_sha256/size %s/%d; the image is %s/%d", e.Name, e.ExtractSHA256, e.ExtractSize, img, imgSize)
 		}

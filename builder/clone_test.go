@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+
+	"github.com/pibake/pibake/internal/files"
 )
 
 // sparseSource writes a 64 MiB file holding random data in two extents,
@@ -48,7 +50,7 @@ func TestImageClone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantSum, _, err := fileSum(context.Background(), src)
+	wantSum, _, err := files.SHA256(context.Background(), src)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/pibake/pibake/builder/identity"
 	"github.com/pibake/pibake/firstboot"
+	"github.com/pibake/pibake/internal/files"
 	"github.com/pibake/pibake/internal/testimage"
 	"github.com/pibake/pibake/recipes"
 )
@@ -447,7 +448,7 @@ func snapshot(t *testing.T, dir string) map[string]string {
 		if err != nil || d.IsDir() || d.Name() == "lock" {
 			return err
 		}
-		sum, _, err := fileSum(context.Background(), p)
+		sum, _, err := files.SHA256(context.Background(), p)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/pibake/pibake/builder/base"
 	"github.com/pibake/pibake/builder/flash"
+	"github.com/pibake/pibake/internal/files"
 )
 
 // imageSource opens a built image as a flash source: an .img read
@@ -25,7 +26,7 @@ func imageSource(ctx context.Context, path string) (*flash.Source, func(), error
 	}
 	switch {
 	case strings.HasSuffix(path, ".img.xz"):
-		if !exists(bmapPath) {
+		if !files.Exists(bmapPath) {
 			return nil, nil, fmt.Errorf("%s has no block map %s beside it; flash the .img, or rebuild with pibake build (it writes the .bmap)", path, bmapPath)
 		}
 		x, err := base.OpenXZ(path)
@@ -49,7 +50,7 @@ func imageSource(ctx context.Context, path string) (*flash.Source, func(), error
 			return nil, nil, err
 		}
 		src := &flash.Source{Name: path, R: f, Size: fi.Size()}
-		if exists(bmapPath) {
+		if files.Exists(bmapPath) {
 			err = readBmap(bmapPath, src)
 		} else {
 			var s *flash.Source

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/pibake/pibake/builder/flash"
+	"github.com/pibake/pibake/internal/files"
 	"github.com/pibake/pibake/internal/progress"
 	"github.com/pibake/pibake/internal/sparse"
 	"github.com/pibake/pibake/recipes"
@@ -444,7 +445,7 @@ func FlashImage(ctx context.Context, path string, opt FlashOptions) ([]flash.Res
 		dir = "."
 	}
 	outDir := ""
-	if exists(filepath.Join(dir, "manifest.json")) {
+	if files.Exists(filepath.Join(dir, "manifest.json")) {
 		outDir = dir
 	}
 	if err := checkTargets(opt, src.Size, path, outDir); err != nil {

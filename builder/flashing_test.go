@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/pibake/pibake/builder/flash"
+	"github.com/pibake/pibake/internal/files"
 	"github.com/pibake/pibake/internal/testimage"
 )
 
@@ -234,10 +235,10 @@ func TestFlashRefusals(t *testing.T) {
 			if !errors.Is(err, tt.want) || !strings.Contains(err.Error(), tt.wantMsg) {
 				t.Errorf("Flash = %v; want %v with %q", err, tt.want, tt.wantMsg)
 			}
-			if exists(a) {
+			if files.Exists(a) {
 				t.Errorf("%s was written", a)
 			}
-			if exists(filepath.Join(opt.OutDir, TokenFile)) {
+			if files.Exists(filepath.Join(opt.OutDir, TokenFile)) {
 				t.Errorf("a refused or declined flash made %s", TokenFile)
 			}
 		})

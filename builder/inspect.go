@@ -16,6 +16,7 @@ import (
 	"github.com/pibake/pibake/builder/diskimg"
 	"github.com/pibake/pibake/firstboot"
 	"github.com/pibake/pibake/firstboot/status"
+	"github.com/pibake/pibake/internal/bytesize"
 	"github.com/pibake/pibake/recipes"
 )
 
@@ -182,7 +183,7 @@ func (ins *Inspection) WriteText(w io.Writer) error {
 		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "PART\tTYPE\tSTART\tSECTORS\tSIZE\tFS\tLABEL")
 		for _, p := range ins.Partitions {
-			fmt.Fprintf(tw, "%d\t0x%02x\t%d\t%d\t%s\t%s\t%s\n", p.Index, p.Type, p.StartSector, p.Sectors, base.HumanBytes(p.Size()), orDash(p.FileSystem), orDash(p.Label))
+			fmt.Fprintf(tw, "%d\t0x%02x\t%d\t%d\t%s\t%s\t%s\n", p.Index, p.Type, p.StartSector, p.Sectors, bytesize.Format(p.Size()), orDash(p.FileSystem), orDash(p.Label))
 		}
 		tw.Flush()
 		b.WriteString("\n")
@@ -199,7 +200,7 @@ func (ins *Inspection) writeImage(b *strings.Builder) {
 		fmt.Fprintf(b, "boot partition: %s\ncmdline:    %s\n\n", ins.Path, ins.Cmdline)
 		return
 	}
-	fmt.Fprintf(b, "image:      %s (%s)\n", ins.Path, base.HumanBytes(ins.Size))
+	fmt.Fprintf(b, "image:      %s (%s)\n", ins.Path, bytesize.Format(ins.Size))
 	fmt.Fprintf(b, "disk id:    %s\n", ins.DiskID)
 	fmt.Fprintf(b, "os:         %s\n", orDash(r.PrettyName))
 	fmt.Fprintf(b, "hostname:   %s\n", orDash(r.Hostname))
@@ -217,7 +218,7 @@ func (ins *Inspection) writeImage(b *strings.Builder) {
 		fmt.Fprintf(b, "activation: none fits: %s\n", ins.ActivationProblem)
 	}
 	fmt.Fprintf(b, "cmdline:    %s\n", r.Cmdline)
-	fmt.Fprintf(b, "boot:       %d-byte clusters, %s free\n", r.BootClusterBytes, base.HumanBytes(ins.BootFree))
+	fmt.Fprintf(b, "boot:       %d-byte clusters, %s free\n", r.BootClusterBytes, bytesize.Format(ins.BootFree))
 	for _, c := range r.Customised {
 		fmt.Fprintf(b, "customised: %s\n", c)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/pibake/pibake/builder/base"
 	"github.com/pibake/pibake/internal/atomicfile"
+	"github.com/pibake/pibake/internal/files"
 	"github.com/pibake/pibake/recipes"
 )
 
@@ -64,7 +65,7 @@ func MakeLock(ctx context.Context, r *recipes.Recipe, opt LockOptions) (*recipes
 	defer img.Release()
 	l.Image.SHA256 = img.SHA256
 	if rel.ExtractSHA256 != "" {
-		sum, _, err := fileSum(ctx, img.Path)
+		sum, _, err := files.SHA256(ctx, img.Path)
 		if err != nil {
 			return nil, err
 		}

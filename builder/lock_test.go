@@ -16,6 +16,7 @@ import (
 
 	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/pibake/pibake/builder/base"
+	"github.com/pibake/pibake/internal/files"
 	"github.com/pibake/pibake/recipes"
 )
 
@@ -61,7 +62,7 @@ func osListServer(t *testing.T, s *releaseServer, rawSum string) *httptest.Serve
 // for another source is refused.
 func TestLock(t *testing.T) {
 	s := newReleaseServer(t)
-	rawSum, _, err := fileSum(context.Background(), s.raw)
+	rawSum, _, err := files.SHA256(context.Background(), s.raw)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"io"
 	"maps"
 	"os"
 	"path/filepath"
@@ -20,8 +19,8 @@ import (
 	"github.com/pibake/pibake/builder/diskimg"
 	"github.com/pibake/pibake/firstboot"
 	"github.com/pibake/pibake/internal/atomicfile"
+	"github.com/pibake/pibake/internal/files"
 	"github.com/pibake/pibake/internal/progress"
-	"github.com/pibake/pibake/internal/sparse"
 	"github.com/pibake/pibake/recipes"
 )
 
@@ -185,7 +184,7 @@ func (nb *nodeBuild) makeParts(ctx context.Context, payload firstboot.Payload, p
 	if err := atomicfile.Sync(nb.out.path(xzPart)); err != nil {
 		return fmt.Errorf("compress: %w", err)
 	}
-	xzSum, xzSize, err := fileSum(ctx, nb.out.path(xzPart))
+	xzSum, xzSize, err := files.SHA256(ctx, nb.out.path(xzPart))
 	if err != nil {
 		return err
 	}
@@ -308,7 +307,7 @@ func splitSum(ctx context.Context, head, tail string, split, size int64, done *p
 		if err != nil {
 			return "", err
 		}
-		err = hashRange(ctx, h, f, part.from, part.to)
+		err = files.HashRange(ctx, h, f, part.from, part.to)
 		f.Close()
 		if err != nil {
 			return "", err
@@ -332,10 +331,10 @@ func (h countingHash) Write(p []byte) (int, error) {
 // upToDate checks that an earlier build's outputs are all there and the
 // image still has its recorded checksum.
 func (nb *nodeBuild) upToDate(ctx context.Context, prev manifestNode) bool {
-	if !exists(nb.out.path(prev.Bmap)) || (prev.XZ != "" && !exists(nb.out.path(prev.XZ))) {
+	if !files.Exists(nb.out.path(prev.Bmap)) || (prev.XZ != "" && !files.Exists(nb.out.path(prev.XZ))) {
 		return false
 	}
-	sum, _, err := fileSum(ctx, nb.out.path(prev.File))
+	sum, _, err := files.SHA256(ctx, nb.out.path(prev.File))
 	return err == nil && sum == prev.SHA256
 }
 
@@ -389,63 +388,6 @@ func verify(path string, e diskimg.Edit) error {
 	return nil
 }
 
-// fileSum hashes a file, stopping when ctx is cancelled.
-func fileSum(ctx context.Context, p string) (string, int64, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return "", 0, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return "", 0, err
-	}
-	h := sha256.New()
-	if err := hashRange(ctx, h, f, 0, fi.Size()); err != nil {
-		return "", 0, err
-	}
-	return hex.EncodeToString(h.Sum(nil)), fi.Size(), nil
-}
-
-// hashRange feeds [from, to) of f to h. Holes are hashed from a zero
-// buffer instead of being read: an image is mostly holes. A file shorter
-// than to is an error, not a silently shorter hash.
-func hashRange(ctx context.Context, h hash.Hash, f *os.File, from, to int64) error {
-	buf := make([]byte, 1<<20)
-	zero := make([]byte, 1<<20)
-	hashZeros := func(n int64) {
-		for n > 0 {
-			k := min(n, int64(len(zero)))
-			h.Write(zero[:k])
-			n -= k
-		}
-	}
-	pos := from
-	for _, e := range sparse.Extents(f, from, to-from) {
-		hashZeros(e[0] - pos)
-		for p := e[0]; p < e[1]; {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			k := min(e[1]-p, int64(len(buf)))
-			if _, err := f.ReadAt(buf[:k], p); err != nil {
-				if errors.Is(err, io.EOF) {
-					err = fmt.Errorf("%s ends at byte %d, before %d: %w", f.Name(), p, to, io.ErrUnexpectedEOF)
-				}
-				return err
-			}
-			h.Write(buf[:k])
-			p += k
-		}
-		pos = e[1]
-	}
-	if fi, err := f.Stat(); err == nil && fi.Size() < to {
-		return fmt.Errorf("%s is %d bytes, shorter than %d: %w", f.Name(), fi.Size(), to, io.ErrUnexpectedEOF)
-	}
-	hashZeros(to - pos)
-	return ctx.Err()
-}
-
 // recipeHash identifies the resolved recipe, secrets included (under the
 // build's secret key, never shown), so the manifest changes when any
 // input does.
@@ -465,9 +407,4 @@ func (b *build) recipeHash() string {
 		}
 	}
 	return hexSum(h)
-}
-
-func exists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
 }

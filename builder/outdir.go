@@ -16,6 +16,7 @@ import (
 	"sync"
 
 	"github.com/pibake/pibake/internal/atomicfile"
+	"github.com/pibake/pibake/internal/files"
 	"github.com/pibake/pibake/internal/flock"
 )
 
@@ -79,7 +80,7 @@ func openOutput(ctx context.Context, dir string, wait bool, logf func(string, ..
 		return nil, fmt.Errorf("output directory: %w", describeWriteError(dir, err))
 	}
 	lockPath := filepath.Join(dir, filepath.FromSlash(lockFile))
-	if err := os.MkdirAll(filepath.Dir(lockPath), 0o700); err != nil && !exists(lockPath) {
+	if err := os.MkdirAll(filepath.Dir(lockPath), 0o700); err != nil && !files.Exists(lockPath) {
 		// A read-only directory without .pibake yet: lock the directory.
 		lockPath = dir
 	}
@@ -302,8 +303,8 @@ func (o *output) recover() error {
 	host := p.Entry.Hostname
 	img, bmap, xz := nodeFiles(host)
 	complete := false
-	if exists(o.path(img)) {
-		sum, _, err := fileSum(context.Background(), o.path(img))
+	if files.Exists(o.path(img)) {
+		sum, _, err := files.SHA256(context.Background(), o.path(img))
 		if err != nil {
 			return fmt.Errorf("check %s after an interrupted build: %w", img, err)
 		}

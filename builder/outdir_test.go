@@ -16,6 +16,7 @@ import (
 
 	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/pibake/pibake/builder/diskimg"
+	"github.com/pibake/pibake/internal/files"
 	"github.com/pibake/pibake/recipes"
 )
 
@@ -76,7 +77,7 @@ func checkInvariant(t *testing.T, dir string) manifest {
 		}
 	}
 	for _, n := range m.Nodes {
-		if !listed[n.File] || (n.XZ != "") != listed[n.XZ] || !exists(filepath.Join(dir, n.Bmap)) {
+		if !listed[n.File] || (n.XZ != "") != listed[n.XZ] || !files.Exists(filepath.Join(dir, n.Bmap)) {
 			t.Errorf("manifest entry %s (%s, xz %q) does not match SHA256SUMS or lacks its .bmap:\n%s", n.Hostname, n.File, n.XZ, sums)
 		}
 		if n.State == "" {
@@ -209,7 +210,7 @@ func TestRebuildKeepsOneConsistentSet(t *testing.T) {
 		t.Errorf("results = %+v", res)
 	}
 	m := checkInvariant(t, opt.OutDir)
-	if states(m) != "agent=outdated extra=orphan srv=current" || !exists(filepath.Join(opt.OutDir, "agent.img")) || !exists(filepath.Join(opt.OutDir, "extra.img")) {
+	if states(m) != "agent=outdated extra=orphan srv=current" || !files.Exists(filepath.Join(opt.OutDir, "agent.img")) || !files.Exists(filepath.Join(opt.OutDir, "extra.img")) {
 		t.Errorf("after a failed node and a removed one: %s", states(m))
 	}
 
@@ -219,7 +220,7 @@ func TestRebuildKeepsOneConsistentSet(t *testing.T) {
 	if err != nil || res[len(res)-1].Status != StatusPruned {
 		t.Fatalf("Build --prune = %+v, %v", res, err)
 	}
-	if m := checkInvariant(t, opt.OutDir); states(m) != "agent=current srv=current" || exists(filepath.Join(opt.OutDir, "extra.img")) || exists(filepath.Join(opt.OutDir, "extra.img.bmap")) {
+	if m := checkInvariant(t, opt.OutDir); states(m) != "agent=current srv=current" || files.Exists(filepath.Join(opt.OutDir, "extra.img")) || files.Exists(filepath.Join(opt.OutDir, "extra.img.bmap")) {
 		t.Errorf("after --prune: %s", states(m))
 	}
 
@@ -310,7 +311,7 @@ func TestRecoverFromKill(t *testing.T) {
 			case k == 0 && (e == nil || e.SHA256 != old.SHA256):
 				t.Errorf("killed before anything moved: agent should be as it was, is %+v", e)
 			}
-			if exists(filepath.Join(dir, journalFile)) {
+			if files.Exists(filepath.Join(dir, journalFile)) {
 				t.Error("the journal survived the recovery")
 			}
 		})
@@ -321,7 +322,7 @@ func sumOf(b []byte) string {
 	f := filepath.Join(os.TempDir(), fmt.Sprintf("pibake-sum-%d", os.Getpid()))
 	os.WriteFile(f, b, 0o600)
 	defer os.Remove(f)
-	sum, _, _ := fileSum(context.Background(), f)
+	sum, _, _ := files.SHA256(context.Background(), f)
 	return sum
 }
 

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/pibake/pibake/internal/atomicfile"
+	"github.com/pibake/pibake/internal/files"
 	"github.com/pibake/pibake/internal/sparse"
 	"github.com/pibake/pibake/recipes"
 )
@@ -56,11 +57,11 @@ func (b *build) checkShardSecrets(out *output) error {
 		return fmt.Errorf("%w: --new-cluster with --shard would give each shard its own cluster; %s", ErrNeedsInit, init)
 	case len(b.opt.RotateNodePassword) > 0:
 		return fmt.Errorf("%w: --rotate-node-password with --shard would be recorded in one shard only, and lost when the shards are merged; rotate in DIR before the shards copy it: pibake init %s --out DIR --rotate-node-password %s", ErrNeedsInit, b.r.Path, b.opt.RotateNodePassword[0])
-	case b.r.Cluster.Token == "" && !exists(out.path(TokenFile)):
+	case b.r.Cluster.Token == "" && !files.Exists(out.path(TokenFile)):
 		return fmt.Errorf("%w: the recipe sets no token and %s has none; %s", ErrNeedsInit, out.path(TokenFile), init)
-	case reports(b.r) && !exists(out.path(ReportKeyFile)):
+	case reports(b.r) && !files.Exists(out.path(ReportKeyFile)):
 		return fmt.Errorf("%w: a node reports its first boot and %s has no report key; %s", ErrNeedsInit, out.path(ReportKeyFile), init)
-	case b.r.Cluster.CA == recipes.CAGenerate && !exists(out.path(CADir)):
+	case b.r.Cluster.CA == recipes.CAGenerate && !files.Exists(out.path(CADir)):
 		return fmt.Errorf("%w: ca = \"generate\" and %s has no CA; %s", ErrNeedsInit, out.path(CADir), init)
 	}
 	return nil
@@ -193,7 +194,7 @@ func mergeNode(ctx context.Context, out *output, shard string, n manifestNode) e
 		if err := linkOrCopy(filepath.Join(shard, name), out.path(tmp)); err != nil {
 			return fmt.Errorf("merge %s: %w", n.Hostname, describeWriteError(out.dir, err))
 		}
-		sum, _, err := fileSum(ctx, out.path(tmp))
+		sum, _, err := files.SHA256(ctx, out.path(tmp))
 		if err != nil {
 			return fmt.Errorf("merge %s: %w", n.Hostname, err)
 		}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pibake/pibake/internal/files"
 	"github.com/pibake/pibake/recipes"
 )
 
@@ -98,7 +99,7 @@ func TestClusterTokenNeverSilentlyRegenerated(t *testing.T) {
 	if _, _, err := o.clusterToken(noToken, false); !errors.Is(err, ErrNewCluster) || !strings.Contains(err.Error(), "--new-cluster") {
 		t.Errorf("clusterToken with the token file gone = %v; want ErrNewCluster naming --new-cluster", err)
 	}
-	if exists(path) {
+	if files.Exists(path) {
 		t.Error("a refused clusterToken wrote a token")
 	}
 	os.WriteFile(path, []byte(strings.Repeat("a", 64)+"\n"), 0o600)

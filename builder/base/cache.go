@@ -17,6 +17,7 @@ import (
 
 	"github.com/pibake/pibake/internal/atomicfile"
 	"github.com/pibake/pibake/internal/ctxio"
+	"github.com/pibake/pibake/internal/files"
 	"github.com/pibake/pibake/internal/flock"
 )
 
@@ -111,11 +112,6 @@ func (c Cache) downloadPath(sha string, compressed bool) string {
 		return c.path("downloads", sha+".img.xz")
 	}
 	return c.path("downloads", sha+".img")
-}
-
-func exists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
 }
 
 // touch marks an entry as used now, for prune.
@@ -233,7 +229,7 @@ func (c Cache) Prune(ctx context.Context, olderThan time.Duration, all bool, log
 			if dir == "ranges" {
 				// Block-map sums of a base: stale with the base.
 				sha := strings.TrimSuffix(e.Name(), ".json")
-				stale = !exists(c.rawPath(sha)) || all
+				stale = !files.Exists(c.rawPath(sha)) || all
 			}
 			switch {
 			case !stale:
@@ -253,7 +249,7 @@ func (c Cache) Prune(ctx context.Context, olderThan time.Duration, all bool, log
 	for _, p := range recs {
 		b, _ := os.ReadFile(p)
 		var r sourceRecord
-		if json.Unmarshal(b, &r) != nil || (!exists(c.rawPath(r.SHA256)) && !exists(c.downloadPath(r.SHA256, true)) && !exists(c.downloadPath(r.SHA256, false))) {
+		if json.Unmarshal(b, &r) != nil || (!files.Exists(c.rawPath(r.SHA256)) && !files.Exists(c.downloadPath(r.SHA256, true)) && !files.Exists(c.downloadPath(r.SHA256, false))) {
 			os.Remove(p)
 		}
 	}

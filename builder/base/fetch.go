@@ -18,6 +18,8 @@ import (
 
 	"github.com/cavaliergopher/grab/v3"
 	"github.com/pibake/pibake/internal/atomicfile"
+	"github.com/pibake/pibake/internal/bytesize"
+	"github.com/pibake/pibake/internal/files"
 	"github.com/pibake/pibake/internal/flock"
 	"github.com/pibake/pibake/internal/progress"
 )
@@ -138,7 +140,7 @@ func Fetch(ctx context.Context, src Source, opt Options) (*Image, error) {
 	if err := img.take(); err != nil {
 		return nil, fmt.Errorf("cache: %w", err)
 	}
-	if dl := opt.Cache.downloadPath(img.SHA256, true); img.SHA256 != "" && exists(dl) {
+	if dl := opt.Cache.downloadPath(img.SHA256, true); img.SHA256 != "" && files.Exists(dl) {
 		touch(dl) // the download a cache entry came from is in use too
 	}
 	return img, nil
@@ -204,7 +206,7 @@ const xzMagic = "\xfd7zXZ\x00"
 func ensureRaw(ctx context.Context, c Cache, xzPath, sha string, img *Image, opt Options) error {
 	raw := c.rawPath(sha)
 	img.Path, img.XZ = raw, xzPath
-	if exists(raw) {
+	if files.Exists(raw) {
 		return nil
 	}
 	img.Cached = false
@@ -242,14 +244,14 @@ func plural(n int, noun string) string {
 // after all (stored by name by pibake before 2026-11) is moved to its .xz
 // name first. It reports false when the cache holds neither.
 func (c Cache) fromCache(ctx context.Context, sha string, img *Image, opt Options) (bool, error) {
-	if exists(c.rawPath(sha)) {
+	if files.Exists(c.rawPath(sha)) {
 		img.Path = c.rawPath(sha)
-		if dl := c.downloadPath(sha, true); exists(dl) {
+		if dl := c.downloadPath(sha, true); files.Exists(dl) {
 			img.XZ = dl
 		}
 		return true, nil
 	}
-	if dl := c.downloadPath(sha, false); exists(dl) {
+	if dl := c.downloadPath(sha, false); files.Exists(dl) {
 		xz, err := isXZ(dl)
 		if err != nil {
 			return false, fmt.Errorf("cache: %w", err)
@@ -262,7 +264,7 @@ func (c Cache) fromCache(ctx context.Context, sha string, img *Image, opt Option
 			return false, fmt.Errorf("cache: %w", err)
 		}
 	}
-	if dl := c.downloadPath(sha, true); exists(dl) {
+	if dl := c.downloadPath(sha, true); files.Exists(dl) {
 		return true, ensureRaw(ctx, c, dl, sha, img, opt)
 	}
 	return false, nil
@@ -452,7 +454,7 @@ func download(ctx context.Context, url, dst string, opt Options) error {
 			return nil
 		}
 		if fi, err := os.Stat(dst); err == nil && fi.Size() > 0 {
-			opt.Logf("resuming %s at %s", url, HumanBytes(fi.Size()))
+			opt.Logf("resuming %s at %s", url, bytesize.Format(fi.Size()))
 		} else {
 			opt.Logf("downloading %s", url)
 		}
@@ -460,7 +462,7 @@ func download(ctx context.Context, url, dst string, opt Options) error {
 		showProgress(resp, progress.New(opt.Progress, "download", resp.Size()))
 		err = resp.Err()
 		if err == nil {
-			opt.Logf("downloaded %s in %s", HumanBytes(resp.Size()), resp.Duration().Round(100*time.Millisecond))
+			opt.Logf("downloaded %s in %s", bytesize.Format(resp.Size()), resp.Duration().Round(100*time.Millisecond))
 			return nil
 		}
 		if ctx.Err() != nil {
@@ -569,19 +571,4 @@ func showProgress(resp *grab.Response, c *progress.Counter) {
 			c.Set(resp.BytesComplete())
 		}
 	}
-}
-
-// HumanBytes formats a size for people: "1.50 GiB", "12.0 MiB".
-func HumanBytes(n int64) string {
-	switch {
-	case n < 0:
-		return "?"
-	case n >= 1<<30:
-		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }

@@ -18,6 +18,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/pibake/pibake/internal/files"
 )
 
 // imageServer serves a release like downloads.raspberrypi.com: a _latest
@@ -441,7 +443,7 @@ func TestCacheListAndPrune(t *testing.T) {
 		t.Errorf("Prune(recent) freed %d, %v; want nothing", freed, err)
 	}
 	// A build holds the image: even --all keeps it.
-	if freed, err = opt.Cache.Prune(context.Background(), 0, true, opt.Logf); err != nil || !exists(img.Path) {
+	if freed, err = opt.Cache.Prune(context.Background(), 0, true, opt.Logf); err != nil || !files.Exists(img.Path) {
 		t.Fatalf("Prune(all) while in use: freed %d, %v; the image must stay", freed, err)
 	}
 	if !strings.Contains(strings.Join(*logs, "\n"), "a running build uses it") {

@@ -10,7 +10,8 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/pibake/pibake/builder/base"
+	"github.com/pibake/pibake/internal/bytesize"
+	"github.com/pibake/pibake/internal/files"
 )
 
 // System is where the running system's device facts are read: sysfs,
@@ -72,7 +73,7 @@ func (s System) Describe(path, dev string) (*Disk, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	name := filepath.Base(sysDir)
-	if exists(filepath.Join(sysDir, "partition")) {
+	if files.Exists(filepath.Join(sysDir, "partition")) {
 		parent := filepath.Base(filepath.Dir(sysDir))
 		return nil, fmt.Errorf("%s is partition %s of /dev/%s; name the whole disk (/dev/%s): pibake writes a whole disk image", path, name, parent, parent)
 	}
@@ -101,7 +102,7 @@ func (s System) Describe(path, dev string) (*Disk, error) {
 	entries, _ := os.ReadDir(sysDir)
 	for _, e := range entries {
 		pdir := filepath.Join(sysDir, e.Name())
-		if !exists(filepath.Join(pdir, "partition")) {
+		if !files.Exists(filepath.Join(pdir, "partition")) {
 			continue
 		}
 		pdev := readLine(filepath.Join(pdir, "dev"))
@@ -154,7 +155,7 @@ func (d *Disk) Refusal(size int64, allowFixed bool) error {
 		}
 		return fmt.Errorf("%s (%s) is %s, not a removable or USB one; if you really mean it, name it with --allow-fixed", d.Path, d.describe(), kind)
 	case d.Size < size:
-		return fmt.Errorf("%s (%s) holds %s, less than the image's %s; use a larger card or disk", d.Path, d.describe(), base.HumanBytes(d.Size), base.HumanBytes(size))
+		return fmt.Errorf("%s (%s) holds %s, less than the image's %s; use a larger card or disk", d.Path, d.describe(), bytesize.Format(d.Size), bytesize.Format(size))
 	}
 	return nil
 }
@@ -168,7 +169,7 @@ func (d *Disk) describe() string {
 	if d.Serial != "" {
 		parts = append(parts, "serial "+d.Serial)
 	}
-	parts = append(parts, base.HumanBytes(d.Size))
+	parts = append(parts, bytesize.Format(d.Size))
 	return strings.Join(parts, ", ")
 }
 
@@ -211,7 +212,7 @@ func (s System) disksUnder(m mount) []string {
 			continue
 		}
 		seen[dir] = true
-		if exists(filepath.Join(dir, "partition")) {
+		if files.Exists(filepath.Join(dir, "partition")) {
 			dir = filepath.Dir(dir)
 		}
 		if name := filepath.Base(dir); !slices.Contains(disks, name) {
@@ -302,11 +303,6 @@ func unescape(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
-}
-
-func exists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
 }
 
 func readLine(p string) string {

@@ -8,7 +8,7 @@ import (
 	"syscall"
 	"unsafe"
 
-	"github.com/pibake/pibake/builder/base"
+	"github.com/pibake/pibake/internal/bytesize"
 	"golang.org/x/sys/unix"
 )
 
@@ -71,7 +71,7 @@ func openTarget(t Target, size int64) (*writer, error) {
 	// does it from sysfs; this is what the open device says).
 	if end < roundUp(size, int64(lbs)) {
 		f.Close()
-		return nil, fmt.Errorf("%s holds %s, less than the image's %s; use a larger card or disk", t.Path, base.HumanBytes(end), base.HumanBytes(size))
+		return nil, fmt.Errorf("%s holds %s, less than the image's %s; use a larger card or disk", t.Path, bytesize.Format(end), bytesize.Format(size))
 	}
 	buf, err := unix.Mmap(-1, 0, chunkSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE)
 	if err != nil {

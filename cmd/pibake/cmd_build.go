@@ -8,6 +8,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/pibake/pibake/builder"
+	"github.com/pibake/pibake/internal/bytesize"
 	"github.com/spf13/pflag"
 )
 
@@ -102,7 +103,7 @@ func writeBuildTable(o outputs, results []builder.NodeResult) {
 		}
 		size := "-"
 		if r.Size > 0 {
-			size = fmt.Sprintf("%.1f MiB", float64(r.Size)/(1<<20))
+			size = bytesize.MiB(r.Size)
 		}
 		status := r.Status
 		switch r.Status {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pibake/pibake/builder/base"
+	"github.com/pibake/pibake/internal/bytesize"
 	"github.com/spf13/pflag"
 )
 
@@ -50,7 +51,7 @@ var cacheCommand = command{
 					fmt.Fprintf(out.stderr, "pibake cache prune: %v\n", err)
 					return exitFailure
 				}
-				fmt.Fprintf(out.stdout, "freed %.1f MiB\n", float64(freed)/(1<<20))
+				fmt.Fprintf(out.stdout, "freed %s\n", bytesize.MiB(freed))
 				return exitOK
 			}
 			entries, err := c.List()
@@ -78,7 +79,7 @@ var cacheCommand = command{
 				if e.InUse {
 					used += " (in use)"
 				}
-				fmt.Fprintf(tw, "%s\t%.1f MiB\t%s\t%v\n", id, float64(e.Allocated)/(1<<20), used, e.Sources)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%v\n", id, bytesize.MiB(e.Allocated), used, e.Sources)
 			}
 			tw.Flush()
 			return exitOK

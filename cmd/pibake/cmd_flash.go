@@ -10,8 +10,8 @@ import (
 	"text/tabwriter"
 
 	"github.com/pibake/pibake/builder"
-	"github.com/pibake/pibake/builder/base"
 	"github.com/pibake/pibake/builder/flash"
+	"github.com/pibake/pibake/internal/bytesize"
 	"github.com/spf13/pflag"
 )
 
@@ -152,11 +152,11 @@ func allNewFiles(targets []builder.FlashTarget) bool {
 // apart before saying yes.
 func writePlan(o outputs, size int64, targets []builder.FlashTarget) {
 	tw := tabwriter.NewWriter(o.stderr, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "Image size %s.\nTARGET\tWRITES\tDEVICE\tPARTITIONS NOW\n", strings.TrimSpace(base.HumanBytes(size)))
+	fmt.Fprintf(tw, "Image size %s.\nTARGET\tWRITES\tDEVICE\tPARTITIONS NOW\n", strings.TrimSpace(bytesize.Format(size)))
 	for _, t := range targets {
 		what, parts := "plain file", "-"
 		if n := t.Target.Existing; n > 0 {
-			what = "plain file, " + strings.TrimSpace(base.HumanBytes(n)) + " there now"
+			what = "plain file, " + strings.TrimSpace(bytesize.Format(n)) + " there now"
 		}
 		if d := t.Target.Disk; d != nil {
 			what = d.String()
@@ -165,7 +165,7 @@ func writePlan(o outputs, size int64, targets []builder.FlashTarget) {
 			}
 			var ps []string
 			for _, p := range d.Partitions {
-				s := p.Name + " " + strings.TrimSpace(base.HumanBytes(p.Size))
+				s := p.Name + " " + strings.TrimSpace(bytesize.Format(p.Size))
 				if p.FS != "" || p.Label != "" {
 					s += " " + strings.TrimSpace(p.FS+" "+p.Label)
 				}

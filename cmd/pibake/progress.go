@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/pibake/pibake/builder/base"
+	"github.com/pibake/pibake/internal/bytesize"
 	"github.com/pibake/pibake/internal/progress"
 	"github.com/vbauerster/mpb/v8"
 	"github.com/vbauerster/mpb/v8/decor"
@@ -121,7 +121,7 @@ func (v *progressView) line(task string, done, total int64) {
 		return
 	}
 	v.quarter[task] = q
-	fmt.Fprintf(v.stderr, "%s: %d%% (%s of %s)\n", task, q*25, base.HumanBytes(done), strings.TrimSpace(base.HumanBytes(total)))
+	fmt.Fprintf(v.stderr, "%s: %d%% (%s of %s)\n", task, q*25, bytesize.Format(done), strings.TrimSpace(bytesize.Format(total)))
 }
 
 // stop ends the display: the log lines written so far are printed, and
