@@ -78,8 +78,20 @@ func (s System) Describe(path, dev string) (*Disk, error) {
 		return nil, fmt.Errorf("%s is partition %s of /dev/%s; name the whole disk (/dev/%s): pibake writes a whole disk image", path, name, parent, parent)
 	}
 	d := &Disk{Path: path, Name: name, Dev: dev}
+	s.identify(d, sysDir)
+	devs := s.partitions(d, sysDir)
+	if err := s.findUses(d, devs); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// identify fills in what the disk is: its size, model, serial, transport,
+// and whether it is removable.
+func (s System) identify(d *Disk, sysDir string) {
+	name := d.Name
 	d.Size = readInt(filepath.Join(sysDir, "size")) * 512 // sysfs counts 512-byte sectors whatever the device's block size
-	udev := s.udev(dev)
+	udev := s.udev(d.Dev)
 	d.Model = firstOf(strings.ReplaceAll(udev["ID_MODEL"], "_", " "), readLine(filepath.Join(sysDir, "device", "model")), readLine(filepath.Join(sysDir, "device", "name")))
 	d.Serial = firstOf(udev["ID_SERIAL_SHORT"], readLine(filepath.Join(sysDir, "device", "serial")))
 	d.Transport = udev["ID_BUS"]
@@ -96,9 +108,12 @@ func (s System) Describe(path, dev string) (*Disk, error) {
 		d.Transport = "nvme"
 	}
 	d.Removable = readLine(filepath.Join(sysDir, "removable")) == "1" || d.Transport == "usb" || d.Transport == "mmc"
+}
 
-	// The disk and its partitions, each with its major:minor.
-	devs := map[string]string{dev: name}
+// partitions lists the disk's partitions and what holds the disk or them,
+// and returns the disk and its partitions by major:minor.
+func (s System) partitions(d *Disk, sysDir string) map[string]string {
+	devs := map[string]string{d.Dev: d.Name}
 	entries, _ := os.ReadDir(sysDir)
 	for _, e := range entries {
 		pdir := filepath.Join(sysDir, e.Name())
@@ -114,16 +129,21 @@ func (s System) Describe(path, dev string) (*Disk, error) {
 		}
 	}
 	for _, h := range list(filepath.Join(sysDir, "holders")) {
-		d.InUse = append(d.InUse, fmt.Sprintf("%s is held by %s (device-mapper, RAID or LVM)", name, h))
+		d.InUse = append(d.InUse, fmt.Sprintf("%s is held by %s (device-mapper, RAID or LVM)", d.Name, h))
 	}
+	return devs
+}
 
+// findUses records where the disk or its partitions (devs) are mounted
+// or used as swap, and which of those mounts are the running system's.
+func (s System) findUses(d *Disk, devs map[string]string) error {
 	mounts, err := s.mounts()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	for _, m := range mounts {
 		for _, disk := range s.disksUnder(m) {
-			if disk != name {
+			if disk != d.Name {
 				continue
 			}
 			d.InUse = append(d.InUse, fmt.Sprintf("%s is mounted on %s", m.source, m.point))
@@ -137,7 +157,7 @@ func (s System) Describe(path, dev string) (*Disk, error) {
 			d.InUse = append(d.InUse, fmt.Sprintf("%s is in use as swap", sw))
 		}
 	}
-	return d, nil
+	return nil
 }
 
 // Refusal says why pibake must not write to d, or nil. The disk holding

@@ -120,123 +120,176 @@ var afterWrite func(path string)
 // Write writes src to t, verifies it and returns what happened. It never
 // panics on the target's behalf and always returns a Result: one
 // target's failure is its own.
-func Write(ctx context.Context, src *Source, t Target, done *progress.Counter) (res Result) {
+func Write(ctx context.Context, src *Source, t Target, done *progress.Counter) Result {
 	start := time.Now()
-	res = Result{Target: t, Source: src.Name, At: start.UTC()}
+	res := Result{Target: t, Source: src.Name, At: start.UTC()}
 	w, err := openTarget(t, src.Size)
 	if err != nil {
 		res.State, res.Err, res.Boot = Failed, err, "untouched"
 		res.Elapsed = time.Since(start)
 		return res
 	}
-	zeroed, headDone := false, false
-	defer func() {
-		res.Elapsed = time.Since(start)
-		if res.State != Verified {
-			if ctx.Err() != nil && errors.Is(res.Err, ctx.Err()) {
-				res.State = Interrupted
-			}
-			switch {
-			case !zeroed:
-				res.Boot = "untouched"
-			case !headDone:
-				res.Boot = "its first block was zeroed before writing and never written: it will not boot"
-			default:
-				// The image is complete but not verified: unbootable too.
-				if werr := w.wipeHead(); werr != nil {
-					res.Boot = fmt.Sprintf("COULD NOT ZERO its first block (%v): do not boot it", werr)
-				} else {
-					res.Boot = "its first block was zeroed again: it will not boot"
-				}
-			}
-		}
-		if cerr := w.close(); cerr != nil && res.State == Verified {
-			res.State, res.Err, res.Boot = Failed, fmt.Errorf("close %s: %w", t.Path, cerr), "do not boot it"
-		}
-	}()
-	fail := func(err error) Result {
-		res.State, res.Err = Failed, err
-		return res
-	}
+	j := &job{ctx: ctx, src: src, w: w, done: done, res: &res}
+	j.end(j.run())
+	res.Elapsed = time.Since(start)
+	return res
+}
 
-	// 0. Ranges the device cannot take as whole blocks (a third-party
-	// .bmap with 512-byte blocks, a disk with 4096-byte sectors) would
-	// fail half-way, after the first block was zeroed: refused first.
-	if err := w.fits(src); err != nil {
-		return fail(err)
+// stage is how far a write has come: what a failure leaves on the target.
+type stage int
+
+const (
+	// untouched: nothing written yet.
+	untouched stage = iota
+	// headZeroed: the first block is zeroed and the rest being written:
+	// the target holds no partition table.
+	headZeroed
+	// headWriting: the rest is written and synced, and the first block is
+	// being (or was) written: the image may look complete.
+	headWriting
+)
+
+// job is one Write: the stages in order, and how far they came.
+type job struct {
+	ctx   context.Context
+	src   *Source
+	w     *writer
+	done  *progress.Counter
+	res   *Result
+	stage stage
+	// head is the image's first block, written last; nil when no range
+	// holds it.
+	head []byte
+}
+
+// run does the stages of a write in order, stopping at the first error.
+func (j *job) run() error {
+	for _, stage := range []func() error{j.checkFits, j.zeroHead, j.writeRanges, j.writeHead, j.readBack} {
+		if err := stage(); err != nil {
+			return err
+		}
 	}
-	// 1. Zero the first block, so that from now on until the end the
-	// target holds no partition table: whatever stops the write, it is
-	// not taken for a good image.
-	if err := w.wipeHead(); err != nil {
-		return fail(fmt.Errorf("write %s: %w", t.Path, err))
+	return nil
+}
+
+// checkFits refuses ranges the device cannot take as whole blocks (a
+// third-party .bmap with 512-byte blocks, a disk with 4096-byte sectors):
+// they would fail half-way, after the first block was zeroed.
+func (j *job) checkFits() error { return j.w.fits(j.src) }
+
+// zeroHead zeros the first block, so that from now on until the end the
+// target holds no partition table: whatever stops the write, it is not
+// taken for a good image.
+func (j *job) zeroHead() error {
+	if err := j.w.wipeHead(); err != nil {
+		return fmt.Errorf("write %s: %w", j.w.t.Path, err)
 	}
-	zeroed = true
-	// 2. Every mapped range except the first block.
-	var head []byte
+	j.stage = headZeroed
+	return nil
+}
+
+// writeRanges writes every mapped range except the first block, and
+// zeros the bytes between them: zeros in the image, but not on a used
+// card, so that the target holds the image byte for byte, as the
+// whole-image SHA-256 read back says. Then it syncs.
+func (j *job) writeRanges() error {
+	w, src, path := j.w, j.src, j.w.t.Path
 	pos := int64(0)
 	for _, r := range src.Ranges {
 		off := r.Off
 		if off < headSize {
-			head = make([]byte, headSize)
-			if _, err := readFull(src.R, head[:min(headSize, r.End)], 0); err != nil {
-				return fail(fmt.Errorf("read %s: %w", src.Name, err))
+			j.head = make([]byte, headSize)
+			if _, err := readFull(src.R, j.head[:min(headSize, r.End)], 0); err != nil {
+				return fmt.Errorf("read %s: %w", src.Name, err)
 			}
 			off = min(headSize, r.End)
 		}
 		for off < r.End {
-			if err := ctx.Err(); err != nil {
-				return fail(err)
+			if err := j.ctx.Err(); err != nil {
+				return err
 			}
 			n := min(int64(chunkSize), r.End-off)
 			if err := w.copyFrom(src.R, off, n); err != nil {
-				return fail(fmt.Errorf("%s at byte %d: %w", t.Path, off, err))
+				return fmt.Errorf("%s at byte %d: %w", path, off, err)
 			}
-			res.Written += n
-			done.Add(n)
+			j.res.Written += n
+			j.done.Add(n)
 			off += n
 		}
-		if err := w.zero(ctx, max(pos, headSize), r.Off, done); err != nil {
-			return fail(err)
+		if err := w.zero(j.ctx, max(pos, headSize), r.Off, j.done); err != nil {
+			return err
 		}
 		pos = r.End
 	}
-	// The bytes between the ranges are zeros in the image but not on a
-	// used card: zeroed, so that the target holds the image byte for
-	// byte, as the whole-image SHA-256 read back below says.
-	if err := w.zero(ctx, max(pos, headSize), src.Size, done); err != nil {
-		return fail(err)
+	if err := w.zero(j.ctx, max(pos, headSize), src.Size, j.done); err != nil {
+		return err
 	}
 	if err := w.sync(); err != nil {
-		return fail(fmt.Errorf("sync %s: %w", t.Path, err))
+		return fmt.Errorf("sync %s: %w", path, err)
 	}
-	if err := ctx.Err(); err != nil {
-		return fail(err)
-	}
-	// 3. The first block, last.
-	if head != nil {
-		headDone = true
-		if err := w.writeAt(head, 0); err != nil {
-			return fail(fmt.Errorf("%s at byte 0: %w", t.Path, err))
+	return j.ctx.Err()
+}
+
+// writeHead writes the first block, last, and syncs it.
+func (j *job) writeHead() error {
+	if j.head != nil {
+		j.stage = headWriting
+		if err := j.w.writeAt(j.head, 0); err != nil {
+			return fmt.Errorf("%s at byte 0: %w", j.w.t.Path, err)
 		}
-		if err := w.sync(); err != nil {
-			return fail(fmt.Errorf("sync %s: %w", t.Path, err))
+		if err := j.w.sync(); err != nil {
+			return fmt.Errorf("sync %s: %w", j.w.t.Path, err)
 		}
-		res.Written += int64(len(head))
-		done.Add(int64(len(head)))
+		j.res.Written += int64(len(j.head))
+		j.done.Add(int64(len(j.head)))
 	}
 	if afterWrite != nil {
-		afterWrite(t.Path)
+		afterWrite(j.w.t.Path)
 	}
-	// 4. Read everything back, past the page cache.
-	sum, err := w.verify(ctx, src, done)
-	res.SHA256 = sum
-	if err != nil {
-		return fail(err)
+	return nil
+}
+
+// readBack reads everything back, past the page cache.
+func (j *job) readBack() error {
+	sum, err := j.w.verify(j.ctx, j.src, j.done)
+	j.res.SHA256 = sum
+	return err
+}
+
+// end records how the write ended: verified, or failed (interrupted) with
+// what that left on the target, whose first block is zeroed again if the
+// image may look complete; then it closes the target.
+func (j *job) end(err error) {
+	res := j.res
+	if err == nil {
+		res.State, res.Boot = Verified, "ready"
+		j.done.Finish()
+	} else {
+		res.State, res.Err = Failed, err
+		if j.ctx.Err() != nil && errors.Is(err, j.ctx.Err()) {
+			res.State = Interrupted
+		}
+		res.Boot = j.leaves()
 	}
-	res.State, res.Boot = Verified, "ready"
-	done.Finish()
-	return res
+	if cerr := j.w.close(); cerr != nil && res.State == Verified {
+		res.State, res.Err, res.Boot = Failed, fmt.Errorf("close %s: %w", j.res.Target.Path, cerr), "do not boot it"
+	}
+}
+
+// leaves says what a failed write leaves on the target, zeroing its first
+// block again where the image may look complete.
+func (j *job) leaves() string {
+	switch j.stage {
+	case untouched:
+		return "untouched"
+	case headZeroed:
+		return "its first block was zeroed before writing and never written: it will not boot"
+	}
+	// The image is complete but not verified: unbootable too.
+	if werr := j.w.wipeHead(); werr != nil {
+		return fmt.Sprintf("COULD NOT ZERO its first block (%v): do not boot it", werr)
+	}
+	return "its first block was zeroed again: it will not boot"
 }
 
 // verify reads the whole image back from the target, compares each range
