@@ -134,6 +134,50 @@ func readAtMost(name string, limit int64) ([]byte, error) {
 
 // load is Load on sources already in memory (the fuzz target's way in).
 func load(p *hclparse.Parser, path, dir string, srcs []source) (*Recipe, hcl.Diagnostics) {
+	files, diags := parse(p, srcs)
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	var spec fileSpec
+	diags = append(diags, gohcl.DecodeBody(hcl.MergeFiles(files), nil, &spec)...)
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	absDir, err := filepath.Abs(dir)
+	if err != nil {
+		absDir = dir
+	}
+	ld := &loader{
+		dir:   absDir,
+		ctx:   &hcl.EvalContext{Functions: functions(absDir)},
+		start: hcl.Range{Filename: srcs[0].name, Start: hcl.InitialPos, End: hcl.InitialPos},
+	}
+	r := &Recipe{Path: path, Dir: absDir}
+	for _, s := range srcs {
+		r.Files = append(r.Files, s.name)
+	}
+	diags = append(diags, ld.image(spec.Image, &r.Image)...)
+	diags = append(diags, ld.cluster(spec.Cluster, stem(path), &r.Cluster)...)
+	diags = append(diags, ld.output(spec.Output, &r.Output)...)
+	nodes, d := ld.nodes(spec.Defaults, spec.Nodes, &r.Cluster)
+	diags = append(diags, d...)
+	r.Nodes = nodes
+	if !diags.HasErrors() {
+		// Everything wrong across nodes, in one pass: validate also runs
+		// when the cluster could not be fully resolved.
+		diags = append(diags, ld.resolveCluster(r)...)
+		diags = append(diags, ld.validate(r)...)
+	}
+	diags = dedupe(diags)
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	return r, diags
+}
+
+// parse parses the recipe's files, refusing what is not text and what
+// brings the recipe over maxRecipeBytes.
+func parse(p *hclparse.Parser, srcs []source) ([]*hcl.File, hcl.Diagnostics) {
 	var diags hcl.Diagnostics
 	var files []*hcl.File
 	total := 0
@@ -169,47 +213,7 @@ func load(p *hclparse.Parser, path, dir string, srcs []source) (*Recipe, hcl.Dia
 			files = append(files, f)
 		}
 	}
-	if diags.HasErrors() {
-		return nil, diags
-	}
-
-	var spec fileSpec
-	diags = append(diags, gohcl.DecodeBody(hcl.MergeFiles(files), nil, &spec)...)
-	if diags.HasErrors() {
-		return nil, diags
-	}
-
-	absDir, err := filepath.Abs(dir)
-	if err != nil {
-		absDir = dir
-	}
-	ld := &loader{
-		dir:   absDir,
-		ctx:   &hcl.EvalContext{Functions: functions(absDir)},
-		start: hcl.Range{Filename: srcs[0].name, Start: hcl.InitialPos, End: hcl.InitialPos},
-	}
-	r := &Recipe{Path: path, Dir: absDir}
-	for _, s := range srcs {
-		r.Files = append(r.Files, s.name)
-	}
-
-	diags = append(diags, ld.image(spec.Image, &r.Image)...)
-	diags = append(diags, ld.cluster(spec.Cluster, stem(path), &r.Cluster)...)
-	diags = append(diags, ld.output(spec.Output, &r.Output)...)
-	nodes, d := ld.nodes(spec.Defaults, spec.Nodes, &r.Cluster)
-	diags = append(diags, d...)
-	r.Nodes = nodes
-	if !diags.HasErrors() {
-		// Everything wrong across nodes, in one pass: validate also runs
-		// when the cluster could not be fully resolved.
-		diags = append(diags, ld.resolveCluster(r)...)
-		diags = append(diags, ld.validate(r)...)
-	}
-	diags = dedupe(diags)
-	if diags.HasErrors() {
-		return nil, diags
-	}
-	return r, diags
+	return files, diags
 }
 
 // stem is the default cluster name: the recipe file name without .hcl, or

@@ -121,52 +121,16 @@ func (im *Image) NewestBootTime() (time.Time, error) {
 // Apply writes e to the boot partition: it checks that everything fits
 // before writing anything, writes the files, patches cmdline.txt, then
 // repairs what go-diskfs leaves behind so that fsck.fat stays silent and
-// stamps what it wrote. (One function of about 75 lines: the order of its
-// steps is what makes an edit all-or-nothing, and it reads best in one
-// place.)
+// stamps what it wrote. The order of its steps is what makes an edit
+// all-or-nothing.
 func (im *Image) Apply(e Edit) error {
 	if !im.writable {
 		return fmt.Errorf("image %s: opened read-only", im.path)
 	}
-	if err := checkCmdlineArgs(e.CmdlineAdd); err != nil {
+	files, stamp, err := im.plan(e)
+	if err != nil {
 		return err
 	}
-	files := append([]File(nil), e.Files...)
-	sort.Slice(files, func(i, j int) bool { return files[i].Path < files[j].Path })
-
-	if len(e.CmdlineAdd) > 0 || len(e.CmdlineRemove) > 0 {
-		old, err := im.ReadBootFile("cmdline.txt")
-		if err != nil {
-			return err
-		}
-		if bytes.Count(bytes.TrimSpace(old), []byte("\n")) > 0 {
-			return fmt.Errorf("boot partition: cmdline.txt has more than one line; the firmware reads only the first, so fix it before pibake edits it")
-		}
-		files = append(files, File{Path: "cmdline.txt", Data: []byte(patchCmdline(string(old), e.CmdlineAdd, e.CmdlineRemove))})
-	}
-	sizes := make([]int64, len(files))
-	for i, f := range files {
-		sizes[i] = int64(len(f.Data))
-		if f.Source != "" {
-			fi, err := os.Stat(f.Source)
-			if err != nil {
-				return fmt.Errorf("payload file %s: %w", f.Path, err)
-			}
-			sizes[i] = fi.Size()
-		}
-	}
-	if err := im.checkFits(files, sizes); err != nil {
-		return err
-	}
-	stamp := e.Time
-	if stamp.IsZero() {
-		t, err := im.NewestBootTime()
-		if err != nil {
-			return err
-		}
-		stamp = t
-	}
-
 	bfs, err := im.bootFS()
 	if err != nil {
 		return err
@@ -175,21 +139,7 @@ func (im *Image) Apply(e Edit) error {
 	if err != nil {
 		return fmt.Errorf("boot partition (partition %d): %w", im.BootPartition().Index, err)
 	}
-	err = guard("write boot partition", func() error {
-		for _, p := range e.Remove {
-			if err := removeIfPresent(bfs, p); err != nil {
-				return err
-			}
-		}
-		made := map[string]bool{}
-		for _, f := range files {
-			if err := writeFile(bfs, f, made); err != nil {
-				return fmt.Errorf("write %s: %w", f.Path, err)
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	if err := write(bfs, e.Remove, files); err != nil {
 		return fmt.Errorf("boot partition (partition %d): %w", im.BootPartition().Index, err)
 	}
 	if err := im.fat.normalize(im.f); err != nil {
@@ -202,6 +152,64 @@ func (im *Image) Apply(e Edit) error {
 		return fmt.Errorf("boot partition (partition %d): timestamps: %w", im.BootPartition().Index, err)
 	}
 	return nil
+}
+
+// plan is every file an edit writes, sorted, cmdline.txt patched among
+// them, and the time they are stamped with; it refuses an edit that would
+// not fit, before anything is written.
+func (im *Image) plan(e Edit) ([]File, time.Time, error) {
+	if err := checkCmdlineArgs(e.CmdlineAdd); err != nil {
+		return nil, time.Time{}, err
+	}
+	files := append([]File(nil), e.Files...)
+	sort.Slice(files, func(i, j int) bool { return files[i].Path < files[j].Path })
+	if len(e.CmdlineAdd) > 0 || len(e.CmdlineRemove) > 0 {
+		old, err := im.ReadBootFile("cmdline.txt")
+		if err != nil {
+			return nil, time.Time{}, err
+		}
+		if bytes.Count(bytes.TrimSpace(old), []byte("\n")) > 0 {
+			return nil, time.Time{}, fmt.Errorf("boot partition: cmdline.txt has more than one line; the firmware reads only the first, so fix it before pibake edits it")
+		}
+		files = append(files, File{Path: "cmdline.txt", Data: []byte(patchCmdline(string(old), e.CmdlineAdd, e.CmdlineRemove))})
+	}
+	sizes := make([]int64, len(files))
+	for i, f := range files {
+		sizes[i] = int64(len(f.Data))
+		if f.Source != "" {
+			fi, err := os.Stat(f.Source)
+			if err != nil {
+				return nil, time.Time{}, fmt.Errorf("payload file %s: %w", f.Path, err)
+			}
+			sizes[i] = fi.Size()
+		}
+	}
+	if err := im.checkFits(files, sizes); err != nil {
+		return nil, time.Time{}, err
+	}
+	if !e.Time.IsZero() {
+		return files, e.Time, nil
+	}
+	stamp, err := im.NewestBootTime()
+	return files, stamp, err
+}
+
+// write removes the paths and writes the files with go-diskfs.
+func write(bfs *fat32.FileSystem, remove []string, files []File) error {
+	return guard("write boot partition", func() error {
+		for _, p := range remove {
+			if err := removeIfPresent(bfs, p); err != nil {
+				return err
+			}
+		}
+		made := map[string]bool{}
+		for _, f := range files {
+			if err := writeFile(bfs, f, made); err != nil {
+				return fmt.Errorf("write %s: %w", f.Path, err)
+			}
+		}
+		return nil
+	})
 }
 
 // removeIfPresent deletes a file or a directory tree. go-diskfs's FAT

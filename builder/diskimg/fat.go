@@ -293,16 +293,7 @@ func (v *fatVolume) repairTree(w io.WriterAt, t []uint32, reachable []bool, dir 
 				return err
 			}
 		case e.size == 0 && e.cluster != 0:
-			clusters, err := chain(t, e.cluster)
-			if err != nil {
-				return err
-			}
-			for _, c := range clusters {
-				if err := v.freeCluster(w, t, c); err != nil {
-					return err
-				}
-			}
-			if err := v.setEntryCluster(w, e.offset, 0); err != nil {
+			if err := v.freeEmptyFile(w, t, e); err != nil {
 				return err
 			}
 		case e.cluster >= 2:
@@ -316,6 +307,21 @@ func (v *fatVolume) repairTree(w io.WriterAt, t []uint32, reachable []bool, dir 
 		}
 	}
 	return nil
+}
+
+// freeEmptyFile frees the clusters an empty file owns (go-diskfs leaves
+// them) and points its entry at none, as fsck.fat wants.
+func (v *fatVolume) freeEmptyFile(w io.WriterAt, t []uint32, e dirEntry) error {
+	clusters, err := chain(t, e.cluster)
+	if err != nil {
+		return err
+	}
+	for _, c := range clusters {
+		if err := v.freeCluster(w, t, c); err != nil {
+			return err
+		}
+	}
+	return v.setEntryCluster(w, e.offset, 0)
 }
 
 func (v *fatVolume) setEntryCluster(w io.WriterAt, offset int64, c uint32) error {

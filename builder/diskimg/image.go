@@ -178,6 +178,12 @@ func (im *Image) readPartitions() error {
 		}
 		im.Partitions = append(im.Partitions, p)
 	}
+	return im.findFileSystems()
+}
+
+// findFileSystems finds the boot (the first FAT32) and root (the first
+// ext4) partitions and reads their labels.
+func (im *Image) findFileSystems() error {
 	for i := range im.Partitions {
 		p := &im.Partitions[i]
 		switch p.Type {
