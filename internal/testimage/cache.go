@@ -41,13 +41,8 @@ func built(s Spec) (string, error) {
 	if p, ok := cached[key]; ok {
 		return p, nil
 	}
-	if cacheDir == "" {
-		// Removed with the machine's temporary files; one per test process.
-		d, err := os.MkdirTemp("", "pibake-testimages-")
-		if err != nil {
-			return "", err
-		}
-		cacheDir = d
+	if err := makeCacheDir(); err != nil {
+		return "", err
 	}
 	p := filepath.Join(cacheDir, fmt.Sprintf("%s-%d.img", s.Name, len(cached)))
 	if err := Build(p, s); err != nil {
@@ -55,6 +50,36 @@ func built(s Spec) (string, error) {
 	}
 	cached[key] = p
 	return p, nil
+}
+
+// makeCacheDir makes the process's directory of test images; under
+// cacheMu.
+func makeCacheDir() error {
+	if cacheDir != "" {
+		return nil
+	}
+	// Removed by Cleanup; one per test process.
+	d, err := os.MkdirTemp("", "pibake-testimages-")
+	if err != nil {
+		return err
+	}
+	cacheDir = d
+	return nil
+}
+
+// TempPath is a new path for a file in the process's directory of test
+// images, which Cleanup removes.
+func TempPath(name string) string {
+	cacheMu.Lock()
+	defer cacheMu.Unlock()
+	if err := makeCacheDir(); err != nil {
+		panic(fmt.Sprintf("test images: %v", err))
+	}
+	d, err := os.MkdirTemp(cacheDir, "temp-")
+	if err != nil {
+		panic(fmt.Sprintf("test images: %v", err))
+	}
+	return filepath.Join(d, name)
 }
 
 // Cleanup removes the images built by this process; call it from TestMain.

@@ -37,6 +37,10 @@ type Spec struct {
 	// RootDir, when set, is the root file system's content (a bootable
 	// tree for the QEMU test) instead of the generated stand-in files.
 	RootDir string
+	// BootMiB, when set, is the boot partition's size instead of every
+	// release's 512 MiB: a small image for tests that build many times
+	// (at least 33 MiB with 1-sector clusters: FAT32 needs 65525).
+	BootMiB int64
 }
 
 // Bookworm is a Bookworm-style image: init=…/firstboot on the command
@@ -59,8 +63,16 @@ const (
 	mebibyteSectors = 1 << 20 / SectorSize
 )
 
+// bootSectors is the boot partition's size in sectors.
+func (s Spec) bootSectors() int64 {
+	if s.BootMiB > 0 {
+		return s.BootMiB * mebibyteSectors
+	}
+	return BootSectors
+}
+
 // RootStart is the first sector of the root partition.
-func (s Spec) RootStart() int64 { return s.BootStart + BootSectors }
+func (s Spec) RootStart() int64 { return s.BootStart + s.bootSectors() }
 
 // Size is the image size in bytes.
 func (s Spec) Size() int64 { return (s.RootStart() + s.RootMiB*mebibyteSectors) * SectorSize }
@@ -93,6 +105,17 @@ func Build(path string, s Spec) error {
 	}
 	defer os.RemoveAll(work)
 
+	if err := partition(path, s); err != nil {
+		return err
+	}
+	if err := makeBoot(path, s, filepath.Join(work, "boot")); err != nil {
+		return err
+	}
+	return makeRoot(path, s, filepath.Join(work, "root"))
+}
+
+// partition makes path a sparse file of the image's size with its MBR.
+func partition(path string, s Spec) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return err
@@ -104,19 +127,18 @@ func Build(path string, s Spec) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-
 	layout := fmt.Sprintf("label: dos\nlabel-id: 0x%08x\nunit: sectors\n\nstart=%d, size=%d, type=c\nstart=%d, size=%d, type=83\n",
-		s.DiskID, s.BootStart, BootSectors, s.RootStart(), s.RootMiB*mebibyteSectors)
-	if err := run(layout, "sfdisk", "--no-reread", "--no-tell-kernel", "-q", path); err != nil {
-		return err
-	}
+		s.DiskID, s.BootStart, s.bootSectors(), s.RootStart(), s.RootMiB*mebibyteSectors)
+	return run(layout, "sfdisk", "--no-reread", "--no-tell-kernel", "-q", path)
+}
 
-	// The boot partition: FAT32 "bootfs", populated with mtools.
+// makeBoot makes the boot partition: FAT32 "bootfs", populated with
+// mtools from the files laid out in bootDir.
+func makeBoot(path string, s Spec, bootDir string) error {
 	if err := run("", "mkfs.vfat", "--offset", fmt.Sprint(s.BootStart), "-F", "32", "-s", fmt.Sprint(s.ClusterSectors),
-		"-n", "bootfs", "-i", fmt.Sprintf("%08X", s.DiskID^0xb007), path, fmt.Sprint(BootSectors/2)); err != nil {
+		"-n", "bootfs", "-i", fmt.Sprintf("%08X", s.DiskID^0xb007), path, fmt.Sprint(s.bootSectors()/2)); err != nil {
 		return err
 	}
-	bootDir := filepath.Join(work, "boot")
 	if err := writeTree(bootDir, bootFiles(s)); err != nil {
 		return err
 	}
@@ -128,17 +150,16 @@ func Build(path string, s Spec) error {
 	for _, e := range entries {
 		args = append(args, filepath.Join(bootDir, e.Name()))
 	}
-	if err := run("", "mcopy", append(args, "::")...); err != nil {
-		return err
-	}
+	return run("", "mcopy", append(args, "::")...)
+}
 
-	// The root partition: ext4 "rootfs" without 64bit, as pi-gen makes it.
-	rootDir := s.RootDir
-	if rootDir == "" {
-		rootDir = filepath.Join(work, "root")
-		if err := writeTree(rootDir, rootFiles(s)); err != nil {
-			return err
-		}
+// makeRoot makes the root partition: ext4 "rootfs" without 64bit, as
+// pi-gen makes it, from s.RootDir or generated files laid out in rootDir.
+func makeRoot(path string, s Spec, rootDir string) error {
+	if s.RootDir != "" {
+		rootDir = s.RootDir
+	} else if err := writeTree(rootDir, rootFiles(s)); err != nil {
+		return err
 	}
 	if err := fill(filepath.Join(rootDir, "usr", "share", "filler"), s.FillMiB); err != nil {
 		return err
