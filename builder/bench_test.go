@@ -2,7 +2,6 @@ package builder
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,46 +9,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/pibake/pibake/builder/base"
+	"github.com/pibake/pibake/internal/buildtest"
 	"github.com/pibake/pibake/internal/testimage"
-	"github.com/pibake/pibake/recipes"
 )
-
-// benchImage is a 1.5 GiB Raspberry Pi OS-shaped image holding 768 MiB of
-// data, like a real release.
-func benchImage(b *testing.B) string {
-	b.Helper()
-	p := filepath.Join(b.TempDir(), "base.img")
-	spec := testimage.Bookworm()
-	spec.RootMiB, spec.FillMiB = 1024, 768
-	if err := testimage.Build(p, spec); err != nil {
-		b.Fatal(err) // a benchmark that measured nothing must not pass
-	}
-	return p
-}
-
-func benchRecipe(b *testing.B, nodes int) *recipes.Recipe {
-	b.Helper()
-	src := fmt.Sprintf("cluster {\n  token = %q\n}\nnode \"s\" {\n  role = \"server\"\n  ip = \"10.0.0.1/24\"\n}\n", testToken)
-	if nodes > 1 {
-		src += fmt.Sprintf("node \"a\" {\n  role = \"agent\"\n  count = %d\n}\n", nodes-1)
-	}
-	p := filepath.Join(b.TempDir(), "bench.hcl")
-	os.WriteFile(p, []byte(src), 0o600)
-	r, diags := recipes.Load(hclparse.NewParser(), p)
-	if diags.HasErrors() {
-		b.Fatal(diags)
-	}
-	return r
-}
 
 // BenchmarkMarginalNode measures one more node from a warm cache (the base
 // image fetched and decompressed already) against `cp --sparse=always` of
 // the same image in the same run. The issue's goal: ratio ≤ 1.2.
 func BenchmarkMarginalNode(b *testing.B) {
-	img := benchImage(b)
-	r := benchRecipe(b, 1)
+	img := buildtest.BenchImage(b)
+	r := buildtest.BenchRecipe(b, 1)
 	opt := Options{OutDir: filepath.Join(b.TempDir(), "out"), Jobs: 1, Force: true, Version: "bench", Image: img,
 		Base: base.Options{Cache: base.Cache{Dir: filepath.Join(b.TempDir(), "cache")}}}
 	if _, err := Build(context.Background(), r, opt); err != nil { // warm the cache
@@ -69,9 +39,9 @@ func BenchmarkMarginalNode(b *testing.B) {
 		dst := filepath.Join(b.TempDir(), "cp.img")
 		defer os.Remove(dst)
 		start := time.Now()
-		command(b, "cp", "--sparse=always", img, dst)
+		buildtest.Command(b, "cp", "--sparse=always", img, dst)
 		if durable {
-			command(b, "sync", dst)
+			buildtest.Command(b, "sync", dst)
 		}
 		return time.Since(start)
 	}
@@ -95,23 +65,16 @@ func BenchmarkMarginalNode(b *testing.B) {
 	b.ReportMetric(node.Seconds()/cpSync.Seconds(), "ratio-vs-cp+sync")
 }
 
-func command(b *testing.B, name string, args ...string) {
-	b.Helper()
-	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
-		b.Fatalf("%s: %v %s", name, err, out)
-	}
-}
-
 // BenchmarkBuildPeakRSS runs `pibake build` of a 6-node recipe with
 // --jobs 2 and reports the process's peak resident memory. The issue's
 // goal: ≤ 150 MiB.
 func BenchmarkBuildPeakRSS(b *testing.B) {
-	img := benchImage(b)
+	img := buildtest.BenchImage(b)
 	bin := filepath.Join(b.TempDir(), "pibake")
 	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/pibake").CombinedOutput(); err != nil {
 		b.Fatalf("go build: %v %s", err, out)
 	}
-	r := benchRecipe(b, 6)
+	r := buildtest.BenchRecipe(b, 6)
 	recipe := r.Files[0]
 	cache := filepath.Join(b.TempDir(), "cache")
 	var peak int64
@@ -143,8 +106,8 @@ func BenchmarkCompressNode(b *testing.B) {
 		b.Fatal(err)
 	}
 	// As pi-gen compresses: multi-threaded, so multi-block.
-	command(b, "sh", "-c", xzTool+" -T0 -1 --block-size=24MiB -k "+p)
-	r := benchRecipe(b, 1)
+	buildtest.Command(b, "sh", "-c", xzTool+" -T0 -1 --block-size=24MiB -k "+p)
+	r := buildtest.BenchRecipe(b, 1)
 	opt := Options{Jobs: 2, Force: true, Version: "bench", Image: p + ".xz",
 		Base: base.Options{Cache: base.Cache{Dir: filepath.Join(b.TempDir(), "cache")}}}
 	opt.OutDir = filepath.Join(b.TempDir(), "warm")
@@ -171,7 +134,7 @@ func BenchmarkCompressNode(b *testing.B) {
 			}
 			compressed += time.Since(start)
 			start = time.Now()
-			command(b, "sh", "-c", xzTool+" -T0 -6 -c "+res[0].File+" >/dev/null")
+			buildtest.Command(b, "sh", "-c", xzTool+" -T0 -6 -c "+res[0].File+" >/dev/null")
 			xzWhole += time.Since(start)
 		}
 	}

@@ -3,12 +3,9 @@ package builder
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
@@ -17,37 +14,22 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/pibake/pibake/builder/base"
 	"github.com/pibake/pibake/builder/diskimg"
+	"github.com/pibake/pibake/builder/fleet"
+	"github.com/pibake/pibake/builder/outdir"
+	"github.com/pibake/pibake/internal/buildtest"
 	"github.com/pibake/pibake/internal/files"
 	"github.com/pibake/pibake/internal/testimage"
 	"github.com/pibake/pibake/recipes"
 	"golang.org/x/sync/errgroup"
 )
 
-const testToken = "e2e-cluster-token-0123456789abcdef"
-
-// releaseServer serves a generated Bookworm-shaped image as .img.xz with
-// its .sha256, like downloads.raspberrypi.com, counting requests.
-type releaseServer struct {
-	*httptest.Server
-	raw  string // the uncompressed base image
-	xz   []byte
-	reqs int32
-}
-
-var (
-	releaseOnce sync.Once
-	releaseRaw  string
-	releaseXZ   []byte
-	releaseErr  error
-)
+const testToken = buildtest.Token
 
 // xzBlockBytes cuts an .xz file's bytes into its blocks, each as it is
 // stored (header, data, padding, check): what a reused block looks like
@@ -84,50 +66,8 @@ func (l *logRecorder) lines() []string {
 	return slices.Clone(l.all)
 }
 
-func newReleaseServer(t *testing.T) *releaseServer {
-	t.Helper()
-	xzTool := testimage.Tool(t, "xz")
-	releaseOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "pibake-release-")
-		if err != nil {
-			releaseErr = err
-			return
-		}
-		releaseRaw = filepath.Join(dir, "2025-05-13-raspios-bookworm-arm64-lite.img")
-		if releaseErr = testimage.Build(releaseRaw, testimage.Bookworm()); releaseErr != nil {
-			return
-		}
-		releaseXZ, releaseErr = exec.Command(xzTool, "-T0", "-1", "--block-size=16MiB", "-c", releaseRaw).Output()
-	})
-	if releaseErr != nil {
-		t.Fatal(releaseErr)
-	}
-	s := &releaseServer{raw: releaseRaw, xz: releaseXZ}
-	sum := sha256.Sum256(releaseXZ)
-	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		atomic.AddInt32(&s.reqs, 1)
-		switch r.URL.Path {
-		case "/latest":
-			http.Redirect(w, r, "/images/release.img.xz", http.StatusFound)
-		case "/images/release.img.xz.sha256":
-			fmt.Fprintf(w, "%s  release.img.xz\n", hex.EncodeToString(sum[:]))
-		case "/images/release.img.xz":
-			http.ServeContent(w, r, "release.img.xz", time.Unix(1e9, 0), bytes.NewReader(s.xz))
-		default:
-			http.NotFound(w, r)
-		}
-	}))
-	t.Cleanup(s.Close)
-	return s
-}
-
-func (s *releaseServer) sha() string {
-	sum := sha256.Sum256(s.xz)
-	return hex.EncodeToString(sum[:])
-}
-
 // recipeFor writes a two-node recipe whose image is the server's _latest.
-func recipeFor(t *testing.T, s *releaseServer, extra string) *recipes.Recipe {
+func recipeFor(t *testing.T, s *buildtest.ReleaseServer, extra string) *recipes.Recipe {
 	t.Helper()
 	src := fmt.Sprintf(`
 image {
@@ -161,7 +101,7 @@ node "agent" {
 	return r
 }
 
-func buildOptions(t *testing.T, s *releaseServer, cache string) Options {
+func buildOptions(t *testing.T, s *buildtest.ReleaseServer, cache string) Options {
 	return Options{
 		OutDir:  filepath.Join(t.TempDir(), "out"),
 		Jobs:    2,
@@ -173,7 +113,7 @@ func buildOptions(t *testing.T, s *releaseServer, cache string) Options {
 // TestBuildEndToEnd builds a server and an agent from a loopback URL and
 // checks the images with the real tools.
 func TestBuildEndToEnd(t *testing.T) {
-	s := newReleaseServer(t)
+	s := buildtest.NewReleaseServer(t)
 	r := recipeFor(t, s, "")
 	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
 	results, err := Build(context.Background(), r, opt)
@@ -212,7 +152,7 @@ func TestBuildEndToEnd(t *testing.T) {
 		if !strings.Contains(cfg, testToken) {
 			t.Errorf("%s: k3s config lacks the token", res.Hostname)
 		}
-		if !sameRange(t, img, s.raw, rootOff, spec.Size()-rootOff) || !sameRange(t, img, s.raw, 0, bootOff) {
+		if !sameRange(t, img, s.Raw, rootOff, spec.Size()-rootOff) || !sameRange(t, img, s.Raw, 0, bootOff) {
 			t.Errorf("%s: the root partition or the MBR differs from the base image", res.Hostname)
 		}
 		bmapCopy(t, img)
@@ -222,9 +162,9 @@ func TestBuildEndToEnd(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil || strings.Count(string(out), ": OK") != 2 {
 		t.Errorf("sha256sum -c SHA256SUMS: %v\n%s", err, out)
 	}
-	var m manifest
+	var m outdir.Manifest
 	b, _ := os.ReadFile(filepath.Join(opt.OutDir, "manifest.json"))
-	if err := json.Unmarshal(b, &m); err != nil || len(m.Nodes) != 2 || m.Base.SHA256 != s.sha() || m.Nodes[0].Hostname != "agent" ||
+	if err := json.Unmarshal(b, &m); err != nil || len(m.Nodes) != 2 || m.Base.SHA256 != s.SHA() || m.Nodes[0].Hostname != "agent" ||
 		m.Nodes[1].Joins != "" || m.Nodes[0].Joins != "https://192.168.7.10:6443" || m.Base.Style != diskimg.StyleBookworm {
 		t.Errorf("manifest.json = %s (%v)", b, err)
 	}
@@ -287,7 +227,7 @@ func TestBuildReproducibleAndCached(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits 2 s for the clock to move")
 	}
-	s := newReleaseServer(t)
+	s := buildtest.NewReleaseServer(t)
 	r := recipeFor(t, s, "")
 	cache := filepath.Join(t.TempDir(), "cache")
 	first := buildOptions(t, s, cache)
@@ -295,7 +235,7 @@ func TestBuildReproducibleAndCached(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(2100 * time.Millisecond)
-	before := atomic.LoadInt32(&s.reqs)
+	before := s.Requests()
 	second := buildOptions(t, s, cache)
 	second.Jobs = 1
 	var rec logRecorder
@@ -304,7 +244,7 @@ func TestBuildReproducibleAndCached(t *testing.T) {
 		t.Fatal(err)
 	}
 	logs := rec.lines()
-	if n := atomic.LoadInt32(&s.reqs) - before; n != 0 {
+	if n := s.Requests() - before; n != 0 {
 		t.Errorf("the second build made %d requests; want 0", n)
 	}
 	if strings.Contains(strings.Join(logs, "\n"), "decompressing") {
@@ -320,7 +260,7 @@ func TestBuildReproducibleAndCached(t *testing.T) {
 }
 
 func TestBuildIncremental(t *testing.T) {
-	s := newReleaseServer(t)
+	s := buildtest.NewReleaseServer(t)
 	r := recipeFor(t, s, "")
 	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
 	if _, err := Build(context.Background(), r, opt); err != nil {
@@ -352,7 +292,7 @@ func TestBuildIncremental(t *testing.T) {
 }
 
 func TestBuildWrongPinBuildsNothing(t *testing.T) {
-	s := newReleaseServer(t)
+	s := buildtest.NewReleaseServer(t)
 	r := recipeFor(t, s, fmt.Sprintf("sha256 = %q", strings.Repeat("ab", 32)))
 	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
 	_, err := Build(context.Background(), r, opt)
@@ -367,7 +307,7 @@ func TestBuildWrongPinBuildsNothing(t *testing.T) {
 // TestBuildInterrupted cancels a build while it writes: no file under a
 // final name and no .part file is left.
 func TestBuildInterrupted(t *testing.T) {
-	s := newReleaseServer(t)
+	s := buildtest.NewReleaseServer(t)
 	r := recipeFor(t, s, "")
 	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
 	ctx, cancel := context.WithCancel(context.Background())
@@ -389,7 +329,7 @@ func TestBuildInterrupted(t *testing.T) {
 }
 
 func TestBuildFailedNodeDoesNotStopOthers(t *testing.T) {
-	s := newReleaseServer(t)
+	s := buildtest.NewReleaseServer(t)
 	r := recipeFor(t, s, "")
 	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
 	// agent.img as a non-empty directory cannot be replaced.
@@ -415,11 +355,11 @@ func TestBuildFailedNodeDoesNotStopOthers(t *testing.T) {
 }
 
 func TestBuildSelectNodes(t *testing.T) {
-	s := newReleaseServer(t)
+	s := buildtest.NewReleaseServer(t)
 	r := recipeFor(t, s, "")
 	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
 	opt.Nodes = []string{"nope"}
-	if _, err := Build(context.Background(), r, opt); !errors.Is(err, ErrUnknownNode) || !strings.Contains(err.Error(), "srv, agent") {
+	if _, err := Build(context.Background(), r, opt); !errors.Is(err, fleet.ErrUnknownNode) || !strings.Contains(err.Error(), "srv, agent") {
 		t.Errorf("Build(--node nope) = %v; want the valid names listed", err)
 	}
 	opt.Nodes = []string{"agent"}
@@ -430,7 +370,7 @@ func TestBuildSelectNodes(t *testing.T) {
 }
 
 func TestBuildCompress(t *testing.T) {
-	s := newReleaseServer(t)
+	s := buildtest.NewReleaseServer(t)
 	r := recipeFor(t, s, "")
 	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
 	opt.Nodes = []string{"srv"}
@@ -471,60 +411,6 @@ func TestBuildCompress(t *testing.T) {
 	}
 }
 
-func TestDescribeWriteError(t *testing.T) {
-	err := describeWriteError("out", &os.PathError{Op: "write", Path: "out/a.img", Err: syscall.ENOSPC})
-	if !errors.Is(err, syscall.ENOSPC) || !strings.Contains(err.Error(), "the disk holding out is full") {
-		t.Errorf("describeWriteError = %v", err)
-	}
-}
-
-// TestSelectNodesByBlock: --node takes a hostname or a node block's label,
-// which selects every node its count makes.
-func TestSelectNodesByBlock(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "fleet.hcl")
-	os.WriteFile(path, []byte(`
-node "srv" {
-  role = "server"
-  ip   = "10.0.0.10/24"
-}
-node "edge" {
-  role  = "agent"
-  count = 3
-}
-node "solo" {
-  role     = "agent"
-  hostname = "lonely"
-}
-`), 0o600)
-	r, diags := recipes.Load(hclparse.NewParser(), path)
-	if diags.HasErrors() {
-		t.Fatal(diags)
-	}
-	for _, tc := range []struct {
-		names []string
-		want  string
-	}{
-		{nil, "srv edge-1 edge-2 edge-3 lonely"},
-		{[]string{"edge"}, "edge-1 edge-2 edge-3"},
-		{[]string{"EDGE-2", "srv"}, "srv edge-2"},
-		{[]string{"solo"}, "lonely"},
-		{[]string{"edge", "edge-1"}, "edge-1 edge-2 edge-3"},
-	} {
-		nodes, err := selectNodes(r, tc.names, Shard{})
-		var got []string
-		for _, n := range nodes {
-			got = append(got, n.Hostname)
-		}
-		if err != nil || strings.Join(got, " ") != tc.want {
-			t.Errorf("--node %v: %v, %v; want %s", tc.names, got, err, tc.want)
-		}
-	}
-	_, err := selectNodes(r, []string{"edg"}, Shard{})
-	if !errors.Is(err, ErrUnknownNode) || !strings.Contains(err.Error(), "edge-1, edge-2, edge-3, lonely; its node blocks (each selects all its nodes): edge, solo") {
-		t.Errorf("--node edg: %v", err)
-	}
-}
-
 // TestCompressReusesBaseBlocks: a node's .img.xz takes the base .xz's
 // blocks past the boot partition verbatim (the same bytes, found in the
 // base file) and compresses only what lies before; xz -t finds the stream
@@ -556,7 +442,7 @@ func TestCompressReusesBaseBlocks(t *testing.T) {
 				baseFile = filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-")+".img.xz")
 				os.WriteFile(baseFile, baseXZ, 0o600)
 			}
-			r := labRecipe(t, &releaseServer{Server: &httptest.Server{URL: "file://unused"}}, twoNodes)
+			r := buildtest.LabRecipe(t, &buildtest.ReleaseServer{Server: &httptest.Server{URL: "file://unused"}}, buildtest.TwoNodes)
 			opt := Options{OutDir: filepath.Join(t.TempDir(), "out"), Jobs: 2, Version: "test", Image: baseFile, Compress: true,
 				Base: base.Options{Cache: base.Cache{Dir: filepath.Join(t.TempDir(), "cache")}}}
 			var rec logRecorder
@@ -615,7 +501,7 @@ func TestCompressReusesBaseBlocks(t *testing.T) {
 // file:// URL to its .img.xz (or .img), the sums Imager checks, and no
 // customisation; a schema violation is caught.
 func TestOSList(t *testing.T) {
-	s := newReleaseServer(t)
+	s := buildtest.NewReleaseServer(t)
 	r := recipeFor(t, s, "")
 	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
 	opt.Nodes = []string{"agent"}
@@ -626,7 +512,7 @@ func TestOSList(t *testing.T) {
 	if _, err := Build(context.Background(), r, opt); err != nil { // srv: with .img.xz
 		t.Fatal(err)
 	}
-	path := filepath.Join(opt.OutDir, OSListFile)
+	path := filepath.Join(opt.OutDir, outdir.OSListFile)
 	validate := func(doc string) error {
 		testimage.Tool(t, "python3")
 		cmd := exec.Command("/usr/bin/python3", "-c", `import json, sys, jsonschema
@@ -696,7 +582,7 @@ jsonschema.validate(json.load(open(sys.argv[1])), json.load(open(sys.argv[2])))`
 // TestBuildReportsProgress: the download, the decompression and every
 // node's image and .img.xz are reported from 0 to their whole size.
 func TestBuildReportsProgress(t *testing.T) {
-	s := newReleaseServer(t)
+	s := buildtest.NewReleaseServer(t)
 	r := recipeFor(t, s, "")
 	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
 	opt.Compress = true
@@ -732,8 +618,8 @@ func TestCompressFleet(t *testing.T) {
 		t.Skip("builds and checks 20 compressed images")
 	}
 	xzTool := testimage.Tool(t, "xz")
-	s := newReleaseServer(t) // a multi-block .img.xz, 16 MiB blocks
-	r := labRecipe(t, s, "node \"srv\" {\n  role = \"server\"\n  ip = \"192.168.7.10/24\"\n}\nnode \"edge\" {\n  role  = \"agent\"\n  count = 19\n}\n")
+	s := buildtest.NewReleaseServer(t) // a multi-block .img.xz, 16 MiB blocks
+	r := buildtest.LabRecipe(t, s, "node \"srv\" {\n  role = \"server\"\n  ip = \"192.168.7.10/24\"\n}\nnode \"edge\" {\n  role  = \"agent\"\n  count = 19\n}\n")
 	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
 	opt.Compress, opt.Jobs = true, 4
 	var rec logRecorder
@@ -751,7 +637,7 @@ func TestCompressFleet(t *testing.T) {
 	}
 	// The base's last block (past every boot partition) is copied into
 	// every node's .img.xz as it is.
-	blocks := xzBlockBytes(t, s.xz)
+	blocks := xzBlockBytes(t, s.XZ)
 	lastBlock := blocks[len(blocks)-1]
 	g := new(errgroup.Group)
 	g.SetLimit(4)

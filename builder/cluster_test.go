@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"io/fs"
 	"maps"
 	"os"
 	"os/exec"
@@ -19,8 +18,11 @@ import (
 	"time"
 
 	"github.com/hashicorp/hcl/v2/hclparse"
+	"github.com/pibake/pibake/builder/fleet"
 	"github.com/pibake/pibake/builder/identity"
+	"github.com/pibake/pibake/builder/outdir"
 	"github.com/pibake/pibake/firstboot"
+	"github.com/pibake/pibake/internal/buildtest"
 	"github.com/pibake/pibake/internal/files"
 	"github.com/pibake/pibake/internal/testimage"
 	"github.com/pibake/pibake/recipes"
@@ -76,7 +78,7 @@ func bootFiles(t *testing.T, img string) map[string][]byte {
 func TestBuildHAWithGeneratedCA(t *testing.T) {
 	openssl := testimage.Tool(t, "openssl")
 	kubectl := testimage.Tool(t, "kubectl")
-	s := newReleaseServer(t)
+	s := buildtest.NewReleaseServer(t)
 	r := haRecipe(t)
 	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
 	opt.Image, opt.Jobs = s.URL+"/latest", 4
@@ -84,7 +86,7 @@ func TestBuildHAWithGeneratedCA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	caDir := filepath.Join(opt.OutDir, filepath.FromSlash(CADir))
+	caDir := filepath.Join(opt.OutDir, filepath.FromSlash(outdir.CADir))
 	ca, err := identity.Load(caDir, time.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -168,7 +170,7 @@ func TestBuildHAWithGeneratedCA(t *testing.T) {
 			}
 		}
 	}
-	var mf manifest
+	var mf outdir.Manifest
 	b, _ := os.ReadFile(filepath.Join(opt.OutDir, "manifest.json"))
 	json.Unmarshal(b, &mf)
 	if mf.CAHash != hash || len(mf.Nodes) != 7 {
@@ -233,141 +235,11 @@ func TestServingSANsCoverEveryAddress(t *testing.T) {
 	}
 }
 
-// TestSettleCARefuses: a CA that is missing, incomplete, replaced or new
-// to a directory of images built without one is refused, never silently
-// made again; --new-cluster replaces it on purpose.
-func TestSettleCARefuses(t *testing.T) {
-	r := &recipes.Recipe{Cluster: recipes.Cluster{Name: "lab", CA: recipes.CAGenerate, APIServer: "https://10.0.0.1:6443"}}
-	newBuild := func(newCluster bool) *build {
-		return &build{r: r, opt: Options{NewCluster: newCluster}, logf: t.Logf, outDir: "out", token: testToken}
-	}
-	settle := func(dir string, newCluster bool, m manifest) (*build, error) {
-		o := openTestOutput(t, dir)
-		defer o.close()
-		o.m = m
-		b := newBuild(newCluster)
-		return b, b.settleCA(o, time.Now())
-	}
-	dir := t.TempDir()
-	b, err := settle(dir, false, manifest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	first := b.ca.Hash()
-	built := manifest{CAHash: first, Nodes: []manifestNode{{Hostname: "srv"}}}
-	if b, err = settle(dir, false, built); err != nil || b.ca.Hash() != first {
-		t.Fatalf("second settle: %v (hash %s, want %s)", err, b.ca.Hash(), first)
-	}
-
-	for _, tc := range []struct {
-		name  string
-		setup func(dir string)
-		m     manifest
-		want  string
-	}{
-		{"incomplete", func(dir string) { os.Remove(filepath.Join(dir, ".pibake/ca/client-ca.key")) }, built, "lacks client-ca.key"},
-		{"missing", func(dir string) { os.RemoveAll(filepath.Join(dir, ".pibake/ca")) }, built, "is missing, but this directory holds images that pin"},
-		{"built without a CA", func(dir string) { os.RemoveAll(filepath.Join(dir, ".pibake/ca")) }, manifest{Nodes: []manifestNode{{Hostname: "srv"}}}, `built without a generated CA`},
-		{"replaced", func(dir string) {}, manifest{CAHash: strings.Repeat("0", 64), Nodes: built.Nodes}, "is not the one this directory's images pin"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			d := t.TempDir()
-			if out, err := exec.Command("cp", "-a", dir+"/.", d).CombinedOutput(); err != nil {
-				t.Fatalf("cp: %v\n%s", err, out)
-			}
-			os.Remove(filepath.Join(d, lockFile))
-			tc.setup(d)
-			_, err := settle(d, false, tc.m)
-			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "--new-cluster") {
-				t.Fatalf("settleCA: %v; want %q and the way out", err, tc.want)
-			}
-			if tc.name != "incomplete" && !errors.Is(err, ErrNewCluster) {
-				t.Errorf("%v is not ErrNewCluster", err)
-			}
-			b, err := settle(d, true, tc.m)
-			if err != nil || b.ca.Hash() == first {
-				t.Errorf("--new-cluster: %v (a new CA: %v)", err, err == nil && b.ca.Hash() != first)
-			}
-		})
-	}
-}
-
-// TestNewClusterInterrupted: --new-cluster sets the old CA aside until
-// the new one exists. Killed in between, the next build puts the old one
-// back; killed after, it removes the old one. Either way the directory
-// ends with exactly one complete CA.
-func TestNewClusterInterrupted(t *testing.T) {
-	r := &recipes.Recipe{Cluster: recipes.Cluster{Name: "lab", CA: recipes.CAGenerate, APIServer: "https://10.0.0.1:6443"}}
-	settle := func(dir string, newCluster bool) *build {
-		t.Helper()
-		o := openTestOutput(t, dir)
-		defer o.close()
-		b := &build{r: r, opt: Options{NewCluster: newCluster}, logf: t.Logf, outDir: "out", token: testToken}
-		if err := b.settleCA(o, time.Now()); err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
-	dir := t.TempDir()
-	ca, replaced := filepath.Join(dir, ".pibake/ca"), filepath.Join(dir, ".pibake/ca.replaced")
-	first := settle(dir, false).ca.Hash()
-
-	// Killed after setting the old CA aside, before the new one existed.
-	if err := os.Rename(ca, replaced); err != nil {
-		t.Fatal(err)
-	}
-	if got := settle(dir, false).ca.Hash(); got != first {
-		t.Errorf("after a replacement killed half-way: CA %s, want the old one %s back", got, first)
-	}
-	if _, err := os.Lstat(replaced); err == nil {
-		t.Errorf("%s is still there", replaced)
-	}
-
-	// Killed after the new CA was made, before the old one was removed.
-	second := settle(dir, true).ca.Hash()
-	if second == first {
-		t.Fatal("--new-cluster kept the old CA")
-	}
-	if _, err := os.Lstat(replaced); err == nil {
-		t.Fatalf("%s is left after --new-cluster", replaced)
-	}
-	if out, err := exec.Command("cp", "-a", ca, replaced).CombinedOutput(); err != nil {
-		t.Fatalf("cp: %v\n%s", err, out)
-	}
-	if got := settle(dir, false).ca.Hash(); got != second {
-		t.Errorf("after a replacement killed at its end: CA %s, want the new one %s", got, second)
-	}
-	if _, err := os.Lstat(replaced); err == nil {
-		t.Errorf("%s is still there", replaced)
-	}
-}
-
-// TestRotationNotRecordedWhenRefused: a build refused for its CA (here a
-// CA gone from a directory whose images pin it) records no
-// --rotate-node-password: nothing was built with the new password.
-func TestRotationNotRecordedWhenRefused(t *testing.T) {
-	r := &recipes.Recipe{
-		Cluster: recipes.Cluster{Name: "lab", Token: testToken, CA: recipes.CAGenerate, APIServer: "https://10.0.0.1:6443"},
-		Nodes:   []recipes.Node{{Hostname: "srv", Role: "server"}},
-	}
-	dir := t.TempDir()
-	o := openTestOutput(t, dir)
-	defer o.close()
-	o.m = manifest{Cluster: "lab", Token: "recipe", CAHash: strings.Repeat("1", 64), Nodes: []manifestNode{{Hostname: "srv"}}}
-	b := &build{r: r, opt: Options{RotateNodePassword: []string{"srv"}}, logf: t.Logf, outDir: dir}
-	if err := b.identity(o); !errors.Is(err, ErrNewCluster) {
-		t.Fatalf("identity: %v; want ErrNewCluster", err)
-	}
-	if _, err := os.Stat(filepath.Join(dir, filepath.FromSlash(nodePasswordsFile))); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("a refused build recorded the rotation: %v", err)
-	}
-}
-
 // TestNodePasswords: stable across rebuilds and across a lost output
 // directory (the recipe's token derives them), changed for one node by
 // --rotate-node-password, which rebuilds only that node.
 func TestNodePasswords(t *testing.T) {
-	s := newReleaseServer(t)
+	s := buildtest.NewReleaseServer(t)
 	cache := filepath.Join(t.TempDir(), "cache")
 	opt := buildOptions(t, s, cache)
 	r := recipeFor(t, s, "")
@@ -378,7 +250,7 @@ func TestNodePasswords(t *testing.T) {
 	pw := func(res []NodeResult, host string) string {
 		for _, x := range res {
 			if x.Hostname == host {
-				return readBootFile(t, x.File, "pibake/node-password")
+				return buildtest.ReadBootFile(t, x.File, "pibake/node-password")
 			}
 		}
 		t.Fatalf("no %s", host)
@@ -411,7 +283,7 @@ func TestNodePasswords(t *testing.T) {
 	if pw(res3, "agent") == agent || pw(res3, "srv") != srv {
 		t.Error("rotation did not change exactly the agent's password")
 	}
-	if fi, err := os.Stat(filepath.Join(opt.OutDir, filepath.FromSlash(nodePasswordsFile))); err != nil {
+	if fi, err := os.Stat(filepath.Join(opt.OutDir, ".pibake", "node-passwords.json")); err != nil {
 		t.Error(err)
 	} else if fi.Mode().Perm() != 0o600 {
 		t.Errorf("node-passwords.json has mode %v; want 0600", fi.Mode().Perm())
@@ -429,8 +301,8 @@ func TestNodePasswords(t *testing.T) {
 		rotate, nodes []string
 		want          error
 	}{
-		{rotate: []string{"nope"}, want: ErrUnknownNode},
-		{rotate: []string{"agent"}, nodes: []string{"srv"}, want: ErrNotSelected},
+		{rotate: []string{"nope"}, want: fleet.ErrUnknownNode},
+		{rotate: []string{"agent"}, nodes: []string{"srv"}, want: fleet.ErrNotSelected},
 	} {
 		o := opt
 		o.RotateNodePassword, o.Nodes = tc.rotate, tc.nodes
@@ -473,30 +345,4 @@ func changed(a, b map[string]string) []string {
 	}
 	slices.Sort(out)
 	return out
-}
-
-// TestSweepIdentityLeftovers: a build killed while it made the CA, or
-// renewed the admin certificate, leaves temporary names that the next
-// one removes; the CA itself stays.
-func TestSweepIdentityLeftovers(t *testing.T) {
-	dir := t.TempDir()
-	left := []string{".pibake/.ca.tmp-123/etcd/peer-ca.key", ".pibake/ca/.admin.key.tmp-456", ".pibake/ca/etcd/.peer-ca.crt.tmp-789"}
-	keep := ".pibake/ca/server-ca.crt"
-	for _, rel := range append(left, keep) {
-		p := filepath.Join(dir, filepath.FromSlash(rel))
-		os.MkdirAll(filepath.Dir(p), 0o700)
-		os.WriteFile(p, []byte("x"), 0o600)
-	}
-	openTestOutput(t, dir)
-	for _, rel := range left {
-		if _, err := os.Stat(filepath.Join(dir, filepath.FromSlash(rel))); err == nil {
-			t.Errorf("%s survived the sweep", rel)
-		}
-	}
-	if _, err := os.Stat(filepath.Join(dir, ".pibake/.ca.tmp-123")); err == nil {
-		t.Error("the half-made CA directory survived the sweep")
-	}
-	if _, err := os.Stat(filepath.Join(dir, filepath.FromSlash(keep))); err != nil {
-		t.Errorf("the sweep removed the CA: %v", err)
-	}
 }

@@ -9,66 +9,45 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-)
 
-func TestParseShard(t *testing.T) {
-	for s, ok := range map[string]bool{"1/1": true, "2/4": true, "4/4": true, "0/4": false, "5/4": false, "1/0": false, "a/b": false, "1/2x": false, "": false} {
-		if _, err := ParseShard(s); (err == nil) != ok {
-			t.Errorf("ParseShard(%q): %v", s, err)
-		}
-	}
-	// Balanced: 7 nodes in 3 shards are 3, 2, 2, and every node in one.
-	seen := map[int]int{}
-	for idx := 1; idx <= 3; idx++ {
-		n := 0
-		for i := 0; i < 7; i++ {
-			if (Shard{idx, 3}).has(i) {
-				n++
-				seen[i]++
-			}
-		}
-		if n < 2 || n > 3 {
-			t.Errorf("shard %d/3 of 7 nodes has %d", idx, n)
-		}
-	}
-	for i := 0; i < 7; i++ {
-		if seen[i] != 1 {
-			t.Errorf("node %d is in %d shards", i, seen[i])
-		}
-	}
-}
+	"github.com/pibake/pibake/builder/fleet"
+	"github.com/pibake/pibake/builder/inputs"
+	"github.com/pibake/pibake/builder/outdir"
+	"github.com/pibake/pibake/internal/buildtest"
+	"github.com/pibake/pibake/recipes"
+)
 
 // TestShardsMergeToOneBuild: pibake init, two shards built in copies of
 // it, merged, equal one unsharded build of the same recipe byte for byte;
 // a shard without init, shards of two inits, a node in two shards and a
 // damaged shard file are refused.
 func TestShardsMergeToOneBuild(t *testing.T) {
-	s := newReleaseServer(t)
-	nodes := twoNodes + "node \"edge\" {\n  role  = \"agent\"\n  count = 2\n}\n"
-	r := labRecipe(t, s, strings.Replace(nodes, "node \"srv\" {", "node \"srv\" {\n  ssh = true", 1))
+	s := buildtest.NewReleaseServer(t)
+	nodes := buildtest.TwoNodes + "node \"edge\" {\n  role  = \"agent\"\n  count = 2\n}\n"
+	r := buildtest.LabRecipe(t, s, strings.Replace(nodes, "node \"srv\" {", "node \"srv\" {\n  ssh = true", 1))
 	r.Cluster.CA = "generate"
 	cache := filepath.Join(t.TempDir(), "cache")
 	root := t.TempDir()
 	dir := func(name string) string { return filepath.Join(root, name) }
 	opt := buildOptions(t, s, cache)
 
-	if _, err := Build(context.Background(), r, withShard(opt, dir("no-init"), Shard{1, 2})); !errors.Is(err, ErrNeedsInit) || !strings.Contains(err.Error(), "pibake init") {
+	if _, err := Build(context.Background(), r, withShard(opt, dir("no-init"), fleet.Shard{Index: 1, Count: 2})); !errors.Is(err, fleet.ErrNeedsInit) || !strings.Contains(err.Error(), "pibake init") {
 		t.Fatalf("a shard without init: %v", err)
 	}
 
 	iopt := opt
 	iopt.OutDir = dir("init")
-	if err := Init(context.Background(), r, iopt); err != nil {
+	if err := initDir(r, iopt); err != nil {
 		t.Fatal(err)
 	}
 	for _, d := range []string{"whole", "s1", "s2"} {
 		cp(t, dir("init"), dir(d))
 	}
-	if _, err := Build(context.Background(), r, withShard(opt, dir("whole"), Shard{})); err != nil {
+	if _, err := Build(context.Background(), r, withShard(opt, dir("whole"), fleet.Shard{})); err != nil {
 		t.Fatal(err)
 	}
 	for i, d := range []string{"s1", "s2"} {
-		res, err := Build(context.Background(), r, withShard(opt, dir(d), Shard{i + 1, 2}))
+		res, err := Build(context.Background(), r, withShard(opt, dir(d), fleet.Shard{Index: i + 1, Count: 2}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -76,17 +55,17 @@ func TestShardsMergeToOneBuild(t *testing.T) {
 			t.Errorf("shard %d/2 built %d nodes; want 2", i+1, len(res))
 		}
 	}
-	if err := Merge(context.Background(), dir("merged"), []string{dir("s1"), dir("s2")}, t.Logf); err != nil {
+	if err := fleet.Merge(context.Background(), dir("merged"), []string{dir("s1"), dir("s2")}, fleet.MergeOptions{Logf: t.Logf}); err != nil {
 		t.Fatal(err)
 	}
 	whole, merged := snapshot(t, dir("whole")), snapshot(t, dir("merged"))
-	delete(whole, OSListFile)
-	delete(merged, OSListFile)
+	delete(whole, outdir.OSListFile)
+	delete(merged, outdir.OSListFile)
 	if !mapsEqual(whole, merged) {
 		t.Errorf("merged shards differ from the unsharded build: %v", changed(whole, merged))
 	}
-	a, _ := os.ReadFile(filepath.Join(dir("whole"), OSListFile))
-	b, _ := os.ReadFile(filepath.Join(dir("merged"), OSListFile))
+	a, _ := os.ReadFile(filepath.Join(dir("whole"), outdir.OSListFile))
+	b, _ := os.ReadFile(filepath.Join(dir("merged"), outdir.OSListFile))
 	if !bytes.Equal(bytes.ReplaceAll(a, []byte(dir("whole")), []byte("DIR")), bytes.ReplaceAll(b, []byte(dir("merged")), []byte("DIR"))) {
 		t.Errorf("os_list.json differs beyond its directory:\n%s\n%s", a, b)
 	}
@@ -98,32 +77,32 @@ func TestShardsMergeToOneBuild(t *testing.T) {
 
 	// Refusals.
 	iopt.OutDir = dir("init2")
-	if err := Init(context.Background(), r, iopt); err != nil {
+	if err := initDir(r, iopt); err != nil {
 		t.Fatal(err)
 	}
 	cp(t, dir("init2"), dir("other"))
-	if _, err := Build(context.Background(), r, withShard(opt, dir("other"), Shard{2, 2})); err != nil {
+	if _, err := Build(context.Background(), r, withShard(opt, dir("other"), fleet.Shard{Index: 2, Count: 2})); err != nil {
 		t.Fatal(err)
 	}
 	// A rotation in one shard only would be lost in the merge: refused,
 	// and made in the directory handed to the shards instead.
-	if _, err := Build(context.Background(), r, withShard(withRotation(opt, "srv"), dir("s1"), Shard{1, 2})); !errors.Is(err, ErrNeedsInit) || !strings.Contains(err.Error(), "pibake init") {
+	if _, err := Build(context.Background(), r, withShard(withRotation(opt, "srv"), dir("s1"), fleet.Shard{Index: 1, Count: 2})); !errors.Is(err, fleet.ErrNeedsInit) || !strings.Contains(err.Error(), "pibake init") {
 		t.Errorf("--rotate-node-password in a shard: %v", err)
 	}
 	iopt.OutDir, iopt.RotateNodePassword = dir("init3"), []string{"srv"}
-	if err := Init(context.Background(), r, iopt); err != nil {
+	if err := initDir(r, iopt); err != nil {
 		t.Fatal(err)
 	}
-	if gens, err := os.ReadFile(filepath.Join(dir("init3"), nodePasswordsFile)); err != nil || !bytes.Contains(gens, []byte(`"srv": 1`)) {
+	if gens, err := os.ReadFile(filepath.Join(dir("init3"), ".pibake", "node-passwords.json")); err != nil || !bytes.Contains(gens, []byte(`"srv": 1`)) {
 		t.Errorf("init --rotate-node-password srv: %s %v", gens, err)
 	}
 	// Every shard's secrets are compared, not only the first one's.
 	cp(t, dir("s2"), dir("s2-rotated"))
-	if err := os.WriteFile(filepath.Join(dir("s2-rotated"), nodePasswordsFile), []byte("{\"edge-1\": 1}\n"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir("s2-rotated"), ".pibake/node-passwords.json"), []byte("{\"edge-1\": 1}\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cp(t, dir("s1"), dir("s1-rotated"))
-	if err := os.WriteFile(filepath.Join(dir("s1-rotated"), nodePasswordsFile), []byte("{\"srv\": 1}\n"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir("s1-rotated"), ".pibake/node-passwords.json"), []byte("{\"srv\": 1}\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
@@ -137,7 +116,7 @@ func TestShardsMergeToOneBuild(t *testing.T) {
 		{"a node twice", []string{dir("s1"), dir("s1")}, "is in"},
 		{"not a pibake directory", []string{t.TempDir()}, "no pibake manifest.json"},
 	} {
-		if err := Merge(context.Background(), filepath.Join(t.TempDir(), "m"), tc.shards, t.Logf); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if err := fleet.Merge(context.Background(), filepath.Join(t.TempDir(), "m"), tc.shards, fleet.MergeOptions{Logf: t.Logf}); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("merge of %s: %v; want %q", tc.name, err, tc.want)
 		}
 	}
@@ -148,7 +127,7 @@ func TestShardsMergeToOneBuild(t *testing.T) {
 	}
 	f.WriteAt([]byte("damage"), 1<<20)
 	f.Close()
-	if err := Merge(context.Background(), filepath.Join(t.TempDir(), "m"), []string{dir("s1"), dir("s2")}, t.Logf); err == nil || !strings.Contains(err.Error(), "damaged") {
+	if err := fleet.Merge(context.Background(), filepath.Join(t.TempDir(), "m"), []string{dir("s1"), dir("s2")}, fleet.MergeOptions{Logf: t.Logf}); err == nil || !strings.Contains(err.Error(), "damaged") {
 		t.Errorf("merge of a damaged shard: %v", err)
 	}
 }
@@ -158,7 +137,7 @@ func withRotation(opt Options, hosts ...string) Options {
 	return opt
 }
 
-func withShard(opt Options, dir string, sh Shard) Options {
+func withShard(opt Options, dir string, sh fleet.Shard) Options {
 	opt.OutDir, opt.Shard = dir, sh
 	return opt
 }
@@ -180,4 +159,11 @@ func mapsEqual(a, b map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// initDir runs pibake init with a build's options.
+func initDir(r *recipes.Recipe, opt Options) error {
+	return fleet.Init(context.Background(), r, fleet.InitOptions{Options: inputs.Options{
+		OutDir: opt.OutDir, Version: opt.Version, Logf: opt.Logf, RotateNodePassword: opt.RotateNodePassword, Base: opt.Base,
+	}, Wait: opt.Wait})
 }

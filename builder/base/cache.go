@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -16,7 +15,6 @@ import (
 	"time"
 
 	"github.com/pibake/pibake/internal/atomicfile"
-	"github.com/pibake/pibake/internal/ctxio"
 	"github.com/pibake/pibake/internal/files"
 	"github.com/pibake/pibake/internal/flock"
 )
@@ -118,20 +116,6 @@ func (c Cache) downloadPath(sha string, compressed bool) string {
 func touch(p string) {
 	now := time.Now()
 	os.Chtimes(p, now, now)
-}
-
-// fileSHA256 hashes a file.
-func fileSHA256(ctx context.Context, path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, ctxio.Reader{Ctx: ctx, R: f}); err != nil {
-		return "", fmt.Errorf("hash %s: %w", path, err)
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // Entry is one cached image: a decompressed raw image, or an uncompressed

@@ -3,12 +3,9 @@ package base
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -21,6 +18,7 @@ import (
 	"github.com/pibake/pibake/internal/bytesize"
 	"github.com/pibake/pibake/internal/files"
 	"github.com/pibake/pibake/internal/flock"
+	"github.com/pibake/pibake/internal/neterr"
 	"github.com/pibake/pibake/internal/progress"
 )
 
@@ -161,7 +159,7 @@ func fetchLocal(ctx context.Context, src Source, opt Options) (*Image, error) {
 		sha = rec.SHA256
 	} else {
 		opt.Logf("hashing %s", abs)
-		if sha, err = fileSHA256(ctx, abs); err != nil {
+		if sha, err = hashFile(ctx, abs); err != nil {
 			return nil, err
 		}
 		if err := c.writeRecord(sourceRecord{Source: abs, SHA256: sha, Size: fi.Size(), ModTime: fi.ModTime()}); err != nil {
@@ -172,17 +170,17 @@ func fetchLocal(ctx context.Context, src Source, opt Options) (*Image, error) {
 		return nil, fmt.Errorf("image %s: checksum mismatch: the recipe pins sha256 %s but the file has %s", abs, src.Pin, sha)
 	}
 	img := &Image{Path: abs, SHA256: sha, Source: src.Spec, Cached: true}
-	xz, err := isXZ(abs)
+	xz, err := IsXZ(abs)
 	if err != nil || !xz {
 		return img, err // a raw image is used where it is
 	}
 	return img, ensureRaw(ctx, c, abs, sha, img, opt)
 }
 
-// isXZ says whether a file is xz-compressed, by its first bytes: a name
+// IsXZ says whether a file is xz-compressed, by its first bytes: a name
 // says nothing (raspios_lite_arm64_latest has no .xz, and anyone may name
 // a raw image x.img.xz).
-func isXZ(path string) (bool, error) {
+func IsXZ(path string) (bool, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return false, err
@@ -196,6 +194,15 @@ func isXZ(path string) (bool, error) {
 		return false, err
 	}
 	return string(magic) == xzMagic, nil
+}
+
+// hashFile is a file's SHA-256, for a download or a local image.
+func hashFile(ctx context.Context, path string) (string, error) {
+	sum, _, err := files.SHA256(ctx, path)
+	if err != nil {
+		return "", fmt.Errorf("hash %s: %w", path, err)
+	}
+	return sum, nil
 }
 
 // xzMagic starts every xz stream.
@@ -252,7 +259,7 @@ func (c Cache) fromCache(ctx context.Context, sha string, img *Image, opt Option
 		return true, nil
 	}
 	if dl := c.downloadPath(sha, false); files.Exists(dl) {
-		xz, err := isXZ(dl)
+		xz, err := IsXZ(dl)
 		if err != nil {
 			return false, fmt.Errorf("cache: %w", err)
 		}
@@ -343,7 +350,7 @@ func (c Cache) download(ctx context.Context, url, want string, opt Options) (str
 	if err := download(ctx, url, partial, opt); err != nil {
 		return "", err
 	}
-	got, err := fileSHA256(ctx, partial)
+	got, err := hashFile(ctx, partial)
 	if err != nil {
 		return "", err
 	}
@@ -356,7 +363,7 @@ func (c Cache) download(ctx context.Context, url, want string, opt Options) (str
 	if err := atomicfile.Sync(partial); err != nil {
 		return "", err
 	}
-	xz, err := isXZ(partial)
+	xz, err := IsXZ(partial)
 	if err != nil {
 		return "", err
 	}
@@ -379,14 +386,14 @@ func resolve(ctx context.Context, client *http.Client, rawURL string) (string, e
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return "", describeNetError(rawURL, err)
+		return "", neterr.Describe(rawURL, err)
 	}
 	resp.Body.Close()
 	switch {
 	case resp.StatusCode == http.StatusMethodNotAllowed:
 		return rawURL, nil // no HEAD here: take the URL as it is
 	case resp.StatusCode >= 400:
-		return "", statusError(rawURL, resp.StatusCode, 1)
+		return "", neterr.Status(rawURL, resp.StatusCode)
 	}
 	return resp.Request.URL.String(), nil
 }
@@ -403,14 +410,14 @@ func sidecarSum(ctx context.Context, client *http.Client, fileURL string) (strin
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return "", describeNetError(u, err)
+		return "", neterr.Describe(u, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusGone {
 		return "", errNoSidecar
 	}
 	if resp.StatusCode != http.StatusOK {
-		return "", statusError(u, resp.StatusCode, 1)
+		return "", neterr.Status(u, resp.StatusCode)
 	}
 	sc := bufio.NewScanner(io.LimitReader(resp.Body, 64<<10))
 	name := baseName(fileURL)
@@ -494,61 +501,13 @@ func classify(url string, err error) (bool, error) {
 	var code grab.StatusCodeError
 	if errors.As(err, &code) {
 		c := int(code)
-		return c >= 500 || c == http.StatusTooManyRequests || c == http.StatusRequestTimeout, statusError(url, c, 0)
+		return c >= 500 || c == http.StatusTooManyRequests || c == http.StatusRequestTimeout, neterr.Status(url, c)
 	}
 	if errors.Is(err, errRangeIgnored) || errors.Is(err, grab.ErrBadLength) {
 		return true, fmt.Errorf("download %s: %w", url, err)
 	}
-	msg := describeNetError(url, err)
-	var dns *net.DNSError
-	var unknownCA x509.UnknownAuthorityError
-	var hostname x509.HostnameError
-	var certInvalid x509.CertificateInvalidError
-	var verify *tls.CertificateVerificationError
-	if errors.As(err, &dns) && (dns.IsNotFound || !dns.IsTemporary) || errors.As(err, &unknownCA) || errors.As(err, &hostname) ||
-		errors.As(err, &certInvalid) || errors.As(err, &verify) {
-		return false, msg
-	}
-	return true, msg
-}
-
-func statusError(url string, code, attempts int) error {
-	hint := ""
-	switch {
-	case code == http.StatusNotFound || code == http.StatusGone:
-		hint = ": the file is not there; check the URL (image.source)"
-	case code == http.StatusUnauthorized || code == http.StatusForbidden:
-		hint = ": access denied"
-	case code >= 500:
-		hint = ": the server is failing; try again later"
-	}
-	return fmt.Errorf("download %s: HTTP %d %s%s", url, code, http.StatusText(code), hint)
-}
-
-// UnreachableError is a download that never reached its server: the name
-// did not resolve or no connection could be made. The machine may be
-// offline, so the command line adds what can be done without a network.
-type UnreachableError struct{ Err error }
-
-func (e *UnreachableError) Error() string { return e.Err.Error() }
-func (e *UnreachableError) Unwrap() error { return e.Err }
-
-// describeNetError words connection failures so the user knows what to do.
-func describeNetError(url string, err error) error {
-	var dns *net.DNSError
-	var op *net.OpError
-	var unknownCA x509.UnknownAuthorityError
-	var hostname x509.HostnameError
-	var verify *tls.CertificateVerificationError
-	switch {
-	case errors.As(err, &dns):
-		return &UnreachableError{fmt.Errorf("download %s: cannot resolve host %s: check the URL and your network's DNS", url, dns.Name)}
-	case errors.As(err, &op) && op.Op == "dial":
-		return &UnreachableError{fmt.Errorf("download %s: cannot connect: %w", url, op.Err)}
-	case errors.As(err, &unknownCA), errors.As(err, &hostname), errors.As(err, &verify):
-		return fmt.Errorf("download %s: TLS certificate problem: %v", url, err)
-	}
-	return fmt.Errorf("download %s: %w", url, err)
+	msg := neterr.Describe(url, err)
+	return !neterr.Permanent(err), msg
 }
 
 // showProgress reports a download's progress until it ends.

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/pibake/pibake/internal/files"
+	"github.com/pibake/pibake/internal/neterr"
 )
 
 // imageServer serves a release like downloads.raspberrypi.com: a _latest
@@ -559,7 +560,7 @@ func TestFetchUnreachable(t *testing.T) {
 	l.Close() // nothing listens there now
 	opt := Options{Cache: Cache{Dir: t.TempDir()}, Attempts: 2, RetryDelay: time.Millisecond}
 	_, err = Fetch(context.Background(), mustSource(t, "http://"+addr+"/a.img.xz", strings.Repeat("0", 64)), opt)
-	var unreachable *UnreachableError
+	var unreachable *neterr.Unreachable
 	if !errors.As(err, &unreachable) || !strings.Contains(err.Error(), "cannot connect") {
 		t.Errorf("Fetch from a closed port = %v; want an UnreachableError", err)
 	}

@@ -60,6 +60,11 @@ type Release struct {
 	BootClusterBytes int64 `json:"boot_cluster_bytes"`
 }
 
+// SystemdFirstBoot reports whether systemd's first boot is still to come
+// on the image (/etc/machine-id says "uninitialized"): what decides, with
+// CloudInit, how a payload is activated on it.
+func (r Release) SystemdFirstBoot() bool { return r.MachineID == MachineIDUninitialized }
+
 // DetectRelease reads the cmdline, /etc/os-release, /etc/hostname,
 // /etc/machine-id, the presence of cloud-init and any customisation of the
 // boot partition.

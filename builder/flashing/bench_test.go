@@ -1,4 +1,4 @@
-package builder
+package flashing
 
 import (
 	"context"
@@ -11,8 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pibake/pibake/builder"
 	"github.com/pibake/pibake/builder/base"
 	"github.com/pibake/pibake/builder/flash"
+	"github.com/pibake/pibake/internal/buildtest"
 	"github.com/pibake/pibake/internal/testimage"
 )
 
@@ -26,13 +28,13 @@ import (
 // (BLKZEROOUT) and reads every byte back; dd writes the whole image,
 // holes included, and verifies nothing.
 func BenchmarkFlash(b *testing.B) {
-	img := benchImage(b)
+	img := buildtest.BenchImage(b)
 	for _, n := range []int{1, 3} {
 		b.Run(fmt.Sprintf("targets=%d", n), func(b *testing.B) {
-			r := benchRecipe(b, n)
-			opt := Options{OutDir: filepath.Join(b.TempDir(), "out"), Jobs: 2, Version: "bench", Image: img,
+			r := buildtest.BenchRecipe(b, n)
+			opt := builder.Options{OutDir: filepath.Join(b.TempDir(), "out"), Jobs: 2, Version: "bench", Image: img,
 				Base: base.Options{Cache: base.Cache{Dir: filepath.Join(b.TempDir(), "cache")}}}
-			if _, err := Build(context.Background(), r, opt); err != nil { // warm the cache; the image dd writes
+			if _, err := builder.Build(context.Background(), r, opt); err != nil { // warm the cache; the image dd writes
 				b.Fatal(err)
 			}
 			built := filepath.Join(opt.OutDir, "s.img")
@@ -44,13 +46,13 @@ func BenchmarkFlash(b *testing.B) {
 			for i := 1; i < n; i++ {
 				hosts = append(hosts, fmt.Sprintf("a-%d", i))
 			}
-			var targets []FlashTarget
+			var targets []Target
 			for _, h := range hosts {
 				tg, err := flash.Host.Inspect(benchTarget(b, fi.Size()))
 				if err != nil {
 					b.Fatal(err)
 				}
-				targets = append(targets, FlashTarget{Node: h, Target: tg})
+				targets = append(targets, Target{Node: h, Target: tg})
 			}
 			ddTarget := benchTarget(b, fi.Size())
 			settle := func() {
@@ -63,7 +65,7 @@ func BenchmarkFlash(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				settle()
 				start := time.Now()
-				results, err := Flash(context.Background(), r, FlashOptions{Options: opt, Targets: targets, AllowFixed: true})
+				results, err := Flash(context.Background(), r, flashOptions(opt, Options{Targets: targets, AllowFixed: true}))
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -79,7 +81,7 @@ func BenchmarkFlash(b *testing.B) {
 				if strings.HasPrefix(ddTarget, "/dev/") {
 					args = append(args, "oflag=direct")
 				}
-				command(b, "dd", args...)
+				buildtest.Command(b, "dd", args...)
 				ddTime += time.Since(start)
 			}
 			b.ReportMetric(flashTime.Seconds()/float64(b.N), "flash-s/op")

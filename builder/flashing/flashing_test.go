@@ -1,9 +1,8 @@
-package builder
+package flashing
 
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -12,12 +11,17 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pibake/pibake/builder"
 	"github.com/pibake/pibake/builder/flash"
+	"github.com/pibake/pibake/builder/fleet"
+	"github.com/pibake/pibake/builder/inputs"
+	"github.com/pibake/pibake/builder/outdir"
+	"github.com/pibake/pibake/internal/buildtest"
 	"github.com/pibake/pibake/internal/files"
 	"github.com/pibake/pibake/internal/testimage"
 )
 
-const threeNodes = twoNodes + `
+const threeNodes = buildtest.TwoNodes + `
 node "worker" {
   role = "agent"
 }
@@ -25,30 +29,39 @@ node "worker" {
 
 var threeHosts = []string{"srv", "agent", "worker"}
 
-func flashTargets(t *testing.T, paths map[string]string) []FlashTarget {
+func flashTargets(t *testing.T, paths map[string]string) []Target {
 	t.Helper()
-	var targets []FlashTarget
+	var targets []Target
 	for _, host := range threeHosts {
 		tg, err := flash.Host.Inspect(paths[host])
 		if err != nil {
 			t.Fatal(err)
 		}
-		targets = append(targets, FlashTarget{Node: host, Target: tg})
+		targets = append(targets, Target{Node: host, Target: tg})
 	}
 	return targets
 }
 
-func readManifest2(t *testing.T, dir string) manifest {
+// readManifest reads dir's manifest.json, which must be there.
+func readManifest(t *testing.T, dir string) outdir.Manifest {
 	t.Helper()
-	var m manifest
-	b, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
-	if err != nil {
-		t.Fatal(err)
+	if !outdir.IsOutDir(dir) {
+		t.Fatalf("%s holds no manifest.json", dir)
 	}
-	if err := json.Unmarshal(b, &m); err != nil {
-		t.Fatal(err)
-	}
-	return m
+	return outdir.ReadManifest(dir)
+}
+
+// buildOptions build from s's image into a new output directory.
+func buildOptions(t *testing.T, s *buildtest.ReleaseServer, cache string) builder.Options {
+	return builder.Options{OutDir: filepath.Join(t.TempDir(), "out"), Jobs: 2, Version: "test", Base: s.BaseOptions(cache)}
+}
+
+// flashOptions are a build's options for flash, with o's targets, checks
+// and prompt.
+func flashOptions(b builder.Options, o Options) Options {
+	o.Options = inputs.Options{OutDir: b.OutDir, Jobs: b.Jobs, Base: b.Base, Image: b.Image, Version: b.Version, Logf: b.Logf, Progress: b.Progress}
+	o.Wait = b.Wait
+	return o
 }
 
 // TestFlashBeforeBuild flashes three nodes to plain files in an empty
@@ -56,8 +69,8 @@ func readManifest2(t *testing.T, dir string) manifest {
 // (a generated token) as build would, and each flashed file is the built
 // image byte for byte.
 func TestFlashBeforeBuild(t *testing.T) {
-	s := newReleaseServer(t)
-	r := labRecipe(t, s, threeNodes)
+	s := buildtest.NewReleaseServer(t)
+	r := buildtest.LabRecipe(t, s, threeNodes)
 	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
 	dir := t.TempDir()
 	paths := map[string]string{}
@@ -65,18 +78,18 @@ func TestFlashBeforeBuild(t *testing.T) {
 		paths[h] = filepath.Join(dir, h+".flashed")
 		usedFile(t, paths[h], 64<<20) // a backup image being overwritten
 	}
-	results, err := Flash(context.Background(), r, FlashOptions{Options: opt, Targets: flashTargets(t, paths)})
+	results, err := Flash(context.Background(), r, flashOptions(opt, Options{Targets: flashTargets(t, paths)}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Build(context.Background(), r, opt); err != nil {
+	if _, err := builder.Build(context.Background(), r, opt); err != nil {
 		t.Fatal(err)
 	}
-	m := readManifest2(t, opt.OutDir)
+	m := readManifest(t, opt.OutDir)
 	for i, res := range results {
 		host := threeHosts[i]
-		if res.State != flash.Verified || res.Source != host || res.SHA256 != m.find(host).SHA256 {
-			t.Errorf("%s: %s %v sha256 %s; want verified with the built image's %s", host, res.State, res.Err, res.SHA256, m.find(host).SHA256)
+		if res.State != flash.Verified || res.Source != host || res.SHA256 != m.Node(host).SHA256 {
+			t.Errorf("%s: %s %v sha256 %s; want verified with the built image's %s", host, res.State, res.Err, res.SHA256, m.Node(host).SHA256)
 		}
 		testimage.Cmp(t, paths[host], filepath.Join(opt.OutDir, host+".img"))
 	}
@@ -86,7 +99,7 @@ func TestFlashBeforeBuild(t *testing.T) {
 	// Each record names the build id the card reports (pibake watch
 	// tells the current build by it), the same as build then gave it.
 	for _, f := range m.Flashes {
-		if e := m.find(f.Node); e == nil || f.Build == "" || f.Build != e.Inputs[:16] {
+		if e := m.Node(f.Node); e == nil || f.Build == "" || f.Build != e.BuildID() {
 			t.Errorf("flash record of %s: build %q; want the built image's %+v", f.Node, f.Build, e)
 		}
 	}
@@ -120,10 +133,10 @@ func loopTarget(t *testing.T, size int64) string {
 // (also against the built image's SHA-256), each recorded in the
 // manifest with its device.
 func TestFlashLoopDevices(t *testing.T) {
-	s := newReleaseServer(t)
-	r := labRecipe(t, s, threeNodes)
+	s := buildtest.NewReleaseServer(t)
+	r := buildtest.LabRecipe(t, s, threeNodes)
 	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
-	if _, err := Build(context.Background(), r, opt); err != nil {
+	if _, err := builder.Build(context.Background(), r, opt); err != nil {
 		t.Fatal(err)
 	}
 	fi, err := os.Stat(filepath.Join(opt.OutDir, "srv.img"))
@@ -136,17 +149,17 @@ func TestFlashLoopDevices(t *testing.T) {
 	}
 	targets := flashTargets(t, paths)
 	// Loop devices are not removable: refused without AllowFixed.
-	if _, err := Flash(context.Background(), r, FlashOptions{Options: opt, Targets: targets}); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "--allow-fixed") {
+	if _, err := Flash(context.Background(), r, flashOptions(opt, Options{Targets: targets})); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "--allow-fixed") {
 		t.Fatalf("Flash to loop devices without AllowFixed: %v; want refused, --allow-fixed", err)
 	}
-	results, err := Flash(context.Background(), r, FlashOptions{Options: opt, Targets: targets, AllowFixed: true})
+	results, err := Flash(context.Background(), r, flashOptions(opt, Options{Targets: targets, AllowFixed: true}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := readManifest2(t, opt.OutDir)
+	m := readManifest(t, opt.OutDir)
 	for i, res := range results {
 		host := threeHosts[i]
-		if res.State != flash.Verified || res.SHA256 != m.find(host).SHA256 {
+		if res.State != flash.Verified || res.SHA256 != m.Node(host).SHA256 {
 			t.Errorf("%s → %s: %s %v", host, paths[host], res.State, res.Err)
 		}
 		testimage.Cmp(t, paths[host], filepath.Join(opt.OutDir, host+".img"))
@@ -155,11 +168,11 @@ func TestFlashLoopDevices(t *testing.T) {
 		t.Fatalf("manifest.json records %d flashes; want 3", len(m.Flashes))
 	}
 	for _, f := range m.Flashes {
-		if f.Result != "verified" || f.Target != paths[f.Node] || !strings.Contains(f.Serial, "backing") || f.Time == "" || f.SHA256 != m.find(f.Node).SHA256 || f.Build != m.find(f.Node).Inputs[:16] {
+		if f.Result != "verified" || f.Target != paths[f.Node] || !strings.Contains(f.Serial, "backing") || f.Time == "" || f.SHA256 != m.Node(f.Node).SHA256 || f.Build != m.Node(f.Node).BuildID() {
 			t.Errorf("manifest.json flash record %+v", f)
 		}
 	}
-	checkInvariant(t, opt.OutDir)
+	buildtest.CheckInvariant(t, opt.OutDir)
 }
 
 // TestFlashChecksBuiltSum: when the output directory lists a node built
@@ -167,23 +180,23 @@ func TestFlashLoopDevices(t *testing.T) {
 // if flash and build wrote different bytes) fails, and is left
 // unbootable.
 func TestFlashChecksBuiltSum(t *testing.T) {
-	s := newReleaseServer(t)
-	r := labRecipe(t, s, twoNodes)
+	s := buildtest.NewReleaseServer(t)
+	r := buildtest.LabRecipe(t, s, buildtest.TwoNodes)
 	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
 	opt.Nodes = []string{"srv"}
-	if _, err := Build(context.Background(), r, opt); err != nil {
+	if _, err := builder.Build(context.Background(), r, opt); err != nil {
 		t.Fatal(err)
 	}
 	opt.Nodes = nil
 	// The recorded sum of srv's image, changed.
 	mpath := filepath.Join(opt.OutDir, "manifest.json")
 	b, _ := os.ReadFile(mpath)
-	m := readManifest2(t, opt.OutDir)
-	os.WriteFile(mpath, []byte(strings.Replace(string(b), m.find("srv").SHA256, strings.Repeat("0", 64), 1)), 0o644)
+	m := readManifest(t, opt.OutDir)
+	os.WriteFile(mpath, []byte(strings.Replace(string(b), m.Node("srv").SHA256, strings.Repeat("0", 64), 1)), 0o644)
 
 	target := filepath.Join(t.TempDir(), "srv.flashed")
 	tg, _ := flash.Host.Inspect(target)
-	results, err := Flash(context.Background(), r, FlashOptions{Options: opt, Targets: []FlashTarget{{Node: "srv", Target: tg}}})
+	results, err := Flash(context.Background(), r, flashOptions(opt, Options{Targets: []Target{{Node: "srv", Target: tg}}}))
 	if !errors.Is(err, ErrTargetsFailed) || results[0].State != flash.Failed || !strings.Contains(results[0].Err.Error(), "not the 000000000000… its built image has") {
 		t.Fatalf("Flash with another built sum: %v, %+v; want failed", err, results)
 	}
@@ -195,8 +208,8 @@ func TestFlashChecksBuiltSum(t *testing.T) {
 // TestFlashRefusals: refused targets stop the flash before anything is
 // written to any of them.
 func TestFlashRefusals(t *testing.T) {
-	s := newReleaseServer(t)
-	r := labRecipe(t, s, twoNodes)
+	s := buildtest.NewReleaseServer(t)
+	r := buildtest.LabRecipe(t, s, buildtest.TwoNodes)
 	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
 	dir := t.TempDir()
 	os.MkdirAll(opt.OutDir, 0o755)
@@ -217,29 +230,29 @@ func TestFlashRefusals(t *testing.T) {
 	os.Symlink(rel, dangling)
 	tests := []struct {
 		name    string
-		targets []FlashTarget
-		confirm func(int64, []FlashTarget) error
+		targets []Target
+		confirm func(int64, []Target) error
 		want    error
 		wantMsg string
 	}{
-		{name: "twice", targets: []FlashTarget{{Node: "srv", Target: inspect(a)}, {Node: "agent", Target: inspect(a)}}, want: ErrRefused, wantMsg: "a.img is named twice"},
-		{name: "unknown node", targets: []FlashTarget{{Node: "pi-9", Target: inspect(a)}}, want: ErrUnknownNode, wantMsg: `"pi-9"; the recipe's nodes are: srv, agent`},
-		{name: "in the output directory", targets: []FlashTarget{{Node: "srv", Target: inspect(filepath.Join(opt.OutDir, "agent.img"))}}, want: ErrRefused, wantMsg: "is in the output directory"},
-		{name: "symlink into the output directory", targets: []FlashTarget{{Node: "srv", Target: inspect(linked)}}, want: ErrRefused, wantMsg: "linked.img is in the output directory"},
-		{name: "dangling symlink into the output directory", targets: []FlashTarget{{Node: "srv", Target: inspect(dangling)}}, want: ErrRefused, wantMsg: "dangling.img is in the output directory"},
-		{name: "declined", targets: []FlashTarget{{Node: "srv", Target: inspect(a)}}, confirm: func(int64, []FlashTarget) error { return errDeclined }, want: errDeclined},
+		{name: "twice", targets: []Target{{Node: "srv", Target: inspect(a)}, {Node: "agent", Target: inspect(a)}}, want: ErrRefused, wantMsg: "a.img is named twice"},
+		{name: "unknown node", targets: []Target{{Node: "pi-9", Target: inspect(a)}}, want: fleet.ErrUnknownNode, wantMsg: `"pi-9"; the recipe's nodes are: srv, agent`},
+		{name: "in the output directory", targets: []Target{{Node: "srv", Target: inspect(filepath.Join(opt.OutDir, "agent.img"))}}, want: ErrRefused, wantMsg: "is in the output directory"},
+		{name: "symlink into the output directory", targets: []Target{{Node: "srv", Target: inspect(linked)}}, want: ErrRefused, wantMsg: "linked.img is in the output directory"},
+		{name: "dangling symlink into the output directory", targets: []Target{{Node: "srv", Target: inspect(dangling)}}, want: ErrRefused, wantMsg: "dangling.img is in the output directory"},
+		{name: "declined", targets: []Target{{Node: "srv", Target: inspect(a)}}, confirm: func(int64, []Target) error { return errDeclined }, want: errDeclined},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := Flash(context.Background(), r, FlashOptions{Options: opt, Targets: tt.targets, Confirm: tt.confirm})
+			_, err := Flash(context.Background(), r, flashOptions(opt, Options{Targets: tt.targets, Confirm: tt.confirm}))
 			if !errors.Is(err, tt.want) || !strings.Contains(err.Error(), tt.wantMsg) {
 				t.Errorf("Flash = %v; want %v with %q", err, tt.want, tt.wantMsg)
 			}
 			if files.Exists(a) {
 				t.Errorf("%s was written", a)
 			}
-			if files.Exists(filepath.Join(opt.OutDir, TokenFile)) {
-				t.Errorf("a refused or declined flash made %s", TokenFile)
+			if files.Exists(filepath.Join(opt.OutDir, outdir.TokenFile)) {
+				t.Errorf("a refused or declined flash made %s", outdir.TokenFile)
 			}
 		})
 	}
@@ -248,7 +261,7 @@ func TestFlashRefusals(t *testing.T) {
 	if len(cached) == 0 {
 		t.Fatal("no cached base image")
 	}
-	_, err := Flash(context.Background(), r, FlashOptions{Options: opt, Targets: []FlashTarget{{Node: "srv", Target: inspect(cached[0])}}})
+	_, err := Flash(context.Background(), r, flashOptions(opt, Options{Targets: []Target{{Node: "srv", Target: inspect(cached[0])}}}))
 	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "is the image being written") {
 		t.Errorf("Flash to the base image: %v", err)
 	}
@@ -260,8 +273,8 @@ var errDeclined = errors.New("declined")
 // mid-write: the target is reported interrupted, left without a partition
 // table, recorded as such, and no head file stays behind.
 func TestFlashInterrupted(t *testing.T) {
-	s := newReleaseServer(t)
-	r := labRecipe(t, s, twoNodes)
+	s := buildtest.NewReleaseServer(t)
+	r := buildtest.LabRecipe(t, s, buildtest.TwoNodes)
 	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -274,14 +287,14 @@ func TestFlashInterrupted(t *testing.T) {
 	// A target that held a bootable image before.
 	os.WriteFile(target, append(make([]byte, 510), 0x55, 0xaa), 0o600)
 	tg, _ := flash.Host.Inspect(target)
-	results, err := Flash(ctx, r, FlashOptions{Options: opt, Targets: []FlashTarget{{Node: "srv", Target: tg}}})
+	results, err := Flash(ctx, r, flashOptions(opt, Options{Targets: []Target{{Node: "srv", Target: tg}}}))
 	if !errors.Is(err, context.Canceled) || len(results) != 1 || results[0].State != flash.Interrupted {
 		t.Fatalf("Flash interrupted: %v, %+v; want context.Canceled, interrupted", err, results)
 	}
 	if hasPartitionTable(target) {
 		t.Error("the interrupted target has a partition table")
 	}
-	m := readManifest2(t, opt.OutDir)
+	m := readManifest(t, opt.OutDir)
 	if len(m.Flashes) != 1 || m.Flashes[0].Result != "interrupted" || m.Flashes[0].SHA256 != "" {
 		t.Errorf("manifest.json flashes: %+v", m.Flashes)
 	}
@@ -320,16 +333,16 @@ func TestFlashImagePromptsBeforeLock(t *testing.T) {
 		t.Fatal(err)
 	}
 	asked := false
-	confirm := func(int64, []FlashTarget) error {
+	confirm := func(int64, []Target) error {
 		asked = true
-		out, err := openOutput(context.Background(), dir, false, t.Logf)
+		out, err := outdir.Open(context.Background(), dir, outdir.Options{Logf: t.Logf})
 		if err != nil {
 			return fmt.Errorf("while asking: %w", err)
 		}
-		out.close()
+		out.Close()
 		return nil
 	}
-	results, err := FlashImage(context.Background(), img, FlashOptions{Targets: []FlashTarget{{Target: tg}}, Confirm: confirm})
+	results, err := FlashImage(context.Background(), img, Options{Targets: []Target{{Target: tg}}, Confirm: confirm})
 	if err != nil || !asked || len(results) != 1 || results[0].State != flash.Verified {
 		t.Fatalf("FlashImage: %v, asked %v, %+v; want verified, asked without the lock held", err, asked, results)
 	}

@@ -1,4 +1,4 @@
-package builder
+package fleet
 
 import (
 	"context"
@@ -36,7 +36,7 @@ type LockOptions struct {
 // checksum, and a k3s channel to its current release.
 func MakeLock(ctx context.Context, r *recipes.Recipe, opt LockOptions) (*recipes.Lock, error) {
 	if opt.OSList == "" {
-		opt.OSList = base.DefaultOSList
+		opt.OSList = DefaultOSList
 	}
 	if opt.K3sChannels == "" {
 		opt.K3sChannels = DefaultK3sChannels
@@ -45,10 +45,10 @@ func MakeLock(ctx context.Context, r *recipes.Recipe, opt LockOptions) (*recipes
 		opt.Base.Logf = func(string, ...any) {}
 	}
 	l := &recipes.Lock{Path: recipes.LockPath(r), Image: recipes.LockImage{Source: r.Image.Source, URL: r.Image.Source}}
-	var rel base.OSRelease
-	if base.IsAlias(r.Image.Source) {
+	var rel OSRelease
+	if IsAlias(r.Image.Source) {
 		var err error
-		if rel, err = base.ResolveAlias(ctx, opt.Base.HTTPClient, opt.OSList, r.Image.Source); err != nil {
+		if rel, err = ResolveAlias(ctx, opt.Base.HTTPClient, opt.OSList, r.Image.Source); err != nil {
 			return nil, err
 		}
 		opt.Base.Logf("%s is %s (released %s)", r.Image.Source, rel.URL, rel.ReleaseDate)

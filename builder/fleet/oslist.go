@@ -1,4 +1,4 @@
-package base
+package fleet
 
 import (
 	"context"
@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"regexp"
 	"strings"
+
+	"github.com/pibake/pibake/internal/neterr"
 )
 
 // DefaultOSList is the list of operating systems Raspberry Pi Imager reads
@@ -24,6 +27,9 @@ type OSRelease struct {
 	DownloadSize  int64  `json:"image_download_size"`
 	ReleaseDate   string `json:"release_date"`
 }
+
+// sha256Hex is a SHA-256 as the OS list gives it: 64 lowercase hex digits.
+var sha256Hex = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
 // aliasPaths say which OS list entries an alias stands for: those whose
 // URL holds the path (the names change and are shared with "Legacy" and
@@ -47,66 +53,77 @@ func ResolveAlias(ctx context.Context, client *http.Client, listURL, alias strin
 	if client == nil {
 		client = http.DefaultClient
 	}
-	var best OSRelease
-	var walk func(url string, depth int) error
-	var visit func(items []json.RawMessage, depth int) error
-	visit = func(items []json.RawMessage, depth int) error {
-		for _, raw := range items {
-			var e struct {
-				OSRelease
-				Subitems    []json.RawMessage `json:"subitems"`
-				SubitemsURL string            `json:"subitems_url"`
-			}
-			if err := json.Unmarshal(raw, &e); err != nil {
-				return err
-			}
-			switch {
-			case len(e.Subitems) > 0:
-				if err := visit(e.Subitems, depth+1); err != nil {
-					return err
-				}
-			case e.SubitemsURL != "":
-				if err := walk(e.SubitemsURL, depth+1); err != nil {
-					return err
-				}
-			case strings.Contains(e.URL, path) && e.ReleaseDate >= best.ReleaseDate:
-				best = e.OSRelease
-			}
-		}
-		return nil
-	}
-	walk = func(url string, depth int) error {
-		if depth > 4 { // Imager's MAX_SUBITEMS_DEPTH is of the same order
-			return fmt.Errorf("OS list %s: subitems nested too deep", url)
-		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return err
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			return describeNetError(url, err)
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return statusError(url, resp.StatusCode, 0)
-		}
-		var list struct {
-			OSList []json.RawMessage `json:"os_list"`
-		}
-		if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&list); err != nil {
-			return fmt.Errorf("OS list %s: %w", url, err)
-		}
-		return visit(list.OSList, depth)
-	}
-	if err := walk(listURL, 0); err != nil {
+	rs := &resolver{ctx: ctx, client: client, path: path}
+	if err := rs.walk(listURL, 0); err != nil {
 		return OSRelease{}, err
 	}
-	if best.URL == "" {
+	if rs.best.URL == "" {
 		return OSRelease{}, fmt.Errorf("OS list %s names no image under %s", listURL, path)
 	}
-	if !sha256Hex.MatchString(best.ExtractSHA256) {
-		return OSRelease{}, fmt.Errorf("OS list %s: %s has no valid extract_sha256", listURL, best.URL)
+	if !sha256Hex.MatchString(rs.best.ExtractSHA256) {
+		return OSRelease{}, fmt.Errorf("OS list %s: %s has no valid extract_sha256", listURL, rs.best.URL)
 	}
-	return best, nil
+	return rs.best, nil
+}
+
+// resolver walks an OS list for the newest entry under path.
+type resolver struct {
+	ctx    context.Context
+	client *http.Client
+	path   string
+	best   OSRelease
+}
+
+// walk reads the list at url and visits its entries.
+func (rs *resolver) walk(url string, depth int) error {
+	if depth > 4 { // Imager's MAX_SUBITEMS_DEPTH is of the same order
+		return fmt.Errorf("OS list %s: subitems nested too deep", url)
+	}
+	req, err := http.NewRequestWithContext(rs.ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := rs.client.Do(req)
+	if err != nil {
+		return neterr.Describe(url, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return neterr.Status(url, resp.StatusCode)
+	}
+	var list struct {
+		OSList []json.RawMessage `json:"os_list"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&list); err != nil {
+		return fmt.Errorf("OS list %s: %w", url, err)
+	}
+	return rs.visit(list.OSList, depth)
+}
+
+// visit follows an entry's children, inline or behind a URL, and keeps
+// the newest image whose URL holds the path.
+func (rs *resolver) visit(items []json.RawMessage, depth int) error {
+	for _, raw := range items {
+		var e struct {
+			OSRelease
+			Subitems    []json.RawMessage `json:"subitems"`
+			SubitemsURL string            `json:"subitems_url"`
+		}
+		if err := json.Unmarshal(raw, &e); err != nil {
+			return err
+		}
+		switch {
+		case len(e.Subitems) > 0:
+			if err := rs.visit(e.Subitems, depth+1); err != nil {
+				return err
+			}
+		case e.SubitemsURL != "":
+			if err := rs.walk(e.SubitemsURL, depth+1); err != nil {
+				return err
+			}
+		case strings.Contains(e.URL, rs.path) && e.ReleaseDate >= rs.best.ReleaseDate:
+			rs.best = e.OSRelease
+		}
+	}
+	return nil
 }

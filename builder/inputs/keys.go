@@ -1,4 +1,4 @@
-package builder
+package inputs
 
 import (
 	"crypto/hmac"
@@ -31,16 +31,16 @@ var secretKeys sync.Map
 
 // recipeKey keys the recipe's hash: stretched from every secret of the
 // cluster.
-func (b *build) recipeKey() []byte {
-	return stretchSecrets(clusterSecrets(b.r, b.token, b.r.Nodes...))
+func (s *Session) recipeKey() []byte {
+	return stretchSecrets(clusterSecrets(s.R, s.Token, s.R.Nodes...))
 }
 
 // nodeKey keys node n's inputs hash: stretched from the cluster's tokens
 // and n's own secrets only, so that another node's change does not change
 // n's hash (and rebuild it). Nodes with the same secrets (a fleet sharing
 // its defaults) share one stretch.
-func (b *build) nodeKey(n recipes.Node) []byte {
-	return stretchSecrets(clusterSecrets(b.r, b.token, recipes.Node{User: n.User, WiFi: n.WiFi}))
+func (s *Session) nodeKey(n recipes.Node) []byte {
+	return stretchSecrets(clusterSecrets(s.R, s.Token, recipes.Node{User: n.User, WiFi: n.WiFi}))
 }
 
 // clusterSecrets is secrets of the cluster in one canonical string: the

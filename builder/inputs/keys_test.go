@@ -1,4 +1,4 @@
-package builder
+package inputs
 
 import (
 	"bytes"
@@ -35,24 +35,24 @@ print(hashlib.pbkdf2_hmac("sha256", sys.argv[1].encode(), b"pibake published has
 		t.Fatalf("python3: %v", err)
 	}
 	want := strings.TrimSpace(string(out))
-	b := &build{r: r, token: "cluster-token-0123456789"}
+	b := &Session{R: r, Token: "cluster-token-0123456789"}
 	if got := hex.EncodeToString(b.recipeKey()); got != want {
 		t.Errorf("secret key %s; want %s (python hashlib)", got, want)
 	}
 	other := *r
 	other.Nodes = []recipes.Node{r.Nodes[0], {Hostname: "edge", WiFi: &recipes.WiFi{PSK: "weak-wifi-key2"}}}
-	if hex.EncodeToString((&build{r: &other, token: b.token}).recipeKey()) == want {
+	if hex.EncodeToString((&Session{R: &other, Token: b.Token}).recipeKey()) == want {
 		t.Error("another Wi-Fi key gives the same recipe key")
 	}
 	// A node's key covers its own secrets and the tokens, not another
 	// node's: a change elsewhere does not rebuild it.
-	if !bytes.Equal(b.nodeKey(r.Nodes[0]), (&build{r: &other, token: b.token}).nodeKey(other.Nodes[0])) {
+	if !bytes.Equal(b.nodeKey(r.Nodes[0]), (&Session{R: &other, Token: b.Token}).nodeKey(other.Nodes[0])) {
 		t.Error("another node's Wi-Fi key changed srv's key")
 	}
-	if bytes.Equal(b.nodeKey(r.Nodes[1]), (&build{r: &other, token: b.token}).nodeKey(other.Nodes[1])) {
+	if bytes.Equal(b.nodeKey(r.Nodes[1]), (&Session{R: &other, Token: b.Token}).nodeKey(other.Nodes[1])) {
 		t.Error("edge's own Wi-Fi key did not change its key")
 	}
-	if bytes.Equal(b.nodeKey(r.Nodes[0]), (&build{r: r, token: "another-token-0123456789"}).nodeKey(r.Nodes[0])) {
+	if bytes.Equal(b.nodeKey(r.Nodes[0]), (&Session{R: r, Token: "another-token-0123456789"}).nodeKey(r.Nodes[0])) {
 		t.Error("the token did not change srv's key")
 	}
 }

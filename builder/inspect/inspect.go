@@ -1,4 +1,7 @@
-package builder
+// Package inspect reads what pibake knows about an image, a card or a
+// mounted boot partition without changing it: partitions, release,
+// command line, pibake's payload and the first boot's status.
+package inspect
 
 import (
 	"encoding/json"
@@ -20,10 +23,10 @@ import (
 	"github.com/pibake/pibake/recipes"
 )
 
-// Inspection is what `pibake inspect` reports about an image, a card, or a
+// Report is what `pibake inspect` says about an image, a card, or a
 // mounted boot partition. It never holds a secret: the payload summary
 // comes from node.json and the status from status.json, which have none.
-type Inspection struct {
+type Report struct {
 	Path       string              `json:"path"`
 	Size       int64               `json:"size,omitempty"`
 	DiskID     string              `json:"disk_id,omitempty"`
@@ -46,9 +49,9 @@ type Inspection struct {
 // node.json.
 type PayloadSummary = firstboot.Summary
 
-// Inspect reads an image file, a card (block device) or a mounted boot
+// Read reads an image file, a card (block device) or a mounted boot
 // partition (a directory) without changing it.
-func Inspect(p string) (*Inspection, error) {
+func Read(p string) (*Report, error) {
 	if fi, err := os.Stat(p); err == nil && fi.IsDir() {
 		return inspectBootDir(p)
 	}
@@ -65,7 +68,7 @@ func Inspect(p string) (*Inspection, error) {
 	if err != nil {
 		return nil, fmt.Errorf("image %s: %w", p, err)
 	}
-	ins := &Inspection{
+	ins := &Report{
 		Path:       p,
 		Size:       im.Size(),
 		DiskID:     fmt.Sprintf("%08x", im.DiskID),
@@ -74,7 +77,7 @@ func Inspect(p string) (*Inspection, error) {
 		BootFree:   free,
 		Cmdline:    rel.Cmdline,
 	}
-	if m, err := firstboot.ChooseMethod(recipes.MethodAuto, firstbootBase(rel)); err == nil {
+	if m, err := firstboot.ChooseMethod(recipes.MethodAuto, firstboot.Base{CloudInit: rel.CloudInit, SystemdFirstBoot: rel.SystemdFirstBoot()}); err == nil {
 		ins.Activation = m
 	} else {
 		ins.ActivationProblem = err.Error()
@@ -95,7 +98,7 @@ func Inspect(p string) (*Inspection, error) {
 // openForInspect opens an image, a card, or an .img.xz, which is read
 // where it lies, decoding only the blocks that hold what inspect reads.
 func openForInspect(p string) (*diskimg.Image, error) {
-	if !isXZ(p) {
+	if xz, _ := base.IsXZ(p); !xz {
 		return diskimg.Open(p, false)
 	}
 	x, err := base.OpenXZ(p)
@@ -105,27 +108,15 @@ func openForInspect(p string) (*diskimg.Image, error) {
 	return diskimg.OpenSource(p, x)
 }
 
-// isXZ reports whether the file starts with the xz magic bytes.
-func isXZ(p string) bool {
-	f, err := os.Open(p)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	magic := make([]byte, 6)
-	_, err = io.ReadFull(f, magic)
-	return err == nil && string(magic) == "\xfd7zXZ\x00"
-}
-
 // inspectBootDir reads a boot partition mounted on any computer (the card
 // of a node that did not come up, say): cmdline.txt, node.json and the
 // status pibake's first boot recorded there.
-func inspectBootDir(dir string) (*Inspection, error) {
+func inspectBootDir(dir string) (*Report, error) {
 	cmdline, err := os.ReadFile(filepath.Join(dir, "cmdline.txt"))
 	if err != nil {
 		return nil, fmt.Errorf("inspect %s: not a Raspberry Pi OS boot partition: %w", dir, err)
 	}
-	ins := &Inspection{Path: dir, Cmdline: strings.TrimSpace(string(cmdline))}
+	ins := &Report{Path: dir, Cmdline: strings.TrimSpace(string(cmdline))}
 	read := func(name string) ([]byte, error) {
 		b, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(name)))
 		if errors.Is(err, fs.ErrNotExist) {
@@ -141,7 +132,7 @@ func inspectBootDir(dir string) (*Inspection, error) {
 
 // readPayload fills in node.json and the status records; read returns nil
 // for a file that is not there.
-func (ins *Inspection) readPayload(read func(name string) ([]byte, error)) error {
+func (ins *Report) readPayload(read func(name string) ([]byte, error)) error {
 	b, err := read(path.Join(firstboot.Dir, "node.json"))
 	if err != nil {
 		return err
@@ -169,14 +160,14 @@ func (ins *Inspection) readPayload(read func(name string) ([]byte, error)) error
 }
 
 // WriteJSON writes the inspection as indented JSON.
-func (ins *Inspection) WriteJSON(w io.Writer) error {
+func (ins *Report) WriteJSON(w io.Writer) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(ins)
 }
 
 // WriteText writes the inspection for people.
-func (ins *Inspection) WriteText(w io.Writer) error {
+func (ins *Report) WriteText(w io.Writer) error {
 	var b strings.Builder
 	ins.writeImage(&b)
 	if len(ins.Partitions) > 0 {
@@ -194,7 +185,7 @@ func (ins *Inspection) WriteText(w io.Writer) error {
 }
 
 // writeImage is the image's (or the boot partition's) header.
-func (ins *Inspection) writeImage(b *strings.Builder) {
+func (ins *Report) writeImage(b *strings.Builder) {
 	r := ins.Release
 	if r == nil {
 		fmt.Fprintf(b, "boot partition: %s\ncmdline:    %s\n\n", ins.Path, ins.Cmdline)
@@ -226,7 +217,7 @@ func (ins *Inspection) writeImage(b *strings.Builder) {
 }
 
 // writePayload is pibake's payload and the first boot's status.
-func (ins *Inspection) writePayload(b *strings.Builder) {
+func (ins *Report) writePayload(b *strings.Builder) {
 	if p := ins.Payload; p != nil {
 		joins := p.Joins
 		if joins == "" {

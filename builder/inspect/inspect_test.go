@@ -1,4 +1,4 @@
-package builder
+package inspect
 
 import (
 	"bytes"
@@ -11,17 +11,18 @@ import (
 	"testing"
 
 	"github.com/pibake/pibake/builder/diskimg"
+	"github.com/pibake/pibake/builder/nodeimage"
 	"github.com/pibake/pibake/internal/testimage"
 )
 
 func TestInspect(t *testing.T) {
 	img := testimage.For(t, testimage.Bookworm())
-	ins, err := Inspect(img)
+	ins, err := Read(img)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if ins.Payload != nil || ins.Release.Style != diskimg.StyleBookworm || len(ins.Partitions) != 2 || ins.DiskID != "5e3da9e3" {
-		t.Errorf("Inspect(base) = %+v", ins)
+		t.Errorf("Read(base) = %+v", ins)
 	}
 
 	// A built image: node.json on the boot partition, and a token that
@@ -38,7 +39,7 @@ func TestInspect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ins, err = Inspect(img)
+	ins, err = Read(img)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +55,7 @@ func TestInspect(t *testing.T) {
 			t.Errorf("inspect text lacks %q:\n%s", want, text.String())
 		}
 	}
-	var back Inspection
+	var back Report
 	if err := json.Unmarshal(js.Bytes(), &back); err != nil || back.Payload == nil || back.Payload.Role != "agent" {
 		t.Errorf("inspect JSON = %s (%v)", js.String(), err)
 	}
@@ -68,13 +69,13 @@ func TestInspect(t *testing.T) {
 func TestInspectXZ(t *testing.T) {
 	xzTool := testimage.Tool(t, "xz")
 	img := testimage.For(t, testimage.Trixie())
-	want, err := Inspect(img)
+	want, err := Read(img)
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
 	ours := filepath.Join(dir, "ours.img.xz")
-	if err := compressXZ(context.Background(), img, ours, 2); err != nil {
+	if err := nodeimage.CompressXZ(context.Background(), img, ours, 2); err != nil {
 		t.Fatal(err)
 	}
 	theirs := filepath.Join(dir, "theirs.img.xz")
@@ -84,15 +85,15 @@ func TestInspectXZ(t *testing.T) {
 	}
 	os.WriteFile(theirs, out, 0o600)
 	for _, p := range []string{ours, theirs} {
-		got, err := Inspect(p)
+		got, err := Read(p)
 		if err != nil {
-			t.Fatalf("Inspect(%s): %v", filepath.Base(p), err)
+			t.Fatalf("Read(%s): %v", filepath.Base(p), err)
 		}
 		got.Path = want.Path
 		a, _ := json.Marshal(got)
 		b, _ := json.Marshal(want)
 		if !bytes.Equal(a, b) {
-			t.Errorf("Inspect(%s) =\n%s\nthe image itself:\n%s", filepath.Base(p), a, b)
+			t.Errorf("Read(%s) =\n%s\nthe image itself:\n%s", filepath.Base(p), a, b)
 		}
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 2 {
@@ -102,7 +103,7 @@ func TestInspectXZ(t *testing.T) {
 	junk := filepath.Join(dir, "junk.img.xz")
 	out, _ = exec.Command("sh", "-c", "head -c 100000 /dev/urandom | "+xzTool+" -c").Output()
 	os.WriteFile(junk, out, 0o600)
-	if _, err := Inspect(junk); err == nil || !strings.Contains(err.Error(), "junk.img.xz") {
-		t.Errorf("Inspect(random data .xz) = %v", err)
+	if _, err := Read(junk); err == nil || !strings.Contains(err.Error(), "junk.img.xz") {
+		t.Errorf("Read(random data .xz) = %v", err)
 	}
 }

@@ -1,4 +1,4 @@
-package builder
+package nodeimage
 
 import (
 	"crypto/sha256"
@@ -12,26 +12,26 @@ import (
 	"github.com/pibake/pibake/internal/sparse"
 )
 
-// bmapBlockSize is bmaptool's default block size.
-const bmapBlockSize = 4096
+// BlockSize is bmaptool's default block size.
+const BlockSize = 4096
 
-// rangeSums remembers the SHA-256 of block ranges of a base image: a node
+// RangeSums remembers the SHA-256 of block ranges of a base image: a node
 // image's ranges outside its boot partition are the base's, so their sums
 // are computed once per base, not once per node.
-type rangeSums map[[2]int64]string
+type RangeSums map[[2]int64]string
 
 // mappedRanges are the file's data extents, widened to whole blocks and
 // merged: first and last block, inclusive.
 func mappedRanges(f *os.File, size int64) [][2]int64 {
-	return blockRanges(sparse.Extents(f, 0, size))
+	return BlockRanges(sparse.Extents(f, 0, size))
 }
 
-// blockRanges widens data extents (ascending) to whole blocks and merges
+// BlockRanges widens data extents (ascending) to whole blocks and merges
 // them: the block map's ranges, and flash's.
-func blockRanges(extents [][2]int64) [][2]int64 {
+func BlockRanges(extents [][2]int64) [][2]int64 {
 	var ranges [][2]int64
 	for _, e := range extents {
-		first, last := e[0]/bmapBlockSize, (e[1]-1)/bmapBlockSize
+		first, last := e[0]/BlockSize, (e[1]-1)/BlockSize
 		if n := len(ranges); n > 0 && first <= ranges[n-1][1]+1 {
 			ranges[n-1][1] = max(ranges[n-1][1], last)
 			continue
@@ -41,12 +41,12 @@ func blockRanges(extents [][2]int64) [][2]int64 {
 	return ranges
 }
 
-// bmapFor returns the block map of an image in bmaptool's format 2.0, so
+// Bmap returns the block map of an image in bmaptool's format 2.0, so
 // `bmaptool copy` writes only the mapped blocks and verifies each range
 // against its SHA-256. Mapped blocks are the image's data extents (holes
 // are not copied). Ranges found in known are not hashed again; every range
 // hashed is added to learn (when not nil).
-func bmapFor(imagePath string, known, learn rangeSums) ([]byte, error) {
+func Bmap(imagePath string, known, learn RangeSums) ([]byte, error) {
 	f, err := os.Open(imagePath)
 	if err != nil {
 		return nil, err
@@ -57,7 +57,7 @@ func bmapFor(imagePath string, known, learn rangeSums) ([]byte, error) {
 		return nil, err
 	}
 	size := fi.Size()
-	blocks := (size + bmapBlockSize - 1) / bmapBlockSize
+	blocks := (size + BlockSize - 1) / BlockSize
 
 	ranges := mappedRanges(f, size)
 	var body strings.Builder
@@ -68,7 +68,7 @@ func bmapFor(imagePath string, known, learn rangeSums) ([]byte, error) {
 		sum, ok := known[r]
 		if !ok {
 			h := sha256.New()
-			start, end := r[0]*bmapBlockSize, min((r[1]+1)*bmapBlockSize, size)
+			start, end := r[0]*BlockSize, min((r[1]+1)*BlockSize, size)
 			if _, err := io.CopyBuffer(h, io.NewSectionReader(f, start, end-start), buf); err != nil {
 				return nil, fmt.Errorf("bmap %s: %w", imagePath, err)
 			}
@@ -84,8 +84,18 @@ func bmapFor(imagePath string, known, learn rangeSums) ([]byte, error) {
 		fmt.Fprintf(&body, "        <Range chksum=\"%s\"> %s </Range>\n", sum, span)
 	}
 
-	const zeros = "0000000000000000000000000000000000000000000000000000000000000000"
-	doc := fmt.Sprintf(`<?xml version="1.0" ?>
+	doc := bmapDoc(size, blocks, mapped, body.String())
+	sum := sha256.Sum256([]byte(doc))
+	return []byte(strings.Replace(doc, bmapZeros, hex.EncodeToString(sum[:]), 1)), nil
+}
+
+// bmapZeros stands for the block map's own checksum while it is computed.
+const bmapZeros = "0000000000000000000000000000000000000000000000000000000000000000"
+
+// bmapDoc is a block map in bmaptool's format 2.0 around its ranges
+// (body), with bmapZeros for its own checksum.
+func bmapDoc(size, blocks, mapped int64, body string) string {
+	return fmt.Sprintf(`<?xml version="1.0" ?>
 <!-- Block map of a pibake image: only the listed (mapped) blocks hold data
      and need to be written. Flash it with: bmaptool copy IMAGE DEVICE -->
 
@@ -112,7 +122,5 @@ func bmapFor(imagePath string, known, learn rangeSums) ([]byte, error) {
     <BlockMap>
 %s    </BlockMap>
 </bmap>
-`, bytesize.Format(size), size, bmapBlockSize, blocks, bytesize.Format(mapped*bmapBlockSize), mapped, zeros, body.String())
-	sum := sha256.Sum256([]byte(doc))
-	return []byte(strings.Replace(doc, zeros, hex.EncodeToString(sum[:]), 1)), nil
+`, bytesize.Format(size), size, BlockSize, blocks, bytesize.Format(mapped*BlockSize), mapped, bmapZeros, body)
 }

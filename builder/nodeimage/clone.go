@@ -1,53 +1,50 @@
-package builder
+package nodeimage
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"os"
-	"syscall"
 
 	"github.com/pibake/pibake/internal/sparse"
 )
 
 var errNoCopyRange = errors.New("copy_file_range not available")
 
-// cloneMethod names how an image was cloned, for the log.
-type cloneMethod string
+// Method names how an image was cloned, for the log.
+type Method string
 
-// imageClone is a copy of a base image being made, in ranges, so that a
+// Clone is a copy of a base image being made, in ranges, so that a
 // node's boot partition can be edited while the rest is still copying.
-type imageClone struct {
+type Clone struct {
 	in, out *os.File
 	dst     string
 	size    int64
-	method  cloneMethod
+	method  Method
 	buf     []byte
 }
 
-// startClone creates dst (mode 0600: images hold the cluster token) the
-// size of src. Where the file system shares blocks it is a reflink and
-// complete at once; else copyRange fills it, range by range.
-func startClone(dst, src string) (*imageClone, error) { return openClone(dst, src, true) }
+// startClone makes out (a new, empty file the caller created: mode 0600,
+// images hold the cluster token) a clone of src, as large. Where the
+// file system shares blocks it is a reflink and complete at once; else
+// copyRange fills it, range by range. out is the clone's from then on.
+func startClone(out *os.File, src string) (*Clone, error) { return openClone(out, src, true) }
 
 // openClone is startClone, trying a reflink only when asked (tests take
 // the copy paths on any file system).
-func openClone(dst, src string, tryReflink bool) (*imageClone, error) {
+func openClone(out *os.File, src string, tryReflink bool) (*Clone, error) {
 	in, err := os.Open(src)
 	if err != nil {
+		out.Close()
 		return nil, err
 	}
 	fi, err := in.Stat()
 	if err != nil {
 		in.Close()
+		out.Close()
 		return nil, err
 	}
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-	if err != nil {
-		in.Close()
-		return nil, err
-	}
-	c := &imageClone{in: in, out: out, dst: dst, size: fi.Size()}
+	c := &Clone{in: in, out: out, dst: out.Name(), size: fi.Size()}
 	if tryReflink && reflink(out, in) == nil {
 		c.method = "reflink"
 		return c, nil
@@ -64,7 +61,7 @@ func openClone(dst, src string, tryReflink bool) (*imageClone, error) {
 // fastest first: copy_file_range, else a read/write copy that skips
 // all-zero blocks. Holes stay holes. Write-back starts as it goes, so the
 // final sync has little left to wait for.
-func (c *imageClone) copyRange(ctx context.Context, from, to int64) error {
+func (c *Clone) copyRange(ctx context.Context, from, to int64) error {
 	if c.method == "reflink" {
 		return nil
 	}
@@ -99,7 +96,7 @@ func (c *imageClone) copyRange(ctx context.Context, from, to int64) error {
 }
 
 // finish syncs and closes the copy.
-func (c *imageClone) finish() error {
+func (c *Clone) finish() error {
 	c.in.Close()
 	if err := c.out.Sync(); err != nil {
 		c.out.Close()
@@ -108,17 +105,8 @@ func (c *imageClone) finish() error {
 	return c.out.Close()
 }
 
-// abort closes the copy and removes it.
-func (c *imageClone) abort() {
+// abort closes the copy; its file is the caller's to remove.
+func (c *Clone) abort() {
 	c.in.Close()
 	c.out.Close()
-	os.Remove(c.dst)
-}
-
-// describeWriteError adds what to do when the disk is full.
-func describeWriteError(dir string, err error) error {
-	if errors.Is(err, syscall.ENOSPC) {
-		return fmt.Errorf("%w: the disk holding %s is full; free space or choose another --out", err, dir)
-	}
-	return err
 }

@@ -1,4 +1,4 @@
-package builder
+package nodeimage
 
 import (
 	"bytes"
@@ -27,26 +27,31 @@ import (
 // decompress the result in parallel.
 const xzBlockSize = 24 << 20
 
-// compressXZ writes src as a multi-block .xz stream to dst. Blocks are
-// compressed in parallel (each by ulikunitz/xz as a one-block stream of its
-// own, whose block and index record are then taken over), and written in
-// order; the result is byte-identical whatever the number of jobs.
-func compressXZ(ctx context.Context, src, dst string, jobs int) error {
-	return compressNodeXZ(ctx, src, dst, nil, "", 0, jobs, nil)
+// CompressXZ writes the image at src as a multi-block .xz stream to a new
+// file dst. Blocks are compressed in parallel (each by ulikunitz/xz as a
+// one-block stream of its own, whose block and index record are then
+// taken over), and written in order; the result is byte-identical
+// whatever the number of jobs.
+func CompressXZ(ctx context.Context, src, dst string, jobs int) error {
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	return Compress(ctx, src, out, nil, "", 0, jobs, nil)
 }
 
-// baseXZ is the base image's own .xz, open for the whole build, with its
+// BaseXZ is the base image's own .xz, open for the whole build, with its
 // block index: a node's image equals the base past its boot partition, so
 // the base's blocks there are the node's blocks too.
-type baseXZ struct {
+type BaseXZ struct {
 	f      *os.File
 	blocks []base.XZBlock
 }
 
-// openBaseXZ opens the base's .xz when its blocks can be reused: one
+// OpenBaseXZ opens the base's .xz when its blocks can be reused: one
 // stream flag set (a single stream, or streams alike) with a check type
 // the compressor writes too. It returns nil otherwise.
-func openBaseXZ(path string, rawSize int64) (*baseXZ, error) {
+func OpenBaseXZ(path string, rawSize int64) (*BaseXZ, error) {
 	if path == "" {
 		return nil, nil
 	}
@@ -64,10 +69,11 @@ func openBaseXZ(path string, rawSize int64) (*baseXZ, error) {
 			return nil, nil
 		}
 	}
-	return &baseXZ{f: f, blocks: blocks}, nil
+	return &BaseXZ{f: f, blocks: blocks}, nil
 }
 
-func (b *baseXZ) close() {
+// Close closes the base's .xz; a nil BaseXZ is fine.
+func (b *BaseXZ) Close() {
 	if b != nil {
 		b.f.Close()
 	}
@@ -83,7 +89,8 @@ type xzItem struct {
 	reuse  *base.XZBlock
 }
 
-// compressNodeXZ writes the image at src as a multi-block .xz to dst.
+// Compress writes the image at src as a multi-block .xz to out (a new,
+// empty file, closed when Compress returns).
 // Without a base .xz it compresses the whole image in 24 MiB blocks, in
 // parallel. With one, the output keeps the base's block boundaries: a
 // block wholly at or past same (where the image is the base by
@@ -91,14 +98,16 @@ type xzItem struct {
 // before it whose bytes compare equal to the base's (baseRaw), which most
 // of the boot partition's blocks do; only the blocks holding what the node
 // changed are compressed again, with the base's check type.
-func compressNodeXZ(ctx context.Context, src, dst string, bx *baseXZ, baseRaw string, same int64, jobs int, done *progress.Counter) error {
+func Compress(ctx context.Context, src string, out *os.File, bx *BaseXZ, baseRaw string, same int64, jobs int, done *progress.Counter) error {
 	in, err := os.Open(src)
 	if err != nil {
+		out.Close()
 		return err
 	}
 	defer in.Close()
 	fi, err := in.Stat()
 	if err != nil {
+		out.Close()
 		return err
 	}
 	check, items := xz.CRC64, blockItems(fi.Size())
@@ -106,12 +115,9 @@ func compressNodeXZ(ctx context.Context, src, dst string, bx *baseXZ, baseRaw st
 	if bx != nil {
 		check, reuseSrc = bx.blocks[0].Header[7], bx.f
 		if items, err = reuseItems(ctx, in, baseRaw, bx.blocks, same); err != nil {
+			out.Close()
 			return err
 		}
-	}
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
 	}
 	err = writeXZ(ctx, out, in, reuseSrc, items, check, jobs, done)
 	if cerr := out.Close(); err == nil {

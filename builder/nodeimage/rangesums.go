@@ -1,4 +1,4 @@
-package builder
+package nodeimage
 
 import (
 	"context"
@@ -13,10 +13,10 @@ import (
 	"github.com/pibake/pibake/internal/atomicfile"
 )
 
-// baseRangeSums returns the bmap range sums of the base image outside its
+// BaseRangeSums returns the bmap range sums of the base image outside its
 // boot partition (what pibake never writes), computing them once per base
 // image and keeping them in the cache.
-func baseRangeSums(ctx context.Context, c base.Cache, img *base.Image) (rangeSums, error) {
+func BaseRangeSums(ctx context.Context, c base.Cache, img *base.Image) (RangeSums, error) {
 	path := filepath.Join(c.Dir, "ranges", img.SHA256+".json")
 	var list []rangeSum
 	if b, err := os.ReadFile(path); err == nil && json.Unmarshal(b, &list) == nil {
@@ -28,12 +28,12 @@ func baseRangeSums(ctx context.Context, c base.Cache, img *base.Image) (rangeSum
 	}
 	boot := im.BootPartition()
 	im.Close()
-	all := rangeSums{}
-	if _, err := bmapFor(img.Path, nil, all); err != nil {
+	all := RangeSums{}
+	if _, err := Bmap(img.Path, nil, all); err != nil {
 		return nil, fmt.Errorf("base image block map: %w", err)
 	}
 	// Only ranges that do not touch the boot partition are reusable.
-	first, last := boot.Offset()/bmapBlockSize, (boot.Offset()+boot.Size()-1)/bmapBlockSize
+	first, last := boot.Offset()/BlockSize, (boot.Offset()+boot.Size()-1)/BlockSize
 	list = nil
 	for r, sum := range all {
 		if r[1] < first || r[0] > last {
@@ -57,8 +57,8 @@ type rangeSum struct {
 	SHA256 string `json:"sha256"`
 }
 
-func fromList(list []rangeSum) rangeSums {
-	m := rangeSums{}
+func fromList(list []rangeSum) RangeSums {
+	m := RangeSums{}
 	for _, r := range list {
 		m[[2]int64{r.First, r.Last}] = r.SHA256
 	}

@@ -4,138 +4,89 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
-	"text/tabwriter"
 
 	"github.com/pibake/pibake/builder"
-	"github.com/pibake/pibake/internal/bytesize"
+	"github.com/pibake/pibake/builder/fleet"
 	"github.com/spf13/pflag"
 )
 
 var buildCommand = command{
 	summary: "write one ready-to-flash image per node of a recipe",
 	usage:   "RECIPE",
-	flags: func(fs *pflag.FlagSet) func(context.Context, []string, outputs) int {
-		var bf baseFlags
-		bf.add(fs)
-		out := fs.StringP("out", "o", "", "output directory (default: the recipe's output.dir, else ./out)")
-		nodes := fs.StringArray("node", nil, "build only this node, or every node of this node block's label (repeatable)")
-		image := fs.String("image", "", "base image source instead of the recipe's (alias, URL or .img/.img.xz path)")
-		compress := fs.Bool("compress", false, "also write <host>.img.xz")
-		force := fs.Bool("force", false, "rebuild nodes whose inputs did not change")
-		wait := fs.Bool("wait", false, "wait for another build writing the output directory instead of failing at once")
-		prune := fs.Bool("prune", false, "delete the images of nodes that are no longer in the recipe")
-		newCluster := fs.Bool("new-cluster", false, "make a new cluster token (and CA) although the output directory holds images built with others (every node is rebuilt)")
-		shard := fs.String("shard", "", "build only shard I of N (I/N: every N-th node of the recipe), in a copy of a pibake init directory")
-		updateLock := fs.Bool("update-lock", false, "resolve the recipe's moving inputs again and rewrite its lock file before building")
-		var lf lockFlags
-		lf.add(fs)
-		rotate := fs.StringArray("rotate-node-password", nil, "give this node a new node password, e.g. after its card was lost (repeatable; then kubectl delete node NODE before it boots)")
-		return func(ctx context.Context, args []string, o outputs) int {
-			if msg := bf.usage(); msg != "" {
-				return usageError(o, "build", "%s", msg)
-			}
-			if len(args) != 1 {
-				return usageError(o, "build", "want exactly one recipe (a .hcl file or a directory of them), got %d arguments", len(args))
-			}
-			var sh builder.Shard
-			if *shard != "" {
-				var err error
-				if sh, err = builder.ParseShard(*shard); err != nil {
-					return usageError(o, "build", "%v", err)
-				}
-			}
-			r, _ := loadRecipe(o, args[0])
-			if r == nil {
-				return exitFailure
-			}
-			if err := applyLock(ctx, r, *updateLock, &lf, &bf, o); err != nil {
-				reportError(o, "build", err)
-				return exitFailure
-			}
-			bopt, err := bf.options(o)
-			if err != nil {
-				fmt.Fprintf(o.stderr, "pibake build: %v\n", err)
-				return exitFailure
-			}
-			defer bf.done()
-			opt := builder.Options{
-				OutDir: *out, Nodes: *nodes, Jobs: bf.jobs, Base: bopt, Image: *image,
-				Compress: *compress, Force: *force, Wait: *wait, Prune: *prune, NewCluster: *newCluster,
-				RotateNodePassword: *rotate, Shard: sh, Version: fullVersion(), Logf: bopt.Logf, Progress: bopt.Progress,
-			}
-			results, err := builder.Build(ctx, r, opt)
-			bf.done() // the summary below the bars
-			if !bf.quiet && len(results) > 0 {
-				writeBuildTable(o, results)
-			}
-			for _, res := range results {
-				if res.Status != builder.StatusBuilt && res.Status != builder.StatusUnchanged {
-					continue
-				}
-				fmt.Fprintln(o.stdout, res.File)
-				if res.XZ != "" {
-					fmt.Fprintln(o.stdout, res.XZ)
-				}
-			}
-			switch {
-			case errors.Is(err, builder.ErrUnknownNode), errors.Is(err, builder.ErrNotSelected):
-				fmt.Fprintf(o.stderr, "pibake build: %v\n", err)
-				return exitUsage
-			case err != nil:
-				reportError(o, "build", err)
-				return exitFailure
-			}
-			return exitOK
-		}
-	},
+	flags:   withOptions(runBuild),
 }
 
-// writeBuildTable is the summary for people, on stderr; stdout keeps one
-// file path per line for scripts.
-func writeBuildTable(o outputs, results []builder.NodeResult) {
-	tw := tabwriter.NewWriter(o.stderr, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "\nNODE\tROLE\tFILE\tSIZE\tSHA256\tSTATUS")
-	for _, r := range results {
-		sum := r.SHA256
-		if len(sum) > 12 {
-			sum = sum[:12] + "…"
-		}
-		size := "-"
-		if r.Size > 0 {
-			size = bytesize.MiB(r.Size)
-		}
-		status := r.Status
-		switch r.Status {
-		case builder.StatusUnchanged:
-			status = "unchanged, skipped"
-		case builder.StatusFailed:
-			status = "FAILED: " + oneLine(r.Err)
-		case builder.StatusOrphan:
-			status = "not in the recipe; kept (--prune deletes it)"
-		case builder.StatusPruned:
-			status = "not in the recipe; deleted"
-		}
-		file := r.File
-		if file == "" {
-			file = "-"
-		}
-		if r.XZ != "" {
-			file += " (+ .xz)"
-		}
-		if sum == "" {
-			sum = "-"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Hostname, r.Role, file, size, sum, status)
-	}
-	tw.Flush()
+// buildOptions are pibake build's flags.
+type buildOptions struct {
+	base                                     baseFlags
+	lock                                     lockFlags
+	out, image, shard                        string
+	nodes, rotate                            []string
+	compress, force, wait, prune, newCluster bool
+	updateLock                               bool
 }
 
-// oneLine is an error's first line.
-func oneLine(err error) string {
-	if err == nil {
-		return ""
+func (o *buildOptions) addFlags(fs *pflag.FlagSet) {
+	o.base.add(fs)
+	fs.StringVarP(&o.out, "out", "o", "", "output directory (default: the recipe's output.dir, else ./out)")
+	fs.StringArrayVar(&o.nodes, "node", nil, "build only this node, or every node of this node block's label (repeatable)")
+	fs.StringVar(&o.image, "image", "", "base image source instead of the recipe's (alias, URL or .img/.img.xz path)")
+	fs.BoolVar(&o.compress, "compress", false, "also write <host>.img.xz")
+	fs.BoolVar(&o.force, "force", false, "rebuild nodes whose inputs did not change")
+	fs.BoolVar(&o.wait, "wait", false, "wait for another build writing the output directory instead of failing at once")
+	fs.BoolVar(&o.prune, "prune", false, "delete the images of nodes that are no longer in the recipe")
+	fs.BoolVar(&o.newCluster, "new-cluster", false, "make a new cluster token (and CA) although the output directory holds images built with others (every node is rebuilt)")
+	fs.StringVar(&o.shard, "shard", "", "build only shard I of N (I/N: every N-th node of the recipe), in a copy of a pibake init directory")
+	fs.BoolVar(&o.updateLock, "update-lock", false, "resolve the recipe's moving inputs again and rewrite its lock file before building")
+	o.lock.add(fs)
+	fs.StringArrayVar(&o.rotate, "rotate-node-password", nil, "give this node a new node password, e.g. after its card was lost (repeatable; then kubectl delete node NODE before it boots)")
+}
+
+func runBuild(ctx context.Context, o *buildOptions, args []string, out outputs) int {
+	if msg := o.base.usage(); msg != "" {
+		return usageError(out, "build", "%s", msg)
 	}
-	s, _, _ := strings.Cut(err.Error(), "\n")
-	return s
+	if len(args) != 1 {
+		return usageError(out, "build", "want exactly one recipe (a .hcl file or a directory of them), got %d arguments", len(args))
+	}
+	var sh fleet.Shard
+	if o.shard != "" {
+		var err error
+		if sh, err = fleet.ParseShard(o.shard); err != nil {
+			return usageError(out, "build", "%v", err)
+		}
+	}
+	r, _ := loadRecipe(out, args[0])
+	if r == nil {
+		return exitFailure
+	}
+	if err := applyLock(ctx, r, o.updateLock, &o.lock, &o.base, out); err != nil {
+		reportError(out, "build", err)
+		return exitFailure
+	}
+	bopt, err := o.base.options(out)
+	if err != nil {
+		fmt.Fprintf(out.stderr, "pibake build: %v\n", err)
+		return exitFailure
+	}
+	defer o.base.done()
+	results, err := builder.Build(ctx, r, builder.Options{
+		OutDir: o.out, Nodes: o.nodes, Jobs: o.base.jobs, Base: bopt, Image: o.image,
+		Compress: o.compress, Force: o.force, Wait: o.wait, Prune: o.prune, NewCluster: o.newCluster,
+		RotateNodePassword: o.rotate, Shard: sh, Version: fullVersion(), Logf: bopt.Logf, Progress: bopt.Progress,
+	})
+	o.base.done() // the summary below the bars
+	if !o.base.quiet && len(results) > 0 {
+		writeBuildTable(out, results)
+	}
+	writeBuildPaths(out, results)
+	switch {
+	case errors.Is(err, fleet.ErrUnknownNode), errors.Is(err, fleet.ErrNotSelected):
+		fmt.Fprintf(out.stderr, "pibake build: %v\n", err)
+		return exitUsage
+	case err != nil:
+		reportError(out, "build", err)
+		return exitFailure
+	}
+	return exitOK
 }

@@ -4,216 +4,50 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
-	"slices"
-	"sort"
-	"strings"
 
-	"github.com/hashicorp/hcl/v2/hclparse"
-	"github.com/pibake/pibake/recipes"
+	"github.com/pibake/pibake/internal/completion"
 	"github.com/spf13/pflag"
 )
-
-// Shell completion: the scripts are thin; they hand the words typed so far
-// to `pibake __complete`, which answers from the same command and flag
-// definitions the command line parses with, and reads the recipe named on
-// the line for --node. One answer line is a directive: filesAnswer asks
-// the shell to complete file names.
-const filesAnswer = ":files"
 
 var completionCommand = command{
 	summary: "print a shell completion script (bash, zsh or fish)",
 	usage:   "bash | zsh | fish",
-	flags: func(fs *pflag.FlagSet) func(context.Context, []string, outputs) int {
-		return func(_ context.Context, args []string, out outputs) int {
-			if len(args) != 1 {
-				return usageError(out, "completion", "want one shell: bash, zsh or fish")
-			}
-			script, ok := completionScripts[args[0]]
-			if !ok {
-				return usageError(out, "completion", "no completion for %q; want bash, zsh or fish", args[0])
-			}
-			io.WriteString(out.stdout, script)
-			return exitOK
-		}
-	},
+	flags:   withOptions(runCompletion),
 }
 
-// completionScripts are installed as the README says, e.g.
-// `source <(pibake completion bash)` in ~/.bashrc.
-var completionScripts = map[string]string{
-	"bash": `# pibake completion for bash: source <(pibake completion bash)
-_pibake() {
-	local cur=${COMP_WORDS[COMP_CWORD]} out
-	local IFS=$'\n'
-	out=$("${COMP_WORDS[0]}" __complete "${COMP_WORDS[@]:1:COMP_CWORD}" 2>/dev/null) || return 0
-	if [ "$out" = ":files" ]; then
-		compopt -o filenames 2>/dev/null
-		COMPREPLY=($(compgen -f -- "$cur"))
-	else
-		COMPREPLY=($(compgen -W "$out" -- "$cur"))
-	fi
-}
-complete -F _pibake pibake
-`,
-	"zsh": `#compdef pibake
-# pibake completion for zsh: source <(pibake completion zsh), after compinit
-_pibake() {
-	local -a out
-	out=("${(@f)$("${words[1]}" __complete "${(@)words[2,CURRENT]}" 2>/dev/null)}")
-	if [[ "${out[1]}" == ":files" ]]; then
-		_files
-	else
-		compadd -- "${out[@]}"
-	fi
-}
-if (( $+functions[compdef] )); then
-	compdef _pibake pibake
-fi
-`,
-	"fish": `# pibake completion for fish: pibake completion fish | source
-function __pibake_complete
-	set -l tokens (commandline -opc)
-	set -l out ($tokens[1] __complete $tokens[2..-1] (commandline -ct) 2>/dev/null)
-	if test "$out[1]" = ":files"
-		__fish_complete_path (commandline -ct)
-	else
-		printf '%s\n' $out
-	end
-end
-complete -c pibake -f -a '(__pibake_complete)'
-`,
+// completionOptions are pibake completion's flags: none.
+type completionOptions struct{}
+
+func (o *completionOptions) addFlags(*pflag.FlagSet) {}
+
+func runCompletion(_ context.Context, _ *completionOptions, args []string, out outputs) int {
+	if len(args) != 1 {
+		return usageError(out, "completion", "want one shell: bash, zsh or fish")
+	}
+	script, ok := completion.Scripts[args[0]]
+	if !ok {
+		return usageError(out, "completion", "no completion for %q; want bash, zsh or fish", args[0])
+	}
+	io.WriteString(out.stdout, script)
+	return exitOK
 }
 
 // complete answers `pibake __complete WORD…`: the candidates for the last
-// word, given the ones before it. The shell filters them by the prefix.
+// word, given the ones before it.
 func complete(words []string, out io.Writer) {
 	for _, c := range candidates(words) {
 		fmt.Fprintln(out, c)
 	}
 }
 
+// candidates are completion's candidates from pibake's commands.
 func candidates(words []string) []string {
-	if len(words) == 0 {
-		words = []string{""}
+	cmds := map[string]completion.Command{}
+	for name, c := range commands() {
+		cmds[name] = completion.Command{Flags: func(fs *pflag.FlagSet) { c.flags(fs) }}
 	}
-	cur, before := words[len(words)-1], words[:len(words)-1]
-	cmds := commands()
-	if len(before) == 0 {
-		names := []string{"help", "--help", "--version"}
-		for n := range cmds {
-			names = append(names, n)
-		}
-		sort.Strings(names)
-		return names
-	}
-	name := before[0]
-	if name == "help" {
-		if len(before) > 1 {
-			return nil
-		}
-		return sortedKeys(cmds)
-	}
-	cmd, ok := cmds[name]
-	if !ok {
-		return nil
-	}
-	fs := pflag.NewFlagSet("pibake "+name, pflag.ContinueOnError)
-	cmd.flags(fs)
-	// The value of the flag just before?
-	if prev := before[len(before)-1]; len(before) > 1 && strings.HasPrefix(prev, "-") && !strings.Contains(prev, "=") {
-		if f := lookupFlag(fs, prev); f != nil && f.Value.Type() != "bool" {
-			return flagValues(fs, f.Name, before[1:])
-		}
-	}
-	if strings.HasPrefix(cur, "-") {
-		var flags []string
-		fs.VisitAll(func(f *pflag.Flag) {
-			flags = append(flags, "--"+f.Name)
-			if f.Shorthand != "" {
-				flags = append(flags, "-"+f.Shorthand)
-			}
-		})
-		sort.Strings(flags)
-		return append(flags, "--help")
-	}
-	switch name {
-	case "cache":
-		return []string{"list", "prune"}
-	case "completion":
-		return sortedKeys(completionScripts)
-	case "version":
-		return nil
-	}
-	return []string{filesAnswer}
-}
-
-func lookupFlag(fs *pflag.FlagSet, word string) *pflag.Flag {
-	if n, ok := strings.CutPrefix(word, "--"); ok {
-		return fs.Lookup(n)
-	}
-	if len(word) == 2 {
-		return fs.ShorthandLookup(word[1:])
-	}
-	return nil
-}
-
-// flagValues are the candidates for a flag's value.
-func flagValues(fs *pflag.FlagSet, flag string, args []string) []string {
-	switch flag {
-	case "node", "rotate-node-password":
-		return recipeNodes(fs, args)
-	case "older-than":
-		return []string{"24h", "168h", "720h"}
-	case "jobs":
-		return nil
-	}
-	return []string{filesAnswer}
-}
-
-// recipeNodes are the hostnames and node block labels of the recipe named
-// among args (the first argument that is not a flag or a flag's value),
-// when it loads; completion stays silent otherwise.
-func recipeNodes(fs *pflag.FlagSet, args []string) []string {
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if strings.HasPrefix(a, "-") {
-			if !strings.Contains(a, "=") && i+1 < len(args) && !isBoolFlag(fs, a) {
-				i++ // its value
-			}
-			continue
-		}
-		if fi, err := os.Stat(a); err != nil || (!fi.IsDir() && !strings.HasSuffix(a, ".hcl")) {
-			continue
-		}
-		r, _ := recipes.Load(hclparse.NewParser(), a)
-		if r == nil {
-			return nil
-		}
-		var names []string
-		for _, n := range r.Nodes {
-			names = append(names, n.Hostname)
-			if n.Group != n.Hostname && !slices.Contains(names, n.Group) {
-				names = append(names, n.Group)
-			}
-		}
-		sort.Strings(names)
-		return names
-	}
-	return nil
-}
-
-// isBoolFlag reports whether a flag takes no value.
-func isBoolFlag(fs *pflag.FlagSet, word string) bool {
-	f := lookupFlag(fs, word)
-	return f != nil && f.Value.Type() == "bool"
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
+	cmds["cache"] = completion.Command{Flags: cmds["cache"].Flags, Words: []string{"list", "prune"}}
+	cmds["completion"] = completion.Command{Flags: cmds["completion"].Flags, Words: completion.Shells()}
+	cmds["version"] = completion.Command{Flags: cmds["version"].Flags, NoArgs: true}
+	return completion.Candidates(words, cmds)
 }

@@ -4,57 +4,66 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/pibake/pibake/builder"
+	"github.com/pibake/pibake/builder/fleet"
+	"github.com/pibake/pibake/builder/inputs"
 	"github.com/spf13/pflag"
 )
 
 var initCommand = command{
 	summary: "make a cluster's secrets (token, CA) once, for sharded builds to share",
 	usage:   "RECIPE",
-	flags: func(fs *pflag.FlagSet) func(context.Context, []string, outputs) int {
-		out := fs.StringP("out", "o", "", "output directory (default: the recipe's output.dir, else ./out)")
-		rotate := fs.StringArray("rotate-node-password", nil, "give this node a new node password before the shards copy DIR (repeatable; then kubectl delete node NODE before it boots)")
-		return func(ctx context.Context, args []string, o outputs) int {
-			if len(args) != 1 {
-				return usageError(o, "init", "want exactly one recipe, got %d arguments", len(args))
-			}
-			r, _ := loadRecipe(o, args[0])
-			if r == nil {
-				return exitFailure
-			}
-			opt := builder.Options{OutDir: *out, Version: fullVersion(), Logf: logf(o), RotateNodePassword: *rotate}
-			if err := builder.Init(ctx, r, opt); err != nil {
-				reportError(o, "init", err)
-				return exitFailure
-			}
-			dir := *out
-			if dir == "" {
-				dir = r.Output.Dir
-			}
-			if dir == "" {
-				dir = "out"
-			}
-			fmt.Fprintln(o.stdout, dir)
-			return exitOK
-		}
-	},
+	flags:   withOptions(runInit),
+}
+
+// initOptions are pibake init's flags.
+type initOptions struct {
+	out    string
+	rotate []string
+}
+
+func (o *initOptions) addFlags(fs *pflag.FlagSet) {
+	fs.StringVarP(&o.out, "out", "o", "", "output directory (default: the recipe's output.dir, else ./out)")
+	fs.StringArrayVar(&o.rotate, "rotate-node-password", nil, "give this node a new node password before the shards copy DIR (repeatable; then kubectl delete node NODE before it boots)")
+}
+
+func runInit(ctx context.Context, o *initOptions, args []string, out outputs) int {
+	if len(args) != 1 {
+		return usageError(out, "init", "want exactly one recipe, got %d arguments", len(args))
+	}
+	r, _ := loadRecipe(out, args[0])
+	if r == nil {
+		return exitFailure
+	}
+	opt := inputs.Options{OutDir: o.out, Version: fullVersion(), Logf: logf(out), RotateNodePassword: o.rotate}
+	if err := fleet.Init(ctx, r, fleet.InitOptions{Options: opt}); err != nil {
+		reportError(out, "init", err)
+		return exitFailure
+	}
+	fmt.Fprintln(out.stdout, inputs.OutDir(r, o.out))
+	return exitOK
 }
 
 var mergeCommand = command{
 	summary: "put the output directories of sharded builds together",
 	usage:   "--out DIR SHARD_DIR...",
-	flags: func(fs *pflag.FlagSet) func(context.Context, []string, outputs) int {
-		out := fs.StringP("out", "o", "", "the merged output directory (required)")
-		return func(ctx context.Context, args []string, o outputs) int {
-			if *out == "" || len(args) == 0 {
-				return usageError(o, "merge", "want --out DIR and at least one shard directory")
-			}
-			if err := builder.Merge(ctx, *out, args, logf(o)); err != nil {
-				reportError(o, "merge", err)
-				return exitFailure
-			}
-			fmt.Fprintln(o.stdout, *out)
-			return exitOK
-		}
-	},
+	flags:   withOptions(runMerge),
+}
+
+// mergeOptions are pibake merge's flags.
+type mergeOptions struct{ out string }
+
+func (o *mergeOptions) addFlags(fs *pflag.FlagSet) {
+	fs.StringVarP(&o.out, "out", "o", "", "the merged output directory (required)")
+}
+
+func runMerge(ctx context.Context, o *mergeOptions, args []string, out outputs) int {
+	if o.out == "" || len(args) == 0 {
+		return usageError(out, "merge", "want --out DIR and at least one shard directory")
+	}
+	if err := fleet.Merge(ctx, o.out, args, fleet.MergeOptions{Logf: logf(out)}); err != nil {
+		reportError(out, "merge", err)
+		return exitFailure
+	}
+	fmt.Fprintln(out.stdout, o.out)
+	return exitOK
 }

@@ -13,27 +13,32 @@ import (
 var validateCommand = command{
 	summary: "check a recipe and report every problem with its file:line:column",
 	usage:   "RECIPE",
-	flags: func(fs *pflag.FlagSet) func(context.Context, []string, outputs) int {
-		return func(_ context.Context, args []string, out outputs) int {
-			if len(args) != 1 {
-				return usageError(out, "validate", "want exactly one recipe (a .hcl file or a directory of them), got %d arguments", len(args))
-			}
-			r, diags := loadRecipe(out, args[0])
-			if r == nil {
-				return exitFailure
-			}
-			_, warnings := countDiagnostics(diags)
-			summary := "valid"
-			if warnings > 0 {
-				summary += ", " + recipes.Plural(warnings, "warning")
-			}
-			fmt.Fprintf(out.stdout, "%s: %s, %s\n", args[0], describeNodes(r), summary)
-			if r.Cluster.Token == "" {
-				fmt.Fprintln(out.stderr, "note: the recipe sets no cluster token; pibake build generates one and keeps it in the output directory (.pibake/token).")
-			}
-			return exitOK
-		}
-	},
+	flags:   withOptions(runValidate),
+}
+
+// validateOptions are pibake validate's flags: none.
+type validateOptions struct{}
+
+func (o *validateOptions) addFlags(*pflag.FlagSet) {}
+
+func runValidate(_ context.Context, _ *validateOptions, args []string, out outputs) int {
+	if len(args) != 1 {
+		return usageError(out, "validate", "want exactly one recipe (a .hcl file or a directory of them), got %d arguments", len(args))
+	}
+	r, diags := loadRecipe(out, args[0])
+	if r == nil {
+		return exitFailure
+	}
+	_, warnings := countDiagnostics(diags)
+	summary := "valid"
+	if warnings > 0 {
+		summary += ", " + recipes.Plural(warnings, "warning")
+	}
+	fmt.Fprintf(out.stdout, "%s: %s, %s\n", args[0], describeNodes(r), summary)
+	if r.Cluster.Token == "" {
+		fmt.Fprintln(out.stderr, "note: the recipe sets no cluster token; pibake build generates one and keeps it in the output directory (.pibake/token).")
+	}
+	return exitOK
 }
 
 // loadRecipe loads and validates a recipe and renders its diagnostics.

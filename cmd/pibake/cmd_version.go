@@ -14,15 +14,20 @@ var version = "dev"
 
 var versionCommand = command{
 	summary: "print pibake's version",
-	flags: func(fs *pflag.FlagSet) func(context.Context, []string, outputs) int {
-		return func(_ context.Context, args []string, out outputs) int {
-			if len(args) != 0 {
-				return usageError(out, "version", "takes no arguments")
-			}
-			fmt.Fprintf(out.stdout, "pibake %s (%s, %s/%s)\n", fullVersion(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
-			return exitOK
-		}
-	},
+	flags:   withOptions(runVersion),
+}
+
+// versionOptions are pibake version's flags: none.
+type versionOptions struct{}
+
+func (o *versionOptions) addFlags(*pflag.FlagSet) {}
+
+func runVersion(_ context.Context, _ *versionOptions, args []string, out outputs) int {
+	if len(args) != 0 {
+		return usageError(out, "version", "takes no arguments")
+	}
+	fmt.Fprintf(out.stdout, "pibake %s (%s, %s/%s)\n", fullVersion(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	return exitOK
 }
 
 // fullVersion is the link-time version, or the VCS revision the binary was

@@ -13,7 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/pibake/pibake/builder"
+	"github.com/pibake/pibake/builder/outdir"
 	"github.com/pibake/pibake/firstboot/status"
 	"github.com/pibake/pibake/internal/report"
 	"github.com/pibake/pibake/recipes"
@@ -98,7 +98,7 @@ const (
 type watch struct {
 	recipe string
 	outDir string
-	target builder.WatchTarget
+	target outdir.WatchTarget
 	fleet  *report.Fleet
 }
 
@@ -124,7 +124,7 @@ func newWatch(r *recipes.Recipe, outDir string, names []string) (*watch, error) 
 	if err != nil {
 		return nil, err
 	}
-	target, err := builder.ReadWatchTarget(outDir)
+	target, err := outdir.ReadWatchTarget(outDir)
 	if err != nil {
 		return nil, err
 	}

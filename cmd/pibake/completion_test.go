@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pibake/pibake/internal/completion"
 	"github.com/pibake/pibake/internal/testimage"
 )
 
@@ -27,13 +28,13 @@ func TestCandidates(t *testing.T) {
 		{words: []string{"build", labRecipe, "--node", ""}, want: []string{"pi-agent", "pi-agent-1", "pi-agent-2", "pi-server"}},
 		{words: []string{"build", "--force", labRecipe, "--rotate-node-password", "pi"}, want: []string{"pi-agent", "pi-server"}},
 		{words: []string{"build", "--out", "out", labRecipe, "--node", ""}, want: []string{"pi-server"}},
-		{words: []string{"build", "--node", ""}, want: nil, not: []string{"pi-server", filesAnswer}},
-		{words: []string{"build", "--out", ""}, want: []string{filesAnswer}},
-		{words: []string{"build", ""}, want: []string{filesAnswer}},
+		{words: []string{"build", "--node", ""}, want: nil, not: []string{"pi-server", completion.Files}},
+		{words: []string{"build", "--out", ""}, want: []string{completion.Files}},
+		{words: []string{"build", ""}, want: []string{completion.Files}},
 		{words: []string{"cache", ""}, want: []string{"list", "prune"}},
 		{words: []string{"cache", "prune", "--older-than", ""}, want: []string{"720h"}},
 		{words: []string{"completion", ""}, want: []string{"bash", "fish", "zsh"}},
-		{words: []string{"bake", ""}, want: nil, not: []string{filesAnswer}},
+		{words: []string{"bake", ""}, want: nil, not: []string{completion.Files}},
 	}
 	for _, tc := range tests {
 		got := candidates(tc.words)

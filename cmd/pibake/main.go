@@ -13,7 +13,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/pibake/pibake/builder/base"
+	"github.com/pibake/pibake/internal/neterr"
 	"github.com/spf13/pflag"
 )
 
@@ -39,6 +39,23 @@ type command struct {
 	// flags registers the command's flags and returns the function that
 	// runs it with the remaining arguments.
 	flags func(fs *pflag.FlagSet) func(ctx context.Context, args []string, out outputs) int
+}
+
+// flagger is a command's options: a struct whose addFlags registers its
+// flags (restic's and crane's layout: one options struct per command).
+type flagger[O any] interface {
+	*O
+	addFlags(fs *pflag.FlagSet)
+}
+
+// withOptions wires a command's options struct to its run function:
+// flags fill the options, then run gets them with the arguments left.
+func withOptions[O any, P flagger[O]](run func(ctx context.Context, o P, args []string, out outputs) int) func(*pflag.FlagSet) func(context.Context, []string, outputs) int {
+	return func(fs *pflag.FlagSet) func(context.Context, []string, outputs) int {
+		o := P(new(O))
+		o.addFlags(fs)
+		return func(ctx context.Context, args []string, out outputs) int { return run(ctx, o, args, out) }
+	}
 }
 
 // outputs are where a command writes: results to stdout, everything else
@@ -162,7 +179,7 @@ func reportError(out outputs, name string, err error) {
 		return
 	}
 	fmt.Fprintf(out.stderr, "pibake %s: %v\n", name, err)
-	var unreachable *base.UnreachableError
+	var unreachable *neterr.Unreachable
 	if errors.As(err, &unreachable) {
 		io.WriteString(out.stderr, offlineHint)
 	}

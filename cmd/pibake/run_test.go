@@ -10,8 +10,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/pibake/pibake/builder/base"
 	"github.com/pibake/pibake/internal/golden"
+	"github.com/pibake/pibake/internal/neterr"
 )
 
 // TestRun pins each command's exit code, stdout and stderr. Golden files
@@ -116,7 +116,7 @@ func TestReportError(t *testing.T) {
 			want: []string{"pibake build: interrupted: nodes finished before it stay published"}, not: []string{"context canceled"}},
 		{name: "interrupted fetch", cmd: "fetch", err: fmt.Errorf("download: %w", context.Canceled),
 			want: []string{"pibake fetch: interrupted\n"}, not: []string{"context canceled", "published"}},
-		{name: "offline", cmd: "build", err: fmt.Errorf("base image: %w", &base.UnreachableError{Err: errors.New("download https://downloads.raspberrypi.com/x: cannot resolve host downloads.raspberrypi.com")}),
+		{name: "offline", cmd: "build", err: fmt.Errorf("base image: %w", &neterr.Unreachable{Err: errors.New("download https://downloads.raspberrypi.com/x: cannot resolve host downloads.raspberrypi.com")}),
 			want: []string{"cannot resolve host", "make demo", "--image PATH", "HTTPS_PROXY"}},
 		{name: "other", cmd: "fetch", err: errors.New("image x: checksum mismatch"),
 			want: []string{"pibake fetch: image x: checksum mismatch\n"}, not: []string{"make demo", "nothing was built"}},

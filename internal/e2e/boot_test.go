@@ -32,6 +32,8 @@ import (
 	"github.com/pibake/pibake/builder/base"
 	"github.com/pibake/pibake/builder/diskimg"
 	"github.com/pibake/pibake/builder/identity"
+	"github.com/pibake/pibake/builder/inspect"
+	"github.com/pibake/pibake/builder/outdir"
 	"github.com/pibake/pibake/firstboot/status"
 	"github.com/pibake/pibake/internal/testimage"
 	"github.com/pibake/pibake/recipes"
@@ -678,7 +680,7 @@ func (n *node) rootOffset(t *testing.T) int64 {
 // keptCA is the cluster CA the build kept in the node's output directory.
 func (n *node) keptCA(t *testing.T) *identity.CA {
 	t.Helper()
-	ca, err := identity.Load(filepath.Join(filepath.Dir(n.img), filepath.FromSlash(builder.CADir)), time.Now())
+	ca, err := identity.Load(filepath.Join(filepath.Dir(n.img), filepath.FromSlash(outdir.CADir)), time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -768,7 +770,7 @@ func (n *node) bootFiles(t *testing.T) map[string]bool {
 // inspect` shows it from the card.
 func (n *node) status(t *testing.T) *status.Record {
 	t.Helper()
-	ins, err := builder.Inspect(n.img)
+	ins, err := inspect.Read(n.img)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -780,7 +782,7 @@ func (n *node) status(t *testing.T) *status.Record {
 
 func (n *node) history(t *testing.T) []status.Record {
 	t.Helper()
-	ins, err := builder.Inspect(n.img)
+	ins, err := inspect.Read(n.img)
 	if err != nil {
 		t.Fatal(err)
 	}

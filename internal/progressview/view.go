@@ -1,4 +1,11 @@
-package main
+// Package progressview draws how far long work has come (the download,
+// the decompression, each node's image and .img.xz) for the command line:
+// a bar per running task on a terminal, with log lines scrolling above
+// them ([mpb]); elsewhere the download and the decompression as a line at
+// every quarter, for CI logs.
+//
+// [mpb]: https://github.com/vbauerster/mpb
+package progressview
 
 import (
 	"fmt"
@@ -13,12 +20,10 @@ import (
 	"github.com/vbauerster/mpb/v8/decor"
 )
 
-// progressView shows long work: a bar per running task on a terminal
-// (the download, the decompression, each node's image and .img.xz), with
-// the log lines scrolling above them; elsewhere the download and the
-// decompression as a line at every quarter, for CI logs; nothing at all
-// with --quiet.
-type progressView struct {
+// View shows long work: a bar per running task on a terminal, with the
+// log lines scrolling above them; elsewhere the download and the
+// decompression as a line at every quarter.
+type View struct {
 	mu      sync.Mutex
 	stderr  io.Writer
 	bars    *mpb.Progress // nil: not a terminal
@@ -42,18 +47,19 @@ type progressView struct {
 // redrawEvery is how often bars are redrawn on a terminal.
 const redrawEvery = 150 * time.Millisecond
 
-func newProgressView(out outputs) *progressView {
-	v := &progressView{stderr: out.stderr, running: map[string]*mpb.Bar{}, finished: map[string]bool{}, quarter: map[string]int64{}}
-	if out.stderrIsTerminal {
+// New starts a view writing to stderr, with bars when it is a terminal.
+func New(stderr io.Writer, terminal bool) *View {
+	v := &View{stderr: stderr, running: map[string]*mpb.Bar{}, finished: map[string]bool{}, quarter: map[string]int64{}}
+	if terminal {
 		v.refresh, v.stopTicking = make(chan any), make(chan struct{})
-		v.bars = mpb.New(mpb.WithOutput(out.stderr), mpb.WithWidth(40), mpb.WithManualRefresh(v.refresh))
+		v.bars = mpb.New(mpb.WithOutput(stderr), mpb.WithWidth(40), mpb.WithManualRefresh(v.refresh))
 		v.ticking.Add(1)
 		go v.tick()
 	}
 	return v
 }
 
-func (v *progressView) tick() {
+func (v *View) tick() {
 	defer v.ticking.Done()
 	ticker := time.NewTicker(redrawEvery)
 	defer ticker.Stop()
@@ -71,8 +77,8 @@ func (v *progressView) tick() {
 	}
 }
 
-// logf writes a log line: above the bars on a terminal.
-func (v *progressView) logf(format string, args ...any) {
+// Logf writes a log line: above the bars on a terminal.
+func (v *View) Logf(format string, args ...any) {
 	line := fmt.Sprintf(format, args...) + "\n"
 	if v.bars != nil {
 		if _, err := v.bars.Write([]byte(line)); err == nil {
@@ -82,8 +88,8 @@ func (v *progressView) logf(format string, args ...any) {
 	io.WriteString(v.stderr, line)
 }
 
-// report is the progress.Func the work reports to.
-func (v *progressView) report(task string, done, total int64) {
+// Report is the progress.Func the work reports to.
+func (v *View) Report(task string, done, total int64) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.bars == nil {
@@ -112,7 +118,7 @@ func (v *progressView) report(task string, done, total int64) {
 
 // line writes the download's and the decompression's progress at every
 // quarter; nodes say when they are done in the log already.
-func (v *progressView) line(task string, done, total int64) {
+func (v *View) line(task string, done, total int64) {
 	if (task != "download" && task != "decompress") || total <= 0 {
 		return
 	}
@@ -124,16 +130,16 @@ func (v *progressView) line(task string, done, total int64) {
 	fmt.Fprintf(v.stderr, "%s: %d%% (%s of %s)\n", task, q*25, bytesize.Format(done), strings.TrimSpace(bytesize.Format(total)))
 }
 
-// stop ends the display: the log lines written so far are printed, and
+// Stop ends the display: the log lines written so far are printed, and
 // bars still running (an interrupt) are dropped. Calling it again does
 // nothing.
-func (v *progressView) stop() {
+func (v *View) Stop() {
 	if v.bars != nil {
 		v.stopOnce.Do(v.stopBars)
 	}
 }
 
-func (v *progressView) stopBars() {
+func (v *View) stopBars() {
 	v.mu.Lock()
 	v.stopped = true
 	v.mu.Unlock()
@@ -149,4 +155,4 @@ func (v *progressView) stopBars() {
 	v.bars.Shutdown()
 }
 
-var _ progress.Func = (*progressView)(nil).report
+var _ progress.Func = (*View)(nil).Report

@@ -1,4 +1,4 @@
-package main
+package progressview
 
 import (
 	"bytes"
@@ -34,15 +34,15 @@ func (b *syncBuffer) String() string {
 func TestProgressKeepsTheLastLogLine(t *testing.T) {
 	for _, settle := range []time.Duration{0, 3 * redrawEvery} {
 		var out syncBuffer
-		v := newProgressView(outputs{stderr: &out, stderrIsTerminal: true})
-		v.report("srv: image", 10, 100)
-		v.logf("srv: written")
-		v.report("srv: image", 100, 100)
+		v := New(&out, true)
+		v.Report("srv: image", 10, 100)
+		v.Logf("srv: written")
+		v.Report("srv: image", 100, 100)
 		// Let the redraw that removes the finished bar happen first.
 		time.Sleep(settle)
-		v.logf("srv: done in 1s")
-		v.stop()
-		v.stop() // the build stops it once more on its way out
+		v.Logf("srv: done in 1s")
+		v.Stop()
+		v.Stop() // the build stops it once more on its way out
 		for _, want := range []string{"srv: written\n", "srv: done in 1s\n"} {
 			if !strings.Contains(out.String(), want) {
 				t.Errorf("after %s: output lacks %q:\n%q", settle, want, out.String())
@@ -55,11 +55,11 @@ func TestProgressKeepsTheLastLogLine(t *testing.T) {
 // with a bar still running, promptly, and keeps what was logged.
 func TestProgressStopsWithBarsRunning(t *testing.T) {
 	var out syncBuffer
-	v := newProgressView(outputs{stderr: &out, stderrIsTerminal: true})
-	v.report("decompress", 5, 100)
-	v.logf("interrupted")
+	v := New(&out, true)
+	v.Report("decompress", 5, 100)
+	v.Logf("interrupted")
 	stopped := make(chan struct{})
-	go func() { v.stop(); close(stopped) }()
+	go func() { v.Stop(); close(stopped) }()
 	select {
 	case <-stopped:
 	case <-time.After(time.Minute):
@@ -76,13 +76,13 @@ func TestProgressStopsWithBarsRunning(t *testing.T) {
 // still printed.
 func TestProgressAfterStop(t *testing.T) {
 	var out syncBuffer
-	v := newProgressView(outputs{stderr: &out, stderrIsTerminal: true})
-	v.report("srv: image", 1, 100)
-	v.stop()
+	v := New(&out, true)
+	v.Report("srv: image", 1, 100)
+	v.Stop()
 	drawn := out.String()
-	v.report("srv: xz", 1, 100)
-	v.report("srv: image", 50, 100)
-	v.logf("srv: interrupted")
+	v.Report("srv: xz", 1, 100)
+	v.Report("srv: image", 50, 100)
+	v.Logf("srv: interrupted")
 	if got := strings.TrimPrefix(out.String(), drawn); got != "srv: interrupted\n" {
 		t.Errorf("after stop, want only the logged line, got %q", got)
 	}
@@ -92,11 +92,11 @@ func TestProgressAfterStop(t *testing.T) {
 // (reports come from several workers) draws no bar again: it would stay
 // on the screen unfinished until the end.
 func TestProgressLateReport(t *testing.T) {
-	v := newProgressView(outputs{stderr: &syncBuffer{}, stderrIsTerminal: true})
-	defer v.stop()
-	v.report("srv: xz", 10, 100)
-	v.report("srv: xz", 100, 100)
-	v.report("srv: xz", 90, 100)
+	v := New(&syncBuffer{}, true)
+	defer v.Stop()
+	v.Report("srv: xz", 10, 100)
+	v.Report("srv: xz", 100, 100)
+	v.Report("srv: xz", 90, 100)
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if len(v.running) != 0 {

@@ -1,0 +1,271 @@
+package builder
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/pibake/pibake/builder/fleet"
+	"github.com/pibake/pibake/builder/inputs"
+	"github.com/pibake/pibake/builder/outdir"
+	"github.com/pibake/pibake/builder/outdir/seam"
+	"github.com/pibake/pibake/internal/buildtest"
+	"github.com/pibake/pibake/recipes"
+)
+
+// crashScenario is a change to an output directory: from a start state
+// (made once), a run that the test stops after every filesystem step in
+// turn.
+type crashScenario struct {
+	name string
+	// start makes the start state in dir.
+	start func(t *testing.T, dir string)
+	// run makes the change in dir, its steps going through fs.
+	run func(dir string, fs seam.FS) error
+}
+
+// TestCrashPoints is the transaction's crash-point enumeration with real
+// builds: for each scenario (a new node; a changed node; byte-identical
+// images with --compress newly asked; --force; a node removed with
+// --prune; a merge), it counts the filesystem steps of the change and,
+// for every k, stops it after step k (buildtest.CrashFS: what a kill -9
+// leaves), opens the directory as the next run does (which rolls the
+// journal forward and sweeps), checks the invariant (sha256sum -c passes,
+// every image listed or gone, no temporary name), runs the change again
+// to the end and requires the directory to be byte for byte what an
+// uninterrupted change makes. -short tries every fifth step.
+func TestCrashPoints(t *testing.T) {
+	s := buildtest.NewReleaseServerFor(t, buildtest.Small())
+	cache := filepath.Join(memDir(t), "cache")
+	recipe := func(t *testing.T, nodes string) *recipes.Recipe {
+		return buildtest.Recipe(t, fmt.Sprintf("image {\n  source = %q\n}\ncluster {\n  name  = \"lab\"\n  token = %q\n}\n%s", s.URL+"/latest", buildtest.Token, nodes))
+	}
+	const srv = "node \"srv\" {\n  role = \"server\"\n  ip   = \"192.168.7.10/24\"\n}\n"
+	const agent = "node \"agent\" {\n  role = \"agent\"\n}\n"
+	const extra = "node \"extra\" {\n  role = \"agent\"\n}\n"
+	relabelled := strings.Replace(agent, "role = \"agent\"\n", "role = \"agent\"\n  labels = { zone = \"b\" }\n", 1)
+	two, three, one := recipe(t, srv+agent), recipe(t, srv+agent+extra), recipe(t, srv)
+	changed := recipe(t, srv+relabelled)
+	build := func(r *recipes.Recipe, dir string, fs seam.FS, change func(*Options)) error {
+		opt := Options{OutDir: dir, Jobs: 1, Version: "test", Base: s.BaseOptions(cache), OutFS: fs}
+		if change != nil {
+			change(&opt)
+		}
+		_, err := Build(context.Background(), r, opt)
+		return err
+	}
+	builtWith := func(r *recipes.Recipe) func(*testing.T, string) {
+		return func(t *testing.T, dir string) {
+			if err := build(r, dir, nil, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	scenarios := []crashScenario{
+		{"new node", builtWith(one), func(dir string, fs seam.FS) error { return build(two, dir, fs, nil) }},
+		{"changed node", builtWith(two), func(dir string, fs seam.FS) error { return build(changed, dir, fs, nil) }},
+		{"identical bytes, --compress newly asked", builtWith(two), func(dir string, fs seam.FS) error {
+			return build(two, dir, fs, func(o *Options) { o.Compress, o.Nodes = true, []string{"agent"} })
+		}},
+		{"--force", builtWith(two), func(dir string, fs seam.FS) error {
+			return build(two, dir, fs, func(o *Options) { o.Force, o.Nodes = true, []string{"agent"} })
+		}},
+		{"--prune", builtWith(three), func(dir string, fs seam.FS) error {
+			return build(two, dir, fs, func(o *Options) { o.Prune = true })
+		}},
+		{"merge", shardsOf(two, build), func(dir string, fs seam.FS) error {
+			return fleet.Merge(context.Background(), filepath.Join(dir, "merged"), []string{filepath.Join(dir, "s1"), filepath.Join(dir, "s2")}, fleet.MergeOptions{FS: fs})
+		}},
+	}
+	counts := map[string]int{}
+	for _, sc := range scenarios {
+		t.Run(sc.name, func(t *testing.T) {
+			counts[sc.name] = crashEveryStep(t, sc)
+		})
+	}
+	for _, sc := range scenarios {
+		t.Logf("%-40s %d crash points", sc.name+":", counts[sc.name])
+	}
+}
+
+// shardsOf makes a merge's start state: an init directory's two copies,
+// each with its shard of r built, in dir/s1 and dir/s2.
+func shardsOf(r *recipes.Recipe, build func(*recipes.Recipe, string, seam.FS, func(*Options)) error) func(*testing.T, string) {
+	return func(t *testing.T, dir string) {
+		initDir := filepath.Join(dir, "init")
+		if err := fleet.Init(context.Background(), r, fleet.InitOptions{Options: inputs.Options{OutDir: initDir, Version: "test"}}); err != nil {
+			t.Fatal(err)
+		}
+		for i, name := range []string{"s1", "s2"} {
+			buildtest.Copy(t, initDir, filepath.Join(dir, name))
+			if err := build(r, filepath.Join(dir, name), nil, func(o *Options) { o.Shard = fleet.Shard{Index: i + 1, Count: 2} }); err != nil {
+				t.Fatal(err)
+			}
+		}
+		os.RemoveAll(initDir)
+	}
+}
+
+// crashEveryStep runs a scenario uninterrupted, then stopped after each
+// of its steps, and returns how many steps it has.
+func crashEveryStep(t *testing.T, sc crashScenario) int {
+	start := filepath.Join(memDir(t), "start")
+	sc.start(t, start)
+	// The uninterrupted change: its steps, and what it makes.
+	// The same base name as the directories below: steps name it.
+	want := filepath.Join(memDir(t), "out")
+	buildtest.Copy(t, start, want)
+	count := buildtest.NewCrashFS(-1)
+	if err := sc.run(want, count); err != nil {
+		t.Fatalf("uninterrupted: %v", err)
+	}
+	steps := count.Steps()
+	if len(steps) == 0 {
+		t.Fatal("the change took no filesystem step")
+	}
+	wantFiles := buildtest.Snapshot(t, want)
+	stride := 1
+	if testing.Short() {
+		stride = 5
+	}
+	for k := 0; k < len(steps); k += stride {
+		root := memDir(t)
+		dir := filepath.Join(root, "out")
+		buildtest.Copy(t, start, dir)
+		// The run goes on after the crash as a killed process would
+		// not, but every later step fails: it changes nothing more.
+		crash := buildtest.NewCrashFS(k)
+		sc.run(dir, crash)
+		if got := crash.Steps(); len(got) <= k || !slices.Equal(got[:k], steps[:k]) {
+			t.Fatalf("stopped after step %d: the run took other steps than the uninterrupted one:\n%s\nwant\n%s", k, strings.Join(got, ", "), strings.Join(steps, ", "))
+		}
+		target := outDirOf(dir)
+		// The next run opens the directory: the journal rolls forward,
+		// temporary names are swept.
+		d, err := outdir.Open(context.Background(), target, outdir.Options{})
+		if err != nil {
+			t.Fatalf("after step %d: open: %v", k, err)
+		}
+		d.Close()
+		buildtest.CheckInvariant(t, target)
+		// And it converges: run to the end, it makes what an
+		// uninterrupted change does.
+		if err := sc.run(dir, nil); err != nil {
+			t.Fatalf("after step %d: the next run: %v", k, err)
+		}
+		buildtest.CheckInvariant(t, target)
+		if got := buildtest.Snapshot(t, dir); !maps.Equal(got, wantFiles) {
+			t.Errorf("stopped after step %d (%s): the next run made other files: %v", k, lastStep(steps, k), differ(got, wantFiles))
+		}
+		os.RemoveAll(root)
+	}
+	return len(steps)
+}
+
+// memDir is a new directory in memory (tmpfs) where there is one, else
+// on disk: the crash points are about which steps happened, not about
+// the disk, and each of their hundreds of runs syncs its images (the real
+// disk has TestKillAtRandomInstants).
+func memDir(t *testing.T) string {
+	t.Helper()
+	if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
+		if d, err := os.MkdirTemp("/dev/shm", "pibake-crashpoints-"); err == nil {
+			t.Cleanup(func() { os.RemoveAll(d) })
+			return d
+		}
+	}
+	return t.TempDir()
+}
+
+// outDirOf is the output directory a scenario changes in dir: dir, or
+// the merged directory.
+func outDirOf(dir string) string {
+	if m := filepath.Join(dir, "merged"); dirExists(m) {
+		return m
+	}
+	return dir
+}
+
+func dirExists(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
+}
+
+func lastStep(steps []string, k int) string {
+	if k == 0 {
+		return "before any"
+	}
+	return "after " + steps[k-1]
+}
+
+// differ lists the files that are not the same in a and b.
+func differ(a, b map[string]string) []string {
+	var out []string
+	for k := range a {
+		if a[k] != b[k] {
+			out = append(out, k)
+		}
+	}
+	for k := range b {
+		if _, ok := a[k]; !ok {
+			out = append(out, k+" (missing)")
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestEmptySetsCheck: the directories that hold no node — pibake init's,
+// a first build interrupted before its first node was published, a merge
+// of shards that built nothing — hold no SHA256SUMS (an empty one fails
+// sha256sum -c: "no properly formatted checksum lines found") and a
+// manifest.json whose nodes are [], and keep the invariant.
+func TestEmptySetsCheck(t *testing.T) {
+	s := buildtest.NewReleaseServerFor(t, buildtest.Small())
+	r := buildtest.LabRecipe(t, s, buildtest.TwoNodes)
+	cache := filepath.Join(t.TempDir(), "cache")
+	root := t.TempDir()
+	dir := func(name string) string { return filepath.Join(root, name) }
+	empty := func(what, d string) {
+		t.Helper()
+		if m := buildtest.CheckInvariant(t, d); len(m.Nodes) != 0 {
+			t.Errorf("%s: %d nodes listed; want none", what, len(m.Nodes))
+		}
+		b, err := os.ReadFile(filepath.Join(d, "manifest.json"))
+		if err != nil || !strings.Contains(string(b), `"nodes": []`) {
+			t.Errorf("%s: manifest.json %v:\n%s", what, err, b)
+		}
+	}
+
+	if err := fleet.Init(context.Background(), r, fleet.InitOptions{Options: inputs.Options{OutDir: dir("init"), Version: "test"}}); err != nil {
+		t.Fatal(err)
+	}
+	empty("pibake init", dir("init"))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	opt := Options{OutDir: dir("interrupted"), Jobs: 1, Version: "test", Base: s.BaseOptions(cache),
+		Event: func(_ string, stage NodeStage) {
+			if stage == StageWritten {
+				cancel() // the first node's image is written, not yet published
+			}
+		}}
+	if _, err := Build(ctx, r, opt); !errors.Is(err, context.Canceled) {
+		t.Fatalf("interrupted first build: %v", err)
+	}
+	empty("a first build interrupted before its first node", dir("interrupted"))
+
+	for _, shard := range []string{"s1", "s2"} {
+		buildtest.Copy(t, dir("init"), dir(shard))
+	}
+	if err := fleet.Merge(context.Background(), dir("merged"), []string{dir("s1"), dir("s2")}, fleet.MergeOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	empty("a merge of shards without nodes", dir("merged"))
+}

@@ -1,0 +1,43 @@
+package completion
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/spf13/pflag"
+)
+
+// TestCandidatesFromFlags answers from the commands' own flag sets: the
+// command names, a command's flags, a flag's values, fixed words, file
+// names, nothing for a command without arguments or an unknown one.
+func TestCandidatesFromFlags(t *testing.T) {
+	cmds := map[string]Command{
+		"build": {Flags: func(fs *pflag.FlagSet) {
+			fs.BoolP("force", "f", false, "")
+			fs.String("out", "", "")
+			fs.Duration("older-than", 0, "")
+		}},
+		"cache":   {Flags: func(*pflag.FlagSet) {}, Words: []string{"list", "prune"}},
+		"version": {Flags: func(*pflag.FlagSet) {}, NoArgs: true},
+	}
+	for _, tc := range []struct {
+		words, want []string
+	}{
+		{[]string{""}, []string{"--help", "--version", "build", "cache", "help", "version"}},
+		{[]string{"help", ""}, []string{"build", "cache", "version"}},
+		{[]string{"build", "-"}, []string{"--force", "--older-than", "--out", "-f", "--help"}},
+		{[]string{"build", "--older-than", ""}, []string{"24h", "168h", "720h"}},
+		{[]string{"build", "--out", ""}, []string{Files}},
+		{[]string{"build", "--force", ""}, []string{Files}},
+		{[]string{"cache", ""}, []string{"list", "prune"}},
+		{[]string{"version", ""}, nil},
+		{[]string{"bake", ""}, nil},
+	} {
+		if got := Candidates(tc.words, cmds); !slices.Equal(got, tc.want) {
+			t.Errorf("Candidates(%q) = %q; want %q", tc.words, got, tc.want)
+		}
+	}
+	if got := Shells(); !slices.Equal(got, []string{"bash", "fish", "zsh"}) {
+		t.Errorf("Shells() = %q", got)
+	}
+}
