@@ -37,6 +37,9 @@ type Spec struct {
 	// RootDir, when set, is the root file system's content (a bootable
 	// tree for the QEMU test) instead of the generated stand-in files.
 	RootDir string
+	// RootFiles are added to the generated root file system (paths
+	// without a leading slash): what a booted card left there, say.
+	RootFiles map[string]string
 }
 
 // Bookworm is a Bookworm-style image: init=…/firstboot on the command
@@ -195,6 +198,9 @@ func rootFiles(s Spec) map[string]string {
 	if s.Name == "trixie" {
 		files["usr/bin/cloud-init"] = "#!/usr/bin/python3\n# stand-in\n"
 		files["etc/cloud/cloud.cfg.d/99_raspberry-pi.cfg"] = "datasource_list: [ NoCloud, None ]\ndatasource:\n  NoCloud:\n    seedfrom: file:///boot/firmware\n"
+	}
+	for name, content := range s.RootFiles {
+		files[name] = content
 	}
 	return files
 }
