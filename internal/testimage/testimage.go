@@ -37,6 +37,10 @@ type Spec struct {
 	// RootDir, when set, is the root file system's content (a bootable
 	// tree for the QEMU test) instead of the generated stand-in files.
 	RootDir string
+	// RootFiles are added to (or replace) the generated stand-in files of
+	// the root file system, by path ("var/lib/dpkg/status"). Ignored with
+	// RootDir.
+	RootFiles map[string]string
 }
 
 // Bookworm is a Bookworm-style image: init=…/firstboot on the command
@@ -137,6 +141,9 @@ func Build(path string, s Spec) error {
 	if rootDir == "" {
 		rootDir = filepath.Join(work, "root")
 		if err := writeTree(rootDir, rootFiles(s)); err != nil {
+			return err
+		}
+		if err := writeTree(rootDir, s.RootFiles); err != nil {
 			return err
 		}
 	}
