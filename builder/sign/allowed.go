@@ -74,9 +74,7 @@ func parseAllowedLine(line string) (AllowedSigner, error) {
 			name, value, _ := strings.Cut(o, "=")
 			switch strings.ToLower(name) {
 			case "namespaces":
-				for _, ns := range strings.Split(strings.Trim(value, `"`), ",") {
-					a.Namespaces = append(a.Namespaces, ns)
-				}
+				a.Namespaces = append(a.Namespaces, strings.Split(strings.Trim(value, `"`), ",")...)
 			case "cert-authority", "valid-after", "valid-before":
 				return a, fmt.Errorf("option %s is not supported by pibake verify (use ssh-keygen -Y verify for it)", name)
 			default:
