@@ -29,6 +29,13 @@ import (
 	"github.com/pibake/pibake/builder/dpkg"
 )
 
+// FileSuffix ends the name of a node's SBOM in the output directory
+// (CycloneDX's recommended extension).
+const FileSuffix = ".cdx.json"
+
+// FileName is the name of a node's SBOM: <hostname>.cdx.json.
+func FileName(host string) string { return host + FileSuffix }
+
 // Input is everything a node's SBOM describes. Nothing in it is secret:
 // files holding secrets are listed with Secret set and no sum.
 type Input struct {
