@@ -98,13 +98,6 @@ func Image(ctx context.Context, target string, opt Options) (*Report, error) {
 	return r, nil
 }
 
-func missing(cond bool, what string) []string {
-	if cond {
-		return []string{what}
-	}
-	return nil
-}
-
 // nodeOf reads the hostname from the boot partition's pibake/node.json.
 func nodeOf(target string) (string, error) {
 	im, err := diskimg.Open(target, false)
