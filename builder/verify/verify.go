@@ -131,7 +131,7 @@ func (r *Report) WriteJSON(w io.Writer) error {
 func Path(ctx context.Context, target string, opt Options) (*Report, error) {
 	fi, err := os.Stat(target)
 	if err != nil {
-		return nil, fmt.Errorf("verify: %w", err)
+		return nil, err
 	}
 	if fi.IsDir() {
 		return Dir(ctx, target, opt)
@@ -146,11 +146,11 @@ func (o Options) allowed() ([]sign.AllowedSigner, error) {
 	}
 	b, err := os.ReadFile(o.AllowedSigners)
 	if err != nil {
-		return nil, fmt.Errorf("verify: %w", err)
+		return nil, err
 	}
 	a, err := sign.ParseAllowedSigners(b)
 	if err != nil {
-		return nil, fmt.Errorf("verify: %s: %w", o.AllowedSigners, err)
+		return nil, fmt.Errorf("%s: %w", o.AllowedSigners, err)
 	}
 	return a, nil
 }
