@@ -58,7 +58,8 @@ func Spec(packages int) testimage.Spec {
 }
 
 // Status is a realistic dpkg status file of n installed packages (with
-// multi-arch, Source fields with and without versions, epochs) and one
+// multi-arch, Source fields with and without versions, epochs; about
+// 2.6 KB each, as Raspberry Pi OS Lite's 1.6 MB for some 600) and one
 // removed package whose conffiles remain.
 func Status(n int) string {
 	var b strings.Builder
@@ -72,7 +73,10 @@ func Status(n int) string {
 		case 2:
 			fmt.Fprintf(&b, "Source: src%03d (1:%d.0-1)\n", i/3, i)
 		}
-		fmt.Fprintf(&b, "Version: 1:%d.0-1+b1\nDepends: libc6 (>= 2.34)\nDescription: package %d\n a long description\n .\n of package %d\n\n", i, i, i)
+		fmt.Fprintf(&b, "Version: 1:%d.0-1+b1\nDepends: libc6 (>= 2.34), libgcc-s1 (>= 3.0), zlib1g (>= 1:1.1.4)\n", i)
+		fmt.Fprintf(&b, "Conffiles:\n /etc/pkg%04d/main.conf 5d3a8db25a7fb1e4d8c2ae1a2e4a7f13\n", i)
+		fmt.Fprintf(&b, "Description: package %d\n%s", i, strings.Repeat(" a description as long as a real package's, which fills most of a status file\n", 20))
+		b.WriteString("Homepage: https://example.org/\n\n")
 	}
 	b.WriteString("Package: removed\nStatus: deinstall ok config-files\nArchitecture: all\nVersion: 1\nMaintainer: x <x@example.org>\nDescription: gone\n")
 	return b.String()
