@@ -107,20 +107,12 @@ func Compare(ctx context.Context, cand io.ReaderAt, candSize int64, base *Base, 
 			res.add(base, off, off+size, false, false)
 			continue
 		}
-		r := refBuf[:size]
-		if err := readFull(ref.R, r, off); err != nil {
-			return nil, fmt.Errorf("read the reference at byte %d: %w", off, err)
-		}
-		if !ref.Node {
-			mask(r, off, n.Written)
-			if s := chunkSum(r); isMasked && s != want || !isMasked && s != base.Chunks[k] {
-				return nil, fmt.Errorf("the base image given is not this build's base: its bytes %d-%d differ from the record", off, off+size-1)
-			}
+		if err := res.narrow(ref, base, n, b, refBuf[:size], off, want, isMasked); err != nil {
+			return nil, err
 		}
 		if isMasked && ref.Node {
 			pibakeExact = true
 		}
-		res.exact(base, b, r, off, n.Written, ref.Node)
 	}
 	res.SHA256 = hex.EncodeToString(whole.Sum(nil))
 	if res.SHA256 != n.SHA256 && len(res.Diffs) == 0 && !pibakeExact && !res.Short {
@@ -131,6 +123,27 @@ func Compare(ctx context.Context, cand io.ReaderAt, candSize int64, base *Base, 
 		}
 	}
 	return res, nil
+}
+
+// narrow reads the reference's bytes at off into r and adds the exact
+// ranges where the candidate's bytes b differ from them. A base reference
+// is first checked against the record, so a wrong base is an error, not
+// a list of false differences.
+func (res *Result) narrow(ref *Reference, base *Base, n *Node, b, r []byte, off int64, want string, isMasked bool) error {
+	if err := readFull(ref.R, r, off); err != nil {
+		return fmt.Errorf("read the reference at byte %d: %w", off, err)
+	}
+	if !ref.Node {
+		mask(r, off, n.Written)
+		if !isMasked {
+			want = base.Chunks[off/base.ChunkSize]
+		}
+		if chunkSum(r) != want {
+			return fmt.Errorf("the base image given is not this build's base: its bytes %d-%d differ from the record", off, off+int64(len(r))-1)
+		}
+	}
+	res.exact(base, b, r, off, n.Written, ref.Node)
+	return nil
 }
 
 // exact adds the byte ranges where got differs from want (both the bytes
