@@ -37,8 +37,9 @@ type Spec struct {
 	// RootDir, when set, is the root file system's content (a bootable
 	// tree for the QEMU test) instead of the generated stand-in files.
 	RootDir string
-	// RootFiles are added to the generated root file system (paths
-	// without a leading slash): what a booted card left there, say.
+	// RootFiles are added to (or replace) the generated stand-in files of
+	// the root file system, by path ("var/lib/dpkg/status"). Ignored with
+	// RootDir.
 	RootFiles map[string]string
 }
 
@@ -142,6 +143,9 @@ func Build(path string, s Spec) error {
 		if err := writeTree(rootDir, rootFiles(s)); err != nil {
 			return err
 		}
+		if err := writeTree(rootDir, s.RootFiles); err != nil {
+			return err
+		}
 	}
 	if err := fill(filepath.Join(rootDir, "usr", "share", "filler"), s.FillMiB); err != nil {
 		return err
@@ -198,9 +202,6 @@ func rootFiles(s Spec) map[string]string {
 	if s.Name == "trixie" {
 		files["usr/bin/cloud-init"] = "#!/usr/bin/python3\n# stand-in\n"
 		files["etc/cloud/cloud.cfg.d/99_raspberry-pi.cfg"] = "datasource_list: [ NoCloud, None ]\ndatasource:\n  NoCloud:\n    seedfrom: file:///boot/firmware\n"
-	}
-	for name, content := range s.RootFiles {
-		files[name] = content
 	}
 	return files
 }
