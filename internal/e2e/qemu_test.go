@@ -117,6 +117,13 @@ type machine struct {
 	logs       string
 }
 
+// slowMachineArgs give systemd the time an emulated Pi on a busy host
+// needs: udev's coldplug can start two minutes into the boot there, and a
+// device not seen within systemd's default 90 s fails every mount and
+// service that needs it (seen: /boot/firmware's device timed out, and with
+// it cloud-init). A Pi finds its boot partition within seconds.
+const slowMachineArgs = "systemd.default_device_timeout_sec=900"
+
 // boot is one power-on of a machine.
 type boot struct {
 	n        int
@@ -171,7 +178,7 @@ func (m *machine) bootOnce(t *testing.T, n int) boot {
 	cmd := exec.CommandContext(ctx, "qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a72", "-smp", "2", "-m", "1536",
 		"-nographic", "-no-reboot", "-netdev", netdev, "-device", "virtio-net-pci,netdev=lan,romfile=", "-device", "virtio-rng-pci",
 		"-drive", "file="+m.img+",if=virtio,format=raw",
-		"-kernel", m.la.kernel, "-initrd", m.la.initrd, "-append", b.cmdline+" console=ttyAMA0"+m.appendArgs)
+		"-kernel", m.la.kernel, "-initrd", m.la.initrd, "-append", b.cmdline+" console=ttyAMA0 "+slowMachineArgs+m.appendArgs)
 	out, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
