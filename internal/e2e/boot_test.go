@@ -552,6 +552,19 @@ func (n *node) checkCloudInitSeed(t *testing.T, kv map[string]string) {
 	if !strings.HasPrefix(kv["cloudinit.datasource"], "DataSourceNoCloud") {
 		t.Errorf("cloud-init used datasource %q; want DataSourceNoCloud with pibake's seed from /boot/firmware", kv["cloudinit.datasource"])
 	}
+	// What inspect reads of cloud-init from the card agrees with what the
+	// running system said.
+	im, err := diskimg.Open(n.img, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run, err := im.CloudInitRun()
+	im.Close()
+	if err != nil || run == nil || run.Datasource != kv["cloudinit.datasource"] || run.NoDatasource() == strings.HasPrefix(run.Datasource, "DataSourceNoCloud") {
+		t.Errorf("cloud-init's record on the card: %+v, %v; the running system said datasource %q", run, err, kv["cloudinit.datasource"])
+	} else {
+		t.Logf("cloud-init's record on the card: instance %s, datasource %s, errors %q", run.InstanceID, run.Datasource, run.Errors)
+	}
 	if mounted == 0 || local == 0 || local < mounted {
 		t.Errorf("cloud-init's local stage started at %d µs, /boot/firmware was mounted at %d µs; want the mount first", local, mounted)
 	}
