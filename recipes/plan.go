@@ -137,7 +137,7 @@ func NewPlan(r *Recipe) Plan {
 				pn.CA = "carries"
 			}
 		}
-		if n.Hardware != (Hardware{}) {
+		if !n.Hardware.IsZero() {
 			h := n.Hardware
 			pn.Hardware = &h
 		}
@@ -200,7 +200,7 @@ func (p Plan) WriteText(w io.Writer) error {
 	}
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "HOSTNAME\tROLE\tIP\tJOINS\tBATCH\tLOGIN\tLABELS\tTAINTS")
+	fmt.Fprintln(tw, "HOSTNAME\tROLE\tIP\tJOINS\tBATCH\tLOGIN\tHARDWARE\tLABELS\tTAINTS")
 	for _, n := range p.Nodes {
 		joins := n.Join
 		if n.ClusterInit {
@@ -218,10 +218,54 @@ func (p Plan) WriteText(w io.Writer) error {
 		if n.JoinBatch != nil {
 			batch = fmt.Sprint(*n.JoinBatch)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Hostname, n.Role, n.IP, joins, batch,
-			login(n.User), orDash(joinLabels(n.Labels)), orDash(strings.Join(n.Taints, ",")))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Hostname, n.Role, n.IP, joins, batch,
+			login(n.User), orDash(hardwareLine(n)), orDash(joinLabels(n.Labels)), orDash(strings.Join(n.Taints, ",")))
 	}
 	return tw.Flush()
+}
+
+// hardwareLine sums up a node's hardware profile: the model and what it
+// boots from (or the storage it declares), then what pibake sets for it.
+func hardwareLine(n PlanNode) string {
+	var parts []string
+	h := n.Hardware
+	switch {
+	case h != nil && (h.Model != ModelUnknown || h.BootDevice != BootUnknown):
+		model := h.Model
+		if model == ModelUnknown {
+			model = ModelAny
+		}
+		p := string(model)
+		if h.BootDevice != BootUnknown {
+			p += " from " + string(h.BootDevice)
+		}
+		parts = append(parts, p)
+	case n.Storage != StorageUnknown:
+		parts = append(parts, string(n.Storage))
+	}
+	if h == nil {
+		return strings.Join(parts, ", ")
+	}
+	if h.PCIeGen > 0 {
+		parts = append(parts, fmt.Sprintf("pcie gen %d", h.PCIeGen))
+	}
+	if h.USBMaxCurrent {
+		parts = append(parts, "usb max current")
+	}
+	if len(h.USBStorageQuirks) > 0 {
+		parts = append(parts, "quirks "+strings.Join(h.USBStorageQuirks, " "))
+	}
+	if len(h.ConfigTxt) > 0 {
+		parts = append(parts, Plural(len(h.ConfigTxt), "config.txt line"))
+	}
+	if b := h.Bootloader; b != nil {
+		how := "checked"
+		if b.Apply {
+			how = "applied"
+		}
+		parts = append(parts, fmt.Sprintf("BOOT_ORDER=%s %s", b.Value, how))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // reportLine says where the nodes report their first boot; empty when
