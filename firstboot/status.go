@@ -22,6 +22,7 @@ const (
 // Stages of a first boot, in the order they run.
 const (
 	StageActivate   = "activate"    // the payload installed into the root file system
+	StageBootloader = "bootloader"  // the boot device and BOOT_ORDER checked (with apply, staged)
 	StageClock      = "clock"       // the clock synchronised (NTP)
 	StageUser       = "user"        // the login user's SSH keys and shell
 	StageAptUpdate  = "apt-update"  // apt-get update
@@ -61,6 +62,39 @@ type Status struct {
 	// first boot stopped for good (a missing memory cgroup, an activation
 	// given up), or the reporter stopped waiting for k3s to register.
 	Final bool `json:"final,omitempty"`
+	// Facts is how the node booted, in every record written after the
+	// first boot's bootloader stage looked.
+	Facts *Facts `json:"facts,omitempty"`
+}
+
+// Facts is what the first boot found about how the node booted
+// (templates/bootfacts.sh).
+type Facts struct {
+	// Model is the board, as its device tree names it.
+	Model string `json:"model,omitempty"`
+	// Root is the root file system's block device ("nvme0n1p2") and
+	// Transport the bus it is on: mmc (SD card or eMMC), usb, nvme,
+	// virtio, sata or unknown.
+	Root      string `json:"root,omitempty"`
+	Transport string `json:"transport"`
+	// USBID (VID:PID) and USBDriver (uas, or usb-storage) of a USB root.
+	USBID     string `json:"usb_id,omitempty"`
+	USBDriver string `json:"usb_driver,omitempty"`
+	// MemoryCgroup: the memory controller k3s needs is there.
+	MemoryCgroup bool `json:"memory_cgroup"`
+	// BootOrder is the bootloader's BOOT_ORDER (BootOrderDefault: not set,
+	// so the bootloader's default); empty when the bootloader could not be
+	// read. BootOrderStaged is what the first boot staged for the next
+	// reboot.
+	BootOrder        string `json:"boot_order,omitempty"`
+	BootOrderDefault bool   `json:"boot_order_default,omitempty"`
+	BootOrderStaged  string `json:"boot_order_staged,omitempty"`
+	// BootloaderVersion is the bootloader's build date and timestamp;
+	// BootloaderSource the tool its configuration was read with, and
+	// BootloaderProblem why it could not be.
+	BootloaderVersion string `json:"bootloader_version,omitempty"`
+	BootloaderSource  string `json:"bootloader_source,omitempty"`
+	BootloaderProblem string `json:"bootloader_problem,omitempty"`
 }
 
 // ParseStatus reads a status.json.
