@@ -42,6 +42,44 @@ func (h Hardware) IsZero() bool {
 		h.PCIeGen == 0 && !h.USBMaxCurrent && len(h.USBStorageQuirks) == 0 && len(h.ConfigTxt) == 0 && h.Bootloader == nil
 }
 
+// Describe sums up the profile: the model and what it boots from, then
+// what pibake sets for it ("pi5 from nvme, pcie gen 3, BOOT_ORDER=0xf146
+// applied"); empty for a profile that says nothing of the kind.
+func (h Hardware) Describe() string {
+	var parts []string
+	if h.Model != ModelUnknown || h.BootDevice != BootUnknown {
+		model := h.Model
+		if model == ModelUnknown {
+			model = ModelAny
+		}
+		p := string(model)
+		if h.BootDevice != BootUnknown {
+			p += " from " + string(h.BootDevice)
+		}
+		parts = append(parts, p)
+	}
+	if h.PCIeGen > 0 {
+		parts = append(parts, fmt.Sprintf("pcie gen %d", h.PCIeGen))
+	}
+	if h.USBMaxCurrent {
+		parts = append(parts, "usb max current")
+	}
+	if len(h.USBStorageQuirks) > 0 {
+		parts = append(parts, "quirks "+strings.Join(h.USBStorageQuirks, " "))
+	}
+	if len(h.ConfigTxt) > 0 {
+		parts = append(parts, Plural(len(h.ConfigTxt), "config.txt line"))
+	}
+	if b := h.Bootloader; b != nil {
+		how := "checked"
+		if b.Apply {
+			how = "applied"
+		}
+		parts = append(parts, fmt.Sprintf("BOOT_ORDER=%s %s", b.Value, how))
+	}
+	return strings.Join(parts, ", ")
+}
+
 // Bootloader is what the first boot checks (and with Apply, sets) in the
 // board's bootloader EEPROM.
 type Bootloader struct {

@@ -224,48 +224,17 @@ func (p Plan) WriteText(w io.Writer) error {
 	return tw.Flush()
 }
 
-// hardwareLine sums up a node's hardware profile: the model and what it
-// boots from (or the storage it declares), then what pibake sets for it.
+// hardwareLine sums up a node's hardware profile, or the storage it
+// declares.
 func hardwareLine(n PlanNode) string {
-	var parts []string
-	h := n.Hardware
-	switch {
-	case h != nil && (h.Model != ModelUnknown || h.BootDevice != BootUnknown):
-		model := h.Model
-		if model == ModelUnknown {
-			model = ModelAny
-		}
-		p := string(model)
-		if h.BootDevice != BootUnknown {
-			p += " from " + string(h.BootDevice)
-		}
-		parts = append(parts, p)
-	case n.Storage != StorageUnknown:
-		parts = append(parts, string(n.Storage))
+	if n.Hardware != nil && (n.Hardware.Model != ModelUnknown || n.Hardware.BootDevice != BootUnknown) {
+		return n.Hardware.Describe()
 	}
-	if h == nil {
-		return strings.Join(parts, ", ")
+	parts := []string{string(n.Storage)}
+	if n.Hardware != nil {
+		parts = append(parts, n.Hardware.Describe())
 	}
-	if h.PCIeGen > 0 {
-		parts = append(parts, fmt.Sprintf("pcie gen %d", h.PCIeGen))
-	}
-	if h.USBMaxCurrent {
-		parts = append(parts, "usb max current")
-	}
-	if len(h.USBStorageQuirks) > 0 {
-		parts = append(parts, "quirks "+strings.Join(h.USBStorageQuirks, " "))
-	}
-	if len(h.ConfigTxt) > 0 {
-		parts = append(parts, Plural(len(h.ConfigTxt), "config.txt line"))
-	}
-	if b := h.Bootloader; b != nil {
-		how := "checked"
-		if b.Apply {
-			how = "applied"
-		}
-		parts = append(parts, fmt.Sprintf("BOOT_ORDER=%s %s", b.Value, how))
-	}
-	return strings.Join(parts, ", ")
+	return strings.Trim(strings.Join(parts, ", "), ", ")
 }
 
 // reportLine says where the nodes report their first boot; empty when
