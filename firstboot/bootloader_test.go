@@ -372,3 +372,29 @@ func TestStandinsShellcheck(t *testing.T) {
 		t.Errorf("shellcheck: %v\n%s", err, out)
 	}
 }
+
+// TestFactsLines: the facts as inspect (and watch) show them.
+func TestFactsLines(t *testing.T) {
+	tests := []struct {
+		f          Facts
+		boot, load string
+	}{
+		{f: Facts{Root: "sda2", Transport: "usb", USBID: "152d:0578", USBDriver: "usb-storage", MemoryCgroup: true, BootOrder: "0xf41", BootOrderDefault: true, BootloaderVersion: "2026/05/17 19:13:18 (timestamp 1779045198)", BootloaderSource: "vcgencmd bootloader_config"},
+			boot: "root sda2 on usb (152d:0578, usb-storage); memory cgroup present",
+			load: "BOOT_ORDER 0xf41 (not set: the default); version 2026/05/17 19:13:18 (timestamp 1779045198); read with vcgencmd bootloader_config"},
+		{f: Facts{Transport: "unknown", BootloaderProblem: "neither rpi-eeprom-config nor vcgencmd is installed"},
+			boot: "root (device unknown) on unknown; memory cgroup MISSING (k3s cannot run)",
+			load: "not read: neither rpi-eeprom-config nor vcgencmd is installed"},
+		{f: Facts{Model: "Raspberry Pi 5 Model B Rev 1.0", Root: "nvme0n1p2", Transport: "nvme", MemoryCgroup: true, BootOrder: "0xf461", BootOrderStaged: "0xf146", BootloaderSource: "rpi-eeprom-config"},
+			boot: "root nvme0n1p2 on nvme; memory cgroup present; Raspberry Pi 5 Model B Rev 1.0",
+			load: "BOOT_ORDER 0xf461; read with rpi-eeprom-config; BOOT_ORDER 0xf146 staged for the next reboot"},
+	}
+	for _, tt := range tests {
+		if got := tt.f.BootLine(); got != tt.boot {
+			t.Errorf("BootLine() = %q; want %q", got, tt.boot)
+		}
+		if got := tt.f.BootloaderLine(); got != tt.load {
+			t.Errorf("BootloaderLine() = %q; want %q", got, tt.load)
+		}
+	}
+}

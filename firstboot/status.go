@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"strings"
 )
 
 // The status record: what a node's first boot writes about itself, after
@@ -121,4 +122,53 @@ func ParseStatusLog(b []byte) []Status {
 		}
 	}
 	return out
+}
+
+// BootLine says how the node booted, for people: "root sda2 on usb
+// (152d:0578, usb-storage); memory cgroup present; Raspberry Pi 4 Model B
+// Rev 1.5".
+func (f *Facts) BootLine() string {
+	root := f.Root
+	if root == "" {
+		root = "(device unknown)"
+	}
+	s := "root " + root + " on " + f.Transport
+	if f.USBID != "" || f.USBDriver != "" {
+		s += " (" + strings.Trim(f.USBID+", "+f.USBDriver, ", ") + ")"
+	}
+	if f.MemoryCgroup {
+		s += "; memory cgroup present"
+	} else {
+		s += "; memory cgroup MISSING (k3s cannot run)"
+	}
+	if f.Model != "" {
+		s += "; " + f.Model
+	}
+	return s
+}
+
+// BootloaderLine says what the bootloader boots, for people: "BOOT_ORDER
+// 0xf41 (not set: the default); version 2026/05/17 19:13:18 (timestamp
+// 1779045198); read with rpi-eeprom-config", and what the first boot
+// staged.
+func (f *Facts) BootloaderLine() string {
+	var parts []string
+	switch {
+	case f.BootOrder != "" && f.BootOrderDefault:
+		parts = append(parts, "BOOT_ORDER "+f.BootOrder+" (not set: the default)")
+	case f.BootOrder != "":
+		parts = append(parts, "BOOT_ORDER "+f.BootOrder)
+	default:
+		parts = append(parts, "not read: "+f.BootloaderProblem)
+	}
+	if f.BootloaderVersion != "" {
+		parts = append(parts, "version "+f.BootloaderVersion)
+	}
+	if f.BootOrder != "" && f.BootloaderSource != "" {
+		parts = append(parts, "read with "+f.BootloaderSource)
+	}
+	if f.BootOrderStaged != "" {
+		parts = append(parts, "BOOT_ORDER "+f.BootOrderStaged+" staged for the next reboot")
+	}
+	return strings.Join(parts, "; ")
 }
