@@ -65,11 +65,14 @@ read_bootloader() {
 	for bl_tool in rpi-eeprom-config "vcgencmd bootloader_config"; do
 		command -v "${bl_tool%% *}" >/dev/null 2>&1 || continue
 		bl_source=$bl_tool
+		# The configuration is what it prints; its complaints (stderr)
+		# only say why it failed.
 		# shellcheck disable=SC2086 # the tool and its argument
-		if ! bl_config=$($bl_tool 2>&1); then
-			bl_problem="$bl_tool failed: $(printf '%s' "$bl_config" | one_line)"
+		if ! bl_config=$($bl_tool 2>"$STATE/bootloader.err"); then
+			bl_problem="$bl_tool failed: $({ printf '%s\n' "$bl_config" && cat "$STATE/bootloader.err"; } | one_line)"
 			bl_config=''
 		fi
+		rm -f "$STATE/bootloader.err"
 		break
 	done
 	[ -n "$bl_source" ] || bl_problem="neither rpi-eeprom-config nor vcgencmd is installed (packages rpi-eeprom, raspi-utils)"
