@@ -15,6 +15,7 @@ import (
 	"github.com/pibake/pibake/builder/base"
 	"github.com/pibake/pibake/builder/diskimg"
 	"github.com/pibake/pibake/firstboot"
+	"github.com/pibake/pibake/internal/configtxt"
 	"github.com/pibake/pibake/recipes"
 )
 
@@ -146,7 +147,7 @@ func (ins *Inspection) readPayload(read func(name string) ([]byte, error)) error
 	if err != nil {
 		return err
 	}
-	if ins.ConfigTxt, _, err = diskimg.ConfigTxtBlock(b); err != nil {
+	if ins.ConfigTxt, _, err = configtxt.Block(b); err != nil {
 		return err
 	}
 	b, err = read(path.Join(firstboot.Dir, "node.json"))

@@ -20,6 +20,7 @@ import (
 	"github.com/pibake/pibake/builder/diskimg"
 	"github.com/pibake/pibake/firstboot"
 	"github.com/pibake/pibake/internal/atomicfile"
+	"github.com/pibake/pibake/internal/configtxt"
 	"github.com/pibake/pibake/internal/progress"
 	"github.com/pibake/pibake/internal/sparse"
 	"github.com/pibake/pibake/recipes"
@@ -391,7 +392,7 @@ func verify(path string, e diskimg.Edit) error {
 		if err != nil {
 			return err
 		}
-		if block, _, err := diskimg.ConfigTxtBlock(cfg); err != nil || !slices.Equal(block, e.ConfigTxt) {
+		if block, _, err := configtxt.Block(cfg); err != nil || !slices.Equal(block, e.ConfigTxt) {
 			return fmt.Errorf("config.txt: pibake's block reads back as %q, not what was written (%v)", block, err)
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/pibake/pibake/builder/base"
 	"github.com/pibake/pibake/builder/diskimg"
 	"github.com/pibake/pibake/firstboot"
+	"github.com/pibake/pibake/internal/configtxt"
 	"github.com/pibake/pibake/internal/testimage"
 	"github.com/pibake/pibake/recipes"
 )
@@ -91,11 +92,11 @@ func checkConfigTxt(t *testing.T, img string, off int64, spec testimage.Spec, n 
 	if !strings.HasPrefix(got, stock) {
 		t.Fatalf("config.txt does not keep the base's file before the block:\n%s", got)
 	}
-	lines, ok, err := diskimg.ConfigTxtBlock([]byte(got))
+	lines, ok, err := configtxt.Block([]byte(got))
 	if err != nil || !ok || !slices.Equal(lines, block) {
 		t.Errorf("config.txt block = %q, %v, %v; want %q", lines, ok, err, block)
 	}
-	want, err := diskimg.PatchConfigTxt([]byte(stock), block)
+	want, err := configtxt.Patch([]byte(stock), block)
 	if err != nil || got != string(want) {
 		t.Errorf("config.txt = %q; want %q (%v)", got, want, err)
 	}

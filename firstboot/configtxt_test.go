@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/pibake/pibake/builder/diskimg"
+	"github.com/pibake/pibake/internal/configtxt"
 	"github.com/pibake/pibake/internal/golden"
 	"github.com/pibake/pibake/internal/testimage"
 )
@@ -41,7 +41,7 @@ func TestConfigTxtGolden(t *testing.T) {
 				cfg := []byte(stock)
 				if p.ConfigTxt != nil {
 					var err error
-					if cfg, err = diskimg.PatchConfigTxt([]byte(stock), p.ConfigTxt); err != nil {
+					if cfg, err = configtxt.Patch([]byte(stock), p.ConfigTxt); err != nil {
 						t.Fatal(err)
 					}
 				}

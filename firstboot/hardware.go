@@ -8,7 +8,7 @@ import (
 )
 
 // ConfigTxt renders the lines of pibake's block in a node's config.txt
-// (diskimg.PatchConfigTxt places them), or nil when its hardware profile
+// (configtxt.Patch places them), or nil when its hardware profile
 // sets nothing there. The block opens with [all], so that no filter of
 // the base (a [cm5] section, say) combines with its own, then the model's
 // filter, and ends with [all], so that nothing after it is filtered

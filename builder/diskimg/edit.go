@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/diskfs/go-diskfs/filesystem/fat32"
+	"github.com/pibake/pibake/internal/configtxt"
 )
 
 // File is a file to write on the boot partition.
@@ -31,7 +32,7 @@ type Edit struct {
 	CmdlineAdd    []string
 	CmdlineRemove []string
 	// ConfigTxt, when not nil, is what pibake's block in config.txt holds
-	// (PatchConfigTxt); nil leaves config.txt as it is, byte for byte.
+	// (configtxt.Patch); nil leaves config.txt as it is, byte for byte.
 	ConfigTxt []string
 	// Time stamps every directory entry written, so the bytes do not
 	// depend on the clock. Zero means NewestBootTime.
@@ -220,7 +221,7 @@ func (im *Image) patchedBootFiles(e Edit) ([]File, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w; every Raspberry Pi OS image has one, which pibake edits and never writes anew", err)
 		}
-		cfg, err := PatchConfigTxt(old, e.ConfigTxt)
+		cfg, err := configtxt.Patch(old, e.ConfigTxt)
 		if err != nil {
 			return nil, fmt.Errorf("boot partition: %w", err)
 		}

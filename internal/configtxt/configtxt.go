@@ -1,4 +1,6 @@
-package diskimg
+// Package configtxt edits a Raspberry Pi's config.txt the one way pibake
+// does: one marked block of its own at the end, every other line kept.
+package configtxt
 
 import (
 	"bytes"
@@ -20,13 +22,13 @@ const (
 	configEnd   = "# pibake: end"
 )
 
-// PatchConfigTxt returns config.txt with pibake's block holding lines:
+// Patch returns config.txt with pibake's block holding lines:
 // the block of an earlier edit is replaced, and with no lines there is
 // none. What comes before the block is the base, unchanged (a base whose
 // last line lacks its newline gets one); the block follows one blank
 // line. The same lines on the same base give the same bytes, and patching
 // the result again changes nothing.
-func PatchConfigTxt(base []byte, lines []string) ([]byte, error) {
+func Patch(base []byte, lines []string) ([]byte, error) {
 	for _, l := range lines {
 		if strings.ContainsAny(l, "\r\n") || strings.HasPrefix(l, "# pibake:") {
 			return nil, fmt.Errorf("config.txt: block line %q is not one line of its own", l)
@@ -61,9 +63,9 @@ func PatchConfigTxt(base []byte, lines []string) ([]byte, error) {
 	return append(out, b.String()...), nil
 }
 
-// ConfigTxtBlock returns the lines of pibake's block in config.txt, and
+// Block returns the lines of pibake's block in config.txt, and
 // whether there is one.
-func ConfigTxtBlock(cfg []byte) ([]string, bool, error) {
+func Block(cfg []byte) ([]string, bool, error) {
 	start, end, err := findConfigBlock(cfg)
 	if err != nil || start < 0 {
 		return nil, false, err
@@ -86,7 +88,7 @@ func ConfigTxtBlock(cfg []byte) ([]string, bool, error) {
 }
 
 // findConfigBlock finds pibake's block: from the blank line before its
-// begin marker (which PatchConfigTxt writes) to the end of its end marker
+// begin marker (which Patch writes) to the end of its end marker
 // line. Both are -1 when there is none; half a block, or two, is an error.
 func findConfigBlock(cfg []byte) (start, end int, err error) {
 	start, end = -1, -1
