@@ -265,12 +265,12 @@ func checkPCIe(h *hardwareSpec, hw *Hardware, at func(string) *hcl.Range) hcl.Di
 		model = ModelAny
 	}
 	if hw.BootDevice == BootNVMe && !model.NVMe() {
-		why := fmt.Sprintf("a %s has no PCIe for an SSD", model)
+		why, usb := fmt.Sprintf("a %s has no PCIe for an SSD", model), fmt.Sprintf("boot a %s from \"usb\"", model)
 		if model == ModelAny {
-			why = "NVMe boot works only on some models, each set up differently"
+			why, usb = "NVMe boot works only on some models, each set up differently", "or boot it from \"usb\""
 		}
 		diags = append(diags, errorAt(at("hardware.boot_device"), "NVMe on a model without PCIe",
-			"boot_device is \"nvme\", but %s. Name the model: \"pi5\", \"pi500+\", \"cm5\" or \"cm4\" (BOOT_ORDER mode 6 is CM4, CM5, Pi 5 and 500+ only); boot a %s from \"usb\".", why, model))
+			"boot_device is \"nvme\", but %s. Name the model: \"pi5\", \"pi500+\", \"cm5\" or \"cm4\" (BOOT_ORDER mode 6 is CM4, CM5, Pi 5 and 500+ only); %s.", why, usb))
 	}
 	if hw.USBMaxCurrent && model != ModelAny && !model.BCM2712() {
 		diags = append(diags, errorAt(at("hardware.usb_max_current"), "USB current setting on a model without it",
