@@ -20,6 +20,7 @@ import (
 	"github.com/pibake/pibake/builder/diskimg"
 	"github.com/pibake/pibake/firstboot"
 	"github.com/pibake/pibake/internal/atomicfile"
+	"github.com/pibake/pibake/internal/configtxt"
 	"github.com/pibake/pibake/internal/progress"
 	"github.com/pibake/pibake/internal/sparse"
 	"github.com/pibake/pibake/recipes"
@@ -281,7 +282,7 @@ func startHead(ctx context.Context, part string, facts *baseFacts, payload first
 		c.abort()
 		return nil, fmt.Errorf("copy base image: %w", err)
 	}
-	edit := diskimg.Edit{CmdlineAdd: payload.CmdlineAdd, Time: facts.stamp}
+	edit := diskimg.Edit{CmdlineAdd: payload.CmdlineAdd, ConfigTxt: payload.ConfigTxt, Time: facts.stamp}
 	for _, f := range payload.Files {
 		edit.Files = append(edit.Files, diskimg.File{Path: f.Path, Data: f.Data, Source: f.Source})
 	}
@@ -384,6 +385,15 @@ func verify(path string, e diskimg.Edit) error {
 	for _, a := range e.CmdlineAdd {
 		if !have[a] {
 			return fmt.Errorf("cmdline.txt lacks %s", a)
+		}
+	}
+	if e.ConfigTxt != nil {
+		cfg, err := im.ReadBootFile("config.txt")
+		if err != nil {
+			return err
+		}
+		if block, _, err := configtxt.Block(cfg); err != nil || !slices.Equal(block, e.ConfigTxt) {
+			return fmt.Errorf("config.txt: pibake's block reads back as %q, not what was written (%v)", block, err)
 		}
 	}
 	return nil

@@ -100,6 +100,9 @@ type Payload struct {
 	Files []File
 	// CmdlineAdd are arguments to append to cmdline.txt when not present.
 	CmdlineAdd []string
+	// ConfigTxt, when not nil, is what pibake's block in config.txt holds
+	// (ConfigTxt renders it; the builder edits config.txt with it).
+	ConfigTxt []string
 }
 
 // Base is what the builder learned about the base image that decides how a
@@ -204,7 +207,7 @@ func Render(c *recipes.Cluster, n *recipes.Node, opt Options) (Payload, error) {
 		return Payload{}, err
 	}
 	add, remove := cmdlineArgs(c, n, method, opt.BuildID)
-	p := Payload{Method: method, CmdlineAdd: add}
+	p := Payload{Method: method, CmdlineAdd: add, ConfigTxt: ConfigTxt(n)}
 	caFiles := caFileNames(opt.CAFiles)
 	if len(caFiles) > 0 && n.JoinURL != "" {
 		return Payload{}, fmt.Errorf("node %s joins the cluster: only the founding server carries the CA", n.Hostname)
@@ -256,6 +259,7 @@ func cmdlineArgs(c *recipes.Cluster, n *recipes.Node, method recipes.Method, bui
 	if n.WiFi != nil {
 		add = append(add, "cfg80211.ieee80211_regdom="+n.WiFi.Country)
 	}
+	add = append(add, quirksArg(n)...)
 	switch method {
 	case recipes.MethodSystemdRun:
 		remove = systemdRunArgs()
@@ -295,6 +299,7 @@ func fixedFiles() []File {
 		mode fs.FileMode
 	}{
 		{name: "activate.sh", mode: 0o755},
+		{name: "bootfacts.sh", mode: 0o644},
 		{name: "firstboot.sh", mode: 0o755},
 		{name: "lib.sh", mode: 0o644},
 		{name: "pibake-firstboot.service", mode: 0o644},
@@ -370,6 +375,7 @@ func nodeEnv(c *recipes.Cluster, n *recipes.Node, buildID string, cmdlineRemove,
 		{name: "PIBAKE_CA_FILES", value: strings.Join(caFiles, " ")},
 		{name: "PIBAKE_REPORT_URL", value: n.ReportURL},
 	}
+	vars = append(vars, hardwareEnv(n)...)
 	var b strings.Builder
 	b.WriteString("# Written by pibake: this node's first-boot settings. No secrets here.\n")
 	b.WriteString("# shellcheck disable=SC2034 # read by the scripts that source this file\n")

@@ -43,6 +43,8 @@ status() {
 	s_boot=$(cut -c1-8 /proc/sys/kernel/random/boot_id 2>/dev/null || echo unknown)
 	s_extra=
 	[ "${s_final:-}" = 1 ] && s_extra=',"final":true'
+	# The boot facts (bootfacts.sh: one line of JSON), once gathered.
+	[ -s "$ROOT/var/lib/pibake/facts.json" ] && s_extra="$s_extra,\"facts\":$(cat "$ROOT/var/lib/pibake/facts.json")"
 	s_json=$(printf '{"version":1,"node":%s,"role":%s,"build":%s,"stage":%s,"state":%s,"time":%s,"boot":%s,"reason":%s,"log":%s%s}' \
 		"$(json_string "$PIBAKE_HOSTNAME")" "$(json_string "$PIBAKE_ROLE")" "$(json_string "$PIBAKE_BUILD_ID")" \
 		"$(json_string "$1")" "$(json_string "$2")" "$(json_string "$(now)")" "$(json_string "$s_boot")" \

@@ -214,7 +214,8 @@ fi
 # Only the modules the VM needs: building the initramfs runs under
 # emulation, and MODULES=most makes that take minutes instead of seconds.
 printf 'MODULES=list\nCOMPRESS=gzip\n' >"$ROOT/etc/initramfs-tools/conf.d/e2e.conf"
-printf '%s\n' virtio_pci virtio_blk virtio_rng ext4 crc32c vfat nls_cp437 nls_ascii >>"$ROOT/etc/initramfs-tools/modules"
+# xhci_pci, usb_storage and sd_mod: a node booted from a USB disk.
+printf '%s\n' virtio_pci virtio_blk virtio_rng ext4 crc32c vfat nls_cp437 nls_ascii xhci_pci usb_storage sd_mod >>"$ROOT/etc/initramfs-tools/modules"
 chroot "$ROOT" update-initramfs -c -k all
 cp "$ROOT"/boot/vmlinuz-* "$DIR/vmlinuz"
 cp "$ROOT"/boot/initrd.img-* "$DIR/initrd.img"
