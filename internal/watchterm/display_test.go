@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"strings"
 	"testing"
 	"time"
@@ -179,5 +178,48 @@ func TestRefusalsSummarised(t *testing.T) {
 	if len(shown) != maxAddrs || len(sums) != 1 || sums[0].Remote != otherAddrs || sums[0].Count != 2*maxAddrs {
 		t.Errorf("%d shown, summaries %+v; want %d shown and %d from %s", len(shown), sums, maxAddrs, 2*maxAddrs, otherAddrs)
 	}
-	_ = io.Discard
+}
+
+// FuzzDisplay: whatever strings a signed report or a refusal carries,
+// no mode writes a character a terminal would act on (beyond the table's
+// own cursor and colour sequences), no line grows past a screenful, and
+// JSON lines stay JSON.
+func FuzzDisplay(f *testing.F) {
+	for _, h := range hostile[:len(hostile)-1] {
+		f.Add(h, h, h, h, h)
+	}
+	f.Add("k3s-install", "running", "", "b1", "srv")
+	f.Fuzz(func(t *testing.T, stage, state, reason, build, claim string) {
+		for _, mode := range []Mode{Lines, Table, JSON} {
+			fleet := testFleet()
+			var out, errOut bytes.Buffer
+			d := New(mode, &out, fleet, true)
+			for _, e := range []report.Event{
+				{Received: at, Status: firstboot.Status{Node: "srv", Build: "s1", Stage: stage, State: state, Reason: reason, Log: []string{reason}}},
+				{Received: at, Status: firstboot.Status{Node: "old", Build: build, Stage: stage, State: state, Reason: reason}, OlderBuild: true},
+				{Received: at, Status: firstboot.Status{Node: "a-1", Build: "a1", Stage: stage, State: "failed", Reason: reason, Final: true}},
+			} {
+				d.Event(e, fleet.Apply(e))
+			}
+			d.Refused(report.Refusal{Received: at, Remote: "10.0.0.9:4242", Node: claim, Status: 400, Kind: report.RefusedMalformed, Reason: reason})
+			d.Finish(&errOut, "")
+			for name, got := range map[string]string{"stdout": stripOwn(out.String()), "stderr": errOut.String()} {
+				if p := safetext.FirstUnsafe(got); p >= 0 {
+					t.Fatalf("mode %d: %s has a raw %q:\n%q", mode, name, got[p:min(p+8, len(got))], got)
+				}
+				for line := range strings.Lines(got) {
+					if n := len([]rune(line)); n > 1500 {
+						t.Fatalf("mode %d: %s has a line of %d runes", mode, name, n)
+					}
+				}
+			}
+			if mode == JSON {
+				for line := range strings.Lines(out.String()) {
+					if !json.Valid([]byte(line)) {
+						t.Fatalf("not JSON: %q", line)
+					}
+				}
+			}
+		}
+	})
 }
