@@ -13,6 +13,7 @@ import (
 	"github.com/pibake/pibake/builder"
 	"github.com/pibake/pibake/internal/report"
 	"github.com/pibake/pibake/internal/watchterm"
+	"github.com/pibake/pibake/internal/watchweb"
 	"github.com/pibake/pibake/recipes"
 	"github.com/spf13/pflag"
 )
@@ -23,10 +24,10 @@ const defaultWatchPort = "8470"
 
 // watchOptions are pibake watch's flags.
 type watchOptions struct {
-	out, listen string
-	timeout     time.Duration
-	json        bool
-	nodes       []string
+	out, listen, ui string
+	timeout         time.Duration
+	json            bool
+	nodes           []string
 }
 
 func (o *watchOptions) addFlags(fs *pflag.FlagSet) {
@@ -34,6 +35,7 @@ func (o *watchOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.listen, "listen", "", "address to listen on (default: every interface, at the port of the recipe's report URL, else "+defaultWatchPort+")")
 	fs.DurationVar(&o.timeout, "timeout", 0, "give up after this long, e.g. 30m (default: wait until every awaited node has registered or stopped)")
 	fs.BoolVar(&o.json, "json", false, "print every event as one JSON line")
+	fs.StringVar(&o.ui, "ui", "", "also serve a live page of the fleet at this address, e.g. 127.0.0.1:"+watchweb.DefaultPort+" (no host: loopback; any other address gets a URL with an access token, printed once)")
 	fs.StringArrayVar(&o.nodes, "node", nil, "wait for this node, or every node of this node block's label (repeatable; default: every node that reports)")
 }
 
@@ -74,6 +76,17 @@ func runWatch(ctx context.Context, opts watchOptions, args []string, o outputs) 
 		fmt.Fprintf(o.stderr, "pibake watch: %v; is another pibake watch running? Pick another address with --listen (the nodes post to the recipe's report URL)\n", err)
 		return exitFailure
 	}
+	defer ln.Close()
+	if opts.ui != "" {
+		w.ui, err = watchweb.Listen(opts.ui, watchweb.NewHub(r.Cluster.Name, w.fleet))
+		if err != nil {
+			fmt.Fprintf(o.stderr, "pibake watch: %v; pick another address for the page\n", err)
+			return exitFailure
+		}
+		go w.ui.Serve()
+		defer w.ui.Close()
+		fmt.Fprintf(o.stderr, "pibake watch: the fleet's page is at %s\n", w.ui.URL())
+	}
 	mode := watchterm.Lines
 	switch {
 	case opts.json:
@@ -106,6 +119,7 @@ type watch struct {
 	outDir string
 	target builder.WatchTarget
 	fleet  *report.Fleet
+	ui     *watchweb.Server // nil without --ui
 }
 
 func newWatch(r *recipes.Recipe, outDir string, names []string) (*watch, error) {
@@ -216,8 +230,9 @@ func (w *watch) run(ctx context.Context, ln net.Listener, timeout time.Duration,
 	d := watchterm.New(mode, o.stdout, w.fleet, os.Getenv("NO_COLOR") == "")
 	d.Redraw()
 	finish := func(why string) int {
-		showRefusals(d, refusals, true)
+		w.showRefusals(d, refusals, true)
 		d.Finish(o.stderr, why)
+		w.ended(why)
 		if _, registered := w.fleet.Done(); !registered || why != "" {
 			return exitFailure
 		}
@@ -229,11 +244,15 @@ func (w *watch) run(ctx context.Context, ln net.Listener, timeout time.Duration,
 		}
 		select {
 		case e := <-events:
-			d.Event(e, w.fleet.Apply(e))
+			n := w.fleet.Apply(e)
+			d.Event(e, n)
+			if w.ui != nil {
+				w.ui.Hub().Node(n, w.fleet.Counts())
+			}
 		case <-refusals.Ready():
-			showRefusals(d, refusals, false)
+			w.showRefusals(d, refusals, false)
 		case <-tick.C:
-			showRefusals(d, refusals, false)
+			w.showRefusals(d, refusals, false)
 			d.Redraw()
 		case <-deadline:
 			return finish(fmt.Sprintf("timed out after %s", timeout))
@@ -245,8 +264,9 @@ func (w *watch) run(ctx context.Context, ln net.Listener, timeout time.Duration,
 }
 
 // showRefusals shows the refusals due: each address's first on its own,
-// the rest counted per minute (all: every count so far).
-func showRefusals(d *watchterm.Display, rs *watchterm.Refusals, all bool) {
+// the rest counted per minute (all: every count so far); the page shows
+// the latest line, as the table does.
+func (w *watch) showRefusals(d *watchterm.Display, rs *watchterm.Refusals, all bool) {
 	shown, sums := rs.Take(time.Now(), all)
 	for _, r := range shown {
 		d.Refused(r)
@@ -254,4 +274,21 @@ func showRefusals(d *watchterm.Display, rs *watchterm.Refusals, all bool) {
 	for _, s := range sums {
 		d.Summarised(s)
 	}
+	if w.ui != nil && len(shown)+len(sums) > 0 {
+		w.ui.Hub().Refusal(d.LatestRefusal())
+	}
+}
+
+// ended tells the page why watching ended.
+func (w *watch) ended(why string) {
+	if w.ui == nil {
+		return
+	}
+	if why == "" {
+		why = "every awaited node registered or stopped"
+		if _, registered := w.fleet.Done(); registered {
+			why = "every awaited node registered"
+		}
+	}
+	w.ui.Hub().End(why)
 }

@@ -53,8 +53,8 @@ func New(mode Mode, out io.Writer, fleet *report.Fleet, colour bool) *Display {
 	return &Display{mode: mode, out: out, fleet: fleet, colour: colour, now: time.Now}
 }
 
-// LatestRefusal is the line the table shows below itself: the latest
-// refusal or summary of refusals.
+// LatestRefusal is the line the table shows below itself, in every mode:
+// the latest refusal or summary of refusals.
 func (d *Display) LatestRefusal() string { return d.refusal }
 
 // Event shows an accepted report; n is the node's state after it.
@@ -82,31 +82,31 @@ func (d *Display) Event(e report.Event, n *report.NodeState) {
 // Refused shows a refusal on its own line.
 func (d *Display) Refused(r report.Refusal) {
 	reason := safetext.Clean(r.Reason, report.WidthReason)
+	d.refusal = fmt.Sprintf("%s refused a report from %s%s: %s", r.Received.Format(time.TimeOnly), r.Remote, claims(r.Node), reason)
 	switch d.mode {
 	case JSON:
 		d.json(map[string]any{"event": "refused", "received": r.Received.UTC().Format(time.RFC3339), "remote": r.Remote,
 			"node": safetext.Clean(r.Node, widthClaim), "http_status": r.Status, "kind": r.Kind, "reason": reason})
 		return
 	case Lines:
-		fmt.Fprintf(d.out, "%s refused a report from %s%s: %s\n", r.Received.Format(time.TimeOnly), r.Remote, claims(r.Node), reason)
+		fmt.Fprintln(d.out, d.refusal)
 		return
 	}
-	d.refusal = fmt.Sprintf("%s refused a report from %s%s: %s", r.Received.Format(time.TimeOnly), r.Remote, claims(r.Node), reason)
 	d.Redraw()
 }
 
 // Summarised shows a count of refusals from one address.
 func (d *Display) Summarised(s Summary) {
+	d.refusal = fmt.Sprintf("%s %s", s.To.Format(time.TimeOnly), s)
 	switch d.mode {
 	case JSON:
 		d.json(map[string]any{"event": "refusals", "from": s.From.UTC().Format(time.RFC3339), "to": s.To.UTC().Format(time.RFC3339),
 			"remote": s.Remote, "count": s.Count, "kinds": s.Kinds})
 		return
 	case Lines:
-		fmt.Fprintf(d.out, "%s %s\n", s.To.Format(time.TimeOnly), s)
+		fmt.Fprintln(d.out, d.refusal)
 		return
 	}
-	d.refusal = fmt.Sprintf("%s %s", s.To.Format(time.TimeOnly), s)
 	d.Redraw()
 }
 
