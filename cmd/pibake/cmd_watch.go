@@ -187,34 +187,39 @@ func awaited(r *recipes.Recipe, names []string) ([]string, error) {
 	return out, nil
 }
 
-func (w *watch) run(ctx context.Context, ln net.Listener, timeout time.Duration, mode watchterm.Mode, o outputs) int {
-	events := make(chan report.Event, 256)
+// receive serves the nodes' reports on ln until stop is called. No
+// accepted report is dropped (a lost "registered" would keep watch
+// waiting): each waits for the loop to take it from events, until stop.
+// Refusals never wait: they are counted (watchterm.Refusals).
+func (w *watch) receive(ln net.Listener) (events <-chan report.Event, refusals *watchterm.Refusals, stop func()) {
+	ch := make(chan report.Event, 256)
+	done := make(chan struct{})
 	var nodes []report.Node
 	for _, n := range w.fleet.Nodes() {
 		nodes = append(nodes, report.Node{Hostname: n.Hostname, Builds: n.Builds})
 	}
-	// No event is dropped (a lost "registered" would keep watch waiting);
-	// once watching ends, the handlers stop waiting for the display.
-	// Refusals never wait: they are counted (watchterm.Refusals).
-	stop := make(chan struct{})
-	defer close(stop)
-	refusals := watchterm.NewRefusals()
+	refusals = watchterm.NewRefusals()
 	recv := report.NewReceiver(w.target.Key, nodes,
 		func(e report.Event) {
 			select {
-			case events <- e:
-			case <-stop:
+			case ch <- e:
+			case <-done:
 			}
 		},
 		refusals.Add)
 	srv := &http.Server{Handler: recv, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, MaxHeaderBytes: 16 << 10}
 	go srv.Serve(ln)
-	defer srv.Close()
+	return ch, refusals, func() { close(done); srv.Close() }
+}
 
-	await := w.fleet.Unregistered()
-	names := make([]string, len(await))
-	for i, n := range await {
-		names[i] = n.Hostname
+// run shows the reports until every awaited node has registered or
+// stopped, the timeout, or ctx ends, and returns the exit status.
+func (w *watch) run(ctx context.Context, ln net.Listener, timeout time.Duration, mode watchterm.Mode, o outputs) int {
+	events, refusals, stop := w.receive(ln)
+	defer stop()
+	names := []string{}
+	for _, n := range w.fleet.Unregistered() {
+		names = append(names, n.Hostname)
 	}
 	fmt.Fprintf(o.stderr, "pibake watch: listening on %s for the first-boot reports of %s (out directory %s); waiting for %s\n",
 		ln.Addr(), w.recipe, w.outDir, strings.Join(names, ", "))
