@@ -25,6 +25,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -54,7 +56,7 @@ type Server struct {
 func Listen(addr string, hub *Hub) (*Server, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		host, port = addr, DefaultPort // no port given
+		host, port = strings.Trim(addr, "[]"), DefaultPort // no port given
 	}
 	if host == "" {
 		host = "127.0.0.1"
@@ -82,9 +84,17 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// URL is the page's address, with its token when it has one.
+// URL is the page's address, with its token when it has one; on every
+// interface (0.0.0.0, ::), by this machine's name.
 func (s *Server) URL() string {
-	u := "http://" + s.ln.Addr().String() + "/"
+	addr := s.ln.Addr().(*net.TCPAddr)
+	host := addr.IP.String()
+	if addr.IP.IsUnspecified() {
+		if name, err := os.Hostname(); err == nil && name != "" {
+			host = name
+		}
+	}
+	u := "http://" + net.JoinHostPort(host, strconv.Itoa(addr.Port)) + "/"
 	if s.token != "" {
 		u += s.token + "/"
 	}

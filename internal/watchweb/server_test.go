@@ -5,6 +5,8 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -80,6 +82,35 @@ func TestLoopbackPage(t *testing.T) {
 	req, _ := http.NewRequest(http.MethodPost, base, nil)
 	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Errorf("POST: %v %v; want 405", resp, err)
+	}
+}
+
+// TestListenAddresses: no host is loopback; no port is DefaultPort; an
+// IPv6 loopback in brackets, with or without a port, is loopback.
+func TestListenAddresses(t *testing.T) {
+	for _, tt := range []struct {
+		addr, prefix string
+		token        bool
+	}{
+		{addr: ":0", prefix: "http://127.0.0.1:"},
+		{addr: "127.0.0.1:0", prefix: "http://127.0.0.1:"},
+		{addr: "[::1]:0", prefix: "http://[::1]:"},
+		{addr: "localhost:0", prefix: "http://127.0.0.1:"},
+		{addr: "[::1]", prefix: "http://[::1]:" + DefaultPort + "/"},
+		{addr: "0.0.0.0:0", prefix: "http://" + hostname(t) + ":", token: true},
+	} {
+		s, err := Listen(tt.addr, NewHub("lab", report.NewFleet(nil, nil)))
+		if err != nil {
+			if strings.Contains(err.Error(), "address already in use") || strings.Contains(err.Error(), "cannot assign") {
+				continue // the default port is taken, or no IPv6 here
+			}
+			t.Fatalf("Listen(%q): %v", tt.addr, err)
+		}
+		u := s.URL()
+		s.ln.Close()
+		if !strings.HasPrefix(u, tt.prefix) || regexp.MustCompile(`/[0-9a-f]{32}/$`).MatchString(u) != tt.token {
+			t.Errorf("Listen(%q) serves %s; want %s… (token %v)", tt.addr, u, tt.prefix, tt.token)
+		}
 	}
 }
 
@@ -205,4 +236,12 @@ func closed(c chan message) bool {
 
 func statusOf(node, build, stage, state, reason string) firstboot.Status {
 	return firstboot.Status{Version: 1, Node: node, Build: build, Stage: stage, State: state, Reason: reason}
+}
+
+func hostname(t *testing.T) string {
+	name, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return name
 }
