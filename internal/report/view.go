@@ -91,6 +91,11 @@ type Row struct {
 	Since   time.Time `json:"since,omitzero"`
 	Detail  string    `json:"detail"`
 	Awaited bool      `json:"awaited"`
+	// Booted and Bootloader say how the node booted (root device and
+	// bus, memory cgroup, board) and what its bootloader boots, once its
+	// first boot has looked (firstboot.Facts).
+	Booted     string `json:"booted,omitempty"`
+	Bootloader string `json:"bootloader,omitempty"`
 }
 
 // Row is the node's row.
@@ -102,6 +107,7 @@ func (n *NodeState) Row() Row {
 	}
 	if n.Last != nil {
 		r.Stage, r.State, r.Detail = n.Last.Stage, n.Last.State, n.Last.Reason
+		r.Booted, r.Bootloader = bootLines(n.Last)
 	}
 	switch {
 	case !n.Reports:
@@ -148,5 +154,23 @@ func CleanStatus(s firstboot.Status) firstboot.Status {
 	for _, l := range s.Log {
 		c.Log = append(c.Log, w(l, WidthReason))
 	}
+	if f := s.Facts; f != nil {
+		c.Facts = &firstboot.Facts{Model: w(f.Model, WidthReason), Root: w(f.Root, WidthWord), Transport: w(f.Transport, WidthWord),
+			USBID: w(f.USBID, WidthWord), USBDriver: w(f.USBDriver, WidthWord), MemoryCgroup: f.MemoryCgroup,
+			BootOrder: w(f.BootOrder, WidthWord), BootOrderDefault: f.BootOrderDefault, BootOrderStaged: w(f.BootOrderStaged, WidthWord),
+			BootloaderVersion: w(f.BootloaderVersion, WidthReason), BootloaderSource: w(f.BootloaderSource, WidthWord),
+			BootloaderProblem: w(f.BootloaderProblem, WidthReason)}
+	}
 	return c
+}
+
+// bootLines are how the node booted and what its bootloader boots, from
+// the facts of its latest record, cleaned: empty before the first boot's
+// bootloader stage.
+func bootLines(s *firstboot.Status) (booted, bootloader string) {
+	if s == nil || s.Facts == nil {
+		return "", ""
+	}
+	f := CleanStatus(*s).Facts
+	return f.BootLine(), f.BootloaderLine()
 }

@@ -16,6 +16,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/pibake/pibake/firstboot"
 	"github.com/pibake/pibake/internal/report"
 	"github.com/pibake/pibake/internal/safetext"
 )
@@ -74,6 +75,10 @@ func (d *Display) Event(e report.Event, n *report.NodeState) {
 			reason = ": " + st.Reason
 		}
 		fmt.Fprintf(d.out, "%s %s %s: %s %s%s%s\n", e.Received.Format(time.TimeOnly), st.Node, n.Role, st.Stage, st.State, reason, older)
+		if st.Stage == firstboot.StageBootloader && st.Facts != nil {
+			fmt.Fprintf(d.out, "%s %s booted: %s\n%s %s bootloader: %s\n", e.Received.Format(time.TimeOnly), st.Node, st.Facts.BootLine(),
+				e.Received.Format(time.TimeOnly), st.Node, st.Facts.BootloaderLine())
+		}
 	case Table:
 		d.Redraw()
 	}
@@ -153,7 +158,11 @@ func (d *Display) Redraw() {
 		if d.colour {
 			state = colour(r, state)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Node, r.Role, r.Batch, r.Stage, state, since, shorten(r.Detail, widthDetail))
+		detail := r.Detail
+		if detail == "" {
+			detail = r.Booted // how it booted, once its first boot has looked
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Node, r.Role, r.Batch, r.Stage, state, since, shorten(detail, widthDetail))
 	}
 	tw.Flush()
 	if d.refusal != "" {

@@ -65,6 +65,52 @@ func TestDisplay(t *testing.T) {
 	}
 }
 
+// TestBootFactsShown: how a node booted (issue 25) is in every mode:
+// lines at the bootloader stage, the table's detail while nothing else
+// is to say, and the status in JSON.
+func TestBootFactsShown(t *testing.T) {
+	facts := &firstboot.Facts{Model: "Raspberry Pi 5 Model B Rev 1.0", Root: "nvme0n1p2", Transport: "nvme", MemoryCgroup: true,
+		BootOrder: "0xf461", BootloaderSource: "rpi-eeprom-config", BootOrderStaged: "0xf146"}
+	booted := "root nvme0n1p2 on nvme; memory cgroup present; Raspberry Pi 5 Model B Rev 1.0"
+	events := []report.Event{
+		{Received: at, Status: firstboot.Status{Node: "srv", Build: "s1", Stage: "bootloader", State: "ok", Facts: facts}},
+		{Received: at, Status: firstboot.Status{Node: "srv", Build: "s1", Stage: "clock", State: "ok", Facts: facts}},
+	}
+	for _, tt := range []struct {
+		mode  Mode
+		wants []string
+	}{
+		{mode: Lines, wants: []string{"09:40:55 srv booted: " + booted + "\n", "09:40:55 srv bootloader: BOOT_ORDER 0xf461; read with rpi-eeprom-config; BOOT_ORDER 0xf146 staged for the next reboot\n"}},
+		{mode: Table, wants: []string{"root nvme0n1p2 on nvme; memory cgroup present; Raspberry ..."}},
+		{mode: JSON, wants: []string{`"facts":{"model":"Raspberry Pi 5 Model B Rev 1.0","root":"nvme0n1p2","transport":"nvme"`}},
+	} {
+		fleet := testFleet()
+		var out bytes.Buffer
+		d := New(tt.mode, &out, fleet, false)
+		for _, e := range events {
+			d.Event(e, fleet.Apply(e))
+		}
+		for _, w := range tt.wants {
+			if !strings.Contains(out.String(), w) {
+				t.Errorf("mode %d lacks %q:\n%s", tt.mode, w, out.String())
+			}
+		}
+	}
+	if r := testFleetRow(t, events); r.Booted != booted || !strings.Contains(r.Bootloader, "0xf461") {
+		t.Errorf("Row: booted %q, bootloader %q", r.Booted, r.Bootloader)
+	}
+}
+
+func testFleetRow(t *testing.T, events []report.Event) report.Row {
+	t.Helper()
+	fleet := testFleet()
+	var n *report.NodeState
+	for _, e := range events {
+		n = fleet.Apply(e)
+	}
+	return n.Row()
+}
+
 // hostile is what a signed report (a card's key read off its FAT
 // partition before activation) or a stranger could put in any string.
 var hostile = []string{
@@ -101,6 +147,9 @@ func TestNothingRawReachesTheTerminal(t *testing.T) {
 				for _, e := range []report.Event{
 					{Received: at, Status: firstboot.Status{Node: "srv", Build: "s1", Stage: h, State: h, Reason: h, Log: []string{h, h}}},
 					{Received: at, Status: firstboot.Status{Node: "old", Build: h, Stage: "k3s-install", State: h, Reason: h}, OlderBuild: true},
+					{Received: at, Status: firstboot.Status{Node: "a-1", Build: "a1", Stage: "bootloader", State: "ok", Facts: &firstboot.Facts{
+						Model: h, Root: h, Transport: h, USBID: h, USBDriver: h, BootOrder: h, BootOrderStaged: h,
+						BootloaderVersion: h, BootloaderSource: h, BootloaderProblem: h}}},
 					{Received: at, Status: firstboot.Status{Node: "a-1", Build: "a1", Stage: "cgroup", State: "failed", Reason: h, Final: true}},
 				} {
 					d.Event(e, fleet.Apply(e))

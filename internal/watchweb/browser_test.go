@@ -184,6 +184,10 @@ func TestPageInBrowser(t *testing.T) {
 		}
 	}
 	l.report(t, firstboot.Status{Node: "agent-206", Stage: "cgroup", State: "failed", Reason: hostileReason, Final: true})
+	// How agent-010 booted (issue 25): shown with its details.
+	l.report(t, firstboot.Status{Node: "agent-010", Stage: "bootloader", State: "ok", Facts: &firstboot.Facts{
+		Model: "Raspberry Pi 4 Model B Rev 1.5", Root: "sda2", Transport: "usb", USBID: "152d:0578", USBDriver: "uas",
+		MemoryCgroup: true, BootOrder: "0xf41", BootOrderDefault: true, BootloaderSource: "rpi-eeprom-config"}})
 	waitUntil(t, func() bool {
 		return len(l.hub.Snapshot()) > 0 && strings.Contains(string(l.hub.Snapshot()), "agent-206") && l.counts()[report.PhaseStopped] == 1
 	})
@@ -244,8 +248,13 @@ func TestPageInBrowser(t *testing.T) {
 	}
 	waitFor(t, ctx, `!document.getElementById("detail").hidden`)
 	steps := js[[]string](t, ctx, `[...document.querySelectorAll("#d-timeline li span")].map(e => e.textContent)`)
-	if got := strings.Join(steps, ","); got != "activate running,apt-update ok,k3s-install running" {
+	if got := strings.Join(steps, ","); got != "activate running,apt-update ok,k3s-install running,bootloader ok" {
 		t.Errorf("agent-010's timeline: %s", got)
+	}
+	booted := js[[]string](t, ctx, `[document.getElementById("d-booted").textContent, document.getElementById("d-bootloader").textContent]`)
+	if booted[0] != "root sda2 on usb (152d:0578, uas); memory cgroup present; Raspberry Pi 4 Model B Rev 1.5" ||
+		booted[1] != "BOOT_ORDER 0xf41 (not set: the default); read with rpi-eeprom-config" {
+		t.Errorf("agent-010's details say booted %q, bootloader %q", booted[0], booted[1])
 	}
 
 	// A screenshot with something on it.

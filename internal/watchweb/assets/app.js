@@ -110,6 +110,8 @@ function renderDetail() {
   $("d-state").textContent = v.state;
   $("d-since").textContent = ago(v.since);
   $("d-detail").textContent = v.detail || "";
+  $("d-booted").textContent = v.booted || "";
+  $("d-bootloader").textContent = v.bootloader || "";
   const list = $("d-timeline");
   list.replaceChildren();
   for (const s of v.timeline || []) {
