@@ -52,6 +52,8 @@ fuzz:
 	$(GO) test ./builder/diskimg -run '^$$' -fuzz FuzzOpen -fuzztime $(FUZZTIME)
 	$(GO) test ./firstboot -run '^$$' -fuzz FuzzShellQuote -fuzztime $(FUZZTIME)
 	$(GO) test ./firstboot -run '^$$' -fuzz FuzzYAMLQuote -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/safetext -run '^$$' -fuzz FuzzClean -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/watchterm -run '^$$' -fuzz FuzzDisplay -fuzztime $(FUZZTIME)
 
 ## demo: build recipes/examples/lab.hcl offline, against a generated
 ## Raspberry Pi OS-shaped image (no download).

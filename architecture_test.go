@@ -128,16 +128,13 @@ var overLimit = map[string]struct {
 	lines int
 	why   string
 }{
-	"recipes":                           {2677, "the recipe package predates the limit; splitting it (schema, resolution, validation, plans) is its own change"},
-	"builder/base/xz.go:xzIndex":        {79, "builder/base/xz*.go wait for the decompression speed work"},
-	"cmd/pibake/cmd_watch.go:watch.run": {67, "pibake watch is being reshaped (issue 24); its logic leaves cmd then"},
+	"recipes":                    {3152, "the recipe package predates the limit and grew by the hardware profile (issue 25); splitting it (schema, resolution, validation, plans) is its own change"},
+	"builder/base/xz.go:xzIndex": {79, "builder/base/xz*.go wait for the decompression speed work"},
 }
 
 // exempt are files left out of their package's size, for the reason
 // given: they leave the package in work of their own.
-var exempt = map[string]bool{
-	"cmd/pibake/cmd_watch.go": true, // issue 24 moves watch's logic out of cmd
-}
+var exempt = map[string]bool{}
 
 // TestShapeLimits: no function or closure over maxFuncLines lines, no
 // package over maxPackageLines lines of non-test code, but for the places

@@ -71,6 +71,7 @@ esac`,
 	// $KUBELET=down.
 	"curl": `record curl "$@"
 case "$*" in
+*/v1/nonce*|*/v1/report*) exec "$REAL_CURL" "$@" ;;
 */ping*) maybe_fail CURL_PING; echo pong; exit 0 ;;
 *127.0.0.1:10248/healthz*) [ "${KUBELET:-up}" = down ] && exit 7; echo ok; exit 0 ;;
 esac
@@ -151,6 +152,7 @@ func newFakeNode(t *testing.T, p Payload) *fakeNode {
 	for name, content := range files {
 		n.write(t, name, content)
 	}
+	n.rootOn(t, sdRoot)
 	n.write(t, "../stubs/install.sh", installStub)
 	for name, body := range stubs {
 		if err := os.WriteFile(filepath.Join(n.stubDir, name), []byte(stubPrelude+body+"\n"), 0o755); err != nil {
@@ -163,6 +165,7 @@ func newFakeNode(t *testing.T, p Payload) *fakeNode {
 		"STUB_LOG="+n.log, "STUB_DIR="+n.stubDir,
 		"PIBAKE_RETRY_DELAY=0", "PIBAKE_TIME_WAIT=0", "PIBAKE_BATCH_DELAY=0", "PIBAKE_SERVER_WAIT=30", "PIBAKE_USER_WAIT=0",
 		"PIBAKE_K3S_WAIT=0", "PIBAKE_REGISTER_WAIT=0", "PIBAKE_POLL=0",
+		"EEPROM_STATE="+filepath.Join(n.stubDir, "eeprom"),
 	)
 	return n
 }
@@ -355,7 +358,7 @@ func TestActivateAndFirstbootServer(t *testing.T) {
 	if !n.exists("var/lib/pibake/firstboot.done") {
 		t.Error("no done-stamp after a successful first boot")
 	}
-	if got, want := n.history(t), "activate running\nactivate ok\nclock ok\napt-update ok\ncgroup ok\nk3s-install running\nk3s-install ok\nk3s-start ok\nk3s-active ok\nregistered ok\npackages ok\ndone ok\n"; got != want {
+	if got, want := n.history(t), "activate running\nactivate ok\nbootloader ok\nclock ok\napt-update ok\ncgroup ok\nk3s-install running\nk3s-install ok\nk3s-start ok\nk3s-active ok\nregistered ok\npackages ok\ndone ok\n"; got != want {
 		t.Errorf("status history:\n%s\nwant:\n%s", got, want)
 	}
 }

@@ -358,11 +358,16 @@ func nodeSummary(c *recipes.Cluster, n *recipes.Node, opt Options, method recipe
 	case opt.CAHash != "":
 		ca = CAPins
 	}
-	b, _ := json.MarshalIndent(Summary{
+	sum := Summary{
 		Hostname: n.Hostname, Role: string(n.Role), Cluster: c.Name, Joins: n.JoinURL, Init: n.ClusterInit,
 		Method: method, BuildID: opt.BuildID, CA: ca, CAHash: opt.CAHash, NodePassword: opt.NodePassword != "",
 		ReportURL: n.ReportURL,
-	}, "", "  ")
+	}
+	if !n.Hardware.IsZero() {
+		h := n.Hardware
+		sum.Hardware = &h
+	}
+	b, _ := json.MarshalIndent(sum, "", "  ")
 	return append(b, '\n')
 }
 
@@ -383,6 +388,8 @@ type Summary struct {
 	NodePassword bool `json:"node_password,omitempty"`
 	// ReportURL is where the node reports its first boot.
 	ReportURL string `json:"report_url,omitempty"`
+	// Hardware is the node's hardware profile, when the recipe declares one.
+	Hardware *recipes.Hardware `json:"hardware,omitempty"`
 }
 
 // A node's part in a cluster CA pibake generated.

@@ -10,6 +10,7 @@ package firstboot
 import (
 	"crypto/sha256"
 	"embed"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -45,6 +46,40 @@ func systemdRunArgs() []string {
 	}
 }
 
+// mountOrderUnits are the units that run cloud-init's local stage, which
+// decides the datasource: cloud-init-local.service, and since cloud-init
+// 24.3 cloud-init-main.service, the one process that runs every stage
+// (the others only signal it). Both are DefaultDependencies=no and ordered
+// only after /var/lib/cloud's mount, not /boot/firmware's, where Raspberry
+// Pi OS points NoCloud (seedfrom file:///boot/firmware).
+var mountOrderUnits = []string{"cloud-init-local.service", "cloud-init-main.service"}
+
+// mountOrderDropin orders a unit after the boot partition's mount and makes
+// it need that mount: what sdm adds to cloud-init for the same race
+// (gitbls/sdm 7c91c63).
+const mountOrderDropin = "[Unit]\nRequiresMountsFor=/boot/firmware\n"
+
+// mountOrderArgs make cloud-init wait for the boot partition on the boots
+// before activation, without writing the root file system. On fast storage
+// (a Pi 5 booting from NVMe: canonical/cloud-init#6614; an SSD:
+// RPi-Distro/pi-gen#892) cloud-init's local stage can run before
+// /boot/firmware is mounted, find no seed, fall back to DataSourceNone, and
+// the node is never activated. Each argument is a system credential on the
+// kernel command line (systemd.set_credential_binary=, read by PID 1)
+// that systemd-debug-generator (systemd 256 and later; Trixie ships 257)
+// turns into a drop-in in /run/systemd/generator.early: see
+// src/debug-generator/debug-generator.c, process_unit_credentials, where
+// "systemd.unit-dropin.UNIT~NAME" becomes UNIT.d/NAME.conf. Older systemd
+// ignores it. The activator removes them with its other arguments.
+func mountOrderArgs() []string {
+	enc := base64.StdEncoding.EncodeToString([]byte(mountOrderDropin))
+	args := make([]string, len(mountOrderUnits))
+	for i, unit := range mountOrderUnits {
+		args[i] = "systemd.set_credential_binary=systemd.unit-dropin." + unit + "~pibake-bootfs:" + enc
+	}
+	return args
+}
+
 // File is one file for the boot partition.
 type File struct {
 	// Path is relative to the boot partition's root, with forward slashes.
@@ -65,6 +100,9 @@ type Payload struct {
 	Files []File
 	// CmdlineAdd are arguments to append to cmdline.txt when not present.
 	CmdlineAdd []string
+	// ConfigTxt, when not nil, is what pibake's block in config.txt holds
+	// (ConfigTxt renders it; the builder edits config.txt with it).
+	ConfigTxt []string
 }
 
 // Base is what the builder learned about the base image that decides how a
@@ -169,7 +207,7 @@ func Render(c *recipes.Cluster, n *recipes.Node, opt Options) (Payload, error) {
 		return Payload{}, err
 	}
 	add, remove := cmdlineArgs(c, n, method, opt.BuildID)
-	p := Payload{Method: method, CmdlineAdd: add}
+	p := Payload{Method: method, CmdlineAdd: add, ConfigTxt: ConfigTxt(n)}
 	caFiles := caFileNames(opt.CAFiles)
 	if len(caFiles) > 0 && n.JoinURL != "" {
 		return Payload{}, fmt.Errorf("node %s joins the cluster: only the founding server carries the CA", n.Hostname)
@@ -221,6 +259,7 @@ func cmdlineArgs(c *recipes.Cluster, n *recipes.Node, method recipes.Method, bui
 	if n.WiFi != nil {
 		add = append(add, "cfg80211.ieee80211_regdom="+n.WiFi.Country)
 	}
+	add = append(add, quirksArg(n)...)
 	switch method {
 	case recipes.MethodSystemdRun:
 		remove = systemdRunArgs()
@@ -231,6 +270,9 @@ func cmdlineArgs(c *recipes.Cluster, n *recipes.Node, method recipes.Method, bui
 		// a boot whose seed cannot be read must not count as a new
 		// instance.
 		add = append(add, "ds=nocloud;i="+instanceID(c, n, buildID))
+		// Until activation, cloud-init waits for the seed's partition.
+		remove = mountOrderArgs()
+		add = append(add, remove...)
 	}
 	return add, remove
 }
@@ -257,6 +299,7 @@ func fixedFiles() []File {
 		mode fs.FileMode
 	}{
 		{name: "activate.sh", mode: 0o755},
+		{name: "bootfacts.sh", mode: 0o644},
 		{name: "firstboot.sh", mode: 0o755},
 		{name: "lib.sh", mode: 0o644},
 		{name: "pibake-firstboot.service", mode: 0o644},
@@ -332,6 +375,7 @@ func nodeEnv(c *recipes.Cluster, n *recipes.Node, buildID string, cmdlineRemove,
 		{name: "PIBAKE_CA_FILES", value: strings.Join(caFiles, " ")},
 		{name: "PIBAKE_REPORT_URL", value: n.ReportURL},
 	}
+	vars = append(vars, hardwareEnv(n)...)
 	var b strings.Builder
 	b.WriteString("# Written by pibake: this node's first-boot settings. No secrets here.\n")
 	b.WriteString("# shellcheck disable=SC2034 # read by the scripts that source this file\n")

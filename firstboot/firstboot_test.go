@@ -177,6 +177,8 @@ var goldenCases = []struct {
 	{name: "report_server", recipe: reportRecipe, node: "pi", opt: Options{ReportKey: testReportKey}},
 	{name: "report_agent_own_url", recipe: reportRecipe, node: "edge", opt: Options{ReportKey: testReportKey}},
 	{name: "ca_agent", recipe: haRecipe, node: "worker-1", opt: Options{CAHash: testCAHash, JoinToken: "K10" + testCAHash + "::node:" + testAgentToken, NodePassword: "00112233445566778899aabbccddeeff"}},
+	{name: "profile_pi5_nvme_apply", recipe: profileRecipe, node: "nvme"},
+	{name: "profile_pi4_usb_quirk", recipe: profileRecipe, node: "usb", opt: Options{Base: Base{CloudInit: true, SystemdFirstBoot: true}}},
 }
 
 const testCAHash = "5f1c0c5b6a1e0b6b5cf6ad8b0e3f0e6d3f4b0c2a9d8e7f6a5b4c3d2e1f0a9b8c"
@@ -221,6 +223,9 @@ func renderFor(t *testing.T, recipe, host string, opt Options) Payload {
 func dump(p Payload) []byte {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "method: %s\ncmdline add: %s\n", p.Method, strings.Join(p.CmdlineAdd, " "))
+	if p.ConfigTxt != nil {
+		fmt.Fprintf(&b, "-- config.txt block --\n%s\n", strings.Join(p.ConfigTxt, "\n"))
+	}
 	for _, f := range p.Files {
 		switch {
 		case f.Source != "":
@@ -355,8 +360,8 @@ func TestShellcheck(t *testing.T) {
 			scripts = append(scripts, name)
 		}
 	}
-	if len(scripts) != 5 {
-		t.Fatalf("found %d scripts; want activate.sh, firstboot.sh, lib.sh, node.env, report.sh", len(scripts))
+	if len(scripts) != 6 {
+		t.Fatalf("found %d scripts; want activate.sh, bootfacts.sh, firstboot.sh, lib.sh, node.env, report.sh", len(scripts))
 	}
 	// -x follows the scripts' "source=lib.sh" into the shared functions.
 	cmd := exec.Command(shellcheck, append([]string{"-x", "-s", "sh", "-S", "style"}, scripts...)...)

@@ -259,6 +259,13 @@ func (sr sourceRanges) collect(body hcl.Body, prefix string) {
 	}
 	for name, a := range sb.Attributes {
 		sr[prefix+name] = a.Expr.Range()
+		// A list written out records where each element is, so a bad
+		// element is reported where it stands ("hardware.config_txt[2]").
+		if list, ok := a.Expr.(*hclsyntax.TupleConsExpr); ok {
+			for i, e := range list.Exprs {
+				sr[fmt.Sprintf("%s%s[%d]", prefix, name, i)] = e.Range()
+			}
+		}
 	}
 	for _, b := range sb.Blocks {
 		sr[prefix+b.Type] = b.DefRange()
@@ -466,6 +473,14 @@ func decodeNode(ctx *hcl.EvalContext, defaults *rawBlock, rn rawNode) (nodeSpec,
 	ownRanges := sourceRanges{}
 	ownRanges.collect(rn.Body, "")
 	mergeSpec(reflect.ValueOf(&merged).Elem(), reflect.ValueOf(&own).Elem(), ownRanges, "")
+	for k := range ownRanges {
+		// A list the node writes replaces the default's, elements too.
+		for old := range ranges {
+			if strings.HasPrefix(old, k+"[") {
+				delete(ranges, old)
+			}
+		}
+	}
 	for k, v := range ownRanges {
 		ranges[k] = v
 	}

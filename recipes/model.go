@@ -197,7 +197,8 @@ type Node struct {
 	ReportURL string
 }
 
-// Storage is what a node boots from, as the recipe declares it.
+// Storage is what a node boots from, as the recipe declares it: storage,
+// or what hardware.boot_device implies (sd, or ssd for usb and nvme).
 type Storage string
 
 // The storages a recipe may name; StorageUnknown when it says nothing.
@@ -209,13 +210,6 @@ const (
 
 // Storages lists the storages a recipe may name.
 var Storages = []Storage{StorageSSD, StorageSD}
-
-// Hardware is what the recipe declares about a node's machine. Zero means
-// not declared.
-type Hardware struct {
-	CPUs     int `json:"cpus,omitempty"`
-	MemoryGB int `json:"memory_gb,omitempty"`
-}
 
 // DefaultUserName is the login user of a node whose recipe names none: the
 // name Raspberry Pi OS gives its first user.

@@ -124,7 +124,9 @@ func resolveKubernetes(spec nodeSpec, n *Node, _ nodeMeta, at func(string) *hcl.
 	return diags
 }
 
-// resolveMachine: timezone, storage and declared hardware.
+// resolveMachine: timezone, storage and declared hardware. storage is
+// the older, coarser attribute: hardware.boot_device implies it, and the
+// two must agree where both are written.
 func resolveMachine(spec nodeSpec, n *Node, meta nodeMeta, at func(string) *hcl.Range) hcl.Diagnostics {
 	var diags hcl.Diagnostics
 	n.Timezone = spec.Timezone
@@ -135,14 +137,15 @@ func resolveMachine(spec nodeSpec, n *Node, meta nodeMeta, at func(string) *hcl.
 	if n.Storage != StorageUnknown && !slices.Contains(Storages, n.Storage) {
 		diags = append(diags, errorAt(at("storage"), "Invalid storage", "storage is %q; it must be %s.", n.Storage, quoteList(Storages)))
 	}
-	if h := spec.Hardware; h != nil {
-		n.Hardware = Hardware{CPUs: h.CPUs, MemoryGB: h.MemoryGB}
-		if meta.ranges.has("hardware.cpus") && h.CPUs < 1 {
-			diags = append(diags, errorAt(at("hardware.cpus"), "Invalid hardware", "cpus is %d; it must be at least 1.", h.CPUs))
-		}
-		if meta.ranges.has("hardware.memory_gb") && h.MemoryGB < 1 {
-			diags = append(diags, errorAt(at("hardware.memory_gb"), "Invalid hardware", "memory_gb is %d; it must be at least 1.", h.MemoryGB))
-		}
+	diags = append(diags, resolveHardware(spec, n, meta, at)...)
+	switch implied := n.Hardware.BootDevice.Storage(); {
+	case implied == StorageUnknown:
+	case n.Storage == StorageUnknown:
+		n.Storage = implied
+	case n.Storage != implied:
+		diags = append(diags, errorAt(at("hardware.boot_device"), "Storage and boot device disagree",
+			"boot_device %q means storage %q, but storage is %q (%s). storage is the older, coarser attribute: remove it where boot_device is set.",
+			n.Hardware.BootDevice, implied, n.Storage, at("storage")))
 	}
 	return diags
 }

@@ -137,7 +137,7 @@ func NewPlan(r *Recipe) Plan {
 				pn.CA = "carries"
 			}
 		}
-		if n.Hardware != (Hardware{}) {
+		if !n.Hardware.IsZero() {
 			h := n.Hardware
 			pn.Hardware = &h
 		}
@@ -200,7 +200,7 @@ func (p Plan) WriteText(w io.Writer) error {
 	}
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "HOSTNAME\tROLE\tIP\tJOINS\tBATCH\tLOGIN\tLABELS\tTAINTS")
+	fmt.Fprintln(tw, "HOSTNAME\tROLE\tIP\tJOINS\tBATCH\tLOGIN\tHARDWARE\tLABELS\tTAINTS")
 	for _, n := range p.Nodes {
 		joins := n.Join
 		if n.ClusterInit {
@@ -218,10 +218,23 @@ func (p Plan) WriteText(w io.Writer) error {
 		if n.JoinBatch != nil {
 			batch = fmt.Sprint(*n.JoinBatch)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Hostname, n.Role, n.IP, joins, batch,
-			login(n.User), orDash(joinLabels(n.Labels)), orDash(strings.Join(n.Taints, ",")))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Hostname, n.Role, n.IP, joins, batch,
+			login(n.User), orDash(hardwareLine(n)), orDash(joinLabels(n.Labels)), orDash(strings.Join(n.Taints, ",")))
 	}
 	return tw.Flush()
+}
+
+// hardwareLine sums up a node's hardware profile, or the storage it
+// declares.
+func hardwareLine(n PlanNode) string {
+	if n.Hardware != nil && (n.Hardware.Model != ModelUnknown || n.Hardware.BootDevice != BootUnknown) {
+		return n.Hardware.Describe()
+	}
+	parts := []string{string(n.Storage)}
+	if n.Hardware != nil {
+		parts = append(parts, n.Hardware.Describe())
+	}
+	return strings.Trim(strings.Join(parts, ", "), ", ")
 }
 
 // reportLine says where the nodes report their first boot; empty when

@@ -93,8 +93,20 @@ type nodeSpec struct {
 }
 
 type hardwareSpec struct {
-	CPUs     int `hcl:"cpus,optional"`
-	MemoryGB int `hcl:"memory_gb,optional"`
+	CPUs             int             `hcl:"cpus,optional"`
+	MemoryGB         int             `hcl:"memory_gb,optional"`
+	Model            string          `hcl:"model,optional"`
+	BootDevice       string          `hcl:"boot_device,optional"`
+	PCIeGen          *int            `hcl:"pcie_gen,optional"`
+	USBMaxCurrent    bool            `hcl:"usb_max_current,optional"`
+	USBStorageQuirks []string        `hcl:"usb_storage_quirks,optional"`
+	ConfigTxt        []string        `hcl:"config_txt,optional"`
+	Bootloader       *bootloaderSpec `hcl:"bootloader,block"`
+}
+
+type bootloaderSpec struct {
+	BootOrder string `hcl:"boot_order,optional"`
+	Apply     bool   `hcl:"apply,optional"`
 }
 
 type userSpec struct {

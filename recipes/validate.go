@@ -311,7 +311,7 @@ func (ld *loader) checkSizing(r *Recipe, servers int) hcl.Diagnostics {
 		lastServer = i
 		m := ld.meta[i]
 		if n.Storage == StorageSD {
-			diags = append(diags, warningAt(m.ranges.at("storage", m.defRange), "Server on an SD card",
+			diags = append(diags, warningAt(m.ranges.at("storage", *m.ranges.at("hardware.boot_device", m.defRange)), "Server on an SD card",
 				"Server %s stores the cluster datastore on an SD card. etcd and SQLite write constantly; SD cards wear out and stall under that load. Boot servers from an SSD.", n.describe()))
 		}
 		h := n.Hardware

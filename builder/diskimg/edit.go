@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/diskfs/go-diskfs/filesystem/fat32"
+	"github.com/pibake/pibake/internal/configtxt"
 )
 
 // File is a file to write on the boot partition.
@@ -30,6 +31,9 @@ type Edit struct {
 	Remove        []string
 	CmdlineAdd    []string
 	CmdlineRemove []string
+	// ConfigTxt, when not nil, is what pibake's block in config.txt holds
+	// (configtxt.Patch); nil leaves config.txt as it is, byte for byte.
+	ConfigTxt []string
 	// Time stamps every directory entry written, so the bytes do not
 	// depend on the clock. Zero means NewestBootTime.
 	Time time.Time
@@ -163,16 +167,11 @@ func (im *Image) plan(e Edit) ([]File, time.Time, error) {
 	}
 	files := append([]File(nil), e.Files...)
 	sort.Slice(files, func(i, j int) bool { return files[i].Path < files[j].Path })
-	if len(e.CmdlineAdd) > 0 || len(e.CmdlineRemove) > 0 {
-		old, err := im.ReadBootFile("cmdline.txt")
-		if err != nil {
-			return nil, time.Time{}, err
-		}
-		if bytes.Count(bytes.TrimSpace(old), []byte("\n")) > 0 {
-			return nil, time.Time{}, fmt.Errorf("boot partition: cmdline.txt has more than one line; the firmware reads only the first, so fix it before pibake edits it")
-		}
-		files = append(files, File{Path: "cmdline.txt", Data: []byte(patchCmdline(string(old), e.CmdlineAdd, e.CmdlineRemove))})
+	patched, err := im.patchedBootFiles(e)
+	if err != nil {
+		return nil, time.Time{}, err
 	}
+	files = append(files, patched...)
 	sizes := make([]int64, len(files))
 	for i, f := range files {
 		sizes[i] = int64(len(f.Data))
@@ -210,6 +209,34 @@ func write(bfs *fat32.FileSystem, remove []string, files []File) error {
 		}
 		return nil
 	})
+}
+
+// patchedBootFiles are cmdline.txt and config.txt as e changes them:
+// edits of the base's own files, which keep every line pibake does not own.
+func (im *Image) patchedBootFiles(e Edit) ([]File, error) {
+	var files []File
+	if len(e.CmdlineAdd) > 0 || len(e.CmdlineRemove) > 0 {
+		old, err := im.ReadBootFile("cmdline.txt")
+		if err != nil {
+			return nil, err
+		}
+		if bytes.Count(bytes.TrimSpace(old), []byte("\n")) > 0 {
+			return nil, fmt.Errorf("boot partition: cmdline.txt has more than one line; the firmware reads only the first, so fix it before pibake edits it")
+		}
+		files = append(files, File{Path: "cmdline.txt", Data: []byte(patchCmdline(string(old), e.CmdlineAdd, e.CmdlineRemove))})
+	}
+	if e.ConfigTxt != nil {
+		old, err := im.ReadBootFile("config.txt")
+		if err != nil {
+			return nil, fmt.Errorf("%w; every Raspberry Pi OS image has one, which pibake edits and never writes anew", err)
+		}
+		cfg, err := configtxt.Patch(old, e.ConfigTxt)
+		if err != nil {
+			return nil, fmt.Errorf("boot partition: %w", err)
+		}
+		files = append(files, File{Path: "config.txt", Data: cfg})
+	}
+	return files, nil
 }
 
 // removeIfPresent deletes a file or a directory tree. go-diskfs's FAT

@@ -95,7 +95,7 @@ func (s *Session) payloadOptions(n *recipes.Node, buildID string) firstboot.Opti
 // Edit is the boot partition edit that writes a payload, every entry
 // stamped with the base's one timestamp.
 func (s *Session) Edit(p firstboot.Payload) diskimg.Edit {
-	e := diskimg.Edit{CmdlineAdd: p.CmdlineAdd, Time: s.Base.Stamp}
+	e := diskimg.Edit{CmdlineAdd: p.CmdlineAdd, ConfigTxt: p.ConfigTxt, Time: s.Base.Stamp}
 	for _, f := range p.Files {
 		e.Files = append(e.Files, diskimg.File{Path: f.Path, Data: f.Data, Source: f.Source})
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/pibake/pibake/firstboot"
 	"github.com/pibake/pibake/firstboot/status"
 	"github.com/pibake/pibake/internal/bytesize"
+	"github.com/pibake/pibake/internal/configtxt"
 	"github.com/pibake/pibake/recipes"
 )
 
@@ -37,12 +38,14 @@ type Report struct {
 	BootFree int64            `json:"boot_free_bytes,omitempty"`
 	// Activation is the first-boot method "auto" picks for this image as a
 	// base, or empty with ActivationProblem saying why none fits.
-	Activation        recipes.Method  `json:"activation,omitempty"`
-	ActivationProblem string          `json:"activation_problem,omitempty"`
-	Cmdline           string          `json:"cmdline"`
-	Payload           *PayloadSummary `json:"payload,omitempty"`
-	Status            *status.Record  `json:"status,omitempty"`
-	History           []status.Record `json:"history,omitempty"`
+	Activation        recipes.Method `json:"activation,omitempty"`
+	ActivationProblem string         `json:"activation_problem,omitempty"`
+	Cmdline           string         `json:"cmdline"`
+	// ConfigTxt is pibake's block in config.txt, when there is one.
+	ConfigTxt []string        `json:"config_txt_block,omitempty"`
+	Payload   *PayloadSummary `json:"payload,omitempty"`
+	Status    *status.Record  `json:"status,omitempty"`
+	History   []status.Record `json:"history,omitempty"`
 }
 
 // PayloadSummary describes the pibake payload on a built image: its
@@ -130,10 +133,17 @@ func inspectBootDir(dir string) (*Report, error) {
 	return ins, nil
 }
 
-// readPayload fills in node.json and the status records; read returns nil
-// for a file that is not there.
+// readPayload fills in node.json, pibake's block in config.txt and the
+// status records; read returns nil for a file that is not there.
 func (ins *Report) readPayload(read func(name string) ([]byte, error)) error {
-	b, err := read(path.Join(firstboot.Dir, "node.json"))
+	b, err := read("config.txt")
+	if err != nil {
+		return err
+	}
+	if ins.ConfigTxt, _, err = configtxt.Block(b); err != nil {
+		return err
+	}
+	b, err = read(path.Join(firstboot.Dir, "node.json"))
 	if err != nil {
 		return err
 	}
@@ -242,8 +252,17 @@ func (ins *Report) writePayload(b *strings.Builder) {
 		if p.ReportURL != "" {
 			fmt.Fprintf(b, "  reports:  to %s (pibake watch), signed with this node's key\n", p.ReportURL)
 		}
+		if p.Hardware != nil {
+			fmt.Fprintf(b, "  hardware: %s\n", p.Hardware.Describe())
+		}
 	} else {
 		b.WriteString("pibake payload: none (not built by pibake)\n")
+	}
+	if len(ins.ConfigTxt) > 0 {
+		b.WriteString("config.txt: pibake's block, after the image's own lines:\n")
+		for _, l := range ins.ConfigTxt {
+			fmt.Fprintf(b, "  | %s\n", l)
+		}
 	}
 	s := ins.Status
 	if s == nil {
@@ -255,6 +274,9 @@ func (ins *Report) writePayload(b *strings.Builder) {
 	fmt.Fprintf(b, "\nfirst boot: %s %s at %s%s\n", s.Stage, s.State, s.Time, prefixed(": ", s.Reason))
 	for _, line := range s.Log {
 		fmt.Fprintf(b, "  | %s\n", line)
+	}
+	if f := s.Facts; f != nil {
+		fmt.Fprintf(b, "booted:     %s\nbootloader: %s\n", f.BootLine(), f.BootloaderLine())
 	}
 	if len(ins.History) > 0 {
 		b.WriteString("history:\n")

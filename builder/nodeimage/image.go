@@ -14,9 +14,11 @@ import (
 	"fmt"
 	"hash"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/pibake/pibake/builder/diskimg"
+	"github.com/pibake/pibake/internal/configtxt"
 	"github.com/pibake/pibake/internal/files"
 	"github.com/pibake/pibake/internal/progress"
 )
@@ -180,6 +182,15 @@ func verify(path string, e diskimg.Edit) error {
 	for _, a := range e.CmdlineAdd {
 		if !have[a] {
 			return fmt.Errorf("cmdline.txt lacks %s", a)
+		}
+	}
+	if e.ConfigTxt != nil {
+		cfg, err := im.ReadBootFile("config.txt")
+		if err != nil {
+			return err
+		}
+		if block, _, err := configtxt.Block(cfg); err != nil || !slices.Equal(block, e.ConfigTxt) {
+			return fmt.Errorf("config.txt: pibake's block reads back as %q, not what was written (%v)", block, err)
 		}
 	}
 	return nil

@@ -105,7 +105,7 @@ func flashTargets(args []string, imageMode bool, out outputs) ([]flashing.Target
 // target on stdout) and picks the exit code.
 func flashOutcome(out outputs, results []flash.Result, err error) int {
 	if len(results) > 0 {
-		writeFlashTable(out, results)
+		flashing.WriteResults(out.stderr, results)
 	}
 	for _, res := range results {
 		if res.State == flash.Verified {

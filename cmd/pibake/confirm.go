@@ -30,7 +30,7 @@ func allNewFiles(targets []flashing.Target) bool {
 // written, and otherwise asks for "yes" on a terminal.
 func confirmFlash(o *flashOptions, out outputs) func(int64, []flashing.Target) error {
 	return func(size int64, targets []flashing.Target) error {
-		writePlan(out, size, targets)
+		flashing.WritePlan(out.stderr, size, targets)
 		switch {
 		case o.dryRun:
 			return errDryRun

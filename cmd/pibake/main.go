@@ -81,6 +81,7 @@ func commands() map[string]command {
 		"init":       initCommand,
 		"merge":      mergeCommand,
 		"watch":      watchCommand,
+		"verify":     verifyCommand,
 	}
 }
 

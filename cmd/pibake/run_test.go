@@ -67,6 +67,9 @@ func TestRun(t *testing.T) {
 		{name: "flash_no_such_device", args: []string{"flash", lab, "pi-server=/dev/pibake-no-such-disk"}, code: exitFailure},
 		{name: "flash_directory", args: []string{"flash", lab, "pi-server=testdata"}, code: exitFailure},
 		{name: "flash_missing_image", args: []string{"flash", "testdata/missing.img.xz", "testdata/never.img"}, code: exitFailure},
+		{name: "verify_help", args: []string{"verify", "--help"}, code: exitOK},
+		{name: "verify_no_args", args: []string{"verify"}, code: exitUsage},
+		{name: "verify_missing", args: []string{"verify", "testdata/missing.img"}, code: exitFailure},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -8,8 +8,6 @@ import (
 
 	"github.com/pibake/pibake/builder"
 	"github.com/pibake/pibake/builder/base"
-	"github.com/pibake/pibake/builder/flash"
-	"github.com/pibake/pibake/builder/flashing"
 	"github.com/pibake/pibake/internal/bytesize"
 )
 
@@ -74,69 +72,6 @@ func oneLine(err error) string {
 	}
 	s, _, _ := strings.Cut(err.Error(), "\n")
 	return s
-}
-
-// writePlan shows what will be written where: for each device its model,
-// serial, size and current partitions, so the user can tell the disks
-// apart before saying yes.
-func writePlan(o outputs, size int64, targets []flashing.Target) {
-	tw := tabwriter.NewWriter(o.stderr, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "Image size %s.\nTARGET\tWRITES\tDEVICE\tPARTITIONS NOW\n", strings.TrimSpace(bytesize.Format(size)))
-	for _, t := range targets {
-		what, parts := "plain file", "-"
-		if n := t.Target.Existing; n > 0 {
-			what = "plain file, " + strings.TrimSpace(bytesize.Format(n)) + " there now"
-		}
-		if d := t.Target.Disk; d != nil {
-			what = d.String()
-			if d.Transport != "" {
-				what += " (" + d.Transport + ")"
-			}
-			var ps []string
-			for _, p := range d.Partitions {
-				s := p.Name + " " + strings.TrimSpace(bytesize.Format(p.Size))
-				if p.FS != "" || p.Label != "" {
-					s += " " + strings.TrimSpace(p.FS+" "+p.Label)
-				}
-				ps = append(ps, s)
-			}
-			parts = "none"
-			if len(ps) > 0 {
-				parts = strings.Join(ps, ", ")
-			}
-		}
-		node := t.Node
-		if node == "" {
-			node = "the image"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", t.Target.Path, node, what, parts)
-	}
-	tw.Flush()
-}
-
-// writeFlashTable is the per-target summary, on stderr.
-func writeFlashTable(o outputs, results []flash.Result) {
-	tw := tabwriter.NewWriter(o.stderr, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "\nTARGET\tNODE\tRESULT\tSHA256\tBOOT")
-	for _, r := range results {
-		sum := "-"
-		if r.State == flash.Verified && len(r.SHA256) > 12 {
-			sum = r.SHA256[:12] + "…"
-		}
-		result := string(r.State)
-		if r.State == flash.Failed {
-			result = "FAILED: " + oneLine(r.Err)
-		}
-		boot := r.Boot
-		switch {
-		case r.Boot == "untouched":
-			boot = "untouched: nothing was written to it"
-		case r.State != flash.Verified:
-			boot = "DO NOT BOOT: " + boot
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Target.Path, r.Source, result, sum, boot)
-	}
-	tw.Flush()
 }
 
 // writeCacheList lists the cache's entries, as JSON or as a table.

@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -17,7 +16,6 @@ import (
 	"time"
 
 	"github.com/pibake/pibake/builder/diskimg"
-	"github.com/pibake/pibake/firstboot/status"
 	"github.com/pibake/pibake/internal/report"
 	"github.com/pibake/pibake/internal/testimage"
 )
@@ -484,57 +482,5 @@ node "quiet" {
 	stderr.Reset()
 	if code := run(ctx, []string{"watch", reporting, "--out", out, "--node", "srv", "--listen", "127.0.0.1:0"}, &stdout, &stderr); code != exitInterrupted || !strings.Contains(stderr.String(), "interrupted; 1 of the awaited nodes did not register") {
 		t.Errorf("interrupt: exit %d, stderr:\n%s", code, stderr.String())
-	}
-}
-
-// TestWatchDisplay: the same events as lines (a log), and as a table
-// redrawn in place with colour (a terminal).
-func TestWatchDisplay(t *testing.T) {
-	fleet := report.NewFleet([]report.Planned{
-		{Hostname: "srv", Role: "server", Builds: []string{"s1"}, Reports: true},
-		{Hostname: "a-1", Role: "agent", Batch: 2, Builds: []string{"a1"}, Reports: true},
-		{Hostname: "old", Role: "agent", Builds: []string{"o2"}, Reports: true},
-	}, nil)
-	at := time.Date(2026, 11, 26, 9, 40, 55, 0, time.Local)
-	events := []report.Event{
-		{Received: at, Status: status.Record{Node: "srv", Build: "s1", Stage: "registered", State: "ok", Reason: "the API answers"}},
-		{Received: at, Status: status.Record{Node: "a-1", Build: "a1", Stage: "cgroup", State: "failed", Reason: "no memory cgroup", Final: true}},
-		{Received: at, Status: status.Record{Node: "old", Build: "o1", Stage: "k3s-install", State: "running"}, OlderBuild: true},
-	}
-	var lines, table bytes.Buffer
-	dl := display{mode: watchLines, o: outputs{stdout: &lines, stderr: io.Discard}, fleet: fleet}
-	dt := display{mode: watchTable, o: outputs{stdout: &table, stderr: io.Discard}, fleet: fleet, colour: true}
-	for _, e := range events {
-		n := fleet.Apply(e)
-		dl.event(e, n)
-		dt.event(e, n)
-	}
-	dl.refused(report.Refusal{Received: at, Remote: "10.0.0.9:4242", Node: "srv", Status: 401, Reason: "the signature does not match"})
-	// A stranger's name reaches the terminal quoted, escapes and all.
-	var hostile bytes.Buffer
-	dh := display{mode: watchLines, o: outputs{stdout: &hostile}, fleet: fleet}
-	dh.refused(report.Refusal{Received: at, Remote: "10.0.0.9:4242", Node: "x\x1b]0;owned\x07\u009b2J" + strings.Repeat("y", 100), Status: 403, Reason: "not in the plan"})
-	if strings.ContainsAny(hostile.String(), "\x1b\x07\u009b") || !strings.Contains(hostile.String(), `\x1b]0;owned\a\u009b2J`) || strings.Contains(hostile.String(), strings.Repeat("y", 70)) {
-		t.Errorf("a refused report's claimed name reached the terminal raw or whole: %q", hostile.String())
-	}
-	want := "09:40:55 srv server: registered ok: the API answers\n" +
-		"09:40:55 a-1 agent: cgroup failed: no memory cgroup\n" +
-		"09:40:55 old agent: k3s-install running (older build o1, not this directory's image)\n" +
-		"09:40:55 refused a report from 10.0.0.9:4242 (claiming to be \"srv\"): the signature does not match\n"
-	if lines.String() != want {
-		t.Errorf("lines:\n%s\nwant:\n%s", lines.String(), want)
-	}
-	out := table.String()
-	last := out[strings.LastIndex(out, "NODE"):]
-	for _, s := range []string{"\x1b[4A\x1b[J", ansiGreen + "registered" + ansiReset, ansiRed + "failed" + ansiReset, "older build o1", "a-1   agent   2"} {
-		if !strings.Contains(out, s) {
-			t.Errorf("table output lacks %q:\n%q", s, out)
-		}
-	}
-	if strings.Count(last, "\n") != 4 {
-		t.Errorf("the last table has %d lines; want a header and 3 nodes:\n%s", strings.Count(last, "\n"), last)
-	}
-	if code := dt.finish(""); code != exitFailure {
-		t.Errorf("finish with a failed node: %d; want 1", code)
 	}
 }

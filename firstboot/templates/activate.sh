@@ -218,6 +218,7 @@ install_payload() {
 	# The first-boot unit and what it runs.
 	install_file "$PAYLOAD/node.env" "$ROOT/etc/pibake/node.env" 644
 	install_file "$PAYLOAD/lib.sh" "$ROOT/usr/local/lib/pibake/lib.sh" 644
+	install_file "$PAYLOAD/bootfacts.sh" "$ROOT/usr/local/lib/pibake/bootfacts.sh" 644
 	install_file "$PAYLOAD/firstboot.sh" "$ROOT/usr/local/lib/pibake/firstboot.sh" 755
 	install_file "$PAYLOAD/pibake-firstboot.service" "$ROOT/etc/systemd/system/pibake-firstboot.service" 644
 	mkdir -p "$ROOT/etc/systemd/system/multi-user.target.wants"

@@ -1,6 +1,6 @@
 #!/bin/sh
-# pibake first boot: apt, the memory cgroup check, k3s, then the optional
-# packages. Run by pibake-firstboot.service until it has finished once.
+# pibake first boot: the boot facts and the bootloader, apt, the memory
+# cgroup check, k3s, then the optional packages. Run by pibake-firstboot.service until it has finished once.
 #
 # Each stage records its outcome (lib.sh: status) and, once done, a stamp in
 # /var/lib/pibake/stages, so a later run skips it. What stops k3s: a missing
@@ -19,6 +19,8 @@ PIBAKE_SCRIPT=firstboot
 . "$ROOT/etc/pibake/node.env"
 # shellcheck source=lib.sh
 . "$ROOT/usr/local/lib/pibake/lib.sh"
+# shellcheck source=bootfacts.sh
+. "$ROOT/usr/local/lib/pibake/bootfacts.sh"
 
 RETRY_DELAY=${PIBAKE_RETRY_DELAY:-5}
 TIME_WAIT=${PIBAKE_TIME_WAIT:-120}
@@ -76,6 +78,11 @@ fail() {
 apt_get() { apt-get -o DPkg::Lock::Timeout=300 "$@"; }
 
 log "start: $PIBAKE_HOSTNAME ($PIBAKE_ROLE), build $PIBAKE_BUILD_ID"
+
+# How the node booted, and the bootloader checked (or, with apply, its
+# BOOT_ORDER staged for the next reboot): first, since it needs no network
+# and a node that did not boot as planned should say so early.
+bootloader_stage
 
 # A Pi has no real-time clock: apt refuses signatures "from the future"
 # until NTP has set the time. Wait for it, but not forever.

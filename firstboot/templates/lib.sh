@@ -8,12 +8,47 @@ now() { date -u +%Y-%m-%dT%H:%M:%SZ; }
 log() { printf '%s %s: %s\n' "$(now)" "$PIBAKE_SCRIPT" "$*"; }
 
 # json_string prints $1 as a JSON string: backslash, quote and tab escaped,
-# other control characters dropped, lines joined with \n.
+# DEL and the C1 controls (U+0080-U+009F) escaped as \u00XX, other control
+# characters and bytes that are not UTF-8 dropped, lines joined with \n.
+# JSON allows DEL and C1 as they are, but `pibake watch` and `inspect`
+# show these strings, and a terminal acts on them (U+009B is CSI).
 json_string() {
-	printf '%s' "$1" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/	/\\t/g' |
-		tr -d '\000-\010\013-\037' |
+	printf '%s' "$1" | LC_ALL=C tr -d '\000-\010\013-\037' | utf8_only |
+		LC_ALL=C sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/	/\\t/g' -e "$j_c1" |
 		awk 'BEGIN { printf "\"" } NR > 1 { printf "\\n" } { printf "%s", $0 } END { printf "\"" }'
 }
+
+# utf8_only copies its input without the bytes that are not UTF-8 (with
+# glibc's iconv, which every Raspberry Pi OS has; as it is without one).
+utf8_only() {
+	if command -v iconv >/dev/null 2>&1; then
+		iconv -c -f UTF-8 -t UTF-8 2>/dev/null
+	else
+		cat
+	fi
+}
+
+# json_c1_script prints the sed script json_string escapes DEL and C1
+# with: one substitution per character, matched as bytes (U+0080-U+009F
+# are C2 80-C2 9F in UTF-8), its format built with shell arithmetic alone.
+json_c1_script() {
+	j_fmt='s/\177/\\\\u007f/g;'
+	j_i=0
+	while [ "$j_i" -lt 32 ]; do
+		case $((j_i % 16)) in
+		10) j_d=a ;; 11) j_d=b ;; 12) j_d=c ;; 13) j_d=d ;; 14) j_d=e ;; 15) j_d=f ;;
+		*) j_d=$((j_i % 16)) ;;
+		esac
+		j_fmt="${j_fmt}s/\\302\\2$((j_i / 8))$((j_i % 8))/\\\\\\\\u00$((8 + j_i / 16))$j_d/g;"
+		j_i=$((j_i + 1))
+	done
+	# shellcheck disable=SC2059 # the format holds the bytes to match
+	printf "$j_fmt"
+}
+
+# Once, when this file is sourced: json_string runs in $(...) subshells,
+# which could not keep it.
+j_c1=$(json_c1_script)
 
 # json_lines prints the last N lines of a file as a JSON array of strings.
 json_lines() {
@@ -43,6 +78,8 @@ status() {
 	s_boot=$(cut -c1-8 /proc/sys/kernel/random/boot_id 2>/dev/null || echo unknown)
 	s_extra=
 	[ "${s_final:-}" = 1 ] && s_extra=',"final":true'
+	# The boot facts (bootfacts.sh: one line of JSON), once gathered.
+	[ -s "$ROOT/var/lib/pibake/facts.json" ] && s_extra="$s_extra,\"facts\":$(cat "$ROOT/var/lib/pibake/facts.json")"
 	s_json=$(printf '{"version":1,"node":%s,"role":%s,"build":%s,"stage":%s,"state":%s,"time":%s,"boot":%s,"reason":%s,"log":%s%s}' \
 		"$(json_string "$PIBAKE_HOSTNAME")" "$(json_string "$PIBAKE_ROLE")" "$(json_string "$PIBAKE_BUILD_ID")" \
 		"$(json_string "$1")" "$(json_string "$2")" "$(json_string "$(now)")" "$(json_string "$s_boot")" \

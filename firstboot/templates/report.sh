@@ -5,7 +5,7 @@
 # node's key. Run by pibake-report.service beside the first boot, never in
 # its way: the first boot only writes files, and a receiver that is slow,
 # down or refusing only delays the reports (retried with backoff, at most
-# 5 minutes apart). It ends once the first boot has finished and every
+# 5 minutes apart, whatever the receiver answered). It ends once the first boot has finished and every
 # record is sent, or the first boot stopped for good; records it still
 # cannot send an hour after the first boot finished are dropped (the
 # status record on the node and its card keeps them all). When the first
@@ -179,12 +179,11 @@ while :; do
 		rm -f "$next"
 		continue
 		;;
-	409)
-		# A nonce spent or expired (the receiver restarted): at once again.
-		log "$URL did not take the nonce for ${next##*/}; again with a new one"
-		continue
-		;;
 	esac
+	# Anything else, 409 (the nonce expired, or the receiver restarted)
+	# and 5xx included, is tried again with a new nonce after the backoff:
+	# never at once, so a receiver under a flood is not also busy-looped
+	# on by every node.
 	age=$(finished_for)
 	if [ -n "$age" ] && [ "$age" -ge "$LINGER" ]; then
 		stop "gave up: $# records not reported to $URL within ${LINGER}s of the first boot's end (last answer: HTTP $code)"

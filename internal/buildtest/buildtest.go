@@ -54,7 +54,7 @@ type release struct {
 
 var (
 	releasesMu sync.Mutex
-	releases   = map[testimage.Spec]*release{}
+	releases   = map[string]*release{} // by fmt.Sprintf("%+v", spec): a Spec holds a map
 )
 
 // NewReleaseServer starts a release server for a Bookworm-shaped image.
@@ -70,10 +70,11 @@ func NewReleaseServerFor(t testing.TB, spec testimage.Spec) *ReleaseServer {
 	t.Helper()
 	xzTool := testimage.Tool(t, "xz")
 	releasesMu.Lock()
-	rel := releases[spec]
+	key := fmt.Sprintf("%+v", spec)
+	rel := releases[key]
 	if rel == nil {
 		rel = &release{}
-		releases[spec] = rel
+		releases[key] = rel
 	}
 	releasesMu.Unlock()
 	rel.once.Do(func() {

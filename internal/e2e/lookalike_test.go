@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"testing"
@@ -16,15 +17,30 @@ import (
 	"github.com/pibake/pibake/internal/testimage"
 )
 
-// flavour is one Raspberry Pi OS release the test boots.
+// flavour is one look-alike the test boots: a Raspberry Pi OS release,
+// possibly with a twist.
 type flavour struct {
-	name string
-	spec testimage.Spec
+	name    string // the look-alike, as mkrootfs.sh names it
+	release string // bookworm or trixie
+	spec    testimage.Spec
+	// nodes, when set, are the only nodes booted on this flavour.
+	nodes []string
+	// race: cloud-init's local stage runs before /boot/firmware is
+	// mounted unless cloud-init is ordered after the mount, as on a Pi 5
+	// booting from NVMe (cloud-init#6614; mkrootfs.sh, e2e-bootfs-late).
+	race bool
 }
 
 var flavours = []flavour{
-	{name: "bookworm", spec: testimage.Bookworm()},
-	{name: "trixie", spec: testimage.Trixie()},
+	{name: "bookworm", release: "bookworm", spec: testimage.Bookworm()},
+	{name: "trixie", release: "trixie", spec: testimage.Trixie()},
+	// The lab node (no user block) and an agent, with the race forced.
+	{name: "trixie-race", release: "trixie", spec: testimage.Trixie(), nodes: []string{"pi-server", "e2e-agent"}, race: true},
+}
+
+// boots reports whether the flavour boots the node host.
+func (fl flavour) boots(host string) bool {
+	return fl.nodes == nil || slices.Contains(fl.nodes, host)
 }
 
 // lookalike is a bootable Raspberry Pi OS look-alike image of one release,

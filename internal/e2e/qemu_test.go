@@ -114,8 +114,18 @@ type machine struct {
 	// appendArgs go after cmdline.txt on the kernel command line, as the
 	// firmware adds its own (console=ttyAMA0 here).
 	appendArgs string
-	logs       string
+	// usb attaches the card as a USB disk (QEMU's usb-storage, 46f4:0001,
+	// on an xHCI controller), as a USB SSD is, instead of virtio.
+	usb  bool
+	logs string
 }
+
+// slowMachineArgs give systemd the time an emulated Pi on a busy host
+// needs: udev's coldplug can start two minutes into the boot there, and a
+// device not seen within systemd's default 90 s fails every mount and
+// service that needs it (seen: /boot/firmware's device timed out, and with
+// it cloud-init). A Pi finds its boot partition within seconds.
+const slowMachineArgs = "systemd.default_device_timeout_sec=900"
 
 // boot is one power-on of a machine.
 type boot struct {
@@ -168,10 +178,15 @@ func (m *machine) bootOnce(t *testing.T, n int) boot {
 	if m.k3sServer != "" {
 		netdev += fmt.Sprintf(",guestfwd=tcp:%s:6443-%s", k3sServerGuest, bridgeCommand(t, m.k3sServer))
 	}
-	cmd := exec.CommandContext(ctx, "qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a72", "-smp", "2", "-m", "1536",
-		"-nographic", "-no-reboot", "-netdev", netdev, "-device", "virtio-net-pci,netdev=lan,romfile=", "-device", "virtio-rng-pci",
-		"-drive", "file="+m.img+",if=virtio,format=raw",
-		"-kernel", m.la.kernel, "-initrd", m.la.initrd, "-append", b.cmdline+" console=ttyAMA0"+m.appendArgs)
+	disk := []string{"-drive", "file=" + m.img + ",if=virtio,format=raw"}
+	if m.usb {
+		disk = []string{"-device", "qemu-xhci,id=xhci", "-drive", "file=" + m.img + ",if=none,id=usbdisk,format=raw",
+			"-device", "usb-storage,bus=xhci.0,drive=usbdisk"}
+	}
+	args := append([]string{"-M", "virt", "-cpu", "cortex-a72", "-smp", "2", "-m", "1536",
+		"-nographic", "-no-reboot", "-netdev", netdev, "-device", "virtio-net-pci,netdev=lan,romfile=", "-device", "virtio-rng-pci"}, disk...)
+	cmd := exec.CommandContext(ctx, "qemu-system-aarch64", append(args,
+		"-kernel", m.la.kernel, "-initrd", m.la.initrd, "-append", b.cmdline+" console=ttyAMA0 "+slowMachineArgs+m.appendArgs)...)
 	out, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)

@@ -105,6 +105,7 @@ func (w *watcher) check(t *testing.T, brk string) {
 			Event  string `json:"event"`
 			Node   string `json:"node"`
 			Status struct{ Stage, State string }
+			Count  int `json:"count"` // of a "refusals" summary
 		}
 		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
 			t.Fatalf("watch --json printed %q", sc.Text())
@@ -114,6 +115,8 @@ func (w *watcher) check(t *testing.T, brk string) {
 			stages[line.Node] = append(stages[line.Node], line.Status.Stage+" "+line.Status.State)
 		case "refused":
 			refused++
+		case "refusals": // the rest from one address, counted
+			refused += line.Count
 		case "summary":
 			json.Unmarshal(sc.Bytes(), &summary)
 		}

@@ -5,7 +5,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // BenchmarkReceive is one report as a node makes it: a nonce, then the
@@ -14,6 +16,11 @@ import (
 // ratio is the receiver's own cost.
 func BenchmarkReceive(b *testing.B) {
 	recv := NewReceiver(testOutKey, []Node{{Hostname: "srv", Builds: []string{"b2"}}}, func(Event) {}, func(Refusal) {})
+	// One node sends no more than maxSpentPerNode reports in NonceTTL:
+	// its clock runs 3 s a look (6 s a report), so the spent nonces
+	// expire as a real node's would.
+	start, looks := time.Now(), atomic.Int64{}
+	recv.now = func() time.Time { return start.Add(time.Duration(looks.Add(1)) * 3 * time.Second) }
 	srv := httptest.NewServer(recv)
 	defer srv.Close()
 	key := NodeKey(testOutKey, "srv", "b2")

@@ -2,10 +2,12 @@ package report
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/pibake/pibake/firstboot/status"
+	"github.com/pibake/pibake/internal/safetext"
 )
 
 // Planned is a node of the plan, as `pibake watch` shows it.
@@ -38,6 +40,10 @@ type NodeState struct {
 	// Older is the latest record signed for another build of the node:
 	// a card written from an earlier build.
 	Older *status.Record `json:"older_build,omitempty"`
+	// K3sActive is true once the current build reported k3s active.
+	K3sActive bool `json:"k3s_active"`
+	// Timeline is the newest maxTimeline records, oldest first.
+	Timeline []Step `json:"timeline"`
 }
 
 // Settled reports whether nothing more is to be expected from the node
@@ -49,8 +55,10 @@ func (n *NodeState) Settled() bool {
 }
 
 // Problem says why a settled or silent node is not registered, for the
-// summary; empty for a registered node.
+// summary; empty for a registered node. What the node said is escaped and
+// cut (safetext.Clean).
 func (n *NodeState) Problem() string {
+	c := func(s string, w int) string { return safetext.Clean(s, w) }
 	switch {
 	case n.Registered:
 		return ""
@@ -59,15 +67,15 @@ func (n *NodeState) Problem() string {
 	case len(n.Builds) == 0:
 		return "neither built nor flashed from the out directory"
 	case n.Last == nil && n.Older != nil:
-		return fmt.Sprintf("heard only from an older build (%s): the card is not this build's image", n.Older.Build)
+		return fmt.Sprintf("heard only from an older build (%s): the card is not this build's image", c(n.Older.Build, WidthWord))
 	case n.Last == nil:
 		return "not heard from"
 	case n.Last.State == status.StateFailed:
-		return fmt.Sprintf("failed at %s: %s", n.Last.Stage, n.Last.Reason)
+		return fmt.Sprintf("failed at %s: %s", c(n.Last.Stage, WidthWord), c(n.Last.Reason, WidthReason))
 	case n.Last.Stage == status.StageDone:
-		return "first boot finished, k3s not registered yet: " + strings.TrimSpace(n.Last.Reason)
+		return "first boot finished, k3s not registered yet: " + c(strings.TrimSpace(n.Last.Reason), WidthReason)
 	}
-	return fmt.Sprintf("at %s (%s) %s", n.Last.Stage, n.Last.State, n.Last.Reason)
+	return fmt.Sprintf("at %s (%s) %s", c(n.Last.Stage, WidthWord), c(n.Last.State, WidthWord), c(n.Last.Reason, WidthReason))
 }
 
 // Fleet follows the planned nodes' reports.
@@ -99,6 +107,10 @@ func (f *Fleet) Apply(e Event) *NodeState {
 		return nil // the receiver only accepts planned nodes
 	}
 	st := e.Status
+	n.Timeline = append(n.Timeline, step(e))
+	if len(n.Timeline) > maxTimeline {
+		n.Timeline = slices.Delete(n.Timeline, 0, len(n.Timeline)-maxTimeline)
+	}
 	if e.OlderBuild {
 		n.Older = &st
 		return n
@@ -109,6 +121,9 @@ func (f *Fleet) Apply(e Event) *NodeState {
 	n.Last = &st
 	if st.Stage == status.StageRegistered && st.State == status.StateOK {
 		n.Registered = true
+	}
+	if st.Stage == status.StageK3sActive && st.State == status.StateOK {
+		n.K3sActive = true
 	}
 	return n
 }
@@ -143,4 +158,15 @@ func (f *Fleet) Unregistered() []*NodeState {
 		}
 	}
 	return out
+}
+
+// Counts are how many awaited nodes are in each phase.
+func (f *Fleet) Counts() map[Phase]int {
+	c := map[Phase]int{}
+	for _, n := range f.nodes {
+		if n.Awaited {
+			c[n.Phase()]++
+		}
+	}
+	return c
 }

@@ -1,8 +1,6 @@
 package report
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,11 +14,9 @@ import (
 )
 
 // Limits of the receiver. A nonce is good for NonceTTL: a node fetches one
-// right before it posts. At most maxNonces are outstanding, the oldest
-// dropped first, so a flood of nonce requests costs bounded memory.
+// right before it posts.
 const (
 	NonceTTL      = 10 * time.Minute
-	maxNonces     = 4096
 	maxReportSize = 64 << 10
 )
 
@@ -46,11 +42,25 @@ type Event struct {
 type Refusal struct {
 	Received time.Time
 	Remote   string
-	// Node is the hostname the report claimed, when it could be read.
+	// Node is the hostname the report claimed, when it could be read:
+	// anyone can claim any name, so it is shown quoted and cut short.
 	Node   string
 	Status int
+	// Kind is one of the Refused* kinds, for summaries; Reason says it
+	// in full.
+	Kind   string
 	Reason string
 }
+
+// Kinds of refusal.
+const (
+	RefusedMalformed = "malformed"
+	RefusedTooLarge  = "too large"
+	RefusedNotInPlan = "node not in the plan"
+	RefusedSignature = "bad signature"
+	RefusedNonce     = "nonce not valid"
+	RefusedTooMany   = "too many reports"
+)
 
 // Receiver is the HTTP handler nodes report to.
 type Receiver struct {
@@ -61,16 +71,15 @@ type Receiver struct {
 	now       func() time.Time
 
 	emit   sync.Mutex // onEvent and onRefusal run one at a time
-	mu     sync.Mutex
-	nonces map[string]time.Time
-	order  []string // nonces in the order they were issued
+	nonces *nonces
 }
 
 // NewReceiver makes a receiver for the nodes of an out directory whose
 // report key is key. onEvent and onRefusal are called for every report,
-// one at a time.
+// one at a time; onRefusal must not block, since anyone on the network
+// can send refused reports as fast as the receiver takes them.
 func NewReceiver(key []byte, nodes []Node, onEvent func(Event), onRefusal func(Refusal)) *Receiver {
-	r := &Receiver{key: key, nodes: map[string]Node{}, onEvent: onEvent, onRefusal: onRefusal, now: time.Now, nonces: map[string]time.Time{}}
+	r := &Receiver{key: key, nodes: map[string]Node{}, onEvent: onEvent, onRefusal: onRefusal, now: time.Now, nonces: newNonces()}
 	for _, n := range nodes {
 		r.nodes[n.Hostname] = n
 	}
@@ -88,7 +97,7 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		}
 		w.Header().Set("Content-Type", "text/plain")
 		w.Header().Set("Cache-Control", "no-store")
-		io.WriteString(w, r.newNonce())
+		io.WriteString(w, r.nonces.issue(r.now()))
 	case ReportPath:
 		if req.Method != http.MethodPost {
 			w.Header().Set("Allow", http.MethodPost)
@@ -101,34 +110,6 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 }
 
-func (r *Receiver) newNonce() string {
-	raw := make([]byte, 16)
-	rand.Read(raw) // never fails (crypto/rand, Go 1.24)
-	n := hex.EncodeToString(raw)
-	now := r.now()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for len(r.order) > 0 && (len(r.order) >= maxNonces || now.Sub(r.nonces[r.order[0]]) > NonceTTL) {
-		delete(r.nonces, r.order[0])
-		r.order = r.order[1:]
-	}
-	r.nonces[n] = now
-	r.order = append(r.order, n)
-	return n
-}
-
-// takeNonce uses up nonce n: true if it was issued, unused and fresh.
-func (r *Receiver) takeNonce(n string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	issued, ok := r.nonces[n]
-	if !ok {
-		return false
-	}
-	delete(r.nonces, n) // the order slice drops it when it comes up
-	return r.now().Sub(issued) <= NonceTTL
-}
-
 // wire is a report's body.
 type wire struct {
 	Nonce  string          `json:"nonce"`
@@ -137,45 +118,49 @@ type wire struct {
 
 func (r *Receiver) report(w http.ResponseWriter, req *http.Request) {
 	received := r.now()
-	refuse := func(code int, node, format string, args ...any) {
+	refuse := func(code int, node, kind, format string, args ...any) {
 		reason := fmt.Sprintf(format, args...)
 		r.emit.Lock()
-		r.onRefusal(Refusal{Received: received, Remote: req.RemoteAddr, Node: node, Status: code, Reason: reason})
+		r.onRefusal(Refusal{Received: received, Remote: req.RemoteAddr, Node: node, Status: code, Kind: kind, Reason: reason})
 		r.emit.Unlock()
 		http.Error(w, reason, code)
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, req.Body, maxReportSize))
 	if err != nil {
 		if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
-			refuse(http.StatusRequestEntityTooLarge, "", "report larger than %d bytes", maxReportSize)
+			refuse(http.StatusRequestEntityTooLarge, "", RefusedTooLarge, "report larger than %d bytes", maxReportSize)
 			return
 		}
-		refuse(http.StatusBadRequest, "", "reading the report: %v", err)
+		refuse(http.StatusBadRequest, "", RefusedMalformed, "reading the report: %v", err)
 		return
 	}
 	var msg wire
 	if err := json.Unmarshal(body, &msg); err != nil {
-		refuse(http.StatusBadRequest, "", "malformed report: %v", err)
+		refuse(http.StatusBadRequest, "", RefusedMalformed, "malformed report: %v", err)
 		return
 	}
 	st, err := status.Parse(msg.Status)
 	if err != nil {
-		refuse(http.StatusBadRequest, "", "malformed report: %v", err)
+		refuse(http.StatusBadRequest, "", RefusedMalformed, "malformed report: %v", err)
 		return
 	}
 	n, ok := r.nodes[st.Node]
 	if !ok {
-		refuse(http.StatusForbidden, st.Node, "node %q is not in the plan", st.Node)
+		refuse(http.StatusForbidden, st.Node, RefusedNotInPlan, "the node is not in the plan")
 		return
 	}
 	if !verify(NodeKey(r.key, st.Node, st.Build), body, req.Header.Get(SignatureHeader)) {
-		refuse(http.StatusUnauthorized, st.Node, "the signature does not match: forged, or built with another out directory's report key")
+		refuse(http.StatusUnauthorized, st.Node, RefusedSignature, "the signature does not match: forged, or built with another out directory's report key")
 		return
 	}
 	// Only a signed report uses up its nonce: a stranger cannot spend the
-	// nonces of real nodes.
-	if !r.takeNonce(msg.Nonce) {
-		refuse(http.StatusConflict, st.Node, "nonce unknown, already used or expired (a replayed report, or this watch was restarted): fetch a new one")
+	// nonces of real nodes, nor fill the memory of spent ones.
+	if err := r.nonces.spend(st.Node, msg.Nonce, received); err != nil {
+		code, kind := http.StatusConflict, RefusedNonce
+		if errors.Is(err, errTooMany) {
+			code, kind = http.StatusTooManyRequests, RefusedTooMany
+		}
+		refuse(code, st.Node, kind, "%v", err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)

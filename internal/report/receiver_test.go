@@ -43,7 +43,7 @@ func (f *fixture) nonce(t *testing.T) string {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK || len(b) != 32 {
+	if resp.StatusCode != http.StatusOK || len(b) != 2*nonceBytes {
 		t.Fatalf("nonce: %s %q", resp.Status, b)
 	}
 	return string(b)
@@ -126,7 +126,7 @@ func TestReceiverRefuses(t *testing.T) {
 		{name: "signature not hex", body: func(n string) []byte { return reportBody(n, statusJSON("srv", "b2", "done", "ok")) },
 			sign: func([]byte) string { return "sha256=zz" }, status: http.StatusUnauthorized, reason: "signature does not match"},
 		{name: "unknown node", body: func(n string) []byte { return reportBody(n, statusJSON("intruder", "b2", "done", "ok")) },
-			sign: func(b []byte) string { return Sign(NodeKey(testOutKey, "intruder", "b2"), b) }, status: http.StatusForbidden, reason: `node "intruder" is not in the plan`},
+			sign: func(b []byte) string { return Sign(NodeKey(testOutKey, "intruder", "b2"), b) }, status: http.StatusForbidden, reason: "not in the plan"},
 		{name: "malformed JSON", body: func(string) []byte { return []byte(`{"nonce":`) },
 			sign: func(b []byte) string { return Sign(srvKey, b) }, status: http.StatusBadRequest, reason: "malformed report"},
 		{name: "not a status record", body: func(n string) []byte { return reportBody(n, `{"version":2}`) },
@@ -136,7 +136,17 @@ func TestReceiverRefuses(t *testing.T) {
 		{name: "nonce never issued", body: func(string) []byte {
 			return reportBody("00112233445566778899aabbccddeeff", statusJSON("srv", "b2", "done", "ok"))
 		},
-			sign: func(b []byte) string { return Sign(srvKey, b) }, status: http.StatusConflict, reason: "nonce unknown"},
+			sign: func(b []byte) string { return Sign(srvKey, b) }, status: http.StatusConflict, reason: "not issued by this watch"},
+		{name: "nonce of another run", body: func(string) []byte {
+			return reportBody(newNonces().issue(time.Now()), statusJSON("srv", "b2", "done", "ok"))
+		},
+			sign: func(b []byte) string { return Sign(srvKey, b) }, status: http.StatusConflict, reason: "not issued by this watch"},
+		{name: "nonce with its time changed", body: func(n string) []byte {
+			b := []byte(n)
+			b[15] ^= 1 // the issue time's last hex digit
+			return reportBody(string(b), statusJSON("srv", "b2", "done", "ok"))
+		},
+			sign: func(b []byte) string { return Sign(srvKey, b) }, status: http.StatusConflict, reason: "not issued by this watch"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -217,12 +227,49 @@ func TestNonceMethodsAndPaths(t *testing.T) {
 			t.Errorf("%s %s: %d; want %d", tt.method, tt.path, resp.StatusCode, tt.status)
 		}
 	}
-	// Outstanding nonces are bounded.
-	for range maxNonces + 10 {
-		f.recv.newNonce()
+	// Issuing nonces stores nothing.
+	for range 10000 {
+		f.recv.nonces.issue(time.Now())
 	}
-	if n := len(f.recv.nonces); n > maxNonces {
-		t.Errorf("%d nonces outstanding; want at most %d", n, maxNonces)
+	if n := f.recv.nonces.remembered(); n != 0 {
+		t.Errorf("%d nonces remembered after issuing 10,000; want none", n)
+	}
+}
+
+// TestSpentNoncesAreBounded: a node (or a stolen card's key) that signs
+// more reports than any first boot sends within NonceTTL is refused with
+// 429, so the spent nonces stay bounded; once they expire it may report
+// again.
+func TestSpentNoncesAreBounded(t *testing.T) {
+	f := newFixture(t)
+	now := time.Now()
+	f.recv.now = func() time.Time { return now }
+	key := NodeKey(testOutKey, "srv", "b2")
+	for i := range maxSpentPerNode {
+		body := reportBody(f.nonce(t), statusJSON("srv", "b2", "k3s-active", "waiting"))
+		if code, why := f.post(t, body, Sign(key, body)); code != http.StatusNoContent {
+			t.Fatalf("report %d: %d %s", i, code, why)
+		}
+	}
+	body := reportBody(f.nonce(t), statusJSON("srv", "b2", "k3s-active", "waiting"))
+	if code, why := f.post(t, body, Sign(key, body)); code != http.StatusTooManyRequests || !strings.Contains(why, "too many") {
+		t.Errorf("report past the bound: %d %q; want 429", code, why)
+	}
+	if n := f.recv.nonces.remembered(); n != maxSpentPerNode {
+		t.Errorf("%d spent nonces remembered; want %d", n, maxSpentPerNode)
+	}
+	// The other node is not held up by srv's reports.
+	agent := reportBody(f.nonce(t), statusJSON("agent", "a1", "done", "ok"))
+	if code, why := f.post(t, agent, Sign(NodeKey(testOutKey, "agent", "a1"), agent)); code != http.StatusNoContent {
+		t.Errorf("agent's report: %d %s", code, why)
+	}
+	now = now.Add(NonceTTL + time.Second)
+	body = reportBody(f.nonce(t), statusJSON("srv", "b2", "registered", "ok"))
+	if code, why := f.post(t, body, Sign(key, body)); code != http.StatusNoContent {
+		t.Errorf("report after the spent nonces expired: %d %s", code, why)
+	}
+	if n := f.recv.nonces.remembered(); n != 2 {
+		t.Errorf("%d spent nonces remembered after they expired; want 2 (agent's, srv's last)", n)
 	}
 }
 

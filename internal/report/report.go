@@ -5,7 +5,7 @@
 //
 // A report is one HTTP exchange pair:
 //
-//	GET  <url>/v1/nonce   → 200, 32 hex digits, good for one report within NonceTTL
+//	GET  <url>/v1/nonce   → 200, 64 hex digits, good for one report within NonceTTL
 //	POST <url>/v1/report  ← {"nonce":"<nonce>","status":<status record>}
 //	                        X-Pibake-Signature: sha256=<hex HMAC-SHA256(node key, body)>
 //	                      → 204 accepted; 4xx refused, with the reason as text
@@ -13,7 +13,8 @@
 // The node key is NodeKey(out-directory key, hostname, build id): a card
 // holds only its own, so it cannot sign for another node or another build
 // of itself. A nonce is accepted once, so a captured report cannot be
-// replayed. Reports carry no secret: only stage names, reasons and log
+// replayed; issuing one stores nothing (nonce.go), so asking for many
+// costs the receiver no memory. Reports carry no secret: only stage names, reasons and log
 // lines, so they travel as plain HTTP on a LAN.
 //
 // This package is internal to pibake and not a stable API.

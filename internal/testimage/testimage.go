@@ -6,6 +6,7 @@ package testimage
 
 import (
 	"bytes"
+	"embed"
 	"fmt"
 	"math/rand"
 	"os"
@@ -41,6 +42,10 @@ type Spec struct {
 	// release's 512 MiB: a small image for tests that build many times
 	// (at least 33 MiB with 1-sector clusters: FAT32 needs 65525).
 	BootMiB int64
+	// RootFiles are added to (or replace) the generated stand-in files of
+	// the root file system, by path ("var/lib/dpkg/status"). Ignored with
+	// RootDir.
+	RootFiles map[string]string
 }
 
 // Bookworm is a Bookworm-style image: init=…/firstboot on the command
@@ -87,6 +92,23 @@ func (s Spec) Cmdline() string {
 		return base + " resize\n"
 	}
 	return base + " quiet init=/usr/lib/raspberrypi-sys-mods/firstboot\n"
+}
+
+// stock holds files of the real releases, byte for byte (stock/README.md
+// names their upstream sources).
+//
+//go:embed stock/*-config.txt
+var stock embed.FS
+
+// ConfigTxt is the release's shipped config.txt: pi-gen's
+// stage1/00-boot-files/files/config.txt (Trixie's adds [pi5]
+// dtoverlay=nospi10 to Bookworm's).
+func (s Spec) ConfigTxt() string {
+	b, err := stock.ReadFile("stock/" + s.Name + "-config.txt")
+	if err != nil {
+		panic(fmt.Sprintf("testimage: no stock config.txt for %q: %v", s.Name, err))
+	}
+	return string(b)
 }
 
 // Tools are the commands Build runs.
@@ -154,11 +176,14 @@ func makeBoot(path string, s Spec, bootDir string) error {
 }
 
 // makeRoot makes the root partition: ext4 "rootfs" without 64bit, as
-// pi-gen makes it, from s.RootDir or generated files laid out in rootDir.
+// pi-gen makes it, from s.RootDir or generated files (and s.RootFiles) laid
+// out in rootDir.
 func makeRoot(path string, s Spec, rootDir string) error {
 	if s.RootDir != "" {
 		rootDir = s.RootDir
 	} else if err := writeTree(rootDir, rootFiles(s)); err != nil {
+		return err
+	} else if err := writeTree(rootDir, s.RootFiles); err != nil {
 		return err
 	}
 	if err := fill(filepath.Join(rootDir, "usr", "share", "filler"), s.FillMiB); err != nil {
@@ -176,7 +201,7 @@ func makeRoot(path string, s Spec, rootDir string) error {
 func bootFiles(s Spec) map[string]string {
 	files := map[string]string{
 		"cmdline.txt":               s.Cmdline(),
-		"config.txt":                "# For more options and information see\n# http://rptl.io/configtxt\ndtparam=audio=on\ncamera_auto_detect=1\ndisplay_auto_detect=1\nauto_initramfs=1\ndtoverlay=vc4-kms-v3d\nmax_framebuffers=2\ndisable_fw_kms_setup=1\narm_64bit=1\ndisable_overscan=1\narm_boost=1\n\n[cm4]\notg_mode=1\n\n[all]\n",
+		"config.txt":                s.ConfigTxt(),
 		"kernel8.img":               strings.Repeat("kernel image stand-in\n", 4096),
 		"initramfs8":                strings.Repeat("initramfs stand-in\n", 2048),
 		"bcm2711-rpi-4-b.dtb":       strings.Repeat("\xd0\x0d\xfe\xed dtb\n", 512),

@@ -2,7 +2,12 @@
 # Builds the root file system of a bootable Raspberry Pi OS look-alike from
 # Debian's arm64 packages, for the QEMU first-boot test (make e2e):
 #
-#   mkrootfs.sh bookworm|trixie DIR
+#   mkrootfs.sh bookworm|trixie|trixie-race DIR
+#
+# trixie-race is Trixie without the ordering of cloud-init after the boot
+# partition's mount, on a card whose boot partition mounts late (as on a
+# Pi 5 booting from NVMe, cloud-init#6614): cloud-init's local stage runs
+# before /boot/firmware is mounted unless something orders it after.
 #
 # Output: DIR/rootfs (the tree), DIR/vmlinuz and DIR/initrd.img (kept
 # outside the image, as the Pi's firmware keeps them on bootfs).
@@ -24,18 +29,19 @@
 set -eu
 FLAVOUR=$1
 DIR=$2
+RELEASE=${FLAVOUR%-race}
 HERE=$(cd "$(dirname "$0")" && pwd)
 STANDINS=$HERE/standins
 MIRROR=${PIBAKE_E2E_MIRROR:-http://deb.debian.org/debian}
 PACKAGES=systemd,systemd-sysv,udev,kmod,iproute2,openssh-server,sudo,curl,ca-certificates,linux-image-arm64,initramfs-tools,busybox,systemd-timesyncd,e2fsprogs,fdisk,network-manager,dbus,rfkill,iw
 case $FLAVOUR in
 bookworm) DISK_ID=5e3da9e3 ;;
-trixie)
+trixie | trixie-race)
 	DISK_ID=7c1b04d2
 	PACKAGES=$PACKAGES,cloud-init,netplan.io
 	;;
 *)
-	echo "mkrootfs.sh: flavour must be bookworm or trixie, not $FLAVOUR" >&2
+	echo "mkrootfs.sh: flavour must be bookworm, trixie or trixie-race, not $FLAVOUR" >&2
 	exit 2
 	;;
 esac
@@ -51,15 +57,15 @@ update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true
 # 1. Bootstrap, cached. update-initramfs is diverted to true while the
 # packages are configured: step 3 builds the initramfs once, with the
 # stand-ins in it.
-KEY=$(printf 'mmdebstrap 2 %s %s %s\n' "$FLAVOUR" "$PACKAGES" "$MIRROR" | sha256sum | cut -c1-16)
-TAR=$CACHE/bootstrap-$FLAVOUR-$KEY.tar
+KEY=$(printf 'mmdebstrap 2 %s %s %s\n' "$RELEASE" "$PACKAGES" "$MIRROR" | sha256sum | cut -c1-16)
+TAR=$CACHE/bootstrap-$RELEASE-$KEY.tar
 if [ ! -f "$TAR" ]; then
 	# shellcheck disable=SC2016 # $1 is the hook's own argument
 	mmdebstrap --mode=root --format=tar --arch=arm64 --variant=apt --include="$PACKAGES" \
 		--dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
 		--dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-include=/usr/share/locale/locale.alias' \
 		--essential-hook='chroot "$1" dpkg-divert --quiet --local --rename --add /usr/sbin/update-initramfs && ln -sf /bin/true "$1/usr/sbin/update-initramfs"' \
-		"$FLAVOUR" "$TAR.tmp" "$MIRROR"
+		"$RELEASE" "$TAR.tmp" "$MIRROR"
 	mv "$TAR.tmp" "$TAR"
 fi
 rm -rf "$ROOT"
@@ -87,7 +93,7 @@ rm -f "$ROOT"/etc/apt/sources.list.d/* "$ROOT/etc/apt/sources.list"
 echo 'deb [trusted=yes] http://deb.debian.org/e2e ./' >"$ROOT/etc/apt/sources.list"
 # export-image/05-finalise: Bookworm ships an empty machine-id, Trixie
 # "uninitialized" (systemd's first boot still to come).
-if [ "$FLAVOUR" = trixie ]; then echo uninitialized >"$ROOT/etc/machine-id"; else : >"$ROOT/etc/machine-id"; fi
+if [ "$RELEASE" = trixie ]; then echo uninitialized >"$ROOT/etc/machine-id"; else : >"$ROOT/etc/machine-id"; fi
 rm -f "$ROOT/var/lib/dbus/machine-id" "$ROOT"/etc/ssh/ssh_host_*
 # do_net_names 1: eth0 and wlan0, not predictable names.
 mkdir -p "$ROOT/etc/systemd/network"
@@ -99,7 +105,7 @@ install -m 644 "$STANDINS/e2e-ntp.service" "$ROOT/etc/systemd/system/"
 # The first user, as pi-gen creates it: Bookworm with a usable shell and
 # passwordless sudo from raspberrypi-sys-mods; Trixie (2026) with
 # /usr/sbin/nologin and no sudo rule until someone sets a password.
-if [ "$FLAVOUR" = trixie ]; then SHELL_OF_PI=/usr/sbin/nologin; else SHELL_OF_PI=/bin/bash; fi
+if [ "$RELEASE" = trixie ]; then SHELL_OF_PI=/usr/sbin/nologin; else SHELL_OF_PI=/bin/bash; fi
 GROUPS_OF_PI=$(for g in sudo adm dialout audio users video plugdev netdev; do
 	chroot "$ROOT" getent group "$g" >/dev/null && printf '%s,' "$g"
 done)
@@ -122,7 +128,7 @@ printf '[main]\nWirelessEnabled=false\n' >"$ROOT/var/lib/NetworkManager/NetworkM
 mkdir -p "$ROOT/usr/lib/userconf-pi"
 install -m 755 "$STANDINS/userconf-service" "$ROOT/usr/lib/userconf-pi/"
 install -m 644 "$STANDINS/userconfig.service" "$ROOT/lib/systemd/system/"
-if [ "$FLAVOUR" = trixie ]; then
+if [ "$RELEASE" = trixie ]; then
 	# Seen on a 2026 Trixie image (third-party read): it runs after
 	# cloud-config.
 	mkdir -p "$ROOT/etc/systemd/system/userconfig.service.d"
@@ -157,9 +163,7 @@ else
 	chroot "$ROOT" systemctl --quiet enable rpi-resize
 	# Raspberry Pi's cloud-init settings (rpi-cloud-init-mods, formerly in
 	# pi-gen stage2/04-cloud-init): NoCloud from /boot/firmware, no host key
-	# changes, netplan rendered for NetworkManager; and the drop-in that
-	# keeps cloud-init from racing the /boot/firmware mount (cloud-init
-	# #6614), reported on current images.
+	# changes, netplan rendered for NetworkManager.
 	cat >"$ROOT/etc/cloud/cloud.cfg.d/99_raspberry-pi.cfg" <<'CFG'
 datasource_list: [ NoCloud, None ]
 datasource:
@@ -177,10 +181,24 @@ CFG
 	mkdir -p "$ROOT/lib/netplan"
 	printf 'network:\n  version: 2\n  renderer: NetworkManager\n' >"$ROOT/lib/netplan/00-network-manager-all.yaml"
 	chmod 600 "$ROOT/lib/netplan/00-network-manager-all.yaml"
-	for unit in cloud-init-local cloud-init-main; do
-		mkdir -p "$ROOT/etc/systemd/system/$unit.service.d"
-		printf '[Unit]\nRequiresMountsFor=/boot/firmware\n' >"$ROOT/etc/systemd/system/$unit.service.d/bootfs.conf"
-	done
+	if [ "$FLAVOUR" = trixie ]; then
+		# The normal ordering: the boot partition is mounted before
+		# cloud-init's local stage, as a downstream fix of cloud-init
+		# #6614 would order it (sdm adds this drop-in, gitbls/sdm 7c91c63).
+		for unit in cloud-init-local cloud-init-main; do
+			mkdir -p "$ROOT/etc/systemd/system/$unit.service.d"
+			printf '[Unit]\nRequiresMountsFor=/boot/firmware\n' >"$ROOT/etc/systemd/system/$unit.service.d/bootfs.conf"
+		done
+	else
+		# The race, forced: cloud-init's units as Debian ships them (local
+		# stage ordered after /var/lib/cloud's mount only), and a boot
+		# partition that mounts only once cloud-init's local stage has
+		# run, unless cloud-init waits for the mount.
+		install -m 755 "$STANDINS/e2e-bootfs-late" "$ROOT/usr/local/sbin/"
+		install -m 644 "$STANDINS/e2e-bootfs-late.service" "$ROOT/etc/systemd/system/"
+		sed -i 's|^\(PARTUUID=[0-9a-f]*-01 *\)/boot/firmware *vfat *defaults |\1/boot/firmware  vfat    defaults,x-systemd.requires=e2e-bootfs-late.service |' "$ROOT/etc/fstab"
+		grep -q 'x-systemd.requires=e2e-bootfs-late.service' "$ROOT/etc/fstab"
+	fi
 fi
 
 # 3. The initramfs, once, with the stand-ins of the release's initramfs
@@ -196,7 +214,8 @@ fi
 # Only the modules the VM needs: building the initramfs runs under
 # emulation, and MODULES=most makes that take minutes instead of seconds.
 printf 'MODULES=list\nCOMPRESS=gzip\n' >"$ROOT/etc/initramfs-tools/conf.d/e2e.conf"
-printf '%s\n' virtio_pci virtio_blk virtio_rng ext4 crc32c vfat nls_cp437 nls_ascii >>"$ROOT/etc/initramfs-tools/modules"
+# xhci_pci, usb_storage and sd_mod: a node booted from a USB disk.
+printf '%s\n' virtio_pci virtio_blk virtio_rng ext4 crc32c vfat nls_cp437 nls_ascii xhci_pci usb_storage sd_mod >>"$ROOT/etc/initramfs-tools/modules"
 chroot "$ROOT" update-initramfs -c -k all
 cp "$ROOT"/boot/vmlinuz-* "$DIR/vmlinuz"
 cp "$ROOT"/boot/initrd.img-* "$DIR/initrd.img"

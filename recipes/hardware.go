@@ -1,0 +1,438 @@
+package recipes
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode"
+
+	"github.com/hashicorp/hcl/v2"
+)
+
+// Hardware is what the recipe declares about a node's machine: its size
+// (for the k3s sizing warning) and its hardware profile, which decides
+// what pibake writes into config.txt and cmdline.txt and what the first
+// boot checks in the bootloader. Zero means nothing declared.
+type Hardware struct {
+	CPUs     int `json:"cpus,omitempty"`
+	MemoryGB int `json:"memory_gb,omitempty"`
+	// Model is the board the image is for; ModelUnknown (not declared)
+	// behaves as ModelAny.
+	Model Model `json:"model,omitempty"`
+	// BootDevice is what the node boots from once in service.
+	BootDevice BootDevice `json:"boot_device,omitempty"`
+	// PCIeGen, when set, is the Pi 5 family's external PCIe link speed.
+	PCIeGen int `json:"pcie_gen,omitempty"`
+	// USBMaxCurrent lifts the Pi 5 family's USB current limit on a
+	// supply that does not announce 5 A (usb_max_current_enable=1).
+	USBMaxCurrent bool `json:"usb_max_current,omitempty"`
+	// USBStorageQuirks are usb-storage quirks as VID:PID:flags, lowercase
+	// (flags "u", do not bind the uas driver, when the recipe gives none).
+	USBStorageQuirks []string `json:"usb_storage_quirks,omitempty"`
+	// ConfigTxt are extra config.txt lines, under the model's filter.
+	ConfigTxt  []string    `json:"config_txt,omitempty"`
+	Bootloader *Bootloader `json:"bootloader,omitempty"`
+}
+
+// IsZero reports whether the recipe declared nothing about the machine.
+func (h Hardware) IsZero() bool {
+	return h.CPUs == 0 && h.MemoryGB == 0 && h.Model == ModelUnknown && h.BootDevice == BootUnknown &&
+		h.PCIeGen == 0 && !h.USBMaxCurrent && len(h.USBStorageQuirks) == 0 && len(h.ConfigTxt) == 0 && h.Bootloader == nil
+}
+
+// Describe sums up the profile: the model and what it boots from, then
+// what pibake sets for it ("pi5 from nvme, pcie gen 3, BOOT_ORDER=0xf146
+// applied"); empty for a profile that says nothing of the kind.
+func (h Hardware) Describe() string {
+	var parts []string
+	if h.Model != ModelUnknown || h.BootDevice != BootUnknown {
+		model := h.Model
+		if model == ModelUnknown {
+			model = ModelAny
+		}
+		p := string(model)
+		if h.BootDevice != BootUnknown {
+			p += " from " + string(h.BootDevice)
+		}
+		parts = append(parts, p)
+	}
+	if h.PCIeGen > 0 {
+		parts = append(parts, fmt.Sprintf("pcie gen %d", h.PCIeGen))
+	}
+	if h.USBMaxCurrent {
+		parts = append(parts, "usb max current")
+	}
+	if len(h.USBStorageQuirks) > 0 {
+		parts = append(parts, "quirks "+strings.Join(h.USBStorageQuirks, " "))
+	}
+	if len(h.ConfigTxt) > 0 {
+		parts = append(parts, Plural(len(h.ConfigTxt), "config.txt line"))
+	}
+	if b := h.Bootloader; b != nil {
+		how := "checked"
+		if b.Apply {
+			how = "applied"
+		}
+		parts = append(parts, fmt.Sprintf("BOOT_ORDER=%s %s", b.Value, how))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// Bootloader is what the first boot checks (and with Apply, sets) in the
+// board's bootloader EEPROM.
+type Bootloader struct {
+	// BootOrder is the order as the recipe names it: "nvme,usb,sd".
+	BootOrder string `json:"boot_order"`
+	// Value is BOOT_ORDER as the bootloader reads it: "0xf146" (modes
+	// are tried from the lowest nibble up; 0xf restarts the list).
+	Value string `json:"value"`
+	// Apply has the first boot stage the order with rpi-eeprom-config
+	// --apply, for the next reboot.
+	Apply bool `json:"apply"`
+}
+
+// Model is a Raspberry Pi model, as config.txt's model filters name them
+// (raspberrypi/documentation, config_txt/conditional.adoc).
+type Model string
+
+// The models a hardware profile may name.
+const (
+	ModelUnknown   Model = ""
+	ModelAny       Model = "any"
+	ModelPi4       Model = "pi4"
+	ModelPi400     Model = "pi400"
+	ModelCM4       Model = "cm4"
+	ModelPi5       Model = "pi5"
+	ModelPi500     Model = "pi500"
+	ModelPi500Plus Model = "pi500+"
+	ModelCM5       Model = "cm5"
+)
+
+// Models lists the models a recipe may name.
+var Models = []Model{ModelPi4, ModelPi400, ModelCM4, ModelPi5, ModelPi500, ModelPi500Plus, ModelCM5, ModelAny}
+
+// ConfigFilter is the config.txt conditional filter whose section only
+// this model reads: [pi4] is also read by a Pi 400 and a CM4, [pi5] by a
+// Pi 500 and a CM5, [pi500] by the 500 and the 500+; [all] for any model.
+func (m Model) ConfigFilter() string {
+	switch m {
+	case ModelPi4, ModelPi400, ModelCM4, ModelPi5, ModelCM5:
+		return "[" + string(m) + "]"
+	case ModelPi500, ModelPi500Plus:
+		return "[pi500]"
+	}
+	return "[all]"
+}
+
+// BCM2712 reports whether the model is of the Pi 5 family, whose firmware
+// knows usb_max_current_enable and PSU_MAX_CURRENT.
+func (m Model) BCM2712() bool {
+	return m == ModelPi5 || m == ModelPi500 || m == ModelPi500Plus || m == ModelCM5
+}
+
+// NVMe reports whether the model can boot from NVMe: BOOT_ORDER mode 6 is
+// "CM4, CM5, Raspberry Pi 5, and 500+ only" (raspberrypi/documentation,
+// computers/raspberry-pi/eeprom-bootloader.adoc). The Pi 4, 400 and 500
+// have no PCIe for an SSD.
+func (m Model) NVMe() bool {
+	return m == ModelPi5 || m == ModelPi500Plus || m == ModelCM4 || m == ModelCM5
+}
+
+// PCIeX1 reports whether the model's PCIe link is set with dtparam=pciex1
+// and pciex1_gen (the Pi 5 family's external connector; the CM4's is on
+// by default, Gen 2 only).
+func (m Model) PCIeX1() bool {
+	return m == ModelPi5 || m == ModelPi500Plus || m == ModelCM5
+}
+
+// BootDevice is what a node boots from.
+type BootDevice string
+
+// The boot devices a recipe may name; BootUnknown when it says nothing.
+const (
+	BootUnknown BootDevice = ""
+	BootSD      BootDevice = "sd"
+	BootUSB     BootDevice = "usb"
+	BootNVMe    BootDevice = "nvme"
+)
+
+// BootDevices lists the boot devices a recipe may name.
+var BootDevices = []BootDevice{BootSD, BootUSB, BootNVMe}
+
+// Storage is the coarser storage attribute the boot device implies.
+func (d BootDevice) Storage() Storage {
+	switch d {
+	case BootSD:
+		return StorageSD
+	case BootUSB, BootNVMe:
+		return StorageSSD
+	}
+	return StorageUnknown
+}
+
+// bootModes are the BOOT_ORDER modes a recipe may name
+// (eeprom-bootloader.adoc, "BOOT_ORDER fields"). BCM-USB-MSD (5) is left
+// out: no Pi 5 has it, and no SSD uses it.
+var bootModes = map[string]int{"sd": 0x1, "network": 0x2, "rpiboot": 0x3, "usb": 0x4, "nvme": 0x6, "http": 0x7, "stop": 0xe, "restart": 0xf}
+
+// bootModeNames is bootModes' keys in a stable order, for messages.
+var bootModeNames = []string{"sd", "usb", "nvme", "network", "http", "rpiboot", "stop", "restart"}
+
+// deviceMode is the BOOT_ORDER mode that boots each boot device.
+var deviceMode = map[BootDevice]string{BootSD: "sd", BootUSB: "usb", BootNVMe: "nvme"}
+
+// parseBootOrder turns "nvme,usb,sd" into BOOT_ORDER's value (0xf146):
+// the first mode goes into the lowest nibble, and 0xf (restart) follows
+// the last one unless it is stop, restart or rpiboot, which must come
+// last (rpiboot has no timeout). It returns the modes named, or a problem.
+func parseBootOrder(s string) (value string, modes []string, problem string) {
+	for _, name := range strings.Split(s, ",") {
+		name = strings.TrimSpace(name)
+		if _, ok := bootModes[name]; !ok {
+			return "", nil, fmt.Sprintf("%q is not a boot mode pibake knows; use %s, separated by commas", name, quoteList(bootModeNames))
+		}
+		if slices.Contains(modes, name) {
+			return "", nil, fmt.Sprintf("%q is named twice", name)
+		}
+		if len(modes) > 0 && slices.Contains([]string{"stop", "restart", "rpiboot"}, modes[len(modes)-1]) {
+			return "", nil, fmt.Sprintf("%q must be the last mode: the bootloader never gets past it", modes[len(modes)-1])
+		}
+		modes = append(modes, name)
+	}
+	nibbles := make([]int, 0, len(modes)+1)
+	for _, m := range modes {
+		nibbles = append(nibbles, bootModes[m])
+	}
+	if last := modes[len(modes)-1]; last != "stop" && last != "restart" && last != "rpiboot" {
+		nibbles = append(nibbles, 0xf)
+	}
+	if len(nibbles) > 8 {
+		return "", nil, fmt.Sprintf("it has %d modes with the final restart; BOOT_ORDER holds 8", len(nibbles))
+	}
+	var b strings.Builder
+	for i := len(nibbles) - 1; i >= 0; i-- {
+		b.WriteString(strconv.FormatInt(int64(nibbles[i]), 16))
+	}
+	return "0x" + b.String(), modes, ""
+}
+
+// quirkPattern is usb-storage's quirk syntax, VID:PID[:flags], with the
+// flags the kernel documents (Documentation/admin-guide/kernel-parameters.txt,
+// usb-storage.quirks): letters a to y but q, v and x.
+var quirkPattern = regexp.MustCompile(`^([0-9a-fA-F]{4}):([0-9a-fA-F]{4})(:([abcdefghijklmnoprstuwy]+))?$`)
+
+// resolveHardware checks the hardware block: size, profile, bootloader.
+func resolveHardware(spec nodeSpec, n *Node, meta nodeMeta, at func(string) *hcl.Range) hcl.Diagnostics {
+	h := spec.Hardware
+	if h == nil {
+		return nil
+	}
+	var diags hcl.Diagnostics
+	n.Hardware = Hardware{CPUs: h.CPUs, MemoryGB: h.MemoryGB, Model: Model(h.Model), BootDevice: BootDevice(h.BootDevice), USBMaxCurrent: h.USBMaxCurrent}
+	if meta.ranges.has("hardware.cpus") && h.CPUs < 1 {
+		diags = append(diags, errorAt(at("hardware.cpus"), "Invalid hardware", "cpus is %d; it must be at least 1.", h.CPUs))
+	}
+	if meta.ranges.has("hardware.memory_gb") && h.MemoryGB < 1 {
+		diags = append(diags, errorAt(at("hardware.memory_gb"), "Invalid hardware", "memory_gb is %d; it must be at least 1.", h.MemoryGB))
+	}
+	hw := &n.Hardware
+	if hw.Model != ModelUnknown && !slices.Contains(Models, hw.Model) {
+		diags = append(diags, errorAt(at("hardware.model"), "Invalid hardware model",
+			"model is %q; it must be one of %s (\"any\" writes settings every model reads).", hw.Model, quoteList(Models)))
+		hw.Model = ModelUnknown // checked no further
+	}
+	if hw.BootDevice != BootUnknown && !slices.Contains(BootDevices, hw.BootDevice) {
+		diags = append(diags, errorAt(at("hardware.boot_device"), "Invalid boot device",
+			"boot_device is %q; it must be %s.", hw.BootDevice, quoteList(BootDevices)))
+		hw.BootDevice = BootUnknown
+	}
+	diags = append(diags, checkPCIe(h, hw, at)...)
+	diags = append(diags, resolveQuirks(h.USBStorageQuirks, hw, meta, at)...)
+	diags = append(diags, resolveConfigTxt(h.ConfigTxt, hw, meta, at)...)
+	diags = append(diags, resolveBootloader(h.Bootloader, hw, meta, at)...)
+	return diags
+}
+
+// checkPCIe: NVMe only where the model has PCIe; the link speed only
+// where config.txt sets it (Gen 3 works on many SSDs but is not
+// certified); the USB current limit only where the firmware has one.
+func checkPCIe(h *hardwareSpec, hw *Hardware, at func(string) *hcl.Range) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	model := hw.Model
+	if model == ModelUnknown {
+		model = ModelAny
+	}
+	if hw.BootDevice == BootNVMe && !model.NVMe() {
+		why, usb := fmt.Sprintf("a %s has no PCIe for an SSD", model), fmt.Sprintf("boot a %s from \"usb\"", model)
+		if model == ModelAny {
+			why, usb = "NVMe boot works only on some models, each set up differently", "or boot it from \"usb\""
+		}
+		diags = append(diags, errorAt(at("hardware.boot_device"), "NVMe on a model without PCIe",
+			"boot_device is \"nvme\", but %s. Name the model: \"pi5\", \"pi500+\", \"cm5\" or \"cm4\" (BOOT_ORDER mode 6 is CM4, CM5, Pi 5 and 500+ only); %s.", why, usb))
+	}
+	if hw.USBMaxCurrent && model != ModelAny && !model.BCM2712() {
+		diags = append(diags, errorAt(at("hardware.usb_max_current"), "USB current setting on a model without it",
+			"usb_max_current sets usb_max_current_enable=1, which only the Pi 5 family reads; a %s's USB ports share a fixed budget. Remove it, or power the SSD from a powered hub.", model))
+	}
+	if h.PCIeGen == nil {
+		return diags
+	}
+	hw.PCIeGen = *h.PCIeGen
+	switch {
+	case hw.PCIeGen < 1 || hw.PCIeGen > 3:
+		diags = append(diags, errorAt(at("hardware.pcie_gen"), "Invalid PCIe generation", "pcie_gen is %d; it must be 1, 2 (the default speed) or 3.", hw.PCIeGen))
+	case !model.PCIeX1():
+		diags = append(diags, errorAt(at("hardware.pcie_gen"), "PCIe speed on a model without pciex1",
+			"pcie_gen sets dtparam=pciex1_gen, which only the Pi 5, 500+ and CM5 have; a %s's PCIe (if any) runs at its fixed speed. Remove pcie_gen, or name one of those models.", model))
+	case hw.PCIeGen == 3:
+		diags = append(diags, warningAt(at("hardware.pcie_gen"), "PCIe Gen 3 is not certified",
+			"pcie_gen = 3 forces 8 GT/s; the Pi 5's connector is certified for Gen 2 only and \"Gen 3.0 connections may be unstable\" (Raspberry Pi's PCIe documentation). If the SSD drops out or the node does not boot, use 2."))
+	}
+	return diags
+}
+
+// resolveQuirks normalises usb-storage quirks: VID:PID in hex, with the
+// flags given or u (do not bind the uas driver, the usual cure for a
+// USB-SATA bridge that misbehaves with UAS).
+func resolveQuirks(quirks []string, hw *Hardware, meta nodeMeta, at func(string) *hcl.Range) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	seen := map[string]bool{}
+	for i, q := range quirks {
+		m := quirkPattern.FindStringSubmatch(strings.TrimSpace(q))
+		subject := meta.elemAt("hardware.usb_storage_quirks", i, at)
+		if m == nil {
+			diags = append(diags, errorAt(subject, "Invalid USB storage quirk",
+				"%q is not VID:PID in hexadecimal (with optional flags), such as \"152d:0578\" or \"152d:0578:u\": lsusb shows the pair as ID 152d:0578. The flags are the kernel's usb-storage.quirks letters; without them pibake uses u (do not use UAS).", q))
+			continue
+		}
+		id := strings.ToLower(m[1] + ":" + m[2])
+		if seen[id] {
+			diags = append(diags, errorAt(subject, "Duplicate USB storage quirk", "%s is listed twice; the kernel takes one set of flags per device.", id))
+			continue
+		}
+		seen[id] = true
+		flags := m[4]
+		if flags == "" {
+			flags = "u"
+		}
+		hw.USBStorageQuirks = append(hw.USBStorageQuirks, id+":"+flags)
+	}
+	return diags
+}
+
+// bootKeys are config.txt settings a config_txt line may not set, each
+// with why: they decide what the firmware boots, and a wrong value stops
+// the node before Linux starts, or bypasses what pibake wrote
+// (raspberrypi/documentation, config_txt/boot.adoc).
+var bootKeys = map[string]string{
+	"kernel":              "the image boots the kernel Raspberry Pi OS installs and updates (kernel8.img, kernel_2712.img); another file fails to boot or is never updated",
+	"os_prefix":           "it moves where the firmware loads the kernel, device trees, overlays and cmdline.txt from, so pibake's cmdline.txt (memory cgroup, activation) would be read from elsewhere or not at all",
+	"upstream_kernel":     "it sets os_prefix to upstream/, which the image does not have, and swaps the device trees",
+	"cmdline":             "it names another command-line file, so pibake's arguments in cmdline.txt (memory cgroup, activation) would never reach the kernel",
+	"initramfs":           "the OS's first boot (growing the root partition, a new disk id) runs in the initramfs that auto_initramfs=1 loads; another one skips it",
+	"ramfsfile":           "the OS's first boot runs in the initramfs that auto_initramfs=1 loads; another one skips it",
+	"ramfsaddr":           "the OS's first boot runs in the initramfs that auto_initramfs=1 loads at the address the firmware picks",
+	"auto_initramfs":      "the OS's first boot (growing the root partition, a new disk id) runs in the initramfs it loads",
+	"device_tree":         "the firmware picks the device tree for the board it runs on; a fixed one boots the wrong board or none (an empty one disables device tree)",
+	"device_tree_address": "the kernel's device tree would be loaded where the firmware does not expect it",
+	"start_file":          "start_file and fixup_file are a matched pair: a mismatched one stops the board from booting",
+	"fixup_file":          "start_file and fixup_file are a matched pair: a mismatched one stops the board from booting",
+	"kernel_old":          "it loads the kernel to address 0, where the Raspberry Pi OS kernel does not run",
+	"kernel_address":      "the Raspberry Pi OS kernel runs only where the firmware loads it by default",
+	"armstub":             "the stub sets up the interrupt controller for the kernel; another one stops the boot",
+	"arm_peri_high":       "without a matching device tree and stub it stops the boot",
+	"include":             "config_txt lines go into config.txt itself: an included file would have to be on the boot partition, and the EEPROM bootloader does not read include at all",
+}
+
+// configTxtProblem says why a config_txt line is refused, or "".
+func configTxtProblem(line string) string {
+	t := strings.TrimSpace(line)
+	switch {
+	case strings.IndexFunc(line, unicode.IsControl) >= 0:
+		return "it holds a control character (a newline, a tab…): each entry is one line of config.txt"
+	case len(line) > 98:
+		return fmt.Sprintf("it is %d characters long; the firmware ignores everything past 98", len(line))
+	case t == "" || strings.HasPrefix(t, "#"):
+		return ""
+	case strings.HasPrefix(t, "["):
+		return "it is a conditional filter: pibake writes the filter from model, and one here would decide what every following line applies to. Give nodes of another model their own node block"
+	case strings.Contains(t, "pibake:"):
+		return "it looks like the marker of pibake's own block in config.txt"
+	}
+	key, value, _ := strings.Cut(t, "=")
+	words := strings.Fields(key) // "initramfs file followkernel" has no =
+	if len(words) == 0 {
+		return "it has no setting before the ="
+	}
+	key = strings.ToLower(words[0])
+	if key == "arm_64bit" {
+		if strings.TrimSpace(value) != "1" {
+			return "Raspberry Pi OS Lite 64-bit has only 64-bit kernels; arm_64bit=0 asks for a 32-bit kernel that is not there"
+		}
+		return ""
+	}
+	if why, ok := bootKeys[key]; ok {
+		return fmt.Sprintf("%s: %s", key, why)
+	}
+	return ""
+}
+
+// resolveConfigTxt checks the free-form config.txt lines.
+func resolveConfigTxt(lines []string, hw *Hardware, meta nodeMeta, at func(string) *hcl.Range) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	for i, line := range lines {
+		if why := configTxtProblem(line); why != "" {
+			diags = append(diags, errorAt(meta.elemAt("hardware.config_txt", i, at), "config.txt line refused",
+				"%q is refused: %s.", line, why))
+			continue
+		}
+		hw.ConfigTxt = append(hw.ConfigTxt, line)
+	}
+	return diags
+}
+
+// resolveBootloader checks the bootloader block: an order the model can
+// follow that reaches the node's own boot device.
+func resolveBootloader(b *bootloaderSpec, hw *Hardware, meta nodeMeta, at func(string) *hcl.Range) hcl.Diagnostics {
+	if b == nil {
+		return nil
+	}
+	if b.BootOrder == "" {
+		if b.Apply {
+			return hcl.Diagnostics{errorAt(at("hardware.bootloader.apply"), "Nothing to apply",
+				"apply = true needs boot_order, such as boot_order = \"nvme,usb,sd\".")}
+		}
+		return nil
+	}
+	value, modes, problem := parseBootOrder(b.BootOrder)
+	subject := at("hardware.bootloader.boot_order")
+	if problem != "" {
+		return hcl.Diagnostics{errorAt(subject, "Invalid boot order", "boot_order %q: %s.", b.BootOrder, problem)}
+	}
+	var diags hcl.Diagnostics
+	if slices.Contains(modes, "nvme") && hw.Model != ModelUnknown && hw.Model != ModelAny && !hw.Model.NVMe() {
+		diags = append(diags, errorAt(subject, "NVMe on a model without PCIe",
+			"boot_order names nvme, but a %s has no PCIe for an SSD (BOOT_ORDER mode 6 is CM4, CM5, Pi 5 and 500+ only).", hw.Model))
+	}
+	if want := deviceMode[hw.BootDevice]; want != "" && !slices.Contains(modes, want) {
+		diags = append(diags, errorAt(subject, "Boot order skips the boot device",
+			"boot_order %q never tries %s, the node's boot_device: once the SD card is gone it would not boot. Add %q.", b.BootOrder, want, want))
+	}
+	if b.Apply && hw.Model == ModelCM4 {
+		diags = append(diags, warningAt(at("hardware.bootloader.apply"), "CM4 bootloader updates are off",
+			"rpi-eeprom-update is disabled on a CM4 unless /etc/default/rpi-eeprom-update sets CM4_ENABLE_RPI_EEPROM_UPDATE=1; Raspberry Pi's way is rpiboot (usbboot). The first boot will record the refusal: set BOOT_ORDER with usbboot's recovery/boot.conf."))
+	}
+	hw.Bootloader = &Bootloader{BootOrder: strings.Join(modes, ","), Value: value, Apply: b.Apply}
+	return diags
+}
+
+// elemAt is where element i of a list attribute was written, or the
+// attribute, or the block.
+func (m nodeMeta) elemAt(path string, i int, at func(string) *hcl.Range) *hcl.Range {
+	if r, ok := m.ranges[fmt.Sprintf("%s[%d]", path, i)]; ok {
+		return &r
+	}
+	return at(path)
+}
