@@ -80,6 +80,24 @@ func mountOrderArgs() []string {
 	return args
 }
 
+// ActivationArgs are the arguments of cmdline that pibake's activation
+// adds and its activator removes once the node is set up (the
+// systemd.run= trampoline, the mount-order credentials): on a card that
+// has booted, still finding one means the activation never finished.
+func ActivationArgs(cmdline string) []string {
+	ours := map[string]bool{}
+	for _, a := range append(systemdRunArgs(), mountOrderArgs()...) {
+		ours[a] = true
+	}
+	var found []string
+	for _, a := range strings.Fields(cmdline) {
+		if ours[a] {
+			found = append(found, a)
+		}
+	}
+	return found
+}
+
 // File is one file for the boot partition.
 type File struct {
 	// Path is relative to the boot partition's root, with forward slashes.

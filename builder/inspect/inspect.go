@@ -46,6 +46,9 @@ type Report struct {
 	Payload   *PayloadSummary `json:"payload,omitempty"`
 	Status    *status.Record  `json:"status,omitempty"`
 	History   []status.Record `json:"history,omitempty"`
+	// NotActivated is set for a card with a payload and no status record
+	// that has booted: pibake's activation never ran.
+	NotActivated *NotActivated `json:"not_activated,omitempty"`
 }
 
 // PayloadSummary describes the pibake payload on a built image: its
@@ -95,6 +98,13 @@ func Read(p string) (*Report, error) {
 	if err := ins.readPayload(read); err != nil {
 		return nil, fmt.Errorf("image %s: %w", p, err)
 	}
+	if ins.Payload != nil && ins.Status == nil {
+		ci, err := im.CloudInitRun()
+		if err != nil {
+			return nil, fmt.Errorf("image %s: cloud-init's record: %w", p, err)
+		}
+		ins.NotActivated = notActivated(ins.Cmdline, read, ci)
+	}
 	return ins, nil
 }
 
@@ -129,6 +139,9 @@ func inspectBootDir(dir string) (*Report, error) {
 	}
 	if err := ins.readPayload(read); err != nil {
 		return nil, fmt.Errorf("boot partition %s: %w", dir, err)
+	}
+	if ins.Payload != nil && ins.Status == nil {
+		ins.NotActivated = notActivated(ins.Cmdline, read, nil)
 	}
 	return ins, nil
 }
@@ -266,9 +279,7 @@ func (ins *Report) writePayload(b *strings.Builder) {
 	}
 	s := ins.Status
 	if s == nil {
-		if ins.Payload != nil {
-			b.WriteString("\nfirst boot: no status recorded (the card has not booted, or pibake's activation did not run)\n")
-		}
+		writeNoStatus(b, ins)
 		return
 	}
 	fmt.Fprintf(b, "\nfirst boot: %s %s at %s%s\n", s.Stage, s.State, s.Time, prefixed(": ", s.Reason))
@@ -284,6 +295,31 @@ func (ins *Report) writePayload(b *strings.Builder) {
 			fmt.Fprintf(b, "  %s  boot %s  %-11s %-8s %s\n", h.Time, h.Boot, h.Stage, h.State, h.Reason)
 		}
 	}
+}
+
+// writeNoStatus says why a built image or card has no status record:
+// not booted yet, or booted and never activated.
+func writeNoStatus(b *strings.Builder, ins *Report) {
+	n := ins.NotActivated
+	switch {
+	case ins.Payload == nil:
+		return
+	case n == nil:
+		b.WriteString("\nfirst boot: not run yet (the OS's first-boot argument is still on cmdline.txt)\n")
+		return
+	}
+	b.WriteString("\nfirst boot: NOT ACTIVATED: the card has booted, but pibake's activation never ran\n")
+	for _, e := range n.Evidence {
+		fmt.Fprintf(b, "  - %s\n", e)
+	}
+	if ci := n.CloudInit; ci != nil {
+		ds := ci.Datasource
+		if ds == "" {
+			ds = "(none recorded)"
+		}
+		fmt.Fprintf(b, "  - cloud-init's last run: instance %s, datasource %s\n", ci.InstanceID, ds)
+	}
+	fmt.Fprintf(b, "  cause: %s\n  what to do: %s\n", n.Cause, n.Advice)
 }
 
 func prefixed(prefix, s string) string {
