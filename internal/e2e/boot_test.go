@@ -575,6 +575,12 @@ func (n *node) checkCloudInitSeed(t *testing.T, kv map[string]string) {
 		filepath.Base(n.img), n.fl.name, float64(mounted)/1e6, float64(local)/1e6, kv["cimain.AfterBootfs"], kv["cloudinit.datasource"], len(n.boots), totalTime(n.boots))
 	if !strings.HasPrefix(kv["cloudinit.datasource"], "DataSourceNoCloud") {
 		t.Errorf("cloud-init used datasource %q; want DataSourceNoCloud with pibake's seed from /boot/firmware", kv["cloudinit.datasource"])
+		// The card must say so to whoever inspects it.
+		if ins, err := inspect.Read(n.img); err != nil || ins.NotActivated == nil {
+			t.Errorf("inspect of the card does not say it was not activated: %v", err)
+		} else {
+			t.Logf("inspect of the card: not activated: %s", ins.NotActivated.Cause)
+		}
 	}
 	// What inspect reads of cloud-init from the card agrees with what the
 	// running system said.
