@@ -1,13 +1,14 @@
 package recipes
 
 import (
-	"errors"
 	"fmt"
 	"math/big"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/pibake/pibake/recipes/diag"
 
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/function"
@@ -103,20 +104,11 @@ func fileFunc(dir string) function.Function {
 			}
 			b, err := os.ReadFile(path)
 			if err != nil {
-				return cty.NilVal, fmt.Errorf("read %s: %s", path, describeOSError(err))
+				return cty.NilVal, fmt.Errorf("read %s: %s", path, diag.DescribeOSError(err))
 			}
 			return cty.StringVal(string(b)), nil
 		},
 	})
-}
-
-// describeOSError drops the path that *PathError repeats.
-func describeOSError(err error) string {
-	var pe *os.PathError
-	if errors.As(err, &pe) {
-		return pe.Err.Error()
-	}
-	return err.Error()
 }
 
 // resolvePath expands a leading ~/ and makes a relative path relative to dir.

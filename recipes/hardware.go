@@ -8,6 +8,8 @@ import (
 	"strings"
 	"unicode"
 
+	"github.com/pibake/pibake/recipes/diag"
+
 	"github.com/hashicorp/hcl/v2"
 )
 
@@ -191,7 +193,7 @@ func parseBootOrder(s string) (value string, modes []string, problem string) {
 	for _, name := range strings.Split(s, ",") {
 		name = strings.TrimSpace(name)
 		if _, ok := bootModes[name]; !ok {
-			return "", nil, fmt.Sprintf("%q is not a boot mode pibake knows; use %s, separated by commas", name, quoteList(bootModeNames))
+			return "", nil, fmt.Sprintf("%q is not a boot mode pibake knows; use %s, separated by commas", name, diag.QuoteList(bootModeNames))
 		}
 		if slices.Contains(modes, name) {
 			return "", nil, fmt.Sprintf("%q is named twice", name)
@@ -224,28 +226,28 @@ func parseBootOrder(s string) (value string, modes []string, problem string) {
 var quirkPattern = regexp.MustCompile(`^([0-9a-fA-F]{4}):([0-9a-fA-F]{4})(:([abcdefghijklmnoprstuwy]+))?$`)
 
 // resolveHardware checks the hardware block: size, profile, bootloader.
-func resolveHardware(spec nodeSpec, n *Node, meta nodeMeta, at func(string) *hcl.Range) hcl.Diagnostics {
+func resolveHardware(spec nodeSpec, n *Node, meta diag.NodeMeta, at func(string) *hcl.Range) hcl.Diagnostics {
 	h := spec.Hardware
 	if h == nil {
 		return nil
 	}
 	var diags hcl.Diagnostics
 	n.Hardware = Hardware{CPUs: h.CPUs, MemoryGB: h.MemoryGB, Model: Model(h.Model), BootDevice: BootDevice(h.BootDevice), USBMaxCurrent: h.USBMaxCurrent}
-	if meta.ranges.has("hardware.cpus") && h.CPUs < 1 {
-		diags = append(diags, errorAt(at("hardware.cpus"), "Invalid hardware", "cpus is %d; it must be at least 1.", h.CPUs))
+	if meta.Ranges.Has("hardware.cpus") && h.CPUs < 1 {
+		diags = append(diags, diag.ErrorAt(at("hardware.cpus"), "Invalid hardware", "cpus is %d; it must be at least 1.", h.CPUs))
 	}
-	if meta.ranges.has("hardware.memory_gb") && h.MemoryGB < 1 {
-		diags = append(diags, errorAt(at("hardware.memory_gb"), "Invalid hardware", "memory_gb is %d; it must be at least 1.", h.MemoryGB))
+	if meta.Ranges.Has("hardware.memory_gb") && h.MemoryGB < 1 {
+		diags = append(diags, diag.ErrorAt(at("hardware.memory_gb"), "Invalid hardware", "memory_gb is %d; it must be at least 1.", h.MemoryGB))
 	}
 	hw := &n.Hardware
 	if hw.Model != ModelUnknown && !slices.Contains(Models, hw.Model) {
-		diags = append(diags, errorAt(at("hardware.model"), "Invalid hardware model",
-			"model is %q; it must be one of %s (\"any\" writes settings every model reads).", hw.Model, quoteList(Models)))
+		diags = append(diags, diag.ErrorAt(at("hardware.model"), "Invalid hardware model",
+			"model is %q; it must be one of %s (\"any\" writes settings every model reads).", hw.Model, diag.QuoteList(Models)))
 		hw.Model = ModelUnknown // checked no further
 	}
 	if hw.BootDevice != BootUnknown && !slices.Contains(BootDevices, hw.BootDevice) {
-		diags = append(diags, errorAt(at("hardware.boot_device"), "Invalid boot device",
-			"boot_device is %q; it must be %s.", hw.BootDevice, quoteList(BootDevices)))
+		diags = append(diags, diag.ErrorAt(at("hardware.boot_device"), "Invalid boot device",
+			"boot_device is %q; it must be %s.", hw.BootDevice, diag.QuoteList(BootDevices)))
 		hw.BootDevice = BootUnknown
 	}
 	diags = append(diags, checkPCIe(h, hw, at)...)
@@ -269,11 +271,11 @@ func checkPCIe(h *hardwareSpec, hw *Hardware, at func(string) *hcl.Range) hcl.Di
 		if model == ModelAny {
 			why, usb = "NVMe boot works only on some models, each set up differently", "or boot it from \"usb\""
 		}
-		diags = append(diags, errorAt(at("hardware.boot_device"), "NVMe on a model without PCIe",
+		diags = append(diags, diag.ErrorAt(at("hardware.boot_device"), "NVMe on a model without PCIe",
 			"boot_device is \"nvme\", but %s. Name the model: \"pi5\", \"pi500+\", \"cm5\" or \"cm4\" (BOOT_ORDER mode 6 is CM4, CM5, Pi 5 and 500+ only); %s.", why, usb))
 	}
 	if hw.USBMaxCurrent && model != ModelAny && !model.BCM2712() {
-		diags = append(diags, errorAt(at("hardware.usb_max_current"), "USB current setting on a model without it",
+		diags = append(diags, diag.ErrorAt(at("hardware.usb_max_current"), "USB current setting on a model without it",
 			"usb_max_current sets usb_max_current_enable=1, which only the Pi 5 family reads; a %s's USB ports share a fixed budget. Remove it, or power the SSD from a powered hub.", model))
 	}
 	if h.PCIeGen == nil {
@@ -282,12 +284,12 @@ func checkPCIe(h *hardwareSpec, hw *Hardware, at func(string) *hcl.Range) hcl.Di
 	hw.PCIeGen = *h.PCIeGen
 	switch {
 	case hw.PCIeGen < 1 || hw.PCIeGen > 3:
-		diags = append(diags, errorAt(at("hardware.pcie_gen"), "Invalid PCIe generation", "pcie_gen is %d; it must be 1, 2 (the default speed) or 3.", hw.PCIeGen))
+		diags = append(diags, diag.ErrorAt(at("hardware.pcie_gen"), "Invalid PCIe generation", "pcie_gen is %d; it must be 1, 2 (the default speed) or 3.", hw.PCIeGen))
 	case !model.PCIeX1():
-		diags = append(diags, errorAt(at("hardware.pcie_gen"), "PCIe speed on a model without pciex1",
+		diags = append(diags, diag.ErrorAt(at("hardware.pcie_gen"), "PCIe speed on a model without pciex1",
 			"pcie_gen sets dtparam=pciex1_gen, which only the Pi 5, 500+ and CM5 have; a %s's PCIe (if any) runs at its fixed speed. Remove pcie_gen, or name one of those models.", model))
 	case hw.PCIeGen == 3:
-		diags = append(diags, warningAt(at("hardware.pcie_gen"), "PCIe Gen 3 is not certified",
+		diags = append(diags, diag.WarningAt(at("hardware.pcie_gen"), "PCIe Gen 3 is not certified",
 			"pcie_gen = 3 forces 8 GT/s; the Pi 5's connector is certified for Gen 2 only and \"Gen 3.0 connections may be unstable\" (Raspberry Pi's PCIe documentation). If the SSD drops out or the node does not boot, use 2."))
 	}
 	return diags
@@ -296,20 +298,20 @@ func checkPCIe(h *hardwareSpec, hw *Hardware, at func(string) *hcl.Range) hcl.Di
 // resolveQuirks normalises usb-storage quirks: VID:PID in hex, with the
 // flags given or u (do not bind the uas driver, the usual cure for a
 // USB-SATA bridge that misbehaves with UAS).
-func resolveQuirks(quirks []string, hw *Hardware, meta nodeMeta, at func(string) *hcl.Range) hcl.Diagnostics {
+func resolveQuirks(quirks []string, hw *Hardware, meta diag.NodeMeta, at func(string) *hcl.Range) hcl.Diagnostics {
 	var diags hcl.Diagnostics
 	seen := map[string]bool{}
 	for i, q := range quirks {
 		m := quirkPattern.FindStringSubmatch(strings.TrimSpace(q))
-		subject := meta.elemAt("hardware.usb_storage_quirks", i, at)
+		subject := meta.ElemAt("hardware.usb_storage_quirks", i, at)
 		if m == nil {
-			diags = append(diags, errorAt(subject, "Invalid USB storage quirk",
+			diags = append(diags, diag.ErrorAt(subject, "Invalid USB storage quirk",
 				"%q is not VID:PID in hexadecimal (with optional flags), such as \"152d:0578\" or \"152d:0578:u\": lsusb shows the pair as ID 152d:0578. The flags are the kernel's usb-storage.quirks letters; without them pibake uses u (do not use UAS).", q))
 			continue
 		}
 		id := strings.ToLower(m[1] + ":" + m[2])
 		if seen[id] {
-			diags = append(diags, errorAt(subject, "Duplicate USB storage quirk", "%s is listed twice; the kernel takes one set of flags per device.", id))
+			diags = append(diags, diag.ErrorAt(subject, "Duplicate USB storage quirk", "%s is listed twice; the kernel takes one set of flags per device.", id))
 			continue
 		}
 		seen[id] = true
@@ -380,11 +382,11 @@ func configTxtProblem(line string) string {
 }
 
 // resolveConfigTxt checks the free-form config.txt lines.
-func resolveConfigTxt(lines []string, hw *Hardware, meta nodeMeta, at func(string) *hcl.Range) hcl.Diagnostics {
+func resolveConfigTxt(lines []string, hw *Hardware, meta diag.NodeMeta, at func(string) *hcl.Range) hcl.Diagnostics {
 	var diags hcl.Diagnostics
 	for i, line := range lines {
 		if why := configTxtProblem(line); why != "" {
-			diags = append(diags, errorAt(meta.elemAt("hardware.config_txt", i, at), "config.txt line refused",
+			diags = append(diags, diag.ErrorAt(meta.ElemAt("hardware.config_txt", i, at), "config.txt line refused",
 				"%q is refused: %s.", line, why))
 			continue
 		}
@@ -395,13 +397,13 @@ func resolveConfigTxt(lines []string, hw *Hardware, meta nodeMeta, at func(strin
 
 // resolveBootloader checks the bootloader block: an order the model can
 // follow that reaches the node's own boot device.
-func resolveBootloader(b *bootloaderSpec, hw *Hardware, meta nodeMeta, at func(string) *hcl.Range) hcl.Diagnostics {
+func resolveBootloader(b *bootloaderSpec, hw *Hardware, meta diag.NodeMeta, at func(string) *hcl.Range) hcl.Diagnostics {
 	if b == nil {
 		return nil
 	}
 	if b.BootOrder == "" {
 		if b.Apply {
-			return hcl.Diagnostics{errorAt(at("hardware.bootloader.apply"), "Nothing to apply",
+			return hcl.Diagnostics{diag.ErrorAt(at("hardware.bootloader.apply"), "Nothing to apply",
 				"apply = true needs boot_order, such as boot_order = \"nvme,usb,sd\".")}
 		}
 		return nil
@@ -409,30 +411,21 @@ func resolveBootloader(b *bootloaderSpec, hw *Hardware, meta nodeMeta, at func(s
 	value, modes, problem := parseBootOrder(b.BootOrder)
 	subject := at("hardware.bootloader.boot_order")
 	if problem != "" {
-		return hcl.Diagnostics{errorAt(subject, "Invalid boot order", "boot_order %q: %s.", b.BootOrder, problem)}
+		return hcl.Diagnostics{diag.ErrorAt(subject, "Invalid boot order", "boot_order %q: %s.", b.BootOrder, problem)}
 	}
 	var diags hcl.Diagnostics
 	if slices.Contains(modes, "nvme") && hw.Model != ModelUnknown && hw.Model != ModelAny && !hw.Model.NVMe() {
-		diags = append(diags, errorAt(subject, "NVMe on a model without PCIe",
+		diags = append(diags, diag.ErrorAt(subject, "NVMe on a model without PCIe",
 			"boot_order names nvme, but a %s has no PCIe for an SSD (BOOT_ORDER mode 6 is CM4, CM5, Pi 5 and 500+ only).", hw.Model))
 	}
 	if want := deviceMode[hw.BootDevice]; want != "" && !slices.Contains(modes, want) {
-		diags = append(diags, errorAt(subject, "Boot order skips the boot device",
+		diags = append(diags, diag.ErrorAt(subject, "Boot order skips the boot device",
 			"boot_order %q never tries %s, the node's boot_device: once the SD card is gone it would not boot. Add %q.", b.BootOrder, want, want))
 	}
 	if b.Apply && hw.Model == ModelCM4 {
-		diags = append(diags, warningAt(at("hardware.bootloader.apply"), "CM4 bootloader updates are off",
+		diags = append(diags, diag.WarningAt(at("hardware.bootloader.apply"), "CM4 bootloader updates are off",
 			"rpi-eeprom-update is disabled on a CM4 unless /etc/default/rpi-eeprom-update sets CM4_ENABLE_RPI_EEPROM_UPDATE=1; Raspberry Pi's way is rpiboot (usbboot). The first boot will record the refusal: set BOOT_ORDER with usbboot's recovery/boot.conf."))
 	}
 	hw.Bootloader = &Bootloader{BootOrder: strings.Join(modes, ","), Value: value, Apply: b.Apply}
 	return diags
-}
-
-// elemAt is where element i of a list attribute was written, or the
-// attribute, or the block.
-func (m nodeMeta) elemAt(path string, i int, at func(string) *hcl.Range) *hcl.Range {
-	if r, ok := m.ranges[fmt.Sprintf("%s[%d]", path, i)]; ok {
-		return &r
-	}
-	return at(path)
 }

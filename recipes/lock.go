@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/pibake/pibake/recipes/diag"
+
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/gohcl"
 	"github.com/hashicorp/hcl/v2/hclparse"
@@ -62,7 +64,7 @@ func LoadLock(p *hclparse.Parser, path string) (*Lock, hcl.Diagnostics) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Cannot read lock file", Detail: fmt.Sprintf("Reading %s failed: %s.", path, describeOSError(err))}}
+		return nil, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Cannot read lock file", Detail: fmt.Sprintf("Reading %s failed: %s.", path, diag.DescribeOSError(err))}}
 	}
 	f, diags := p.ParseHCL(src, path)
 	if diags.HasErrors() {

@@ -68,7 +68,7 @@ type outputSpec struct {
 }
 
 // nodeSpec is a node block or the defaults block. Which attributes were
-// actually written is tracked separately (see sourceRanges), so that a node
+// actually written is tracked separately (see diag.Ranges), so that a node
 // overrides defaults only where it says something.
 type nodeSpec struct {
 	Role      string            `hcl:"role,optional"`

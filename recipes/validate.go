@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/pibake/pibake/recipes/diag"
+
 	"github.com/hashicorp/hcl/v2"
 )
 
@@ -15,12 +17,12 @@ import (
 // node's join URL and batch. It reports only what makes that impossible.
 func (ld *loader) resolveCluster(r *Recipe) hcl.Diagnostics {
 	if len(r.Nodes) == 0 {
-		return hcl.Diagnostics{errorAt(&ld.start, "No nodes",
+		return hcl.Diagnostics{diag.ErrorAt(&ld.start, "No nodes",
 			"A recipe needs at least one node block, such as:\n  node \"pi-server\" { role = \"server\" }")}
 	}
 	founding := slices.IndexFunc(r.Nodes, func(n Node) bool { return n.Role == RoleServer })
 	if founding < 0 {
-		return hcl.Diagnostics{errorAt(&ld.meta[0].defRange, "No server",
+		return hcl.Diagnostics{diag.ErrorAt(&ld.meta[0].DefRange, "No server",
 			"A cluster needs at least one node with role = \"server\"; this recipe has only agents.")}
 	}
 	if r.Cluster.ServerAddress == "" && r.Nodes[founding].Address.IsValid() {
@@ -43,7 +45,7 @@ func (ld *loader) resolveCluster(r *Recipe) hcl.Diagnostics {
 func (ld *loader) validate(r *Recipe) hcl.Diagnostics {
 	var diags hcl.Diagnostics
 	diags = append(diags, ld.checkUnique(r)...)
-	if ld.clusterRanges.has("server_ip") {
+	if ld.clusterRanges.Has("server_ip") {
 		diags = append(diags, ld.checkServerIP(r)...)
 	}
 	diags = append(diags, ld.checkJoinsItself(r)...)
@@ -86,7 +88,7 @@ func (ld *loader) checkLogins(r *Recipe) hcl.Diagnostics {
 	case nodes > 1 || n.Group != n.Hostname:
 		which = fmt.Sprintf("%s of node block %s", Plural(nodes, "node"), blocks[0])
 	}
-	return hcl.Diagnostics{warningAt(m.ranges.at("user", m.defRange), "Nobody can log in",
+	return hcl.Diagnostics{diag.WarningAt(m.Ranges.At("user", m.DefRange), "Nobody can log in",
 		"%s: user %q has neither password_hash nor ssh_authorized_keys, so nobody can log in (the nodes still boot and join). Add ssh_authorized_keys = [file(\"~/.ssh/id_ed25519.pub\")] to a user block, in defaults for every node.",
 		which, n.User.Name)}
 }
@@ -104,16 +106,12 @@ func listSome(items []string, few int) string {
 func (ld *loader) checkServerIP(r *Recipe) hcl.Diagnostics {
 	for i, n := range r.Nodes {
 		if n.Role == RoleAgent && n.Address.IsValid() && n.Address.Addr().String() == r.Cluster.ServerAddress {
-			return hcl.Diagnostics{errorAt(ld.clusterRanges.at("server_ip", ld.clusterRange), "Server address is an agent",
+			return hcl.Diagnostics{diag.ErrorAt(ld.clusterRanges.At("server_ip", ld.clusterRange), "Server address is an agent",
 				"server_ip %s is the address of agent %s (%s); nodes join a server, and agents serve no k3s API. Use a server's address, or a load balancer or DNS name in front of the servers.",
-				r.Cluster.ServerAddress, n.describe(), ld.meta[i].ranges.at("ip", ld.meta[i].defRange))}
+				r.Cluster.ServerAddress, n.describe(), ld.meta[i].Ranges.At("ip", ld.meta[i].DefRange))}
 		}
 	}
 	return nil
-}
-
-func (m nodeMeta) hostnameRange() *hcl.Range {
-	return m.ranges.at("hostname", m.nameRange)
 }
 
 // checkUnique rejects hostnames (case-insensitively) and addresses used by
@@ -126,9 +124,9 @@ func (ld *loader) checkUnique(r *Recipe) hcl.Diagnostics {
 		m := ld.meta[i]
 		key := strings.ToLower(n.Hostname)
 		if j, dup := hosts[key]; dup {
-			diags = append(diags, errorAt(m.hostnameRange(), "Duplicate hostname",
+			diags = append(diags, diag.ErrorAt(m.HostnameRange(), "Duplicate hostname",
 				"Node %s has the hostname %q, which %s (%s) already has. Every node needs its own hostname; with count, include count.index in it.",
-				n.describe(), n.Hostname, r.Nodes[j].describe(), ld.meta[j].hostnameRange()))
+				n.describe(), n.Hostname, r.Nodes[j].describe(), ld.meta[j].HostnameRange()))
 		} else {
 			hosts[key] = i
 		}
@@ -136,9 +134,9 @@ func (ld *loader) checkUnique(r *Recipe) hcl.Diagnostics {
 			continue
 		}
 		if j, dup := addrs[n.Address.Addr()]; dup {
-			diags = append(diags, errorAt(m.ranges.at("ip", m.defRange), "Duplicate IP address",
+			diags = append(diags, diag.ErrorAt(m.Ranges.At("ip", m.DefRange), "Duplicate IP address",
 				"Node %s has the address %s, which %s (%s) already has. With count, use cidrhost(prefix, base + count.index).",
-				n.describe(), n.Address.Addr(), r.Nodes[j].describe(), ld.meta[j].ranges.at("ip", ld.meta[j].defRange)))
+				n.describe(), n.Address.Addr(), r.Nodes[j].describe(), ld.meta[j].Ranges.At("ip", ld.meta[j].DefRange)))
 		} else {
 			addrs[n.Address.Addr()] = i
 		}
@@ -180,7 +178,7 @@ func (ld *loader) assignJoins(r *Recipe, founding, servers int) hcl.Diagnostics 
 			n.JoinURL = clusterURL
 		}
 		if n.JoinURL == "" {
-			diags = append(diags, errorAt(&m.defRange, "No server address to join",
+			diags = append(diags, diag.ErrorAt(&m.DefRange, "No server address to join",
 				"Node %s (%s) must join the cluster, but no server address is known: the first server %s uses DHCP. Give that server a static ip, set cluster.server_ip, or set server in this node.",
 				n.describe(), n.Role, r.Nodes[founding].describe()))
 			continue
@@ -209,7 +207,7 @@ func (ld *loader) checkJoinsItself(r *Recipe) hcl.Diagnostics {
 	for i, n := range r.Nodes {
 		if n.JoinURL != "" && n.Address.IsValid() && n.JoinURL == fmt.Sprintf("https://%s:%d", n.Address.Addr(), APIPort) {
 			m := ld.meta[i]
-			diags = append(diags, errorAt(m.ranges.at("server", m.defRange), "Node joins itself",
+			diags = append(diags, diag.ErrorAt(m.Ranges.At("server", m.DefRange), "Node joins itself",
 				"Node %s would join %s, which is its own address. Point it at the founding server %s.", n.describe(), n.JoinURL, r.Nodes[founding].describe()))
 		}
 	}
@@ -226,7 +224,7 @@ func (ld *loader) checkNetworks(r *Recipe) hcl.Diagnostics {
 		return nil // already reported
 	}
 	if c.ClusterCIDR.Overlaps(c.ServiceCIDR) {
-		diags = append(diags, errorAt(cr.at("service_cidr", cr.firstOf(ld.clusterRange, "cluster_cidr")), "Overlapping cluster networks",
+		diags = append(diags, diag.ErrorAt(cr.At("service_cidr", cr.FirstOf(ld.clusterRange, "cluster_cidr")), "Overlapping cluster networks",
 			"service_cidr %s overlaps cluster_cidr %s; pods and services need separate ranges (the defaults are %s and %s).",
 			c.ServiceCIDR, c.ClusterCIDR, DefaultClusterCIDR, DefaultServiceCIDR))
 	}
@@ -245,11 +243,11 @@ func (ld *loader) checkNetworks(r *Recipe) hcl.Diagnostics {
 				continue
 			}
 			reported[key] = true
-			subject := ld.meta[i].ranges.at("ip", ld.meta[i].defRange)
-			if cr.has(p.name) {
-				subject = cr.at(p.name, ld.clusterRange)
+			subject := ld.meta[i].Ranges.At("ip", ld.meta[i].DefRange)
+			if cr.Has(p.name) {
+				subject = cr.At(p.name, ld.clusterRange)
 			}
-			diags = append(diags, errorAt(subject, "Cluster network overlaps the node network",
+			diags = append(diags, diag.ErrorAt(subject, "Cluster network overlaps the node network",
 				"%s %s overlaps %s, the network of node %s (ip %s): pods or services would shadow real hosts. Set cluster.%s to a range your LAN does not use.",
 				p.name, p.prefix, network, n.describe(), n.Address, p.name))
 		}
@@ -265,25 +263,15 @@ func (ld *loader) checkNetworks(r *Recipe) hcl.Diagnostics {
 		for want > 0 && 1<<(24-want) < len(r.Nodes) {
 			want--
 		}
-		subject := cr.at("cluster_cidr", ld.clusterRange)
-		if !cr.has("cluster_cidr") && ld.clusterRange == ld.start {
-			subject = &ld.meta[0].defRange
+		subject := cr.At("cluster_cidr", ld.clusterRange)
+		if !cr.Has("cluster_cidr") && ld.clusterRange == ld.start {
+			subject = &ld.meta[0].DefRange
 		}
-		diags = append(diags, errorAt(subject, "Cluster network too small",
+		diags = append(diags, diag.ErrorAt(subject, "Cluster network too small",
 			"k3s gives every node, servers included, a /24 of cluster_cidr: %s has %d of them, but the recipe has %d nodes. Widen cluster_cidr to a /%d (for example %s).",
 			c.ClusterCIDR, capacity, len(r.Nodes), want, netip.PrefixFrom(c.ClusterCIDR.Addr(), want).Masked()))
 	}
 	return diags
-}
-
-// firstOf returns the range of the first written path, or fallback.
-func (sr sourceRanges) firstOf(fallback hcl.Range, paths ...string) hcl.Range {
-	for _, p := range paths {
-		if r, ok := sr[p]; ok {
-			return r
-		}
-	}
-	return fallback
 }
 
 // serverTiers is k3s's server sizing guide (docs/installation/requirements):
@@ -311,18 +299,18 @@ func (ld *loader) checkSizing(r *Recipe, servers int) hcl.Diagnostics {
 		lastServer = i
 		m := ld.meta[i]
 		if n.Storage == StorageSD {
-			diags = append(diags, warningAt(m.ranges.at("storage", *m.ranges.at("hardware.boot_device", m.defRange)), "Server on an SD card",
+			diags = append(diags, diag.WarningAt(m.Ranges.At("storage", *m.Ranges.At("hardware.boot_device", m.DefRange)), "Server on an SD card",
 				"Server %s stores the cluster datastore on an SD card. etcd and SQLite write constantly; SD cards wear out and stall under that load. Boot servers from an SSD.", n.describe()))
 		}
 		h := n.Hardware
 		if h.CPUs > 0 && h.MemoryGB > 0 && (smallest == nil || h.CPUs < smallest.CPUs || h.MemoryGB < smallest.MemoryGB) {
 			smallest = &r.Nodes[i].Hardware
-			smallestAt = m.ranges.at("hardware", m.defRange)
+			smallestAt = m.Ranges.At("hardware", m.DefRange)
 		}
 	}
 	if servers >= 2 && servers%2 == 0 {
 		m := ld.meta[lastServer]
-		diags = append(diags, warningAt(&m.defRange, "Even number of servers",
+		diags = append(diags, diag.WarningAt(&m.DefRange, "Even number of servers",
 			"The recipe has %d servers. etcd needs a majority to work, so %d servers tolerate no more failures than %d; use an odd number (3 or 5).", servers, servers, servers-1))
 	}
 	agents := r.Agents()
@@ -338,18 +326,18 @@ func (ld *loader) checkSizing(r *Recipe, servers int) hcl.Diagnostics {
 			capacity += capacity / 2 // the guide: three HA servers carry about 50% more
 		}
 		if agents > capacity {
-			diags = append(diags, warningAt(smallestAt, "Servers too small for the agents",
+			diags = append(diags, diag.WarningAt(smallestAt, "Servers too small for the agents",
 				"The recipe has %d agents, but per k3s's sizing guide %d server(s) with %d CPUs and %d GB carry about %d. Give the servers more CPU and memory or add servers.",
 				agents, servers, smallest.CPUs, smallest.MemoryGB, capacity))
 		}
 	}
 	if batch := r.Cluster.AgentJoinBatch; agents > batch {
-		subject := ld.clusterRanges.at("agent_join_batch", ld.clusterRange)
-		if !ld.clusterRanges.has("agent_join_batch") && ld.clusterRange == ld.start {
-			subject = &ld.meta[0].defRange
+		subject := ld.clusterRanges.At("agent_join_batch", ld.clusterRange)
+		if !ld.clusterRanges.Has("agent_join_batch") && ld.clusterRange == ld.start {
+			subject = &ld.meta[0].DefRange
 		}
 		batches := (agents + batch - 1) / batch
-		diags = append(diags, warningAt(subject, "Agents join in batches",
+		diags = append(diags, diag.WarningAt(subject, "Agents join in batches",
 			"%d agents join in %d batches of at most %d: once the server answers, the agents of batch n wait n × %d s before installing k3s (the last batch %d s), so the servers take each join wave in turn.", agents, batches, batch, BatchDelaySeconds, (batches-1)*BatchDelaySeconds))
 	}
 	return diags
