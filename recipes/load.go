@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/pibake/pibake/recipes/diag"
+	"github.com/pibake/pibake/recipes/hclfuncs"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/gohcl"
@@ -150,7 +151,7 @@ func load(p *hclparse.Parser, path, dir string, srcs []source) (*Recipe, hcl.Dia
 	}
 	ld := &loader{
 		dir:   absDir,
-		ctx:   &hcl.EvalContext{Functions: functions(absDir)},
+		ctx:   &hcl.EvalContext{Functions: hclfuncs.Functions(absDir)},
 		start: hcl.Range{Filename: srcs[0].name, Start: hcl.InitialPos, End: hcl.InitialPos},
 	}
 	r := &Recipe{Path: path, Dir: absDir}
@@ -265,7 +266,7 @@ func (ld *loader) output(b *rawBlock, out *Output) hcl.Diagnostics {
 	}
 	out.Compress = spec.Compress
 	if spec.Dir != "" {
-		dir, err := resolvePath(ld.dir, spec.Dir)
+		dir, err := hclfuncs.ResolvePath(ld.dir, spec.Dir)
 		if err != nil {
 			ranges := diag.Ranges{}
 			ranges.Collect(b.Body, "")

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/pibake/pibake/recipes/diag"
+	"github.com/pibake/pibake/recipes/hclfuncs"
 
 	"github.com/hashicorp/hcl/v2"
 )
@@ -78,7 +79,7 @@ func resolveImage(spec imageSpec, ranges diag.Ranges, fallback hcl.Range, dir st
 				"A local image must be a .img or .img.xz file; %q is neither.", img.Source))
 			break
 		}
-		p, err := resolvePath(dir, img.Source)
+		p, err := hclfuncs.ResolvePath(dir, img.Source)
 		if err != nil {
 			diags = append(diags, diag.ErrorAt(ranges.At("source", fallback), "Invalid image source", "%s.", err))
 			break
@@ -272,7 +273,7 @@ func resolveAirgap(a *airgapSpec, ranges diag.Ranges, fallback hcl.Range, dir st
 		if f.val == "" {
 			continue
 		}
-		p, err := resolvePath(dir, f.val)
+		p, err := hclfuncs.ResolvePath(dir, f.val)
 		if err == nil {
 			_, err = os.Stat(p)
 		}

@@ -1,4 +1,7 @@
-package recipes
+// Package hclfuncs holds the functions a recipe may call: pibake's own
+// (env, file, cidrhost) and the cty standard library under Terraform's
+// names.
+package hclfuncs
 
 import (
 	"fmt"
@@ -15,9 +18,9 @@ import (
 	"github.com/zclconf/go-cty/cty/function/stdlib"
 )
 
-// functions returns the functions a recipe may call. Relative paths given
+// Functions returns the functions a recipe may call. Relative paths given
 // to file() are resolved against dir.
-func functions(dir string) map[string]function.Function {
+func Functions(dir string) map[string]function.Function {
 	return map[string]function.Function{
 		// pibake's own.
 		"env":      envFunc,
@@ -98,7 +101,7 @@ func fileFunc(dir string) function.Function {
 		Params: []function.Parameter{{Name: "path", Type: cty.String}},
 		Type:   function.StaticReturnType(cty.String),
 		Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
-			path, err := resolvePath(dir, args[0].AsString())
+			path, err := ResolvePath(dir, args[0].AsString())
 			if err != nil {
 				return cty.NilVal, err
 			}
@@ -111,8 +114,8 @@ func fileFunc(dir string) function.Function {
 	})
 }
 
-// resolvePath expands a leading ~/ and makes a relative path relative to dir.
-func resolvePath(dir, path string) (string, error) {
+// ResolvePath expands a leading ~/ and makes a relative path relative to dir.
+func ResolvePath(dir, path string) (string, error) {
 	if path == "~" || strings.HasPrefix(path, "~/") {
 		home, err := os.UserHomeDir()
 		if err != nil {
