@@ -131,12 +131,3 @@ type wifiSpec struct {
 type firstbootSpec struct {
 	Method string `hcl:"method,optional"`
 }
-
-// secretAttributes are the attribute names whose values are secrets,
-// wherever they appear.
-var secretAttributes = map[string]bool{
-	"token":         true,
-	"agent_token":   true,
-	"password_hash": true,
-	"psk":           true,
-}

@@ -1,4 +1,6 @@
-package recipes
+// Package redact hides the secrets a recipe writes literally in copies of
+// its parsed files, for diagnostics that show source snippets.
+package redact
 
 import (
 	"bytes"
@@ -62,4 +64,13 @@ func isReference(expr hclsyntax.Expression) bool {
 		}
 	}
 	return true
+}
+
+// secretAttributes are the attribute names whose values are secrets,
+// wherever they appear.
+var secretAttributes = map[string]bool{
+	"token":         true,
+	"agent_token":   true,
+	"password_hash": true,
+	"psk":           true,
 }
