@@ -2,15 +2,13 @@ package recipes
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
-	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 	"unicode"
 
 	"github.com/pibake/pibake/recipes/diag"
+	"github.com/pibake/pibake/recipes/model"
 
 	"github.com/hashicorp/hcl/v2"
 )
@@ -83,7 +81,7 @@ func resolveHostname(spec nodeSpec, n *Node, meta diag.NodeMeta, at func(string)
 func resolveKubernetes(spec nodeSpec, n *Node, _ diag.NodeMeta, at func(string) *hcl.Range) hcl.Diagnostics {
 	var diags hcl.Diagnostics
 	if spec.Server != "" {
-		if u, ok := joinURL(spec.Server); ok {
+		if u, ok := model.JoinURL(spec.Server); ok {
 			n.JoinURL = u
 		} else {
 			diags = append(diags, diag.ErrorAt(at("server"), "Invalid server address",
@@ -283,35 +281,6 @@ func resolveWiFi(w *wifiSpec, n *Node, at func(string) *hcl.Range) hcl.Diagnosti
 			"country must be a two-letter ISO 3166 code such as \"DE\" or \"US\": the radio stays off without it."))
 	}
 	return diags
-}
-
-// joinURL turns a server attribute into the URL a node joins: an IP
-// address (IPv6 too), a DNS name, or an https:// URL, whose port is
-// APIPort unless the URL names one.
-func joinURL(s string) (string, bool) {
-	if strings.HasPrefix(s, "https://") {
-		u, err := url.Parse(s)
-		if err != nil || u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
-			return "", false
-		}
-		host, port := u.Hostname(), u.Port()
-		if !validHost(host) || strings.HasSuffix(u.Host, ":") || port != "" && !isPort(port) {
-			return "", false
-		}
-		if port == "" {
-			port = strconv.Itoa(APIPort)
-		}
-		return "https://" + net.JoinHostPort(host, port), true
-	}
-	if !validHost(s) {
-		return "", false
-	}
-	return "https://" + net.JoinHostPort(s, strconv.Itoa(APIPort)), true
-}
-
-func isPort(s string) bool {
-	p, err := strconv.Atoi(s)
-	return err == nil && p > 0 && p < 65536
 }
 
 func isAddr(s string) bool {

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/pibake/pibake/recipes/model"
 )
 
 // Plan is what `pibake plan` shows: the resolved recipe with every secret
@@ -179,7 +181,7 @@ func (p Plan) WriteText(w io.Writer) error {
 	join := "-"
 	if c.ServerAddress != "" {
 		join = c.ServerAddress
-		if u, ok := joinURL(c.ServerAddress); ok {
+		if u, ok := model.JoinURL(c.ServerAddress); ok {
 			join += " (nodes join " + u + "; the port is 6443 unless a node's server URL names one)"
 		}
 	}
@@ -310,12 +312,4 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
-}
-
-// Plural formats a count with its noun: "1 node", "3 nodes".
-func Plural(n int, noun string) string {
-	if n == 1 {
-		return "1 " + noun
-	}
-	return fmt.Sprintf("%d %ss", n, noun)
 }

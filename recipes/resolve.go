@@ -11,6 +11,8 @@ import (
 
 	"github.com/pibake/pibake/recipes/diag"
 	"github.com/pibake/pibake/recipes/hclfuncs"
+	"github.com/pibake/pibake/recipes/lockfile"
+	"github.com/pibake/pibake/recipes/model"
 
 	"github.com/hashicorp/hcl/v2"
 )
@@ -24,21 +26,18 @@ const (
 	DefaultInstallScriptURL = "https://get.k3s.io"
 	DefaultAgentJoinBatch   = 50
 	// APIPort is the port k3s servers listen on for joining nodes.
-	APIPort = 6443
+	APIPort = model.APIPort
 	// BatchDelaySeconds is how long each agent join batch waits after the
 	// one before (firstboot.sh: PIBAKE_BATCH_DELAY's default).
 	BatchDelaySeconds = 60
 )
 
 var (
-	sha256Pattern     = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
-	k3sVersionPattern = regexp.MustCompile(`^v[0-9]+\.[0-9]+\.[0-9]+(-rc[0-9]+)?\+k3s[0-9]+$`)
 	k3sChannelPattern = regexp.MustCompile(`^(stable|latest|testing|v[0-9]+\.[0-9]+)$`)
 	// k3s parses "K10…" as a full (CA-pinned) token and "abcdef.0123456789abcdef"
 	// as a bootstrap token; a shared secret must look like neither.
 	bootstrapTokenPattern = regexp.MustCompile(`^[a-z0-9]{6}\.[a-z0-9]{16}$`)
 	hostnamePattern       = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-	dnsNamePattern        = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$`)
 	// userconf-pi's userconf-service accepts 1 to 32 characters matching
 	// ^[a-z][a-z0-9-]*$ and not root; anything else makes the OS rename
 	// userconf.txt to failed_userconf.txt and wait at an interactive dialog
@@ -87,7 +86,7 @@ func resolveImage(spec imageSpec, ranges diag.Ranges, fallback hcl.Range, dir st
 		img.Source = p
 	}
 	if spec.SHA256 != "" {
-		if !sha256Pattern.MatchString(spec.SHA256) {
+		if !lockfile.SHA256Pattern.MatchString(spec.SHA256) {
 			diags = append(diags, diag.ErrorAt(ranges.At("sha256", fallback), "Invalid sha256",
 				"sha256 must be 64 hexadecimal digits, as printed by sha256sum; this is %d characters.", len(spec.SHA256)))
 		}
@@ -174,7 +173,7 @@ func resolveK3s(spec clusterSpec, at func(string) *hcl.Range, c *Cluster) hcl.Di
 		diags = append(diags, diag.ErrorAt(at("k3s_channel"), "Both k3s_version and k3s_channel set",
 			"Give either a pinned k3s_version (reproducible) or a k3s_channel (follows releases), not both."))
 	case spec.K3sVersion != "":
-		if !k3sVersionPattern.MatchString(spec.K3sVersion) {
+		if !lockfile.K3sVersionPattern.MatchString(spec.K3sVersion) {
 			diags = append(diags, diag.ErrorAt(at("k3s_version"), "Invalid k3s version",
 				"%q is not a k3s release name; they look like \"v1.31.4+k3s1\" (see https://github.com/k3s-io/k3s/releases).", spec.K3sVersion))
 		}
@@ -214,7 +213,7 @@ func resolveK3s(spec clusterSpec, at func(string) *hcl.Range, c *Cluster) hcl.Di
 func resolveClusterNetwork(spec clusterSpec, at func(string) *hcl.Range, c *Cluster) hcl.Diagnostics {
 	var diags hcl.Diagnostics
 	if spec.ServerIP != "" {
-		if !validHost(spec.ServerIP) {
+		if !model.ValidHost(spec.ServerIP) {
 			diags = append(diags, diag.ErrorAt(at("server_ip"), "Invalid server address",
 				"server_ip %q must be an IP address or a DNS name (no scheme, no port), such as \"192.168.1.10\".", spec.ServerIP))
 		}
@@ -237,7 +236,7 @@ func resolveClusterNetwork(spec clusterSpec, at func(string) *hcl.Range, c *Clus
 	diags = append(diags, d...)
 
 	for _, san := range spec.TLSSAN {
-		if !validHost(san) {
+		if !model.ValidHost(san) {
 			diags = append(diags, diag.ErrorAt(at("tls_san"), "Invalid tls_san entry",
 				"%q is neither an IP address nor a DNS name.", san))
 		}
@@ -336,12 +335,4 @@ func parseCIDR(name, raw, def string, subject *hcl.Range) (netip.Prefix, hcl.Dia
 			"%s %q has host bits set; did you mean %q?", name, raw, p.Masked().String())}
 	}
 	return p, nil
-}
-
-// validHost reports whether s is an IP address or a DNS name.
-func validHost(s string) bool {
-	if _, err := netip.ParseAddr(s); err == nil {
-		return true
-	}
-	return len(s) <= 253 && dnsNamePattern.MatchString(s)
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/pibake/pibake/recipes/diag"
+	"github.com/pibake/pibake/recipes/model"
 
 	"github.com/hashicorp/hcl/v2"
 )
@@ -30,11 +31,11 @@ func (ld *loader) resolveCluster(r *Recipe) hcl.Diagnostics {
 	}
 	switch api := r.Cluster.ServerAddress; {
 	case api != "":
-		r.Cluster.APIServer, _ = joinURL(api)
+		r.Cluster.APIServer, _ = model.JoinURL(api)
 	case len(r.Cluster.TLSSAN) > 0:
-		r.Cluster.APIServer, _ = joinURL(r.Cluster.TLSSAN[0])
+		r.Cluster.APIServer, _ = model.JoinURL(r.Cluster.TLSSAN[0])
 	default:
-		r.Cluster.APIServer, _ = joinURL(r.Nodes[founding].Hostname + ".local")
+		r.Cluster.APIServer, _ = model.JoinURL(r.Nodes[founding].Hostname + ".local")
 	}
 	assignReportURLs(r)
 	return ld.assignJoins(r, founding, r.Servers())
@@ -108,7 +109,7 @@ func (ld *loader) checkServerIP(r *Recipe) hcl.Diagnostics {
 		if n.Role == RoleAgent && n.Address.IsValid() && n.Address.Addr().String() == r.Cluster.ServerAddress {
 			return hcl.Diagnostics{diag.ErrorAt(ld.clusterRanges.At("server_ip", ld.clusterRange), "Server address is an agent",
 				"server_ip %s is the address of agent %s (%s); nodes join a server, and agents serve no k3s API. Use a server's address, or a load balancer or DNS name in front of the servers.",
-				r.Cluster.ServerAddress, n.describe(), ld.meta[i].Ranges.At("ip", ld.meta[i].DefRange))}
+				r.Cluster.ServerAddress, describe(n), ld.meta[i].Ranges.At("ip", ld.meta[i].DefRange))}
 		}
 	}
 	return nil
@@ -126,7 +127,7 @@ func (ld *loader) checkUnique(r *Recipe) hcl.Diagnostics {
 		if j, dup := hosts[key]; dup {
 			diags = append(diags, diag.ErrorAt(m.HostnameRange(), "Duplicate hostname",
 				"Node %s has the hostname %q, which %s (%s) already has. Every node needs its own hostname; with count, include count.index in it.",
-				n.describe(), n.Hostname, r.Nodes[j].describe(), ld.meta[j].HostnameRange()))
+				describe(n), n.Hostname, describe(r.Nodes[j]), ld.meta[j].HostnameRange()))
 		} else {
 			hosts[key] = i
 		}
@@ -136,7 +137,7 @@ func (ld *loader) checkUnique(r *Recipe) hcl.Diagnostics {
 		if j, dup := addrs[n.Address.Addr()]; dup {
 			diags = append(diags, diag.ErrorAt(m.Ranges.At("ip", m.DefRange), "Duplicate IP address",
 				"Node %s has the address %s, which %s (%s) already has. With count, use cidrhost(prefix, base + count.index).",
-				n.describe(), n.Address.Addr(), r.Nodes[j].describe(), ld.meta[j].Ranges.At("ip", ld.meta[j].DefRange)))
+				describe(n), n.Address.Addr(), describe(r.Nodes[j]), ld.meta[j].Ranges.At("ip", ld.meta[j].DefRange)))
 		} else {
 			addrs[n.Address.Addr()] = i
 		}
@@ -145,7 +146,7 @@ func (ld *loader) checkUnique(r *Recipe) hcl.Diagnostics {
 }
 
 // describe names a node the way the recipe declares it.
-func (n Node) describe() string {
+func describe(n Node) string {
 	return fmt.Sprintf("%q", n.Hostname)
 }
 
@@ -155,7 +156,7 @@ func (ld *loader) assignJoins(r *Recipe, founding, servers int) hcl.Diagnostics 
 	var diags hcl.Diagnostics
 	clusterURL := ""
 	if r.Cluster.ServerAddress != "" {
-		clusterURL, _ = joinURL(r.Cluster.ServerAddress)
+		clusterURL, _ = model.JoinURL(r.Cluster.ServerAddress)
 	}
 	agents := 0
 	for i := range r.Nodes {
@@ -180,7 +181,7 @@ func (ld *loader) assignJoins(r *Recipe, founding, servers int) hcl.Diagnostics 
 		if n.JoinURL == "" {
 			diags = append(diags, diag.ErrorAt(&m.DefRange, "No server address to join",
 				"Node %s (%s) must join the cluster, but no server address is known: the first server %s uses DHCP. Give that server a static ip, set cluster.server_ip, or set server in this node.",
-				n.describe(), n.Role, r.Nodes[founding].describe()))
+				describe(*n), n.Role, describe(r.Nodes[founding])))
 			continue
 		}
 	}
@@ -208,7 +209,7 @@ func (ld *loader) checkJoinsItself(r *Recipe) hcl.Diagnostics {
 		if n.JoinURL != "" && n.Address.IsValid() && n.JoinURL == fmt.Sprintf("https://%s:%d", n.Address.Addr(), APIPort) {
 			m := ld.meta[i]
 			diags = append(diags, diag.ErrorAt(m.Ranges.At("server", m.DefRange), "Node joins itself",
-				"Node %s would join %s, which is its own address. Point it at the founding server %s.", n.describe(), n.JoinURL, r.Nodes[founding].describe()))
+				"Node %s would join %s, which is its own address. Point it at the founding server %s.", describe(n), n.JoinURL, describe(r.Nodes[founding])))
 		}
 	}
 	return diags
@@ -249,7 +250,7 @@ func (ld *loader) checkNetworks(r *Recipe) hcl.Diagnostics {
 			}
 			diags = append(diags, diag.ErrorAt(subject, "Cluster network overlaps the node network",
 				"%s %s overlaps %s, the network of node %s (ip %s): pods or services would shadow real hosts. Set cluster.%s to a range your LAN does not use.",
-				p.name, p.prefix, network, n.describe(), n.Address, p.name))
+				p.name, p.prefix, network, describe(n), n.Address, p.name))
 		}
 	}
 
@@ -300,7 +301,7 @@ func (ld *loader) checkSizing(r *Recipe, servers int) hcl.Diagnostics {
 		m := ld.meta[i]
 		if n.Storage == StorageSD {
 			diags = append(diags, diag.WarningAt(m.Ranges.At("storage", *m.Ranges.At("hardware.boot_device", m.DefRange)), "Server on an SD card",
-				"Server %s stores the cluster datastore on an SD card. etcd and SQLite write constantly; SD cards wear out and stall under that load. Boot servers from an SSD.", n.describe()))
+				"Server %s stores the cluster datastore on an SD card. etcd and SQLite write constantly; SD cards wear out and stall under that load. Boot servers from an SSD.", describe(n)))
 		}
 		h := n.Hardware
 		if h.CPUs > 0 && h.MemoryGB > 0 && (smallest == nil || h.CPUs < smallest.CPUs || h.MemoryGB < smallest.MemoryGB) {

@@ -1,11 +1,14 @@
-package recipes
+// Package lockfile reads and writes lock files, which pin a recipe's
+// moving inputs (the image an alias stood for, the k3s release a channel
+// named); model.Recipe.ApplyLock applies one.
+package lockfile
 
 import (
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
+	"regexp"
 
 	"github.com/pibake/pibake/recipes/diag"
 
@@ -47,16 +50,6 @@ type LockK3s struct {
 	Version string `hcl:"version"`
 }
 
-// LockPath is where a recipe's lock file lives: beside a recipe file
-// (lab.hcl.lock), or inside a recipe directory (pibake.lock). It does not
-// end in .hcl, so a directory recipe never reads it as a recipe file.
-func LockPath(r *Recipe) string {
-	if fi, err := os.Stat(r.Path); err == nil && fi.IsDir() {
-		return filepath.Join(r.Path, "pibake.lock")
-	}
-	return r.Path + ".lock"
-}
-
 // LoadLock reads a lock file; a missing one is nil without diagnostics.
 func LoadLock(p *hclparse.Parser, path string) (*Lock, hcl.Diagnostics) {
 	src, err := os.ReadFile(path)
@@ -75,11 +68,11 @@ func LoadLock(p *hclparse.Parser, path string) (*Lock, hcl.Diagnostics) {
 	if diags.HasErrors() {
 		return nil, diags
 	}
-	if !sha256Pattern.MatchString(l.Image.SHA256) {
+	if !SHA256Pattern.MatchString(l.Image.SHA256) {
 		diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid lock file",
 			Detail: fmt.Sprintf("%s: image.sha256 is not 64 lowercase hexadecimal digits; run pibake lock again.", path)})
 	}
-	if l.K3s != nil && !k3sVersionPattern.MatchString(l.K3s.Version) {
+	if l.K3s != nil && !K3sVersionPattern.MatchString(l.K3s.Version) {
 		diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid lock file",
 			Detail: fmt.Sprintf("%s: k3s.version %q is not a k3s release such as v1.31.4+k3s1; run pibake lock again.", path, l.K3s.Version)})
 	}
@@ -111,29 +104,9 @@ func (l *Lock) Bytes(recipeName string) []byte {
 	return hclwrite.Format(f.Bytes())
 }
 
-// ErrStaleLock marks a lock made for other recipe settings.
-var ErrStaleLock = errors.New("the lock file does not match the recipe")
-
-// ApplyLock makes r use what the lock pins: the image's URL and checksum,
-// the k3s version. A lock made for another image source or channel is an
-// error, never silently ignored.
-func (r *Recipe) ApplyLock(l *Lock) error {
-	renew := fmt.Sprintf("run pibake lock %s (or build with --update-lock)", r.Path)
-	if l.Image.Source != r.Image.Source {
-		return fmt.Errorf("%w: %s pins image.source %q, but the recipe says %q; %s", ErrStaleLock, l.Path, l.Image.Source, r.Image.Source, renew)
-	}
-	if r.Image.SHA256 != "" && r.Image.SHA256 != l.Image.SHA256 {
-		return fmt.Errorf("%w: the recipe pins image sha256 %s, %s pins %s; %s", ErrStaleLock, r.Image.SHA256, l.Path, l.Image.SHA256, renew)
-	}
-	switch {
-	case r.Cluster.K3sChannel != "" && (l.K3s == nil || l.K3s.Channel != r.Cluster.K3sChannel):
-		return fmt.Errorf("%w: the recipe follows k3s channel %q, which %s does not pin; %s", ErrStaleLock, r.Cluster.K3sChannel, l.Path, renew)
-	case r.Cluster.K3sChannel == "" && l.K3s != nil:
-		return fmt.Errorf("%w: %s pins k3s channel %q, but the recipe names k3s_version %s; %s", ErrStaleLock, l.Path, l.K3s.Channel, r.Cluster.K3sVersion, renew)
-	}
-	r.Image.Source, r.Image.SHA256 = l.Image.URL, l.Image.SHA256
-	if l.K3s != nil {
-		r.Cluster.K3sVersion, r.Cluster.K3sChannel = l.K3s.Version, ""
-	}
-	return nil
-}
+// What a lock file pins, and what a recipe may pin itself: a SHA-256 in
+// hexadecimal, a k3s release.
+var (
+	SHA256Pattern     = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
+	K3sVersionPattern = regexp.MustCompile(`^v[0-9]+\.[0-9]+\.[0-9]+(-rc[0-9]+)?\+k3s[0-9]+$`)
+)

@@ -1,14 +1,9 @@
-// Package recipes decodes and validates pibake recipe files.
-//
-// A recipe is one HCL file (or a directory of *.hcl files) that describes a
-// k3s cluster of Raspberry Pis. Load turns it into a Recipe: plain Go values,
-// every node fully resolved (defaults merged, count expanded, join address
-// chosen), with no HCL left for later stages to evaluate.
-//
-// This package is internal to pibake and not a stable API.
-package recipes
+// Package model is a recipe as the rest of pibake sees it: plain Go
+// values, every node resolved, with no HCL left; recipes.Load makes it.
+package model
 
 import (
+	"fmt"
 	"net/netip"
 )
 
@@ -273,3 +268,11 @@ const (
 
 // Methods lists the methods a recipe may name.
 var Methods = []Method{MethodAuto, MethodSystemdRun, MethodCloudInit}
+
+// Plural formats a count with its noun: "1 node", "3 nodes".
+func Plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
