@@ -14,6 +14,7 @@ import (
 
 	"github.com/pibake/pibake/recipes/lockfile"
 	"github.com/pibake/pibake/recipes/model"
+	"github.com/pibake/pibake/recipes/plan"
 	"github.com/pibake/pibake/recipes/redact"
 )
 
@@ -100,6 +101,17 @@ func LockPath(r *Recipe) string { return model.LockPath(r) }
 func LoadLock(p *hclparse.Parser, path string) (*Lock, hcl.Diagnostics) {
 	return lockfile.LoadLock(p, path)
 }
+
+// Plans (recipes/plan).
+type (
+	Plan        = plan.Plan
+	PlanCluster = plan.PlanCluster
+	PlanNode    = plan.PlanNode
+	PlanSummary = plan.PlanSummary
+)
+
+// NewPlan is what `pibake plan` shows of r, every secret redacted.
+func NewPlan(r *Recipe) Plan { return plan.NewPlan(r) }
 
 // RedactedFiles is redact.RedactedFiles: copies of the parsed recipe files
 // with every literal secret overwritten, for diagnostics' snippets.

@@ -1,4 +1,4 @@
-package recipes
+package plan
 
 import (
 	"encoding/json"
@@ -16,35 +16,35 @@ import (
 // replaced by "<redacted>". Its JSON form is a stable interface for
 // scripts; add fields, never rename them.
 type Plan struct {
-	Cluster PlanCluster `json:"cluster"`
-	Image   Image       `json:"image"`
-	Output  Output      `json:"output"`
-	Nodes   []PlanNode  `json:"nodes"`
-	Summary PlanSummary `json:"summary"`
+	Cluster PlanCluster  `json:"cluster"`
+	Image   model.Image  `json:"image"`
+	Output  model.Output `json:"output"`
+	Nodes   []PlanNode   `json:"nodes"`
+	Summary PlanSummary  `json:"summary"`
 }
 
 // PlanCluster is the cluster part of a Plan.
 type PlanCluster struct {
 	Name string `json:"name"`
 	// Token is "<redacted>", or "" when the build will generate one.
-	Token            Secret   `json:"token"`
-	TokenSource      string   `json:"token_source"`
-	AgentToken       Secret   `json:"agent_token"`
-	K3sVersion       string   `json:"k3s_version,omitempty"`
-	K3sChannel       string   `json:"k3s_channel,omitempty"`
-	ServerAddress    string   `json:"server_address"`
-	FlannelBackend   string   `json:"flannel_backend"`
-	ClusterCIDR      string   `json:"cluster_cidr"`
-	ServiceCIDR      string   `json:"service_cidr"`
-	TLSSAN           []string `json:"tls_san"`
-	InstallScriptURL string   `json:"install_script_url"`
-	AgentJoinBatch   int      `json:"agent_join_batch"`
-	Airgap           *Airgap  `json:"airgap,omitempty"`
-	ReportURL        string   `json:"report_url,omitempty"`
+	Token            model.Secret  `json:"token"`
+	TokenSource      string        `json:"token_source"`
+	AgentToken       model.Secret  `json:"agent_token"`
+	K3sVersion       string        `json:"k3s_version,omitempty"`
+	K3sChannel       string        `json:"k3s_channel,omitempty"`
+	ServerAddress    string        `json:"server_address"`
+	FlannelBackend   string        `json:"flannel_backend"`
+	ClusterCIDR      string        `json:"cluster_cidr"`
+	ServiceCIDR      string        `json:"service_cidr"`
+	TLSSAN           []string      `json:"tls_san"`
+	InstallScriptURL string        `json:"install_script_url"`
+	AgentJoinBatch   int           `json:"agent_join_batch"`
+	Airgap           *model.Airgap `json:"airgap,omitempty"`
+	ReportURL        string        `json:"report_url,omitempty"`
 	// CA is "none" or "generate"; CAHash, with "generate", is the hash
 	// every joining node pins, once the output directory holds the CA.
-	CA     CAMode `json:"ca"`
-	CAHash string `json:"ca_hash,omitempty"`
+	CA     model.CAMode `json:"ca"`
+	CAHash string       `json:"ca_hash,omitempty"`
 	// APIServer is the URL the admin kubeconfig names.
 	APIServer string `json:"api_server"`
 }
@@ -52,7 +52,7 @@ type PlanCluster struct {
 // PlanNode is one node of a Plan.
 type PlanNode struct {
 	Hostname    string            `json:"hostname"`
-	Role        Role              `json:"role"`
+	Role        model.Role        `json:"role"`
 	Group       string            `json:"group"`
 	Index       int               `json:"index"`
 	IP          string            `json:"ip"` // "dhcp" or address/prefix
@@ -66,12 +66,12 @@ type PlanNode struct {
 	K3sArgs     []string          `json:"k3s_args"`
 	SSH         bool              `json:"ssh"`
 	Timezone    string            `json:"timezone,omitempty"`
-	Storage     Storage           `json:"storage,omitempty"`
-	Hardware    *Hardware         `json:"hardware,omitempty"`
-	User        *User             `json:"user,omitempty"`
-	Apt         Apt               `json:"apt"`
-	WiFi        *WiFi             `json:"wifi,omitempty"`
-	Firstboot   Firstboot         `json:"firstboot"`
+	Storage     model.Storage     `json:"storage,omitempty"`
+	Hardware    *model.Hardware   `json:"hardware,omitempty"`
+	User        *model.User       `json:"user,omitempty"`
+	Apt         model.Apt         `json:"apt"`
+	WiFi        *model.WiFi       `json:"wifi,omitempty"`
+	Firstboot   model.Firstboot   `json:"firstboot"`
 	ReportURL   string            `json:"report_url,omitempty"`
 	// CA is the node's part in a generated CA: "carries" (the founding
 	// server, which installs them), "pins" (joins with a token pinning
@@ -87,7 +87,7 @@ type PlanSummary struct {
 }
 
 // NewPlan builds the plan of a loaded recipe.
-func NewPlan(r *Recipe) Plan {
+func NewPlan(r *model.Recipe) Plan {
 	c := r.Cluster
 	p := Plan{
 		Cluster: PlanCluster{
@@ -129,11 +129,11 @@ func NewPlan(r *Recipe) Plan {
 		for _, d := range n.DNS {
 			pn.DNS = append(pn.DNS, d.String())
 		}
-		if n.Role == RoleAgent {
+		if n.Role == model.RoleAgent {
 			batch := n.JoinBatch
 			pn.JoinBatch = &batch
 		}
-		if c.CA == CAGenerate {
+		if c.CA == model.CAGenerate {
 			pn.CA = "pins"
 			if n.JoinURL == "" {
 				pn.CA = "carries"
@@ -186,7 +186,7 @@ func (p Plan) WriteText(w io.Writer) error {
 		}
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "cluster %s: %s (%s, %s)\n", c.Name, Plural(p.Summary.Nodes, "node"), Plural(p.Summary.Servers, "server"), Plural(p.Summary.Agents, "agent"))
+	fmt.Fprintf(&b, "cluster %s: %s (%s, %s)\n", c.Name, model.Plural(p.Summary.Nodes, "node"), model.Plural(p.Summary.Servers, "server"), model.Plural(p.Summary.Agents, "agent"))
 	fmt.Fprintf(&b, "  image:    %s\n", p.Image.Source)
 	fmt.Fprintf(&b, "  k3s:      %s, flannel %s\n", k3s, c.FlannelBackend)
 	fmt.Fprintf(&b, "  networks: pods %s, services %s\n", c.ClusterCIDR, c.ServiceCIDR)
@@ -229,7 +229,7 @@ func (p Plan) WriteText(w io.Writer) error {
 // hardwareLine sums up a node's hardware profile, or the storage it
 // declares.
 func hardwareLine(n PlanNode) string {
-	if n.Hardware != nil && (n.Hardware.Model != ModelUnknown || n.Hardware.BootDevice != BootUnknown) {
+	if n.Hardware != nil && (n.Hardware.Model != model.ModelUnknown || n.Hardware.BootDevice != model.BootUnknown) {
 		return n.Hardware.Describe()
 	}
 	parts := []string{string(n.Storage)}
@@ -256,18 +256,18 @@ func reportLine(p Plan) string {
 	}
 	var parts []string
 	for _, u := range slices.Sorted(maps.Keys(urls)) {
-		parts = append(parts, fmt.Sprintf("%s (%s)", u, Plural(urls[u], "node")))
+		parts = append(parts, fmt.Sprintf("%s (%s)", u, model.Plural(urls[u], "node")))
 	}
 	line := strings.Join(parts, ", ") + "; pibake watch receives them"
 	if silent > 0 {
-		line += fmt.Sprintf("; %s report nothing", Plural(silent, "node"))
+		line += fmt.Sprintf("; %s report nothing", model.Plural(silent, "node"))
 	}
 	return line
 }
 
 // caLine says who makes the cluster's CAs.
 func caLine(c PlanCluster) string {
-	if c.CA != CAGenerate {
+	if c.CA != model.CAGenerate {
 		return "made by k3s on the founding server at first start; joining nodes trust the server that answers (short tokens)"
 	}
 	hash := "made at the first build, kept in the output directory"
@@ -279,7 +279,7 @@ func caLine(c PlanCluster) string {
 
 // login says how one logs in to a node: the user and what it logs in
 // with, never the secret itself.
-func login(u *User) string {
+func login(u *model.User) string {
 	if u == nil {
 		return "-"
 	}
@@ -301,7 +301,7 @@ func login(u *User) string {
 
 func joinLabels(m map[string]string) string {
 	parts := make([]string, 0, len(m))
-	for _, k := range sortedKeys(m) {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
 		parts = append(parts, k+"="+m[k])
 	}
 	return strings.Join(parts, ",")
