@@ -7,6 +7,8 @@ import (
 	"strings"
 	"unicode"
 
+	"github.com/pibake/pibake/recipes/hardware"
+
 	"github.com/pibake/pibake/recipes/diag"
 	"github.com/pibake/pibake/recipes/model"
 
@@ -137,7 +139,7 @@ func resolveMachine(spec nodeSpec, n *Node, meta diag.NodeMeta, at func(string) 
 	if n.Storage != StorageUnknown && !slices.Contains(Storages, n.Storage) {
 		diags = append(diags, diag.ErrorAt(at("storage"), "Invalid storage", "storage is %q; it must be %s.", n.Storage, diag.QuoteList(Storages)))
 	}
-	diags = append(diags, resolveHardware(spec, n, meta, at)...)
+	diags = append(diags, hardware.Resolve(spec.Hardware, n, meta, at)...)
 	switch implied := n.Hardware.BootDevice.Storage(); {
 	case implied == StorageUnknown:
 	case n.Storage == StorageUnknown:

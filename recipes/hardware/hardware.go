@@ -1,4 +1,7 @@
-package recipes
+// Package hardware checks a node's hardware block (the model, what it
+// boots from, PCIe, USB storage quirks, config.txt lines, the bootloader's
+// boot order) and fills in the node's hardware profile.
+package hardware
 
 import (
 	"fmt"
@@ -9,9 +12,29 @@ import (
 	"unicode"
 
 	"github.com/pibake/pibake/recipes/diag"
+	"github.com/pibake/pibake/recipes/model"
 
 	"github.com/hashicorp/hcl/v2"
 )
+
+// Spec is the schema of a node's hardware block.
+type Spec struct {
+	CPUs             int             `hcl:"cpus,optional"`
+	MemoryGB         int             `hcl:"memory_gb,optional"`
+	Model            string          `hcl:"model,optional"`
+	BootDevice       string          `hcl:"boot_device,optional"`
+	PCIeGen          *int            `hcl:"pcie_gen,optional"`
+	USBMaxCurrent    bool            `hcl:"usb_max_current,optional"`
+	USBStorageQuirks []string        `hcl:"usb_storage_quirks,optional"`
+	ConfigTxt        []string        `hcl:"config_txt,optional"`
+	Bootloader       *BootloaderSpec `hcl:"bootloader,block"`
+}
+
+// BootloaderSpec is the schema of its bootloader block.
+type BootloaderSpec struct {
+	BootOrder string `hcl:"boot_order,optional"`
+	Apply     bool   `hcl:"apply,optional"`
+}
 
 // bootModes are the BOOT_ORDER modes a recipe may name
 // (eeprom-bootloader.adoc, "BOOT_ORDER fields"). BCM-USB-MSD (5) is left
@@ -22,7 +45,7 @@ var bootModes = map[string]int{"sd": 0x1, "network": 0x2, "rpiboot": 0x3, "usb":
 var bootModeNames = []string{"sd", "usb", "nvme", "network", "http", "rpiboot", "stop", "restart"}
 
 // deviceMode is the BOOT_ORDER mode that boots each boot device.
-var deviceMode = map[BootDevice]string{BootSD: "sd", BootUSB: "usb", BootNVMe: "nvme"}
+var deviceMode = map[model.BootDevice]string{model.BootSD: "sd", model.BootUSB: "usb", model.BootNVMe: "nvme"}
 
 // parseBootOrder turns "nvme,usb,sd" into BOOT_ORDER's value (0xf146):
 // the first mode goes into the lowest nibble, and 0xf (restart) follows
@@ -64,14 +87,14 @@ func parseBootOrder(s string) (value string, modes []string, problem string) {
 // usb-storage.quirks): letters a to y but q, v and x.
 var quirkPattern = regexp.MustCompile(`^([0-9a-fA-F]{4}):([0-9a-fA-F]{4})(:([abcdefghijklmnoprstuwy]+))?$`)
 
-// resolveHardware checks the hardware block: size, profile, bootloader.
-func resolveHardware(spec nodeSpec, n *Node, meta diag.NodeMeta, at func(string) *hcl.Range) hcl.Diagnostics {
-	h := spec.Hardware
+// Resolve checks the hardware block h of node n (nil when it has none):
+// size, profile, bootloader.
+func Resolve(h *Spec, n *model.Node, meta diag.NodeMeta, at func(string) *hcl.Range) hcl.Diagnostics {
 	if h == nil {
 		return nil
 	}
 	var diags hcl.Diagnostics
-	n.Hardware = Hardware{CPUs: h.CPUs, MemoryGB: h.MemoryGB, Model: Model(h.Model), BootDevice: BootDevice(h.BootDevice), USBMaxCurrent: h.USBMaxCurrent}
+	n.Hardware = model.Hardware{CPUs: h.CPUs, MemoryGB: h.MemoryGB, Model: model.Model(h.Model), BootDevice: model.BootDevice(h.BootDevice), USBMaxCurrent: h.USBMaxCurrent}
 	if meta.Ranges.Has("hardware.cpus") && h.CPUs < 1 {
 		diags = append(diags, diag.ErrorAt(at("hardware.cpus"), "Invalid hardware", "cpus is %d; it must be at least 1.", h.CPUs))
 	}
@@ -79,15 +102,15 @@ func resolveHardware(spec nodeSpec, n *Node, meta diag.NodeMeta, at func(string)
 		diags = append(diags, diag.ErrorAt(at("hardware.memory_gb"), "Invalid hardware", "memory_gb is %d; it must be at least 1.", h.MemoryGB))
 	}
 	hw := &n.Hardware
-	if hw.Model != ModelUnknown && !slices.Contains(Models, hw.Model) {
+	if hw.Model != model.ModelUnknown && !slices.Contains(model.Models, hw.Model) {
 		diags = append(diags, diag.ErrorAt(at("hardware.model"), "Invalid hardware model",
-			"model is %q; it must be one of %s (\"any\" writes settings every model reads).", hw.Model, diag.QuoteList(Models)))
-		hw.Model = ModelUnknown // checked no further
+			"model is %q; it must be one of %s (\"any\" writes settings every model reads).", hw.Model, diag.QuoteList(model.Models)))
+		hw.Model = model.ModelUnknown // checked no further
 	}
-	if hw.BootDevice != BootUnknown && !slices.Contains(BootDevices, hw.BootDevice) {
+	if hw.BootDevice != model.BootUnknown && !slices.Contains(model.BootDevices, hw.BootDevice) {
 		diags = append(diags, diag.ErrorAt(at("hardware.boot_device"), "Invalid boot device",
-			"boot_device is %q; it must be %s.", hw.BootDevice, diag.QuoteList(BootDevices)))
-		hw.BootDevice = BootUnknown
+			"boot_device is %q; it must be %s.", hw.BootDevice, diag.QuoteList(model.BootDevices)))
+		hw.BootDevice = model.BootUnknown
 	}
 	diags = append(diags, checkPCIe(h, hw, at)...)
 	diags = append(diags, resolveQuirks(h.USBStorageQuirks, hw, meta, at)...)
@@ -99,23 +122,23 @@ func resolveHardware(spec nodeSpec, n *Node, meta diag.NodeMeta, at func(string)
 // checkPCIe: NVMe only where the model has PCIe; the link speed only
 // where config.txt sets it (Gen 3 works on many SSDs but is not
 // certified); the USB current limit only where the firmware has one.
-func checkPCIe(h *hardwareSpec, hw *Hardware, at func(string) *hcl.Range) hcl.Diagnostics {
+func checkPCIe(h *Spec, hw *model.Hardware, at func(string) *hcl.Range) hcl.Diagnostics {
 	var diags hcl.Diagnostics
-	model := hw.Model
-	if model == ModelUnknown {
-		model = ModelAny
+	board := hw.Model
+	if board == model.ModelUnknown {
+		board = model.ModelAny
 	}
-	if hw.BootDevice == BootNVMe && !model.NVMe() {
-		why, usb := fmt.Sprintf("a %s has no PCIe for an SSD", model), fmt.Sprintf("boot a %s from \"usb\"", model)
-		if model == ModelAny {
+	if hw.BootDevice == model.BootNVMe && !board.NVMe() {
+		why, usb := fmt.Sprintf("a %s has no PCIe for an SSD", board), fmt.Sprintf("boot a %s from \"usb\"", board)
+		if board == model.ModelAny {
 			why, usb = "NVMe boot works only on some models, each set up differently", "or boot it from \"usb\""
 		}
 		diags = append(diags, diag.ErrorAt(at("hardware.boot_device"), "NVMe on a model without PCIe",
 			"boot_device is \"nvme\", but %s. Name the model: \"pi5\", \"pi500+\", \"cm5\" or \"cm4\" (BOOT_ORDER mode 6 is CM4, CM5, Pi 5 and 500+ only); %s.", why, usb))
 	}
-	if hw.USBMaxCurrent && model != ModelAny && !model.BCM2712() {
+	if hw.USBMaxCurrent && board != model.ModelAny && !board.BCM2712() {
 		diags = append(diags, diag.ErrorAt(at("hardware.usb_max_current"), "USB current setting on a model without it",
-			"usb_max_current sets usb_max_current_enable=1, which only the Pi 5 family reads; a %s's USB ports share a fixed budget. Remove it, or power the SSD from a powered hub.", model))
+			"usb_max_current sets usb_max_current_enable=1, which only the Pi 5 family reads; a %s's USB ports share a fixed budget. Remove it, or power the SSD from a powered hub.", board))
 	}
 	if h.PCIeGen == nil {
 		return diags
@@ -124,9 +147,9 @@ func checkPCIe(h *hardwareSpec, hw *Hardware, at func(string) *hcl.Range) hcl.Di
 	switch {
 	case hw.PCIeGen < 1 || hw.PCIeGen > 3:
 		diags = append(diags, diag.ErrorAt(at("hardware.pcie_gen"), "Invalid PCIe generation", "pcie_gen is %d; it must be 1, 2 (the default speed) or 3.", hw.PCIeGen))
-	case !model.PCIeX1():
+	case !board.PCIeX1():
 		diags = append(diags, diag.ErrorAt(at("hardware.pcie_gen"), "PCIe speed on a model without pciex1",
-			"pcie_gen sets dtparam=pciex1_gen, which only the Pi 5, 500+ and CM5 have; a %s's PCIe (if any) runs at its fixed speed. Remove pcie_gen, or name one of those models.", model))
+			"pcie_gen sets dtparam=pciex1_gen, which only the Pi 5, 500+ and CM5 have; a %s's PCIe (if any) runs at its fixed speed. Remove pcie_gen, or name one of those models.", board))
 	case hw.PCIeGen == 3:
 		diags = append(diags, diag.WarningAt(at("hardware.pcie_gen"), "PCIe Gen 3 is not certified",
 			"pcie_gen = 3 forces 8 GT/s; the Pi 5's connector is certified for Gen 2 only and \"Gen 3.0 connections may be unstable\" (Raspberry Pi's PCIe documentation). If the SSD drops out or the node does not boot, use 2."))
@@ -137,7 +160,7 @@ func checkPCIe(h *hardwareSpec, hw *Hardware, at func(string) *hcl.Range) hcl.Di
 // resolveQuirks normalises usb-storage quirks: VID:PID in hex, with the
 // flags given or u (do not bind the uas driver, the usual cure for a
 // USB-SATA bridge that misbehaves with UAS).
-func resolveQuirks(quirks []string, hw *Hardware, meta diag.NodeMeta, at func(string) *hcl.Range) hcl.Diagnostics {
+func resolveQuirks(quirks []string, hw *model.Hardware, meta diag.NodeMeta, at func(string) *hcl.Range) hcl.Diagnostics {
 	var diags hcl.Diagnostics
 	seen := map[string]bool{}
 	for i, q := range quirks {
@@ -221,7 +244,7 @@ func configTxtProblem(line string) string {
 }
 
 // resolveConfigTxt checks the free-form config.txt lines.
-func resolveConfigTxt(lines []string, hw *Hardware, meta diag.NodeMeta, at func(string) *hcl.Range) hcl.Diagnostics {
+func resolveConfigTxt(lines []string, hw *model.Hardware, meta diag.NodeMeta, at func(string) *hcl.Range) hcl.Diagnostics {
 	var diags hcl.Diagnostics
 	for i, line := range lines {
 		if why := configTxtProblem(line); why != "" {
@@ -236,7 +259,7 @@ func resolveConfigTxt(lines []string, hw *Hardware, meta diag.NodeMeta, at func(
 
 // resolveBootloader checks the bootloader block: an order the model can
 // follow that reaches the node's own boot device.
-func resolveBootloader(b *bootloaderSpec, hw *Hardware, meta diag.NodeMeta, at func(string) *hcl.Range) hcl.Diagnostics {
+func resolveBootloader(b *BootloaderSpec, hw *model.Hardware, meta diag.NodeMeta, at func(string) *hcl.Range) hcl.Diagnostics {
 	if b == nil {
 		return nil
 	}
@@ -253,7 +276,7 @@ func resolveBootloader(b *bootloaderSpec, hw *Hardware, meta diag.NodeMeta, at f
 		return hcl.Diagnostics{diag.ErrorAt(subject, "Invalid boot order", "boot_order %q: %s.", b.BootOrder, problem)}
 	}
 	var diags hcl.Diagnostics
-	if slices.Contains(modes, "nvme") && hw.Model != ModelUnknown && hw.Model != ModelAny && !hw.Model.NVMe() {
+	if slices.Contains(modes, "nvme") && hw.Model != model.ModelUnknown && hw.Model != model.ModelAny && !hw.Model.NVMe() {
 		diags = append(diags, diag.ErrorAt(subject, "NVMe on a model without PCIe",
 			"boot_order names nvme, but a %s has no PCIe for an SSD (BOOT_ORDER mode 6 is CM4, CM5, Pi 5 and 500+ only).", hw.Model))
 	}
@@ -261,10 +284,10 @@ func resolveBootloader(b *bootloaderSpec, hw *Hardware, meta diag.NodeMeta, at f
 		diags = append(diags, diag.ErrorAt(subject, "Boot order skips the boot device",
 			"boot_order %q never tries %s, the node's boot_device: once the SD card is gone it would not boot. Add %q.", b.BootOrder, want, want))
 	}
-	if b.Apply && hw.Model == ModelCM4 {
+	if b.Apply && hw.Model == model.ModelCM4 {
 		diags = append(diags, diag.WarningAt(at("hardware.bootloader.apply"), "CM4 bootloader updates are off",
 			"rpi-eeprom-update is disabled on a CM4 unless /etc/default/rpi-eeprom-update sets CM4_ENABLE_RPI_EEPROM_UPDATE=1; Raspberry Pi's way is rpiboot (usbboot). The first boot will record the refusal: set BOOT_ORDER with usbboot's recovery/boot.conf."))
 	}
-	hw.Bootloader = &Bootloader{BootOrder: strings.Join(modes, ","), Value: value, Apply: b.Apply}
+	hw.Bootloader = &model.Bootloader{BootOrder: strings.Join(modes, ","), Value: value, Apply: b.Apply}
 	return diags
 }
