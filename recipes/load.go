@@ -12,6 +12,8 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/pibake/pibake/recipes/cluster"
+
 	"github.com/pibake/pibake/recipes/diag"
 	"github.com/pibake/pibake/recipes/hclfuncs"
 
@@ -167,8 +169,9 @@ func load(p *hclparse.Parser, path, dir string, srcs []source) (*Recipe, hcl.Dia
 	if !diags.HasErrors() {
 		// Everything wrong across nodes, in one pass: validate also runs
 		// when the cluster could not be fully resolved.
-		diags = append(diags, ld.resolveCluster(r)...)
-		diags = append(diags, ld.validate(r)...)
+		w := cluster.Where{Start: ld.start, ClusterRanges: ld.clusterRanges, ClusterRange: ld.clusterRange, Meta: ld.meta}
+		diags = append(diags, w.Resolve(r)...)
+		diags = append(diags, w.Validate(r)...)
 	}
 	diags = dedupe(diags)
 	if diags.HasErrors() {

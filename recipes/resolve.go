@@ -17,19 +17,19 @@ import (
 	"github.com/hashicorp/hcl/v2"
 )
 
-// Defaults for settings a recipe may leave out.
+// Defaults for settings a recipe may leave out (recipes/model).
 const (
-	DefaultK3sChannel       = "stable"
-	DefaultFlannelBackend   = "vxlan"
-	DefaultClusterCIDR      = "10.42.0.0/16"
-	DefaultServiceCIDR      = "10.43.0.0/16"
-	DefaultInstallScriptURL = "https://get.k3s.io"
-	DefaultAgentJoinBatch   = 50
+	DefaultK3sChannel       = model.DefaultK3sChannel
+	DefaultFlannelBackend   = model.DefaultFlannelBackend
+	DefaultClusterCIDR      = model.DefaultClusterCIDR
+	DefaultServiceCIDR      = model.DefaultServiceCIDR
+	DefaultInstallScriptURL = model.DefaultInstallScriptURL
+	DefaultAgentJoinBatch   = model.DefaultAgentJoinBatch
 	// APIPort is the port k3s servers listen on for joining nodes.
 	APIPort = model.APIPort
 	// BatchDelaySeconds is how long each agent join batch waits after the
-	// one before (firstboot.sh: PIBAKE_BATCH_DELAY's default).
-	BatchDelaySeconds = 60
+	// one before.
+	BatchDelaySeconds = model.BatchDelaySeconds
 )
 
 var (

@@ -12,6 +12,10 @@ import (
 // APIPort is the port k3s servers listen on for joining nodes.
 const APIPort = 6443
 
+// BatchDelaySeconds is how long each agent join batch waits after the
+// one before (firstboot.sh: PIBAKE_BATCH_DELAY's default).
+const BatchDelaySeconds = 60
+
 var dnsNamePattern = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$`)
 
 // JoinURL turns a server attribute into the URL a node joins: an IP

@@ -1,4 +1,9 @@
-package recipes
+// Package cluster is what follows from a whole recipe once every node is
+// resolved: the founding server, the address and batch each node joins
+// with, and the checks that involve more than one node (unique names and
+// addresses, networks, sizing, logins), each finding at the place the
+// recipe wrote.
+package cluster
 
 import (
 	"fmt"
@@ -13,17 +18,29 @@ import (
 	"github.com/hashicorp/hcl/v2"
 )
 
-// resolveCluster fills in what follows from the whole recipe, once every
+// Where is where the recipe wrote what the findings cite; the loader
+// fills it in as it resolves the blocks.
+type Where struct {
+	// Start is line 1 of the first file: the subject of findings that
+	// belong to no particular block.
+	Start         hcl.Range
+	ClusterRanges diag.Ranges
+	ClusterRange  hcl.Range
+	// Meta runs parallel to Recipe.Nodes.
+	Meta []diag.NodeMeta
+}
+
+// Resolve fills in what follows from the whole recipe, once every
 // node is resolved: the founding server, the address nodes join, each
 // node's join URL and batch. It reports only what makes that impossible.
-func (ld *loader) resolveCluster(r *Recipe) hcl.Diagnostics {
+func (ld *Where) Resolve(r *model.Recipe) hcl.Diagnostics {
 	if len(r.Nodes) == 0 {
-		return hcl.Diagnostics{diag.ErrorAt(&ld.start, "No nodes",
+		return hcl.Diagnostics{diag.ErrorAt(&ld.Start, "No nodes",
 			"A recipe needs at least one node block, such as:\n  node \"pi-server\" { role = \"server\" }")}
 	}
-	founding := slices.IndexFunc(r.Nodes, func(n Node) bool { return n.Role == RoleServer })
+	founding := slices.IndexFunc(r.Nodes, func(n model.Node) bool { return n.Role == model.RoleServer })
 	if founding < 0 {
-		return hcl.Diagnostics{diag.ErrorAt(&ld.meta[0].DefRange, "No server",
+		return hcl.Diagnostics{diag.ErrorAt(&ld.Meta[0].DefRange, "No server",
 			"A cluster needs at least one node with role = \"server\"; this recipe has only agents.")}
 	}
 	if r.Cluster.ServerAddress == "" && r.Nodes[founding].Address.IsValid() {
@@ -41,12 +58,12 @@ func (ld *loader) resolveCluster(r *Recipe) hcl.Diagnostics {
 	return ld.assignJoins(r, founding, r.Servers())
 }
 
-// validate checks what involves more than one node, on a resolved recipe;
+// Validate checks what involves more than one node, on a resolved recipe;
 // it changes nothing.
-func (ld *loader) validate(r *Recipe) hcl.Diagnostics {
+func (ld *Where) Validate(r *model.Recipe) hcl.Diagnostics {
 	var diags hcl.Diagnostics
 	diags = append(diags, ld.checkUnique(r)...)
-	if ld.clusterRanges.Has("server_ip") {
+	if ld.ClusterRanges.Has("server_ip") {
 		diags = append(diags, ld.checkServerIP(r)...)
 	}
 	diags = append(diags, ld.checkJoinsItself(r)...)
@@ -60,7 +77,7 @@ func (ld *loader) validate(r *Recipe) hcl.Diagnostics {
 // and join, but nobody can look at one that does not. One warning, at
 // the first such node block, names them all: a fleet of a thousand
 // blocks gets one finding, not a thousand.
-func (ld *loader) checkLogins(r *Recipe) hcl.Diagnostics {
+func (ld *Where) checkLogins(r *model.Recipe) hcl.Diagnostics {
 	var blocks []string
 	first, nodes := -1, 0
 	seen := map[string]bool{}
@@ -81,13 +98,13 @@ func (ld *loader) checkLogins(r *Recipe) hcl.Diagnostics {
 	if first < 0 {
 		return nil
 	}
-	n, m := r.Nodes[first], ld.meta[first]
+	n, m := r.Nodes[first], ld.Meta[first]
 	which := fmt.Sprintf("Node %q", n.Hostname)
 	switch {
 	case len(blocks) > 1:
-		which = fmt.Sprintf("%s of node blocks %s", Plural(nodes, "node"), listSome(blocks, 5))
+		which = fmt.Sprintf("%s of node blocks %s", model.Plural(nodes, "node"), listSome(blocks, 5))
 	case nodes > 1 || n.Group != n.Hostname:
-		which = fmt.Sprintf("%s of node block %s", Plural(nodes, "node"), blocks[0])
+		which = fmt.Sprintf("%s of node block %s", model.Plural(nodes, "node"), blocks[0])
 	}
 	return hcl.Diagnostics{diag.WarningAt(m.Ranges.At("user", m.DefRange), "Nobody can log in",
 		"%s: user %q has neither password_hash nor ssh_authorized_keys, so nobody can log in (the nodes still boot and join). Add ssh_authorized_keys = [file(\"~/.ssh/id_ed25519.pub\")] to a user block, in defaults for every node.",
@@ -104,12 +121,12 @@ func listSome(items []string, few int) string {
 
 // checkServerIP refuses a server_ip that is an agent's static address:
 // nodes would try to join a machine that serves no k3s API.
-func (ld *loader) checkServerIP(r *Recipe) hcl.Diagnostics {
+func (ld *Where) checkServerIP(r *model.Recipe) hcl.Diagnostics {
 	for i, n := range r.Nodes {
-		if n.Role == RoleAgent && n.Address.IsValid() && n.Address.Addr().String() == r.Cluster.ServerAddress {
-			return hcl.Diagnostics{diag.ErrorAt(ld.clusterRanges.At("server_ip", ld.clusterRange), "Server address is an agent",
+		if n.Role == model.RoleAgent && n.Address.IsValid() && n.Address.Addr().String() == r.Cluster.ServerAddress {
+			return hcl.Diagnostics{diag.ErrorAt(ld.ClusterRanges.At("server_ip", ld.ClusterRange), "Server address is an agent",
 				"server_ip %s is the address of agent %s (%s); nodes join a server, and agents serve no k3s API. Use a server's address, or a load balancer or DNS name in front of the servers.",
-				r.Cluster.ServerAddress, describe(n), ld.meta[i].Ranges.At("ip", ld.meta[i].DefRange))}
+				r.Cluster.ServerAddress, describe(n), ld.Meta[i].Ranges.At("ip", ld.Meta[i].DefRange))}
 		}
 	}
 	return nil
@@ -117,17 +134,17 @@ func (ld *loader) checkServerIP(r *Recipe) hcl.Diagnostics {
 
 // checkUnique rejects hostnames (case-insensitively) and addresses used by
 // two nodes, citing both places.
-func (ld *loader) checkUnique(r *Recipe) hcl.Diagnostics {
+func (ld *Where) checkUnique(r *model.Recipe) hcl.Diagnostics {
 	var diags hcl.Diagnostics
 	hosts := map[string]int{}
 	addrs := map[netip.Addr]int{}
 	for i, n := range r.Nodes {
-		m := ld.meta[i]
+		m := ld.Meta[i]
 		key := strings.ToLower(n.Hostname)
 		if j, dup := hosts[key]; dup {
 			diags = append(diags, diag.ErrorAt(m.HostnameRange(), "Duplicate hostname",
 				"Node %s has the hostname %q, which %s (%s) already has. Every node needs its own hostname; with count, include count.index in it.",
-				describe(n), n.Hostname, describe(r.Nodes[j]), ld.meta[j].HostnameRange()))
+				describe(n), n.Hostname, describe(r.Nodes[j]), ld.Meta[j].HostnameRange()))
 		} else {
 			hosts[key] = i
 		}
@@ -137,7 +154,7 @@ func (ld *loader) checkUnique(r *Recipe) hcl.Diagnostics {
 		if j, dup := addrs[n.Address.Addr()]; dup {
 			diags = append(diags, diag.ErrorAt(m.Ranges.At("ip", m.DefRange), "Duplicate IP address",
 				"Node %s has the address %s, which %s (%s) already has. With count, use cidrhost(prefix, base + count.index).",
-				describe(n), n.Address.Addr(), describe(r.Nodes[j]), ld.meta[j].Ranges.At("ip", ld.meta[j].DefRange)))
+				describe(n), n.Address.Addr(), describe(r.Nodes[j]), ld.Meta[j].Ranges.At("ip", ld.Meta[j].DefRange)))
 		} else {
 			addrs[n.Address.Addr()] = i
 		}
@@ -146,13 +163,13 @@ func (ld *loader) checkUnique(r *Recipe) hcl.Diagnostics {
 }
 
 // describe names a node the way the recipe declares it.
-func describe(n Node) string {
+func describe(n model.Node) string {
 	return fmt.Sprintf("%q", n.Hostname)
 }
 
 // assignJoins picks the founding server and the URL and batch every other
 // node joins with.
-func (ld *loader) assignJoins(r *Recipe, founding, servers int) hcl.Diagnostics {
+func (ld *Where) assignJoins(r *model.Recipe, founding, servers int) hcl.Diagnostics {
 	var diags hcl.Diagnostics
 	clusterURL := ""
 	if r.Cluster.ServerAddress != "" {
@@ -161,8 +178,8 @@ func (ld *loader) assignJoins(r *Recipe, founding, servers int) hcl.Diagnostics 
 	agents := 0
 	for i := range r.Nodes {
 		n := &r.Nodes[i]
-		m := ld.meta[i]
-		if n.Role == RoleAgent {
+		m := ld.Meta[i]
+		if n.Role == model.RoleAgent {
 			n.JoinBatch = agents / r.Cluster.AgentJoinBatch
 			agents++
 		}
@@ -190,7 +207,7 @@ func (ld *loader) assignJoins(r *Recipe, founding, servers int) hcl.Diagnostics 
 
 // assignReportURLs gives every node without a report block of its own the
 // cluster's report URL.
-func assignReportURLs(r *Recipe) {
+func assignReportURLs(r *model.Recipe) {
 	for i := range r.Nodes {
 		if r.Nodes[i].ReportURL == "" {
 			r.Nodes[i].ReportURL = r.Cluster.ReportURL
@@ -199,15 +216,15 @@ func assignReportURLs(r *Recipe) {
 }
 
 // checkJoinsItself refuses a node whose join address is its own.
-func (ld *loader) checkJoinsItself(r *Recipe) hcl.Diagnostics {
+func (ld *Where) checkJoinsItself(r *model.Recipe) hcl.Diagnostics {
 	var diags hcl.Diagnostics
-	founding := slices.IndexFunc(r.Nodes, func(n Node) bool { return n.Role == RoleServer })
+	founding := slices.IndexFunc(r.Nodes, func(n model.Node) bool { return n.Role == model.RoleServer })
 	if founding < 0 {
 		return nil // "No server" says it
 	}
 	for i, n := range r.Nodes {
-		if n.JoinURL != "" && n.Address.IsValid() && n.JoinURL == fmt.Sprintf("https://%s:%d", n.Address.Addr(), APIPort) {
-			m := ld.meta[i]
+		if n.JoinURL != "" && n.Address.IsValid() && n.JoinURL == fmt.Sprintf("https://%s:%d", n.Address.Addr(), model.APIPort) {
+			m := ld.Meta[i]
 			diags = append(diags, diag.ErrorAt(m.Ranges.At("server", m.DefRange), "Node joins itself",
 				"Node %s would join %s, which is its own address. Point it at the founding server %s.", describe(n), n.JoinURL, describe(r.Nodes[founding])))
 		}
@@ -217,17 +234,17 @@ func (ld *loader) checkJoinsItself(r *Recipe) hcl.Diagnostics {
 
 // checkNetworks rejects pod and service networks that overlap each other or
 // a node's network, and a pod network too small for one /24 per node.
-func (ld *loader) checkNetworks(r *Recipe) hcl.Diagnostics {
+func (ld *Where) checkNetworks(r *model.Recipe) hcl.Diagnostics {
 	var diags hcl.Diagnostics
 	c := r.Cluster
-	cr := ld.clusterRanges
+	cr := ld.ClusterRanges
 	if !c.ClusterCIDR.IsValid() || !c.ServiceCIDR.IsValid() {
 		return nil // already reported
 	}
 	if c.ClusterCIDR.Overlaps(c.ServiceCIDR) {
-		diags = append(diags, diag.ErrorAt(cr.At("service_cidr", cr.FirstOf(ld.clusterRange, "cluster_cidr")), "Overlapping cluster networks",
+		diags = append(diags, diag.ErrorAt(cr.At("service_cidr", cr.FirstOf(ld.ClusterRange, "cluster_cidr")), "Overlapping cluster networks",
 			"service_cidr %s overlaps cluster_cidr %s; pods and services need separate ranges (the defaults are %s and %s).",
-			c.ServiceCIDR, c.ClusterCIDR, DefaultClusterCIDR, DefaultServiceCIDR))
+			c.ServiceCIDR, c.ClusterCIDR, model.DefaultClusterCIDR, model.DefaultServiceCIDR))
 	}
 	reported := map[string]bool{}
 	for i, n := range r.Nodes {
@@ -244,9 +261,9 @@ func (ld *loader) checkNetworks(r *Recipe) hcl.Diagnostics {
 				continue
 			}
 			reported[key] = true
-			subject := ld.meta[i].Ranges.At("ip", ld.meta[i].DefRange)
+			subject := ld.Meta[i].Ranges.At("ip", ld.Meta[i].DefRange)
 			if cr.Has(p.name) {
-				subject = cr.At(p.name, ld.clusterRange)
+				subject = cr.At(p.name, ld.ClusterRange)
 			}
 			diags = append(diags, diag.ErrorAt(subject, "Cluster network overlaps the node network",
 				"%s %s overlaps %s, the network of node %s (ip %s): pods or services would shadow real hosts. Set cluster.%s to a range your LAN does not use.",
@@ -264,9 +281,9 @@ func (ld *loader) checkNetworks(r *Recipe) hcl.Diagnostics {
 		for want > 0 && 1<<(24-want) < len(r.Nodes) {
 			want--
 		}
-		subject := cr.At("cluster_cidr", ld.clusterRange)
-		if !cr.Has("cluster_cidr") && ld.clusterRange == ld.start {
-			subject = &ld.meta[0].DefRange
+		subject := cr.At("cluster_cidr", ld.ClusterRange)
+		if !cr.Has("cluster_cidr") && ld.ClusterRange == ld.Start {
+			subject = &ld.Meta[0].DefRange
 		}
 		diags = append(diags, diag.ErrorAt(subject, "Cluster network too small",
 			"k3s gives every node, servers included, a /24 of cluster_cidr: %s has %d of them, but the recipe has %d nodes. Widen cluster_cidr to a /%d (for example %s).",
@@ -288,18 +305,18 @@ var serverTiers = []struct {
 
 // checkSizing warns about clusters that will work poorly: an even etcd
 // quorum, etcd on SD cards, too many agents for the servers, big join waves.
-func (ld *loader) checkSizing(r *Recipe, servers int) hcl.Diagnostics {
+func (ld *Where) checkSizing(r *model.Recipe, servers int) hcl.Diagnostics {
 	var diags hcl.Diagnostics
-	var smallest *Hardware
+	var smallest *model.Hardware
 	var smallestAt *hcl.Range
 	lastServer := -1
 	for i, n := range r.Nodes {
-		if n.Role != RoleServer {
+		if n.Role != model.RoleServer {
 			continue
 		}
 		lastServer = i
-		m := ld.meta[i]
-		if n.Storage == StorageSD {
+		m := ld.Meta[i]
+		if n.Storage == model.StorageSD {
 			diags = append(diags, diag.WarningAt(m.Ranges.At("storage", *m.Ranges.At("hardware.boot_device", m.DefRange)), "Server on an SD card",
 				"Server %s stores the cluster datastore on an SD card. etcd and SQLite write constantly; SD cards wear out and stall under that load. Boot servers from an SSD.", describe(n)))
 		}
@@ -310,7 +327,7 @@ func (ld *loader) checkSizing(r *Recipe, servers int) hcl.Diagnostics {
 		}
 	}
 	if servers >= 2 && servers%2 == 0 {
-		m := ld.meta[lastServer]
+		m := ld.Meta[lastServer]
 		diags = append(diags, diag.WarningAt(&m.DefRange, "Even number of servers",
 			"The recipe has %d servers. etcd needs a majority to work, so %d servers tolerate no more failures than %d; use an odd number (3 or 5).", servers, servers, servers-1))
 	}
@@ -333,13 +350,13 @@ func (ld *loader) checkSizing(r *Recipe, servers int) hcl.Diagnostics {
 		}
 	}
 	if batch := r.Cluster.AgentJoinBatch; agents > batch {
-		subject := ld.clusterRanges.At("agent_join_batch", ld.clusterRange)
-		if !ld.clusterRanges.Has("agent_join_batch") && ld.clusterRange == ld.start {
-			subject = &ld.meta[0].DefRange
+		subject := ld.ClusterRanges.At("agent_join_batch", ld.ClusterRange)
+		if !ld.ClusterRanges.Has("agent_join_batch") && ld.ClusterRange == ld.Start {
+			subject = &ld.Meta[0].DefRange
 		}
 		batches := (agents + batch - 1) / batch
 		diags = append(diags, diag.WarningAt(subject, "Agents join in batches",
-			"%d agents join in %d batches of at most %d: once the server answers, the agents of batch n wait n × %d s before installing k3s (the last batch %d s), so the servers take each join wave in turn.", agents, batches, batch, BatchDelaySeconds, (batches-1)*BatchDelaySeconds))
+			"%d agents join in %d batches of at most %d: once the server answers, the agents of batch n wait n × %d s before installing k3s (the last batch %d s), so the servers take each join wave in turn.", agents, batches, batch, model.BatchDelaySeconds, (batches-1)*model.BatchDelaySeconds))
 	}
 	return diags
 }
