@@ -108,6 +108,15 @@ func checkIndependently(t *testing.T, out, allowed string, spec testimage.Spec) 
 	for _, name := range []string{"SHA256SUMS", "provenance.json"} {
 		keygenVerify(t, allowed, filepath.Join(out, name))
 	}
+	records, _ := filepath.Glob(filepath.Join(out, "*.json"))
+	for _, p := range records {
+		b, _ := os.ReadFile(p)
+		for _, tok := range []string{"K3S_TOKEN", "K3S_AGENT_TOKEN"} {
+			if bytes.Contains(b, []byte(os.Getenv(tok))) {
+				t.Errorf("%s holds $%s", filepath.Base(p), tok)
+			}
+		}
+	}
 	for _, h := range haHosts {
 		doc, err := os.ReadFile(filepath.Join(out, sbom.FileName(h)))
 		if err != nil {
@@ -117,6 +126,9 @@ func checkIndependently(t *testing.T, out, allowed string, spec testimage.Spec) 
 		s, err := sbom.Parse(doc)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if i := slices.IndexFunc(s.Payload, func(f sbom.File) bool { return f.Path == "pibake/k3s-config.yaml" }); i < 0 || !s.Payload[i].Secret || s.Payload[i].SHA256 != "" {
+			t.Errorf("%s's SBOM does not list the k3s config (which holds the token) as a secret without a sum: %+v", h, s.Payload)
 		}
 		got, want := s.Packages, dpkgQueryOfImage(t, filepath.Join(out, h+".img"), spec)
 		byName := func(a, b dpkg.Package) int {
