@@ -289,6 +289,7 @@ func (d *Dir) complete(ctx context.Context, j journal, sums bool) bool {
 func (d *Dir) finish(j journal) error {
 	if j.Entry != nil {
 		d.m.Set(*j.Entry)
+		d.m.Records = nil // a new node too: they do not describe it
 		if err := d.write(); err != nil {
 			return err
 		}

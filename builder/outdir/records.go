@@ -1,6 +1,7 @@
 package outdir
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -21,7 +22,8 @@ import (
 // the nodes listed:
 //
 //  1. a node's change unlists the records with the node (journal.go's
-//     step 2), in the same write of SHA256SUMS and manifest.json;
+//     step 2, or step 5 for a new node), in the same write of SHA256SUMS
+//     and manifest.json;
 //  2. SetRecords unlists whatever records are still listed, writes the
 //     new ones atomically (a file's signature goes before the file), and
 //     lists them;
@@ -216,6 +218,9 @@ func (d *Dir) Sign(sign func(data []byte) ([]byte, error)) error {
 		sig, err := sign(data)
 		if err != nil {
 			return fmt.Errorf("sign %s: %w", name, err)
+		}
+		if old, err := os.ReadFile(d.path(name + SigSuffix)); err == nil && bytes.Equal(old, sig) {
+			continue // ed25519 and RSA sign the same bytes the same: nothing to write
 		}
 		if err := seam.WriteAtomic(d.fs, d.path(name+SigSuffix), sig, 0o644); err != nil {
 			return fmt.Errorf("sign %s: %w", name, DescribeWriteError(d.dir, err))
