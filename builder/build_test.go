@@ -159,7 +159,7 @@ func TestBuildEndToEnd(t *testing.T) {
 	}
 	cmd := exec.Command("sha256sum", "-c", "SHA256SUMS")
 	cmd.Dir = opt.OutDir
-	if out, err := cmd.CombinedOutput(); err != nil || strings.Count(string(out), ": OK") != 2 {
+	if out, err := cmd.CombinedOutput(); err != nil || strings.Count(string(out), ": OK") != 8 { // 2 images, block maps and SBOMs; delta.json, provenance.json
 		t.Errorf("sha256sum -c SHA256SUMS: %v\n%s", err, out)
 	}
 	var m outdir.Manifest
@@ -250,7 +250,8 @@ func TestBuildReproducibleAndCached(t *testing.T) {
 	if strings.Contains(strings.Join(logs, "\n"), "decompressing") {
 		t.Error("the second build decompressed the base again")
 	}
-	for _, name := range []string{"srv.img", "agent.img", "srv.img.bmap", "agent.img.bmap", "SHA256SUMS", "manifest.json"} {
+	for _, name := range []string{"srv.img", "agent.img", "srv.img.bmap", "agent.img.bmap", "SHA256SUMS", "manifest.json",
+		"srv.cdx.json", "agent.cdx.json", "delta.json", "provenance.json"} {
 		a, b := filepath.Join(first.OutDir, name), filepath.Join(second.OutDir, name)
 		fa, _ := os.Stat(a)
 		if fa == nil || !sameRange(t, a, b, 0, fa.Size()) {

@@ -28,6 +28,10 @@ type crashScenario struct {
 	start func(t *testing.T, dir string)
 	// run makes the change in dir, its steps going through fs.
 	run func(dir string, fs seam.FS) error
+	// allowed, when set, is the allowed_signers file of the key the
+	// scenario signs with: put beside the output directory, where
+	// buildtest.CheckInvariant verifies every signature with ssh-keygen.
+	allowed string
 }
 
 // TestCrashPoints is the transaction's crash-point enumeration with real
@@ -67,21 +71,35 @@ func TestCrashPoints(t *testing.T) {
 			}
 		}
 	}
+	key, allowed := buildtest.SigningKey(t, t.TempDir())
+	signed := func(r *recipes.Recipe) func(*testing.T, string) {
+		return func(t *testing.T, dir string) {
+			if err := build(r, dir, nil, func(o *Options) { o.SignKey = key }); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	scenarios := []crashScenario{
-		{"new node", builtWith(one), func(dir string, fs seam.FS) error { return build(two, dir, fs, nil) }},
-		{"changed node", builtWith(two), func(dir string, fs seam.FS) error { return build(changed, dir, fs, nil) }},
+		{"new node", builtWith(one), func(dir string, fs seam.FS) error { return build(two, dir, fs, nil) }, ""},
+		{"changed node", builtWith(two), func(dir string, fs seam.FS) error { return build(changed, dir, fs, nil) }, ""},
 		{"identical bytes, --compress newly asked", builtWith(two), func(dir string, fs seam.FS) error {
 			return build(two, dir, fs, func(o *Options) { o.Compress, o.Nodes = true, []string{"agent"} })
-		}},
+		}, ""},
 		{"--force", builtWith(two), func(dir string, fs seam.FS) error {
 			return build(two, dir, fs, func(o *Options) { o.Force, o.Nodes = true, []string{"agent"} })
-		}},
+		}, ""},
 		{"--prune", builtWith(three), func(dir string, fs seam.FS) error {
 			return build(two, dir, fs, func(o *Options) { o.Prune = true })
-		}},
+		}, ""},
 		{"merge", shardsOf(two, build), func(dir string, fs seam.FS) error {
 			return fleet.Merge(context.Background(), filepath.Join(dir, "merged"), []string{filepath.Join(dir, "s1"), filepath.Join(dir, "s2")}, fleet.MergeOptions{FS: fs})
-		}},
+		}, ""},
+		{"signed, changed node, signed again", signed(two), func(dir string, fs seam.FS) error {
+			return build(changed, dir, fs, func(o *Options) { o.SignKey = key })
+		}, allowed},
+		{"merge --sign-key", shardsOf(two, build), func(dir string, fs seam.FS) error {
+			return fleet.Merge(context.Background(), filepath.Join(dir, "merged"), []string{filepath.Join(dir, "s1"), filepath.Join(dir, "s2")}, fleet.MergeOptions{FS: fs, SignKey: key})
+		}, allowed},
 	}
 	counts := map[string]int{}
 	for _, sc := range scenarios {
@@ -121,6 +139,15 @@ func crashEveryStep(t *testing.T, sc crashScenario) int {
 	// The same base name as the directories below: steps name it.
 	want := filepath.Join(memDir(t), "out")
 	buildtest.Copy(t, start, want)
+	// Beside the output directory: out's parent, or out for a merge's
+	// out/merged (a file CheckInvariant and the snapshots ignore).
+	besideOut := func(out string) {
+		if sc.allowed != "" {
+			buildtest.Copy(t, sc.allowed, filepath.Join(filepath.Dir(out), "allowed_signers"))
+			buildtest.Copy(t, sc.allowed, filepath.Join(out, "allowed_signers"))
+		}
+	}
+	besideOut(want)
 	count := buildtest.NewCrashFS(-1)
 	if err := sc.run(want, count); err != nil {
 		t.Fatalf("uninterrupted: %v", err)
@@ -138,6 +165,7 @@ func crashEveryStep(t *testing.T, sc crashScenario) int {
 		root := memDir(t)
 		dir := filepath.Join(root, "out")
 		buildtest.Copy(t, start, dir)
+		besideOut(dir)
 		// The run goes on after the crash as a killed process would
 		// not, but every later step fails: it changes nothing more.
 		crash := buildtest.NewCrashFS(k)

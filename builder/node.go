@@ -96,7 +96,7 @@ func (nb *nodeBuild) build1(ctx context.Context) (entry outdir.Node, unchanged b
 func (nb *nodeBuild) unchanged(ctx context.Context, inputs string) (outdir.Node, bool, error) {
 	host := nb.node.Hostname
 	prev, ok := nb.out.Entry(host)
-	if nb.opt.Force || !ok || prev.Inputs != inputs || (prev.XZ == "" && nb.s.Compress) || !nb.out.Intact(ctx, prev) {
+	if nb.opt.Force || !ok || prev.Inputs != inputs || prev.SBOM == "" || (prev.XZ == "" && nb.s.Compress) || !nb.out.Intact(ctx, prev) {
 		return outdir.Node{}, false, nil
 	}
 	if !nb.s.Compress && prev.XZ != "" {
@@ -127,8 +127,8 @@ func (nb *nodeBuild) entry(inputs string) (outdir.Node, error) {
 	return e, nil
 }
 
-// makeParts writes the node's image, block map and (when compressing)
-// .img.xz as parts, filling in their sums and sizes in entry. It returns
+// makeParts writes the node's image, SBOM, block map and (when
+// compressing) .img.xz as parts, filling in their sums and sizes in entry. It returns
 // every part it began, for the caller to discard if a step fails.
 func (nb *nodeBuild) makeParts(ctx context.Context, payload firstboot.Payload, entry *outdir.Node) ([]*outdir.Part, error) {
 	host := nb.node.Hostname
@@ -147,6 +147,16 @@ func (nb *nodeBuild) makeParts(ctx context.Context, payload firstboot.Payload, e
 	imgPart.SHA256, entry.SHA256, entry.Size = sum, sum, size
 	nb.s.Logf("%s: written and verified (%s)", host, how)
 	nb.opt.Event(host, StageWritten)
+	if err := nb.nodeDelta(ctx, imgPart.Path(), entry); err != nil {
+		return parts, err
+	}
+	sbomPart, err := nb.sbomPart(payload, imgPart.Path(), entry)
+	if sbomPart != nil {
+		parts = append(parts, sbomPart)
+	}
+	if err != nil {
+		return parts, err
+	}
 
 	bmap, err := nodeimage.Bmap(imgPart.Path(), base.Known, nil)
 	if err != nil {
@@ -156,6 +166,7 @@ func (nb *nodeBuild) makeParts(ctx context.Context, payload firstboot.Payload, e
 	parts = append(parts, bmapPart)
 	bmapSum := sha256.Sum256(bmap)
 	bmapPart.SHA256 = hex.EncodeToString(bmapSum[:])
+	entry.BmapSHA256 = bmapPart.SHA256
 	if err := bmapPart.Write(bmap, 0o644); err != nil {
 		return parts, fmt.Errorf("block map: %w", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/pibake/pibake/builder/inputs"
 	"github.com/pibake/pibake/builder/outdir"
 	"github.com/pibake/pibake/builder/outdir/seam"
+	"github.com/pibake/pibake/builder/sign"
 	"github.com/pibake/pibake/recipes"
 )
 
@@ -106,6 +107,11 @@ func Init(ctx context.Context, r *recipes.Recipe, opt InitOptions) error {
 // MergeOptions configure Merge.
 type MergeOptions struct {
 	Logf func(format string, args ...any)
+	// SignKey, when set, signs SHA256SUMS and provenance.json once the
+	// merge is done (outdir.Dir.Sign), as builder.Options.SignKey does;
+	// Prompt asks for its passphrase (nil: sign.TerminalPrompt).
+	SignKey string
+	Prompt  sign.Prompt
 	// FS is where the merged directory's steps go (a test stops them);
 	// nil is the running system's.
 	FS seam.FS
@@ -125,6 +131,11 @@ func Merge(ctx context.Context, dir string, shards []string, opt MergeOptions) e
 	if err != nil {
 		return err
 	}
+	signer, err := LoadSigner(opt.SignKey, opt.Prompt)
+	if err != nil {
+		return err
+	}
+	defer signer.Close()
 	d, err := outdir.Open(ctx, dir, outdir.Options{Logf: opt.Logf, FS: opt.FS})
 	if err != nil {
 		return err
@@ -145,11 +156,29 @@ func Merge(ctx context.Context, dir string, shards []string, opt MergeOptions) e
 		}
 	}
 	first := ms[0]
-	return d.Update(func(m *outdir.Manifest) {
-		nodes := m.Nodes
+	if err := d.Update(func(m *outdir.Manifest) {
+		nodes, records := m.Nodes, m.Records
 		*m = first
-		m.Nodes = nodes
-	})
+		m.Nodes, m.Records = nodes, records
+	}); err != nil {
+		return err
+	}
+	return finishMerge(ctx, d, shards, ms, signer, opt.Logf)
+}
+
+// finishMerge writes the merged records and, with a key, signs them.
+func finishMerge(ctx context.Context, d *outdir.Dir, shards []string, ms []outdir.Manifest, signer *sign.Signer, logf func(string, ...any)) error {
+	if err := mergeRecords(ctx, d, shards, ms); err != nil {
+		return err
+	}
+	if signer == nil {
+		return nil
+	}
+	if err := d.Sign(signer.Bytes); err != nil {
+		return fmt.Errorf("merge: %w", err)
+	}
+	logf("signed SHA256SUMS and %s", outdir.ProvenanceFile)
+	return nil
 }
 
 // readShards reads the shards' manifests and checks that they are of one

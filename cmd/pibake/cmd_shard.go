@@ -50,17 +50,18 @@ var mergeCommand = command{
 }
 
 // mergeOptions are pibake merge's flags.
-type mergeOptions struct{ out string }
+type mergeOptions struct{ out, signKey string }
 
 func (o *mergeOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringVarP(&o.out, "out", "o", "", "the merged output directory (required)")
+	fs.StringVar(&o.signKey, "sign-key", "", "sign SHA256SUMS and provenance.json once merged with this OpenSSH private key (its passphrase asked on the terminal), or the .pub of a key in ssh-agent")
 }
 
 func runMerge(ctx context.Context, o *mergeOptions, args []string, out outputs) int {
 	if o.out == "" || len(args) == 0 {
 		return usageError(out, "merge", "want --out DIR and at least one shard directory")
 	}
-	if err := fleet.Merge(ctx, o.out, args, fleet.MergeOptions{Logf: logf(out)}); err != nil {
+	if err := fleet.Merge(ctx, o.out, args, fleet.MergeOptions{Logf: logf(out), SignKey: o.signKey}); err != nil {
 		reportError(out, "merge", err)
 		return exitFailure
 	}

@@ -1,4 +1,7 @@
-package outdir
+// Package manifest is an output directory's manifest.json: what was built
+// from what, node by node, and the build-wide records SHA256SUMS lists.
+// Package outdir, which alone writes it, names its types too.
+package manifest
 
 import (
 	"encoding/json"
@@ -8,6 +11,16 @@ import (
 	"github.com/pibake/pibake/builder/diskimg"
 	"github.com/pibake/pibake/recipes"
 )
+
+// File is the manifest's name in the output directory.
+const File = "manifest.json"
+
+// Record is a build-wide file listed in SHA256SUMS (delta.json,
+// provenance.json).
+type Record struct {
+	Name   string `json:"name"`
+	SHA256 string `json:"sha256"`
+}
 
 // Manifest is manifest.json: what was built from what. It holds no secret
 // and no timestamp (flash records aside), so identical builds give
@@ -27,6 +40,9 @@ type Manifest struct {
 	CAHash string `json:"ca_hash,omitempty"`
 	Base   Base   `json:"base_image"`
 	Nodes  []Node `json:"nodes"`
+	// Records are the build-wide files SHA256SUMS lists beside the nodes'
+	// (delta.json, provenance.json: records.go), in the order written.
+	Records []Record `json:"records,omitempty"`
 	// Flashes are what pibake flash wrote, oldest first.
 	Flashes []Flash `json:"flashes,omitempty"`
 }
@@ -79,14 +95,20 @@ type Node struct {
 	Method      recipes.Method `json:"method"`
 	// CA is the node's part in the generated CA: firstboot.CACarries,
 	// firstboot.CAPins or empty.
-	CA       string `json:"ca,omitempty"`
-	File     string `json:"file"`
-	Size     int64  `json:"size"`
-	SHA256   string `json:"sha256"`
-	Bmap     string `json:"bmap"`
-	XZ       string `json:"xz,omitempty"`
-	XZSHA256 string `json:"xz_sha256,omitempty"`
-	XZSize   int64  `json:"xz_size,omitempty"`
+	CA     string `json:"ca,omitempty"`
+	File   string `json:"file"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+	Bmap   string `json:"bmap"`
+	// BmapSHA256 lists the block map in SHA256SUMS (pibake before issue
+	// 26 left it out).
+	BmapSHA256 string `json:"bmap_sha256,omitempty"`
+	XZ         string `json:"xz,omitempty"`
+	XZSHA256   string `json:"xz_sha256,omitempty"`
+	XZSize     int64  `json:"xz_size,omitempty"`
+	// SBOM is the node's software bill of materials (<host>.cdx.json).
+	SBOM       string `json:"sbom,omitempty"`
+	SBOMSHA256 string `json:"sbom_sha256,omitempty"`
 	// Released is the date every file in the image is stamped with (the
 	// base image's, or SOURCE_DATE_EPOCH's), as YYYY-MM-DD.
 	Released string `json:"released,omitempty"`
@@ -126,11 +148,22 @@ func NodeFiles(host string) (img, bmap, xz string) {
 	return host + ".img", host + ".img.bmap", host + ".img.xz"
 }
 
+// SBOMFile is the final name of a node's SBOM (sbom.FileName's: CycloneDX's
+// recommended extension).
+func SBOMFile(host string) string { return host + ".cdx.json" }
+
+// NodeFileNames are every final name a node's files may have, in the
+// order a publication renames them: the image last.
+func NodeFileNames(host string) []string {
+	img, bmap, xz := NodeFiles(host)
+	return []string{xz, SBOMFile(host), bmap, img}
+}
+
 // ReadManifest reads dir's manifest.json; a missing or damaged one reads
 // as empty (a damaged manifest only means rebuilding).
 func ReadManifest(dir string) Manifest {
 	var m Manifest
-	if b, err := os.ReadFile(filepath.Join(dir, manifestFile)); err == nil {
+	if b, err := os.ReadFile(filepath.Join(dir, File)); err == nil {
 		json.Unmarshal(b, &m)
 	}
 	return m
@@ -146,7 +179,8 @@ func (m *Manifest) Node(host string) *Node {
 	return nil
 }
 
-func (m *Manifest) remove(host string) {
+// Remove takes host's entry out.
+func (m *Manifest) Remove(host string) {
 	for i := range m.Nodes {
 		if m.Nodes[i].Hostname == host {
 			m.Nodes = append(m.Nodes[:i], m.Nodes[i+1:]...)
@@ -155,15 +189,17 @@ func (m *Manifest) remove(host string) {
 	}
 }
 
-func (m *Manifest) set(e Node) {
-	m.remove(e.Hostname)
+// Set puts e in place of its host's entry.
+func (m *Manifest) Set(e Node) {
+	m.Remove(e.Hostname)
 	m.Nodes = append(m.Nodes, e)
 }
 
-// clone is a copy of m whose slices the caller may change.
-func (m *Manifest) clone() Manifest {
+// Clone is a copy of m whose slices the caller may change.
+func (m *Manifest) Clone() Manifest {
 	c := *m
 	c.Nodes = append([]Node(nil), m.Nodes...)
 	c.Flashes = append([]Flash(nil), m.Flashes...)
+	c.Records = append([]Record(nil), m.Records...)
 	return c
 }
