@@ -14,55 +14,122 @@ import (
 	"github.com/pibake/pibake/internal/testimage"
 )
 
-// BenchmarkMarginalNode measures one more node from a warm cache (the base
-// image fetched and decompressed already) against `cp --sparse=always` of
-// the same image in the same run. The issue's goal: ratio ≤ 1.2.
+// BenchmarkMarginalNode measures what one more node costs a build from a
+// warm cache (the base fetched and decompressed already), as a fleet
+// grows: a marginalN-node build minus a marginalM-node build, per node,
+// with the default --jobs, against `cp --sparse=always` of the same
+// 1.5 GiB image (768 MiB of data) in the same run. Fixed costs (the
+// lock, the identity, the recipe's hash, the base's checks) cancel out;
+// what is left is what a 1,000-node fleet pays 1,000 times.
+//
+// It reports wall time (issue 29's figure: ratio, goal at most 0.9) and
+// CPU time (cpu-ratio: the process's user+system seconds per marginal
+// node over cp's), which other work on a shared machine hardly moves.
+// The guard compares CPU with CPU in the same run, never a wall-clock
+// limit: a run whose marginal node costs more than maxNodeCPURatio × cp's
+// CPU fails, which an image read again, a second hash or a key stretch per
+// node would each do.
 func BenchmarkMarginalNode(b *testing.B) {
 	img := buildtest.BenchImage(b)
-	r := buildtest.BenchRecipe(b, 1)
-	opt := Options{OutDir: filepath.Join(b.TempDir(), "out"), Jobs: 1, Force: true, Version: "bench", Image: img,
-		Base: base.Options{Cache: base.Cache{Dir: filepath.Join(b.TempDir(), "cache")}}}
-	if _, err := Build(context.Background(), r, opt); err != nil { // warm the cache
-		b.Fatal(err)
-	}
-	// Each copy leaves its written data to the disk: sync between runs
-	// (untimed) so neither pays for the other's write-back.
-	settle := func() {
+	tmp := b.TempDir()
+	opt := Options{Force: true, Version: "bench", Image: img,
+		Base: base.Options{Cache: base.Cache{Dir: filepath.Join(tmp, "cache")}}}
+	// build builds n nodes into a new directory (every node a new file,
+	// as cp's is), removed afterwards, untimed.
+	build := func(n int) cost {
+		o := opt
+		o.OutDir = filepath.Join(tmp, "out")
+		settle(b)
+		c := measure(func() {
+			if _, err := Build(context.Background(), buildtest.BenchRecipe(b, n), o); err != nil {
+				b.Fatal(err)
+			}
+		})
 		b.StopTimer()
-		syscall.Sync()
+		os.RemoveAll(o.OutDir)
 		b.StartTimer()
+		return c
 	}
-	// cpTime times `cp --sparse=always` of the image to a new file; with
-	// durable, and a sync of it after, as pibake syncs every image.
-	cpTime := func(durable bool) time.Duration {
-		settle()
-		dst := filepath.Join(b.TempDir(), "cp.img")
-		defer os.Remove(dst)
-		start := time.Now()
-		buildtest.Command(b, "cp", "--sparse=always", img, dst)
-		if durable {
-			buildtest.Command(b, "sync", dst)
-		}
-		return time.Since(start)
-	}
-	var node, cp, cpSync time.Duration
+	build(1) // warm the cache
+	var m, n, cp, cpSync cost
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		opt.OutDir = filepath.Join(b.TempDir(), "out") // one more node: a new file, as cp's is
-		settle()
-		start := time.Now()
-		if _, err := Build(context.Background(), r, opt); err != nil {
-			b.Fatal(err)
-		}
-		node += time.Since(start)
-		cp += cpTime(false)
-		cpSync += cpTime(true)
+		m = m.add(build(marginalM))
+		n = n.add(build(marginalN))
+		cp = cp.add(cpCost(b, img, false))
+		cpSync = cpSync.add(cpCost(b, img, true))
 	}
-	b.ReportMetric(node.Seconds()/float64(b.N), "node-s/op")
-	b.ReportMetric(cp.Seconds()/float64(b.N), "cp-s/op")
-	b.ReportMetric(cpSync.Seconds()/float64(b.N), "cp+sync-s/op")
-	b.ReportMetric(node.Seconds()/cp.Seconds(), "ratio")
-	b.ReportMetric(node.Seconds()/cpSync.Seconds(), "ratio-vs-cp+sync")
+	per := float64(b.N)
+	node := cost{wall: (n.wall - m.wall) / time.Duration(marginalN-marginalM), cpu: (n.cpu - m.cpu) / time.Duration(marginalN-marginalM)}
+	ratio, cpuRatio := node.wall.Seconds()/cp.wall.Seconds()*per, node.cpu.Seconds()/cp.cpu.Seconds()*per
+	b.ReportMetric(node.wall.Seconds()/per, "node-s/op")
+	b.ReportMetric(cp.wall.Seconds()/per, "cp-s/op")
+	b.ReportMetric(cpSync.wall.Seconds()/per, "cp+sync-s/op")
+	b.ReportMetric(ratio, "ratio")
+	b.ReportMetric(node.wall.Seconds()/cpSync.wall.Seconds()*per, "ratio-vs-cp+sync")
+	b.ReportMetric(node.cpu.Seconds()/per, "node-cpu-s/op")
+	b.ReportMetric(cp.cpu.Seconds()/per, "cp-cpu-s/op")
+	b.ReportMetric(cpuRatio, "cpu-ratio")
+	b.Logf("marginal node %.3f s wall, %.3f s CPU (%d nodes %.3f s, %d nodes %.3f s); cp --sparse=always %.3f s wall, %.3f s CPU; cp + sync %.3f s: ratio %.2f, vs cp + sync %.2f, CPU ratio %.2f",
+		node.wall.Seconds()/per, node.cpu.Seconds()/per, marginalN, n.wall.Seconds()/per, marginalM, m.wall.Seconds()/per,
+		cp.wall.Seconds()/per, cp.cpu.Seconds()/per, cpSync.wall.Seconds()/per, ratio, node.wall.Seconds()/cpSync.wall.Seconds()*per, cpuRatio)
+	if cpuRatio > maxNodeCPURatio {
+		b.Errorf("one more node costs %.2f× the CPU of cp --sparse=always of the image (same run); at most %.2f× is expected", cpuRatio, maxNodeCPURatio)
+	}
+}
+
+// The marginal node is a marginalN-node build minus a marginalM-node one,
+// per node. Its CPU is bounded by maxNodeCPURatio × cp's: the whole-image
+// SHA-256 alone is about 2.2× cp's CPU (1.5 GiB at 1.8 GB/s with SHA-NI
+// against cp's 0.4 s); the copy, about cp's own.
+const (
+	marginalM, marginalN = 2, 6
+	maxNodeCPURatio      = 4.0
+)
+
+// cost is wall and CPU time.
+type cost struct{ wall, cpu time.Duration }
+
+func (c cost) add(d cost) cost { return cost{c.wall + d.wall, c.cpu + d.cpu} }
+
+// measure is what f costs this process.
+func measure(f func()) cost {
+	cpu0, start := processCPU(), time.Now()
+	f()
+	return cost{wall: time.Since(start), cpu: processCPU() - cpu0}
+}
+
+// processCPU is the user and system time of this process so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// settle syncs (untimed) so that no timed step pays for an earlier one's
+// write-back.
+func settle(b *testing.B) {
+	b.StopTimer()
+	syscall.Sync()
+	b.StartTimer()
+}
+
+// cpCost is what `cp --sparse=always` of img to a new file costs; with
+// durable, and a sync of it after, as pibake syncs every image.
+func cpCost(b *testing.B, img string, durable bool) cost {
+	settle(b)
+	dst := filepath.Join(b.TempDir(), "cp.img")
+	defer os.Remove(dst)
+	start := time.Now()
+	cmd := exec.Command("cp", "--sparse=always", img, dst)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("cp: %v %s", err, out)
+	}
+	cpu := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	if durable {
+		buildtest.Command(b, "sync", dst)
+	}
+	return cost{wall: time.Since(start), cpu: cpu}
 }
 
 // BenchmarkBuildPeakRSS runs `pibake build` of a 6-node recipe with
