@@ -79,12 +79,16 @@ func BenchmarkMarginalNode(b *testing.B) {
 }
 
 // The marginal node is a marginalN-node build minus a marginalM-node one,
-// per node. Its CPU is bounded by maxNodeCPURatio × cp's: the whole-image
-// SHA-256 alone is about 2.2× cp's CPU (1.5 GiB at 1.8 GB/s with SHA-NI
-// against cp's 0.4 s); the copy, about cp's own.
+// per node. Its CPU is bounded by maxNodeCPURatio × cp's, measured on a
+// 2-core machine shared with other work: the whole-image SHA-256 alone is
+// 2.2–3× cp's CPU (1.5 GiB, holes included, against cp's 768 MiB copy),
+// the copy about cp's own, reading the base for the hash a third; all
+// told 4.1–4.7×. Hashing the image a second time would add about 2.5 and
+// fail; smaller regressions (a read, a sync, a key stretch per node) are
+// TestMarginalNodeWork's, counted rather than timed.
 const (
 	marginalM, marginalN = 2, 6
-	maxNodeCPURatio      = 4.0
+	maxNodeCPURatio      = 6.0
 )
 
 // cost is wall and CPU time.
