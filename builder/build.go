@@ -198,40 +198,17 @@ func (b *build) open(ctx context.Context) error {
 // buildNodes builds the selected nodes, opt.Jobs at a time, each published
 // as soon as it is done. A failed node does not stop the others; an
 // interrupt stops them all, and nodes not finished are not published.
-//
-// The work is split where the CPU's part ends: opt.Jobs workers make each
-// node's image (clone, edit, hash, block map) and one publisher writes
-// its block map and publishes it (outdir's journal and syncs, which one
-// node at a time does anyway). A worker hands a node over and starts the
-// next, instead of waiting on a dozen syncs with its core idle (issue
-// 29); at most opt.Jobs nodes wait for the publisher.
 func (b *build) buildNodes(ctx context.Context) []NodeResult {
 	results := make([]NodeResult, len(b.s.Nodes))
-	ready := make(chan *pending, b.s.Opt.Jobs)
-	published := make(chan struct{})
-	go func() {
-		defer close(published)
-		for p := range ready {
-			results[p.i] = p.publish(ctx)
-		}
-	}()
 	g := new(errgroup.Group)
 	g.SetLimit(b.s.Opt.Jobs)
 	for i, n := range b.s.Nodes {
 		g.Go(func() error {
-			p, res := (&nodeBuild{build: b, node: n}).make(ctx)
-			if p == nil {
-				results[i] = res
-				return nil
-			}
-			p.i = i
-			ready <- p
+			results[i] = (&nodeBuild{build: b, node: n}).run(ctx)
 			return nil
 		})
 	}
 	g.Wait()
-	close(ready)
-	<-published
 	return results
 }
 

@@ -23,114 +23,71 @@ type nodeBuild struct {
 	node *recipes.Node
 }
 
-// make builds the node's files under temporary names, ready to publish
-// (p), or finds it unchanged or failed (res, p nil). Failures are in the
-// result: one node's failure does not stop the others.
-func (nb *nodeBuild) make(ctx context.Context) (p *pending, res NodeResult) {
-	if err := ctx.Err(); err != nil {
-		return nil, nb.failed(err)
-	}
-	start := time.Now()
-	inputs, err := nb.s.Inputs(*nb.node)
-	if err != nil {
-		return nil, nb.failed(err)
-	}
-	if prev, ok, err := nb.unchanged(ctx, inputs); err != nil {
-		return nil, nb.failed(err)
-	} else if ok {
-		return nil, nb.result(prev, StatusUnchanged)
-	}
-	entry, err := nb.entry(inputs)
-	if err != nil {
-		return nil, nb.failed(err)
-	}
-	payload, err := nb.s.Payload(nb.node, inputs)
-	if err != nil {
-		return nil, nb.failed(err)
-	}
-	p = &pending{nb: nb, entry: entry, start: start}
-	if err := nb.makeParts(ctx, payload, p); err != nil {
-		p.discard()
-		return nil, nb.failed(err)
-	}
-	return p, NodeResult{}
-}
-
-// pending is a node whose image is written, synced and hashed under its
-// temporary name, and whose block map is made: the publisher's to write
-// and publish.
-type pending struct {
-	i     int // the node's place in the results
-	nb    *nodeBuild
-	entry outdir.Node
-	parts []*outdir.Part
-	bmap  []byte
-	start time.Time
-}
-
-// publish writes the node's block map and publishes the node. Past the
-// interrupt check the node is published whole, even on an interrupt: its
-// files are complete.
-func (p *pending) publish(ctx context.Context) NodeResult {
-	nb := p.nb
-	if err := ctx.Err(); err != nil {
-		p.discard()
-		return nb.failed(err)
-	}
-	if err := p.writeBmap(); err != nil {
-		p.discard()
-		return nb.failed(err)
-	}
-	if err := nb.out.Publish(p.entry, p.parts...); err != nil {
-		return nb.failed(err)
-	}
-	nb.s.Logf("%s: done in %s, sha256 %s…", p.entry.Hostname, time.Since(p.start).Round(10*time.Millisecond), p.entry.SHA256[:12])
-	nb.opt.Event(p.entry.Hostname, StagePublished)
-	return nb.result(p.entry, StatusBuilt)
-}
-
-// writeBmap writes the block map as a part, synced.
-func (p *pending) writeBmap() error {
-	_, bmapName, _ := outdir.NodeFiles(p.nb.node.Hostname)
-	bmapPart := p.nb.out.NewPart(bmapName)
-	p.parts = append(p.parts, bmapPart)
-	sum := sha256.Sum256(p.bmap)
-	bmapPart.SHA256 = hex.EncodeToString(sum[:])
-	if err := bmapPart.Write(p.bmap, 0o644); err != nil {
-		return fmt.Errorf("block map: %w", err)
-	}
-	return nil
-}
-
-// discard removes every part begun.
-func (p *pending) discard() {
-	for _, part := range p.parts {
-		part.Discard()
-	}
-}
-
-// failed is the result of a node that failed with err, logged unless
-// the build was interrupted.
-func (nb *nodeBuild) failed(err error) NodeResult {
+// run builds the node (or finds it unchanged) and publishes it. Failures
+// are in the result: one node's failure does not stop the others.
+func (nb *nodeBuild) run(ctx context.Context) NodeResult {
 	n := nb.node
-	res := NodeResult{Hostname: n.Hostname, Role: string(n.Role), Status: StatusFailed}
-	if errors.Is(err, context.Canceled) {
-		res.Err = err
+	res := NodeResult{Hostname: n.Hostname, Role: string(n.Role)}
+	if err := ctx.Err(); err != nil {
+		res.Status, res.Err = StatusFailed, err
 		return res
 	}
-	res.Err = outdir.DescribeWriteError(nb.s.OutDir, err)
-	nb.s.Logf("%s: FAILED: %v", n.Hostname, res.Err)
-	return res
-}
-
-// result is the result of a node built or unchanged, with entry.
-func (nb *nodeBuild) result(entry outdir.Node, status string) NodeResult {
-	res := NodeResult{Hostname: nb.node.Hostname, Role: string(nb.node.Role), Status: status}
+	entry, unchanged, err := nb.build1(ctx)
+	if err != nil {
+		res.Status, res.Err = StatusFailed, outdir.DescribeWriteError(nb.s.OutDir, err)
+		if !errors.Is(err, context.Canceled) {
+			nb.s.Logf("%s: FAILED: %v", n.Hostname, res.Err)
+		}
+		return res
+	}
+	res.Status = StatusBuilt
+	if unchanged {
+		res.Status = StatusUnchanged
+	}
 	res.File, res.Size, res.SHA256 = filepath.Join(nb.s.OutDir, entry.File), entry.Size, entry.SHA256
 	if entry.XZ != "" {
 		res.XZ = filepath.Join(nb.s.OutDir, entry.XZ)
 	}
 	return res
+}
+
+// build1 makes the node's files under temporary names and publishes them,
+// or leaves an unchanged node as it is (unchanged is then true).
+func (nb *nodeBuild) build1(ctx context.Context) (entry outdir.Node, unchanged bool, err error) {
+	inputs, err := nb.s.Inputs(*nb.node)
+	if err != nil {
+		return outdir.Node{}, false, err
+	}
+	if prev, ok, err := nb.unchanged(ctx, inputs); ok || err != nil {
+		return prev, ok, err
+	}
+	entry, err = nb.entry(inputs)
+	if err != nil {
+		return outdir.Node{}, false, err
+	}
+	payload, err := nb.s.Payload(nb.node, inputs)
+	if err != nil {
+		return outdir.Node{}, false, err
+	}
+	start := time.Now()
+	parts, err := nb.makeParts(ctx, payload, &entry)
+	if err == nil {
+		// Past this point the node is published whole, even on an
+		// interrupt: its files are complete.
+		err = ctx.Err()
+	}
+	if err != nil {
+		for _, p := range parts {
+			p.Discard()
+		}
+		return outdir.Node{}, false, err
+	}
+	if err := nb.out.Publish(entry, parts...); err != nil {
+		return outdir.Node{}, false, err
+	}
+	nb.s.Logf("%s: done in %s, sha256 %s…", entry.Hostname, time.Since(start).Round(10*time.Millisecond), entry.SHA256[:12])
+	nb.opt.Event(entry.Hostname, StagePublished)
+	return entry, false, nil
 }
 
 // unchanged reports whether the node's inputs are unchanged and its image
@@ -170,40 +127,43 @@ func (nb *nodeBuild) entry(inputs string) (outdir.Node, error) {
 	return e, nil
 }
 
-// makeParts writes the node's image and (when compressing) .img.xz as
-// parts, and makes its block map, filling in their sums and sizes in
-// p.entry. Every part begun is in p.parts, for the caller to discard if a
-// step fails.
-func (nb *nodeBuild) makeParts(ctx context.Context, payload firstboot.Payload, p *pending) error {
+// makeParts writes the node's image, block map and (when compressing)
+// .img.xz as parts, filling in their sums and sizes in entry. It returns
+// every part it began, for the caller to discard if a step fails.
+func (nb *nodeBuild) makeParts(ctx context.Context, payload firstboot.Payload, entry *outdir.Node) ([]*outdir.Part, error) {
 	host := nb.node.Hostname
-	img, _, xzName := outdir.NodeFiles(host)
+	img, bmapName, xzName := outdir.NodeFiles(host)
 	base := nb.s.Base
 	imgPart := nb.out.NewPart(img)
-	p.parts = append(p.parts, imgPart)
+	parts := []*outdir.Part{imgPart}
 	f, err := imgPart.Create()
 	if err != nil {
-		return err
+		return parts, err
 	}
 	sum, size, how, err := nodeimage.Write(ctx, f, base.Base, nb.s.Edit(payload), nb.opt.Progress, host+": image")
 	if err != nil {
-		return err
+		return parts, err
 	}
-	imgPart.SHA256, p.entry.SHA256, p.entry.Size = sum, sum, size
+	imgPart.SHA256, entry.SHA256, entry.Size = sum, sum, size
 	nb.s.Logf("%s: written and verified (%s)", host, how)
 	nb.opt.Event(host, StageWritten)
 
-	if p.bmap, err = nodeimage.Bmap(imgPart.Path(), base.Known, nil); err != nil {
-		return fmt.Errorf("block map: %w", err)
+	bmap, err := nodeimage.Bmap(imgPart.Path(), base.Known, nil)
+	if err != nil {
+		return parts, fmt.Errorf("block map: %w", err)
 	}
-	if nb.s.Compress {
-		xzPart, err := nb.compress(ctx, imgPart, xzName, &p.entry)
-		p.parts = append(p.parts, xzPart)
-		if err != nil {
-			return err
-		}
+	bmapPart := nb.out.NewPart(bmapName)
+	parts = append(parts, bmapPart)
+	bmapSum := sha256.Sum256(bmap)
+	bmapPart.SHA256 = hex.EncodeToString(bmapSum[:])
+	if err := bmapPart.Write(bmap, 0o644); err != nil {
+		return parts, fmt.Errorf("block map: %w", err)
 	}
-	// An interrupt while the node was made: it is not published.
-	return ctx.Err()
+	if !nb.s.Compress {
+		return parts, nil
+	}
+	xzPart, err := nb.compress(ctx, imgPart, xzName, entry)
+	return append(parts, xzPart), err
 }
 
 // compress writes the node's .img.xz as a part.
