@@ -293,6 +293,10 @@ func (b *build) recordStates(m *outdir.Manifest) {
 		}
 	}
 	b.s.RecordRun(m)
+	m.Shard = ""
+	if b.opt.Shard.Count > 0 {
+		m.Shard = b.opt.Shard.String()
+	}
 	base := b.s.Base
 	m.Base = outdir.Base{Source: base.Image.Source, FinalURL: base.Image.FinalURL, SHA256: base.Image.SHA256,
 		Style: base.Release.Style, OSRelease: base.Release.PrettyName}
