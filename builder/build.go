@@ -90,8 +90,11 @@ const (
 	StatusBuilt     = "built"
 	StatusUnchanged = "unchanged"
 	StatusFailed    = "failed"
-	StatusOrphan    = "orphan" // no longer in the recipe; kept
-	StatusPruned    = "pruned" // no longer in the recipe; deleted (--prune)
+	// StatusInterrupted: Ctrl-C or SIGTERM stopped the build before the
+	// node was published; its image from before, if any, stays (File).
+	StatusInterrupted = "interrupted"
+	StatusOrphan      = "orphan" // no longer in the recipe; kept
+	StatusPruned      = "pruned" // no longer in the recipe; deleted (--prune)
 )
 
 // NodeResult is what Build did for one node.
@@ -130,6 +133,7 @@ func Build(ctx context.Context, r *recipes.Recipe, opt Options) ([]NodeResult, e
 	}
 	defer b.out.Close()
 	results := b.buildNodes(ctx)
+	b.stillPublished(results)
 	return b.finish(ctx, results)
 }
 
@@ -210,6 +214,22 @@ func (b *build) buildNodes(ctx context.Context) []NodeResult {
 	}
 	g.Wait()
 	return results
+}
+
+// stillPublished fills in, for the nodes that failed or were interrupted,
+// the image from before that the directory still holds: the summary
+// shows what is published, not only what this run wrote.
+func (b *build) stillPublished(results []NodeResult) {
+	m := b.out.Manifest()
+	for i := range results {
+		res := &results[i]
+		if res.Status != StatusFailed && res.Status != StatusInterrupted {
+			continue
+		}
+		if e := m.Node(res.Hostname); e != nil {
+			res.File, res.Size, res.SHA256 = filepath.Join(b.s.OutDir, e.File), e.Size, e.SHA256
+		}
+	}
 }
 
 // finish deals with nodes no longer in the recipe, records the state of

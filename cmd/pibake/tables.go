@@ -44,7 +44,9 @@ func writeBuildTable(o outputs, results []builder.NodeResult) {
 		case builder.StatusUnchanged:
 			status = "unchanged, skipped"
 		case builder.StatusFailed:
-			status = "FAILED: " + oneLine(r.Err)
+			status = "FAILED: " + oneLine(r.Err) + stays(r)
+		case builder.StatusInterrupted:
+			status = "interrupted" + stays(r)
 		case builder.StatusOrphan:
 			status = "not in the recipe; kept (--prune deletes it)"
 		case builder.StatusPruned:
@@ -63,6 +65,15 @@ func writeBuildTable(o outputs, results []builder.NodeResult) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Hostname, r.Role, file, size, sum, status)
 	}
 	tw.Flush()
+}
+
+// stays says what a node that failed or was interrupted still has
+// published: FILE is then the image from before.
+func stays(r builder.NodeResult) string {
+	if r.File == "" {
+		return "; not built"
+	}
+	return "; its image from before stays"
 }
 
 // oneLine is an error's first line.
