@@ -169,7 +169,7 @@ func prepare(r *recipes.Recipe, opt Options) (*build, error) {
 	}
 	s, err := inputs.Prepare(r, iopt, nodes)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w; nothing was built", err)
 	}
 	return &build{r: r, opt: opt, s: s}, nil
 }

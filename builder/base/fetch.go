@@ -149,6 +149,12 @@ func fetchLocal(ctx context.Context, src Source, opt Options) (*Image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("image source: %w", err)
 	}
+	if fi.IsDir() {
+		return nil, fmt.Errorf("image source %s is a directory; give a Raspberry Pi OS .img or .img.xz file", src.Path)
+	}
+	if err := refuseArchive(src.Path); err != nil {
+		return nil, err
+	}
 	abs, err := filepath.Abs(src.Path)
 	if err != nil {
 		return nil, err
@@ -194,6 +200,34 @@ func IsXZ(path string) (bool, error) {
 		return false, err
 	}
 	return string(magic) == xzMagic, nil
+}
+
+// archives are the compressed formats people download images in that
+// pibake does not read, by their first bytes.
+var archives = []struct{ magic, name, how string }{
+	{"PK\x03\x04", "zip archive", "unzip"},
+	{"\x1f\x8b", "gzip file", "gunzip -k"},
+	{"\x28\xb5\x2f\xfd", "zstd file", "unzstd"},
+	{"7z\xbc\xaf\x27\x1c", "7z archive", "7z x"},
+	{"BZh", "bzip2 file", "bunzip2 -k"},
+}
+
+// refuseArchive refuses a local image compressed in a way pibake does
+// not read, judged by content as IsXZ judges xz: a name says nothing.
+func refuseArchive(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("image source: %w", err)
+	}
+	defer f.Close()
+	head := make([]byte, 8)
+	n, _ := io.ReadFull(f, head)
+	for _, a := range archives {
+		if strings.HasPrefix(string(head[:n]), a.magic) {
+			return fmt.Errorf("image source %s is a %s: pibake reads raw images and .xz; decompress it first (%s %s) and give the .img", path, a.name, a.how, path)
+		}
+	}
+	return nil
 }
 
 // hashFile is a file's SHA-256, for a download or a local image.

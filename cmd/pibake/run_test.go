@@ -53,6 +53,8 @@ func TestRun(t *testing.T) {
 		{name: "build_unknown_node", args: []string{"build", lab, "--node", "pi-99"}, code: exitUsage},
 		{name: "build_missing_image", args: []string{"build", lab, "--image", "testdata/missing.img", "--out", "testdata/never"}, code: exitFailure},
 		{name: "build_no_recipe", args: []string{"build"}, code: exitUsage},
+		{name: "build_out_is_a_file", args: []string{"build", lab, "--image", "testdata/cli/invalid.hcl", "--out", "testdata/cli/invalid.hcl/sub"}, code: exitFailure},
+		{name: "build_unknown_alias", args: []string{"build", lab, "--image", "raspios_lite_arm64:lates", "--out", "testdata/never"}, code: exitFailure},
 		{name: "version_extra_arg", args: []string{"version", "now"}, code: exitUsage},
 		{name: "help_help", args: []string{"help", "--help"}, code: exitOK},
 		{name: "cache_list_all", args: []string{"cache", "list", "--all"}, code: exitUsage},
