@@ -16,6 +16,7 @@ import (
 	"github.com/cavaliergopher/grab/v3"
 	"github.com/pibake/pibake/internal/atomicfile"
 	"github.com/pibake/pibake/internal/bytesize"
+	"github.com/pibake/pibake/internal/filekind"
 	"github.com/pibake/pibake/internal/files"
 	"github.com/pibake/pibake/internal/flock"
 	"github.com/pibake/pibake/internal/neterr"
@@ -152,7 +153,7 @@ func fetchLocal(ctx context.Context, src Source, opt Options) (*Image, error) {
 	if fi.IsDir() {
 		return nil, fmt.Errorf("image source %s is a directory; give a Raspberry Pi OS .img or .img.xz file", src.Path)
 	}
-	if err := refuseArchive(src.Path); err != nil {
+	if err := filekind.RefuseArchive(src.Path); err != nil {
 		return nil, err
 	}
 	abs, err := filepath.Abs(src.Path)
@@ -183,52 +184,8 @@ func fetchLocal(ctx context.Context, src Source, opt Options) (*Image, error) {
 	return img, ensureRaw(ctx, c, abs, sha, img, opt)
 }
 
-// IsXZ says whether a file is xz-compressed, by its first bytes: a name
-// says nothing (raspios_lite_arm64_latest has no .xz, and anyone may name
-// a raw image x.img.xz).
-func IsXZ(path string) (bool, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return false, err
-	}
-	defer f.Close()
-	magic := make([]byte, len(xzMagic))
-	if _, err := io.ReadFull(f, magic); err != nil {
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return false, nil
-		}
-		return false, err
-	}
-	return string(magic) == xzMagic, nil
-}
-
-// archives are the compressed formats people download images in that
-// pibake does not read, by their first bytes.
-var archives = []struct{ magic, name, how string }{
-	{"PK\x03\x04", "zip archive", "unzip"},
-	{"\x1f\x8b", "gzip file", "gunzip -k"},
-	{"\x28\xb5\x2f\xfd", "zstd file", "unzstd"},
-	{"7z\xbc\xaf\x27\x1c", "7z archive", "7z x"},
-	{"BZh", "bzip2 file", "bunzip2 -k"},
-}
-
-// refuseArchive refuses a local image compressed in a way pibake does
-// not read, judged by content as IsXZ judges xz: a name says nothing.
-func refuseArchive(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return fmt.Errorf("image source: %w", err)
-	}
-	defer f.Close()
-	head := make([]byte, 8)
-	n, _ := io.ReadFull(f, head)
-	for _, a := range archives {
-		if strings.HasPrefix(string(head[:n]), a.magic) {
-			return fmt.Errorf("image source %s is a %s: pibake reads raw images and .xz; decompress it first (%s %s) and give the .img", path, a.name, a.how, path)
-		}
-	}
-	return nil
-}
+// IsXZ says whether a file is xz-compressed, by its first bytes.
+func IsXZ(path string) (bool, error) { return filekind.IsXZ(path) }
 
 // hashFile is a file's SHA-256, for a download or a local image.
 func hashFile(ctx context.Context, path string) (string, error) {
@@ -238,9 +195,6 @@ func hashFile(ctx context.Context, path string) (string, error) {
 	}
 	return sum, nil
 }
-
-// xzMagic starts every xz stream.
-const xzMagic = "\xfd7zXZ\x00"
 
 // ensureRaw decompresses a verified .img.xz into raw/<sha>.img unless it
 // is there already.
