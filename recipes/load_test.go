@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -255,5 +256,55 @@ func TestClusterCIDRCapacity(t *testing.T) {
 		if tooSmall == tt.fits {
 			t.Errorf("%d agents and a server on a /16: too small = %v; want %v", tt.agents, tooSmall, !tt.fits)
 		}
+	}
+}
+
+// TestSSHPublicKeys: ssh_public_keys() is the first of ~/.ssh's
+// id_ed25519.pub, id_ecdsa.pub and id_rsa.pub; with none, or no home
+// directory at all (CI), the recipe still loads, with an empty list and a
+// warning that says how to make a key.
+func TestSSHPublicKeys(t *testing.T) {
+	const ed = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGn4lC6ZnWsLqtCQ8ki7SIqNvLZPc0xk1pB9uJZbAFkf ed@home"
+	const ec = "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBEmKSENjQEezOmxkZMy7opKgwFB9nkt5YRrYMjNuG5N87uRgg6CLrbo5wAdT/y6v0mKV0U2w0WZ2YB/++Tpockg= ec@home"
+	for _, tc := range []struct {
+		name  string
+		files map[string]string // under ~/.ssh; nil: no home directory
+		want  []string
+		warn  string
+	}{
+		{"ed25519 first", map[string]string{"id_ed25519.pub": ed + "\n", "id_ecdsa.pub": ec}, []string{ed}, ""},
+		{"ecdsa when no ed25519", map[string]string{"id_ecdsa.pub": ec, "id_ed25519": "a private key is not read"}, []string{ec}, ""},
+		{"no key", map[string]string{}, nil, "ssh_public_keys() finds none here (no ~/.ssh/id_ed25519.pub, id_ecdsa.pub or id_rsa.pub), so make one with ssh-keygen -t ed25519"},
+		{"no home directory", nil, nil, "make one with ssh-keygen -t ed25519"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			home := t.TempDir()
+			t.Setenv("HOME", home)
+			if tc.files == nil {
+				os.Unsetenv("HOME")
+			}
+			for name, content := range tc.files {
+				os.MkdirAll(filepath.Join(home, ".ssh"), 0o700)
+				if err := os.WriteFile(filepath.Join(home, ".ssh", name), []byte(content), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r, diags := loadSource(t, "defaults {\n  user {\n    ssh_authorized_keys = ssh_public_keys()\n  }\n}\nnode \"srv\" {\n  role = \"server\"\n}\n", nil)
+			if diags.HasErrors() {
+				t.Fatal(diags)
+			}
+			if got := r.Nodes[0].User.SSHAuthorizedKeys; !slices.Equal(got, tc.want) {
+				t.Errorf("keys = %q; want %q", got, tc.want)
+			}
+			var warning string
+			for _, d := range diags {
+				if d.Summary == "Nobody can log in" {
+					warning = d.Detail
+				}
+			}
+			if (tc.warn == "") != (warning == "") || !strings.Contains(warning, tc.warn) {
+				t.Errorf("warning %q; want one with %q", warning, tc.warn)
+			}
+		})
 	}
 }

@@ -86,9 +86,13 @@ func (ld *loader) checkLogins(r *Recipe) hcl.Diagnostics {
 	case nodes > 1 || n.Group != n.Hostname:
 		which = fmt.Sprintf("%s of node block %s", Plural(nodes, "node"), blocks[0])
 	}
+	fix := "Add ssh_authorized_keys = ssh_public_keys() (your ~/.ssh/id_ed25519.pub, id_ecdsa.pub or id_rsa.pub) to a user block, in defaults for every node."
+	if key, _ := userPublicKey(); key == "" {
+		fix = "Give it a key: ssh_public_keys() finds none here (no ~/.ssh/id_ed25519.pub, id_ecdsa.pub or id_rsa.pub), so make one with ssh-keygen -t ed25519, or list keys in ssh_authorized_keys."
+	}
 	return hcl.Diagnostics{warningAt(m.ranges.at("user", m.defRange), "Nobody can log in",
-		"%s: user %q has neither password_hash nor ssh_authorized_keys, so nobody can log in (the nodes still boot and join). Add ssh_authorized_keys = [file(\"~/.ssh/id_ed25519.pub\")] to a user block, in defaults for every node.",
-		which, n.User.Name)}
+		"%s: user %q has neither password_hash nor ssh_authorized_keys, so nobody can log in (the nodes still boot and join). %s",
+		which, n.User.Name, fix)}
 }
 
 // listSome lists the first few items and says how many more there are.

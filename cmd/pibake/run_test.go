@@ -21,6 +21,8 @@ func TestRun(t *testing.T) {
 	t.Setenv("XDG_CACHE_HOME", t.TempDir()) // fetch never touches the real cache
 	t.Setenv("K3S_TOKEN", "cli-test-token-0123456789")
 	t.Setenv("K3S_AGENT_TOKEN", "cli-test-agent-token-0123456789")
+	home, _ := filepath.Abs("../../recipes/testdata/home") // the examples' ssh_public_keys()
+	t.Setenv("HOME", home)
 	const lab = "../../recipes/examples/lab.hcl"
 	tests := []struct {
 		name string
