@@ -121,18 +121,27 @@ func (m nodeMeta) hostnameRange() *hcl.Range {
 }
 
 // checkUnique rejects hostnames (case-insensitively) and addresses used by
-// two nodes, citing both places.
+// two nodes, citing both blocks and places, with advice that fits: count
+// only comes up when one of the blocks has it.
 func (ld *loader) checkUnique(r *Recipe) hcl.Diagnostics {
 	var diags hcl.Diagnostics
 	hosts := map[string]int{}
 	addrs := map[netip.Addr]int{}
+	counted := map[string]int{}
+	for _, n := range r.Nodes {
+		counted[n.Group]++
+	}
 	for i, n := range r.Nodes {
 		m := ld.meta[i]
 		key := strings.ToLower(n.Hostname)
 		if j, dup := hosts[key]; dup {
+			fix := "Rename one of the node blocks, or set a hostname in one."
+			if counted[n.Group] > 1 || counted[r.Nodes[j].Group] > 1 {
+				fix = "A counted block names its nodes <label>-1, <label>-2, …: rename a block, or set hostname with count.index in it."
+			}
 			diags = append(diags, errorAt(m.hostnameRange(), "Duplicate hostname",
-				"Node %s has the hostname %q, which %s (%s) already has. Every node needs its own hostname; with count, include count.index in it.",
-				n.describe(), n.Hostname, r.Nodes[j].describe(), ld.meta[j].hostnameRange()))
+				"Node %s has the hostname %q, which node %s (%s) already has. Every node needs its own hostname. %s",
+				n.block(counted), n.Hostname, r.Nodes[j].block(counted), startOf(ld.meta[j].hostnameRange()), fix))
 		} else {
 			hosts[key] = i
 		}
@@ -153,6 +162,20 @@ func (ld *loader) checkUnique(r *Recipe) hcl.Diagnostics {
 // describe names a node the way the recipe declares it.
 func (n Node) describe() string {
 	return fmt.Sprintf("%q", n.Hostname)
+}
+
+// block names a node by its node block, and its count.index when the
+// block makes several (counted: nodes per block label).
+func (n Node) block(counted map[string]int) string {
+	if counted[n.Group] > 1 {
+		return fmt.Sprintf("%q (node block %q, count.index %d)", n.Hostname, n.Group, n.Index)
+	}
+	return fmt.Sprintf("%q (node block %q)", n.Hostname, n.Group)
+}
+
+// startOf is a range's start as file:line:col.
+func startOf(r *hcl.Range) string {
+	return fmt.Sprintf("%s:%d:%d", r.Filename, r.Start.Line, r.Start.Column)
 }
 
 // assignJoins picks the founding server and the URL and batch every other
