@@ -315,3 +315,20 @@ func TestSSHPublicKeys(t *testing.T) {
 		})
 	}
 }
+
+// TestPlanWiFiColumn: plan's table names each node's Wi-Fi network and
+// country, never its key.
+func TestPlanWiFiColumn(t *testing.T) {
+	r, diags := loadSource(t, "node \"srv\" {\n  role = \"server\"\n  ip = \"192.168.1.10/24\"\n  wifi {\n    ssid = \"lab net\"\n    psk = \"correct-horse-battery\"\n    country = \"DE\"\n  }\n}\nnode \"wired\" {\n  role = \"agent\"\n}\n", nil)
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	var b strings.Builder
+	if err := NewPlan(r).WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	if !strings.Contains(out, "WIFI") || !strings.Contains(out, `"lab net" (DE)`) || strings.Contains(out, "correct-horse") {
+		t.Errorf("plan:\n%s", out)
+	}
+}

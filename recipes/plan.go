@@ -200,7 +200,7 @@ func (p Plan) WriteText(w io.Writer) error {
 	}
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "HOSTNAME\tROLE\tIP\tJOINS\tBATCH\tLOGIN\tHARDWARE\tLABELS\tTAINTS")
+	fmt.Fprintln(tw, "HOSTNAME\tROLE\tIP\tWIFI\tJOINS\tBATCH\tLOGIN\tHARDWARE\tLABELS\tTAINTS")
 	for _, n := range p.Nodes {
 		joins := n.Join
 		if n.ClusterInit {
@@ -218,7 +218,11 @@ func (p Plan) WriteText(w io.Writer) error {
 		if n.JoinBatch != nil {
 			batch = fmt.Sprint(*n.JoinBatch)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Hostname, n.Role, n.IP, joins, batch,
+		wifi := "-" // the network's name and country; never its key
+		if n.WiFi != nil {
+			wifi = fmt.Sprintf("%q (%s)", n.WiFi.SSID, n.WiFi.Country)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Hostname, n.Role, n.IP, wifi, joins, batch,
 			login(n.User), orDash(hardwareLine(n)), orDash(joinLabels(n.Labels)), orDash(strings.Join(n.Taints, ",")))
 	}
 	return tw.Flush()

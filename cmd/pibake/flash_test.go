@@ -43,7 +43,7 @@ func TestFlashCommand(t *testing.T) {
 	// A file already there (here the recipe, named by mistake) is asked
 	// about like a device: without a terminal, only with --yes.
 	stdout, stderr, code := pibake("flash", recipe, "srv="+recipe, "--out", out)
-	if code != exitFailure || !strings.Contains(stderr, recipe+"  srv     plain file, ") || !strings.Contains(stderr, "there now") || !strings.Contains(stderr, "not asking on a terminal: pass --yes to overwrite these devices and files") {
+	if code != exitFailure || !strings.Contains(stderr, recipe+"  srv     plain file, ") || !strings.Contains(stderr, "there now") || !strings.Contains(stderr, "not on a terminal: pass --yes to confirm overwriting these devices and files") {
 		t.Errorf("flash over an existing file: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
 	if got, _ := os.ReadFile(recipe); string(got) != src {
@@ -123,7 +123,7 @@ func TestFlashCommand(t *testing.T) {
 		want  string
 	}{
 		{flags: nil, code: exitFailure, want: "is a fixed loop disk, not a removable or USB one; if you really mean it, name it with --allow-fixed"},
-		{flags: []string{"--allow-fixed"}, code: exitFailure, want: "not asking on a terminal: pass --yes"},
+		{flags: []string{"--allow-fixed"}, code: exitFailure, want: "not on a terminal: pass --yes to confirm"},
 		{flags: []string{"--allow-fixed", "--yes"}, code: exitOK, want: "verified"},
 	} {
 		_, stderr, code := pibake(append([]string{"flash", recipe, "srv=" + dev, "--out", out}, c.flags...)...)

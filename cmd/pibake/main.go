@@ -108,7 +108,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	cmd, ok := commands()[name]
 	if !ok {
-		fmt.Fprintf(stderr, "pibake: unknown command %q\n\n", name)
+		fmt.Fprintf(stderr, "pibake: unknown command %q%s\n\n", name, didYouMean(name))
 		writeUsage(stderr)
 		return exitUsage
 	}
@@ -182,7 +182,11 @@ func reportError(out outputs, name string, err error) {
 	fmt.Fprintf(out.stderr, "pibake %s: %v\n", name, err)
 	var unreachable *neterr.Unreachable
 	if errors.As(err, &unreachable) {
-		io.WriteString(out.stderr, offlineHint)
+		hint := offlineHint
+		if name == "lock" {
+			hint = lockOfflineHint
+		}
+		io.WriteString(out.stderr, hint)
 	}
 }
 
@@ -191,6 +195,57 @@ const offlineHint = `No network here? Without one:
   make demo                              builds recipes/examples/lab.hcl against a generated image, offline
   pibake build RECIPE --image PATH       builds from a Raspberry Pi OS .img or .img.xz you already have
 Behind a proxy, set HTTPS_PROXY (and NO_PROXY); from a mirror, set image.source to its URL.
+`
+
+// didYouMean suggests the command a typo was meant to be (at most two
+// edits away: buld, biuld, flsh), or says nothing.
+func didYouMean(name string) string {
+	best, dist := "", 3
+	for c := range commands() {
+		if d := editDistance(name, c); d < dist {
+			best, dist = c, d
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return fmt.Sprintf("; did you mean %q?", best)
+}
+
+// editDistance is the Levenshtein distance of two words, with a
+// transposition counted as one edit (biuld, build).
+func editDistance(a, b string) int {
+	d := make([][]int, len(a)+1)
+	for i := range d {
+		d[i] = make([]int, len(b)+1)
+		d[i][0] = i
+	}
+	for j := range d[0] {
+		d[0][j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
+			}
+		}
+	}
+	return d[len(a)][len(b)]
+}
+
+// lockOfflineHint is offlineHint for pibake lock, which exists to ask the
+// network what an alias and a k3s channel mean today.
+const lockOfflineHint = `No network here? pibake lock asks the OS list and the k3s channel server, so:
+  run it where there is a network and commit the lock file beside the recipe: builds then resolve nothing
+  (they still need the image: from the cache, or --image PATH)
+  --os-list URL, --k3s-channels URL      ask a mirror of them instead
+  pibake build RECIPE --image PATH       builds without a lock file, from an image you already have
+Behind a proxy, set HTTPS_PROXY (and NO_PROXY).
 `
 
 // usageError reports wrong arguments to a command.
