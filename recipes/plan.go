@@ -202,18 +202,7 @@ func (p Plan) WriteText(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "HOSTNAME\tROLE\tIP\tWIFI\tJOINS\tBATCH\tLOGIN\tHARDWARE\tLABELS\tTAINTS")
 	for _, n := range p.Nodes {
-		joins := n.Join
-		if n.ClusterInit {
-			joins = "founds the cluster (cluster-init)"
-		} else if joins == "" {
-			joins = "founds the cluster"
-		}
-		switch n.CA {
-		case "carries":
-			joins += ", carries the CA"
-		case "pins":
-			joins += ", pins the CA"
-		}
+		joins := n.joins()
 		batch := "-"
 		if n.JoinBatch != nil {
 			batch = fmt.Sprint(*n.JoinBatch)
@@ -226,6 +215,24 @@ func (p Plan) WriteText(w io.Writer) error {
 			login(n.User), orDash(hardwareLine(n)), orDash(joinLabels(n.Labels)), orDash(strings.Join(n.Taints, ",")))
 	}
 	return tw.Flush()
+}
+
+// joins says whom a node joins, or that it founds the cluster, and its
+// part in a generated CA.
+func (n PlanNode) joins() string {
+	joins := n.Join
+	if n.ClusterInit {
+		joins = "founds the cluster (cluster-init)"
+	} else if joins == "" {
+		joins = "founds the cluster"
+	}
+	switch n.CA {
+	case "carries":
+		joins += ", carries the CA"
+	case "pins":
+		joins += ", pins the CA"
+	}
+	return joins
 }
 
 // hardwareLine sums up a node's hardware profile, or the storage it

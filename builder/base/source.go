@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/pibake/pibake/internal/files"
+	"github.com/pibake/pibake/internal/suggest"
 )
 
 // Aliases for official releases. The _latest URL redirects to the newest
@@ -82,37 +83,10 @@ func unknownAlias(spec string) error {
 		names = append(names, a)
 	}
 	slices.Sort(names)
-	best, dist := "", len(spec)/2+1
-	for _, a := range names {
-		if d := editDistance(spec, a); d < dist {
-			best, dist = a, d
-		}
-	}
-	if best != "" {
+	if best := suggest.Nearest(spec, names, len(spec)/2); best != "" {
 		return fmt.Errorf("image source %q: unknown alias; did you mean %s?", spec, best)
 	}
 	return fmt.Errorf("image source %q: unknown alias (there is %s), and no such file", spec, strings.Join(names, ", "))
-}
-
-// editDistance is the Levenshtein distance between a and b, in bytes.
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur := make([]int, len(b)+1)
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev = cur
-	}
-	return prev[len(b)]
 }
 
 // String names the source for messages.

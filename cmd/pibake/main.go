@@ -14,6 +14,7 @@ import (
 	"syscall"
 
 	"github.com/pibake/pibake/internal/neterr"
+	"github.com/pibake/pibake/internal/suggest"
 	"github.com/spf13/pflag"
 )
 
@@ -200,42 +201,14 @@ Behind a proxy, set HTTPS_PROXY (and NO_PROXY); from a mirror, set image.source 
 // didYouMean suggests the command a typo was meant to be (at most two
 // edits away: buld, biuld, flsh), or says nothing.
 func didYouMean(name string) string {
-	best, dist := "", 3
+	var names []string
 	for c := range commands() {
-		if d := editDistance(name, c); d < dist {
-			best, dist = c, d
-		}
+		names = append(names, c)
 	}
-	if best == "" {
-		return ""
+	if best := suggest.Nearest(name, names, 2); best != "" {
+		return fmt.Sprintf("; did you mean %q?", best)
 	}
-	return fmt.Sprintf("; did you mean %q?", best)
-}
-
-// editDistance is the Levenshtein distance of two words, with a
-// transposition counted as one edit (biuld, build).
-func editDistance(a, b string) int {
-	d := make([][]int, len(a)+1)
-	for i := range d {
-		d[i] = make([]int, len(b)+1)
-		d[i][0] = i
-	}
-	for j := range d[0] {
-		d[0][j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
-			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
-				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
-			}
-		}
-	}
-	return d[len(a)][len(b)]
+	return ""
 }
 
 // lockOfflineHint is offlineHint for pibake lock, which exists to ask the

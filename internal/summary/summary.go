@@ -1,8 +1,11 @@
-package main
+// Package summary renders what a build did and what the cache holds: the
+// tables people read (on stderr for a build) and the paths scripts read.
+package summary
 
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"strings"
 	"text/tabwriter"
 
@@ -11,24 +14,24 @@ import (
 	"github.com/pibake/pibake/internal/bytesize"
 )
 
-// writeBuildPaths writes one path per file a build wrote or kept, for
+// BuildPaths writes one path per file a build wrote or kept, for
 // scripts: each image, and its .img.xz.
-func writeBuildPaths(out outputs, results []builder.NodeResult) {
+func BuildPaths(w io.Writer, results []builder.NodeResult) {
 	for _, res := range results {
 		if res.Status != builder.StatusBuilt && res.Status != builder.StatusUnchanged {
 			continue
 		}
-		fmt.Fprintln(out.stdout, res.File)
+		fmt.Fprintln(w, res.File)
 		if res.XZ != "" {
-			fmt.Fprintln(out.stdout, res.XZ)
+			fmt.Fprintln(w, res.XZ)
 		}
 	}
 }
 
-// writeBuildTable is the summary for people, on stderr; stdout keeps one
+// BuildTable is the summary for people, on stderr; stdout keeps one
 // file path per line for scripts.
-func writeBuildTable(o outputs, results []builder.NodeResult) {
-	tw := tabwriter.NewWriter(o.stderr, 0, 0, 2, ' ', 0)
+func BuildTable(w io.Writer, results []builder.NodeResult) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "\nNODE\tROLE\tFILE\tSIZE\tSHA256\tSTATUS")
 	for _, r := range results {
 		sum := r.SHA256
@@ -85,10 +88,10 @@ func oneLine(err error) string {
 	return s
 }
 
-// writeCacheList lists the cache's entries, as JSON or as a table.
-func writeCacheList(out outputs, entries []base.Entry, asJSON bool) {
+// CacheList lists the cache's entries, as JSON or as a table.
+func CacheList(w io.Writer, entries []base.Entry, asJSON bool) {
 	if asJSON {
-		enc := json.NewEncoder(out.stdout)
+		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		if entries == nil {
 			entries = []base.Entry{}
@@ -96,7 +99,7 @@ func writeCacheList(out outputs, entries []base.Entry, asJSON bool) {
 		enc.Encode(entries)
 		return
 	}
-	tw := tabwriter.NewWriter(out.stdout, 0, 0, 2, ' ', 0)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "SHA256\tON DISK\tLAST USED\tSOURCES")
 	for _, e := range entries {
 		id := e.SHA256

@@ -1,4 +1,4 @@
-package main
+package summary
 
 import (
 	"bytes"
@@ -28,9 +28,8 @@ func TestBuildSummary(t *testing.T) {
 		{Hostname: "old", Role: "agent", Status: builder.StatusOrphan, File: "out/old.img", Size: 3 << 30, SHA256: "aabbccddeeff00112233"},
 	}
 	var stdout, stderr bytes.Buffer
-	out := outputs{stdout: &stdout, stderr: &stderr}
-	writeBuildTable(out, results)
-	writeBuildPaths(out, results)
+	BuildTable(&stderr, results)
+	BuildPaths(&stdout, results)
 	golden.Compare(t, filepath.Join("testdata", "build_summary.stderr"), stderr.Bytes())
 	golden.Compare(t, filepath.Join("testdata", "build_summary.stdout"), stdout.Bytes())
 	if bytes.Contains(stderr.Bytes(), []byte("context canceled")) {
