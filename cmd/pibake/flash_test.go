@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pibake/pibake/internal/buildtest"
 	"github.com/pibake/pibake/internal/testimage"
 )
 
@@ -20,7 +21,7 @@ import (
 // terminal, without --yes. No secret is ever printed.
 func TestFlashCommand(t *testing.T) {
 	t.Setenv("NO_COLOR", "1")
-	base := testimage.For(t, testimage.Bookworm())
+	base := testimage.For(t, buildtest.SmallBookworm())
 	dir := t.TempDir()
 	const token = "flash-cli-test-token-0123456789"
 	recipe := filepath.Join(dir, "lab.hcl")
@@ -142,7 +143,7 @@ func TestFlashOnATerminal(t *testing.T) {
 	if os.Geteuid() != 0 {
 		testimage.Missing(t, "flashing a loop device needs root")
 	}
-	base := testimage.For(t, testimage.Bookworm())
+	base := testimage.For(t, buildtest.SmallBookworm())
 	self, _ := os.Executable()
 	dir := t.TempDir()
 	recipe := filepath.Join(dir, "lab.hcl")
