@@ -89,3 +89,16 @@ func TestMergeRefusesPartialFleet(t *testing.T) {
 		})
 	}
 }
+
+// TestInitQuiet: pibake init takes -q as build does, and prints only the
+// directory it made (merge's -q is in TestMergeRefusesPartialFleet).
+func TestInitQuiet(t *testing.T) {
+	home, _ := filepath.Abs("../../recipes/testdata/home") // the example's ssh_public_keys()
+	t.Setenv("HOME", home)
+	out := filepath.Join(t.TempDir(), "init")
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), []string{"init", "../../recipes/examples/lab.hcl", "--out", out, "-q"}, &stdout, &stderr)
+	if code != exitOK || stdout.String() != out+"\n" || stderr.Len() != 0 {
+		t.Errorf("pibake init -q: exit %d, stdout %q, stderr:\n%s", code, stdout.String(), stderr.String())
+	}
+}
