@@ -122,8 +122,11 @@ const (
 	StatusBuilt     = "built"
 	StatusUnchanged = "unchanged"
 	StatusFailed    = "failed"
-	StatusOrphan    = "orphan" // no longer in the recipe; kept
-	StatusPruned    = "pruned" // no longer in the recipe; deleted (--prune)
+	// StatusInterrupted: Ctrl-C or SIGTERM stopped the build before the
+	// node was published; its image from before, if any, stays (File).
+	StatusInterrupted = "interrupted"
+	StatusOrphan      = "orphan" // no longer in the recipe; kept
+	StatusPruned      = "pruned" // no longer in the recipe; deleted (--prune)
 )
 
 // NodeResult is what Build did for one node.
@@ -170,6 +173,7 @@ func Build(ctx context.Context, r *recipes.Recipe, opt Options) ([]NodeResult, e
 	defer b.out.Close()
 	b.readDelta()
 	results := b.buildNodes(ctx)
+	b.stillPublished(results)
 	return b.finish(ctx, results)
 }
 
@@ -217,7 +221,7 @@ func prepare(r *recipes.Recipe, opt Options) (*build, error) {
 	}
 	s, err := inputs.Prepare(r, iopt, nodes)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w; nothing was built", err)
 	}
 	return &build{r: r, opt: opt, s: s, deltas: map[string]*delta.Node{}}, nil
 }
@@ -262,6 +266,22 @@ func (b *build) buildNodes(ctx context.Context) []NodeResult {
 	}
 	g.Wait()
 	return results
+}
+
+// stillPublished fills in, for the nodes that failed or were interrupted,
+// the image from before that the directory still holds: the summary
+// shows what is published, not only what this run wrote.
+func (b *build) stillPublished(results []NodeResult) {
+	m := b.out.Manifest()
+	for i := range results {
+		res := &results[i]
+		if res.Status != StatusFailed && res.Status != StatusInterrupted {
+			continue
+		}
+		if e := m.Node(res.Hostname); e != nil {
+			res.File, res.Size, res.SHA256 = filepath.Join(b.s.OutDir, e.File), e.Size, e.SHA256
+		}
+	}
 }
 
 // finish deals with nodes no longer in the recipe, records the state of
@@ -351,6 +371,10 @@ func (b *build) recordStates(m *outdir.Manifest) {
 		}
 	}
 	b.s.RecordRun(m)
+	m.Shard = ""
+	if b.opt.Shard.Count > 0 {
+		m.Shard = b.opt.Shard.String()
+	}
 	base := b.s.Base
 	m.Base = outdir.Base{Source: base.Image.Source, FinalURL: base.Image.FinalURL, SHA256: base.Image.SHA256,
 		Style: base.Release.Style, OSRelease: base.Release.PrettyName}

@@ -251,7 +251,7 @@ func differ(a, b map[string]string) []string {
 
 // TestEmptySetsCheck: the directories that hold no node — pibake init's,
 // a first build interrupted before its first node was published, a merge
-// of shards that built nothing — hold no SHA256SUMS (an empty one fails
+// --allow-partial of shards that built nothing — hold no SHA256SUMS (an empty one fails
 // sha256sum -c: "no properly formatted checksum lines found") and a
 // manifest.json whose nodes are [], and keep the invariant.
 func TestEmptySetsCheck(t *testing.T) {
@@ -292,8 +292,13 @@ func TestEmptySetsCheck(t *testing.T) {
 	for _, shard := range []string{"s1", "s2"} {
 		buildtest.Copy(t, dir("init"), dir(shard))
 	}
-	if err := fleet.Merge(context.Background(), dir("merged"), []string{dir("s1"), dir("s2")}, fleet.MergeOptions{}); err != nil {
+	// Shards that built nothing are no fleet: refused, unless
+	// --allow-partial.
+	if err := fleet.Merge(context.Background(), dir("merged"), []string{dir("s1"), dir("s2")}, fleet.MergeOptions{}); !errors.Is(err, fleet.ErrIncomplete) {
+		t.Errorf("a merge of shards without nodes: %v", err)
+	}
+	if err := fleet.Merge(context.Background(), dir("merged"), []string{dir("s1"), dir("s2")}, fleet.MergeOptions{AllowPartial: true}); err != nil {
 		t.Fatal(err)
 	}
-	empty("a merge of shards without nodes", dir("merged"))
+	empty("a merge --allow-partial of shards without nodes", dir("merged"))
 }

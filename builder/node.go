@@ -29,15 +29,17 @@ func (nb *nodeBuild) run(ctx context.Context) NodeResult {
 	n := nb.node
 	res := NodeResult{Hostname: n.Hostname, Role: string(n.Role)}
 	if err := ctx.Err(); err != nil {
-		res.Status, res.Err = StatusFailed, err
+		res.Status, res.Err = StatusInterrupted, err
 		return res
 	}
 	entry, unchanged, err := nb.build1(ctx)
-	if err != nil {
+	switch {
+	case err != nil && ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)):
+		res.Status, res.Err = StatusInterrupted, err
+		return res
+	case err != nil:
 		res.Status, res.Err = StatusFailed, outdir.DescribeWriteError(nb.s.OutDir, err)
-		if !errors.Is(err, context.Canceled) {
-			nb.s.Logf("%s: FAILED: %v", n.Hostname, res.Err)
-		}
+		nb.s.Logf("%s: FAILED: %v", n.Hostname, res.Err)
 		return res
 	}
 	res.Status = StatusBuilt

@@ -125,8 +125,24 @@ func checkReportURL(raw string, subject *hcl.Range) hcl.Diagnostics {
 	case u.RawQuery != "" || u.Fragment != "":
 		return hcl.Diagnostics{diag.ErrorAt(subject, "Invalid report URL",
 			"report url %q has a query or fragment; give the base URL only (reports go to <url>/v1/report).", raw)}
+	case isLoopback(u.Hostname()):
+		// A warning, not an error: a node run on this machine (a VM, the
+		// tests' stand-ins) does reach it; a card never does.
+		return hcl.Diagnostics{diag.WarningAt(subject, "Report URL is the node itself",
+			"report url %q names whatever machine uses it: on a card, every node would report to itself and pibake watch would hear nothing. Give the address of the machine that runs pibake watch, as the nodes reach it, such as \"http://192.168.1.5:8470\".", raw)}
 	}
 	return nil
+}
+
+// isLoopback says whether host is "this machine" wherever it is used:
+// localhost (and *.localhost, RFC 6761), 127.0.0.0/8, ::1, 0.0.0.0, ::.
+func isLoopback(host string) bool {
+	h := strings.ToLower(strings.TrimSuffix(host, "."))
+	if h == "localhost" || strings.HasSuffix(h, ".localhost") {
+		return true
+	}
+	a, err := netip.ParseAddr(h)
+	return err == nil && (a.Unmap().IsLoopback() || a.IsUnspecified())
 }
 
 func resolveClusterName(spec clusterSpec, ranges diag.Ranges, at func(string) *hcl.Range, defaultName string, c *Cluster) hcl.Diagnostics {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/pibake/pibake/builder"
 	"github.com/pibake/pibake/builder/fleet"
+	"github.com/pibake/pibake/internal/summary"
 	"github.com/spf13/pflag"
 )
 
@@ -79,9 +80,9 @@ func runBuild(ctx context.Context, o *buildOptions, args []string, out outputs) 
 	})
 	o.base.done() // the summary below the bars
 	if !o.base.quiet && len(results) > 0 {
-		writeBuildTable(out, results)
+		summary.BuildTable(out.stderr, results)
 	}
-	writeBuildPaths(out, results)
+	summary.BuildPaths(out.stdout, results)
 	switch {
 	case errors.Is(err, fleet.ErrUnknownNode), errors.Is(err, fleet.ErrNotSelected), errors.Is(err, fleet.ErrShardSigns):
 		fmt.Fprintf(out.stderr, "pibake build: %v\n", err)

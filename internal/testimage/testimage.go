@@ -198,6 +198,22 @@ func makeRoot(path string, s Spec, rootDir string) error {
 		path, fmt.Sprintf("%dM", s.RootMiB))
 }
 
+// BootFiles are the generated boot partition's files, by path.
+func (s Spec) BootFiles() map[string]string { return bootFiles(s) }
+
+// RootTree is the generated root file system's files, by path, with
+// s.RootFiles.
+func (s Spec) RootTree() map[string]string {
+	files := rootFiles(s)
+	for name, content := range s.RootFiles {
+		files[name] = content
+	}
+	return files
+}
+
+// BootSectors is the boot partition's size in sectors.
+func (s Spec) BootSectors() int64 { return s.bootSectors() }
+
 func bootFiles(s Spec) map[string]string {
 	files := map[string]string{
 		"cmdline.txt":               s.Cmdline(),

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/pibake/pibake/recipes/diag"
+	"github.com/pibake/pibake/recipes/hclfuncs"
 	"github.com/pibake/pibake/recipes/model"
 
 	"github.com/hashicorp/hcl/v2"
@@ -106,9 +107,13 @@ func (ld *Where) checkLogins(r *model.Recipe) hcl.Diagnostics {
 	case nodes > 1 || n.Group != n.Hostname:
 		which = fmt.Sprintf("%s of node block %s", model.Plural(nodes, "node"), blocks[0])
 	}
+	fix := "Add ssh_authorized_keys = ssh_public_keys() (your ~/.ssh/id_ed25519.pub, id_ecdsa.pub or id_rsa.pub) to a user block, in defaults for every node."
+	if key, _ := hclfuncs.UserPublicKey(); key == "" {
+		fix = "Give it a key: ssh_public_keys() finds none here (no ~/.ssh/id_ed25519.pub, id_ecdsa.pub or id_rsa.pub), so make one with ssh-keygen -t ed25519, or list keys in ssh_authorized_keys."
+	}
 	return hcl.Diagnostics{diag.WarningAt(m.Ranges.At("user", m.DefRange), "Nobody can log in",
-		"%s: user %q has neither password_hash nor ssh_authorized_keys, so nobody can log in (the nodes still boot and join). Add ssh_authorized_keys = [file(\"~/.ssh/id_ed25519.pub\")] to a user block, in defaults for every node.",
-		which, n.User.Name)}
+		"%s: user %q has neither password_hash nor ssh_authorized_keys, so nobody can log in (the nodes still boot and join). %s",
+		which, n.User.Name, fix)}
 }
 
 // listSome lists the first few items and says how many more there are.
@@ -133,18 +138,27 @@ func (ld *Where) checkServerIP(r *model.Recipe) hcl.Diagnostics {
 }
 
 // checkUnique rejects hostnames (case-insensitively) and addresses used by
-// two nodes, citing both places.
+// two nodes, citing both blocks and places, with advice that fits: count
+// only comes up when one of the blocks has it.
 func (ld *Where) checkUnique(r *model.Recipe) hcl.Diagnostics {
 	var diags hcl.Diagnostics
 	hosts := map[string]int{}
 	addrs := map[netip.Addr]int{}
+	counted := map[string]int{}
+	for _, n := range r.Nodes {
+		counted[n.Group]++
+	}
 	for i, n := range r.Nodes {
 		m := ld.Meta[i]
 		key := strings.ToLower(n.Hostname)
 		if j, dup := hosts[key]; dup {
+			fix := "Rename one of the node blocks, or set a hostname in one."
+			if counted[n.Group] > 1 || counted[r.Nodes[j].Group] > 1 {
+				fix = "A counted block names its nodes <label>-1, <label>-2, …: rename a block, or set hostname with count.index in it."
+			}
 			diags = append(diags, diag.ErrorAt(m.HostnameRange(), "Duplicate hostname",
-				"Node %s has the hostname %q, which %s (%s) already has. Every node needs its own hostname; with count, include count.index in it.",
-				describe(n), n.Hostname, describe(r.Nodes[j]), ld.Meta[j].HostnameRange()))
+				"Node %s has the hostname %q, which node %s (%s) already has. Every node needs its own hostname. %s",
+				block(n, counted), n.Hostname, block(r.Nodes[j], counted), startOf(ld.Meta[j].HostnameRange()), fix))
 		} else {
 			hosts[key] = i
 		}
@@ -165,6 +179,20 @@ func (ld *Where) checkUnique(r *model.Recipe) hcl.Diagnostics {
 // describe names a node the way the recipe declares it.
 func describe(n model.Node) string {
 	return fmt.Sprintf("%q", n.Hostname)
+}
+
+// block names a node by its node block, and its count.index when the
+// block makes several (counted: nodes per block label).
+func block(n model.Node, counted map[string]int) string {
+	if counted[n.Group] > 1 {
+		return fmt.Sprintf("%q (node block %q, count.index %d)", n.Hostname, n.Group, n.Index)
+	}
+	return fmt.Sprintf("%q (node block %q)", n.Hostname, n.Group)
+}
+
+// startOf is a range's start as file:line:col.
+func startOf(r *hcl.Range) string {
+	return fmt.Sprintf("%s:%d:%d", r.Filename, r.Start.Line, r.Start.Column)
 }
 
 // assignJoins picks the founding server and the URL and batch every other

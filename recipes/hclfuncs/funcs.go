@@ -27,6 +27,8 @@ func Functions(dir string) map[string]function.Function {
 		"file":     fileFunc(dir),
 		"cidrhost": cidrhostFunc,
 
+		"ssh_public_keys": sshPublicKeysFunc,
+
 		// The cty standard library, under the names Terraform users know.
 		"abs":          stdlib.AbsoluteFunc,
 		"ceil":         stdlib.CeilFunc,
@@ -112,6 +114,41 @@ func fileFunc(dir string) function.Function {
 			return cty.StringVal(string(b)), nil
 		},
 	})
+}
+
+// PublicKeyFiles are where ssh_public_keys() looks, under ~/.ssh, in
+// order: what ssh-keygen writes by default, in the order ssh offers them.
+var PublicKeyFiles = []string{"id_ed25519.pub", "id_ecdsa.pub", "id_rsa.pub"}
+
+// sshPublicKeysFunc returns the user's SSH public key as a list of one,
+// for a user block's ssh_authorized_keys: the first of PublicKeyFiles.
+// With none (or no home directory, as in CI) it returns an empty list,
+// so that a recipe still loads, and the "Nobody can log in" warning says
+// why and how to make a key.
+var sshPublicKeysFunc = function.New(&function.Spec{
+	Type: function.StaticReturnType(cty.List(cty.String)),
+	Impl: func([]cty.Value, cty.Type) (cty.Value, error) {
+		if key, _ := UserPublicKey(); key != "" {
+			return cty.ListVal([]cty.Value{cty.StringVal(key)}), nil
+		}
+		return cty.ListValEmpty(cty.String), nil
+	},
+})
+
+// UserPublicKey is the first of ~/.ssh's PublicKeyFiles, trimmed, and
+// its path; "" when there is none.
+func UserPublicKey() (key, path string) {
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", ""
+	}
+	for _, name := range PublicKeyFiles {
+		p := filepath.Join(home, ".ssh", name)
+		if b, err := os.ReadFile(p); err == nil && strings.TrimSpace(string(b)) != "" {
+			return strings.TrimSpace(string(b)), p
+		}
+	}
+	return "", ""
 }
 
 // ResolvePath expands a leading ~/ and makes a relative path relative to dir.

@@ -202,28 +202,39 @@ func (p Plan) WriteText(w io.Writer) error {
 	}
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "HOSTNAME\tROLE\tIP\tJOINS\tBATCH\tLOGIN\tHARDWARE\tLABELS\tTAINTS")
+	fmt.Fprintln(tw, "HOSTNAME\tROLE\tIP\tWIFI\tJOINS\tBATCH\tLOGIN\tHARDWARE\tLABELS\tTAINTS")
 	for _, n := range p.Nodes {
-		joins := n.Join
-		if n.ClusterInit {
-			joins = "founds the cluster (cluster-init)"
-		} else if joins == "" {
-			joins = "founds the cluster"
-		}
-		switch n.CA {
-		case "carries":
-			joins += ", carries the CA"
-		case "pins":
-			joins += ", pins the CA"
-		}
+		joins := n.joins()
 		batch := "-"
 		if n.JoinBatch != nil {
 			batch = fmt.Sprint(*n.JoinBatch)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Hostname, n.Role, n.IP, joins, batch,
+		wifi := "-" // the network's name and country; never its key
+		if n.WiFi != nil {
+			wifi = fmt.Sprintf("%q (%s)", n.WiFi.SSID, n.WiFi.Country)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Hostname, n.Role, n.IP, wifi, joins, batch,
 			login(n.User), orDash(hardwareLine(n)), orDash(joinLabels(n.Labels)), orDash(strings.Join(n.Taints, ",")))
 	}
 	return tw.Flush()
+}
+
+// joins says whom a node joins, or that it founds the cluster, and its
+// part in a generated CA.
+func (n PlanNode) joins() string {
+	joins := n.Join
+	if n.ClusterInit {
+		joins = "founds the cluster (cluster-init)"
+	} else if joins == "" {
+		joins = "founds the cluster"
+	}
+	switch n.CA {
+	case "carries":
+		joins += ", carries the CA"
+	case "pins":
+		joins += ", pins the CA"
+	}
+	return joins
 }
 
 // hardwareLine sums up a node's hardware profile, or the storage it

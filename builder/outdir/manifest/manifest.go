@@ -29,6 +29,12 @@ type Manifest struct {
 	PibakeVersion string `json:"pibake_version"`
 	Cluster       string `json:"cluster"`
 	RecipeHash    string `json:"recipe_hash"`
+	// RecipeNodes are the recipe's hostnames in its order: what a merge
+	// of shards must hold, and (with Shard) which shard holds which.
+	RecipeNodes []string `json:"recipe_nodes,omitempty"`
+	// Shard is "I/N" when the last build built shard I of N (build
+	// --shard); empty for a build of the whole recipe.
+	Shard string `json:"shard,omitempty"`
 	// Token says where the cluster token comes from: "recipe" or
 	// "generated" (kept in .pibake/token); TokenID identifies a generated
 	// one, so a different token file is noticed before it rebuilds every

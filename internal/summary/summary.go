@@ -1,8 +1,11 @@
-package main
+// Package summary renders what a build did and what the cache holds: the
+// tables people read (on stderr for a build) and the paths scripts read.
+package summary
 
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"strings"
 	"text/tabwriter"
 
@@ -11,24 +14,24 @@ import (
 	"github.com/pibake/pibake/internal/bytesize"
 )
 
-// writeBuildPaths writes one path per file a build wrote or kept, for
+// BuildPaths writes one path per file a build wrote or kept, for
 // scripts: each image, and its .img.xz.
-func writeBuildPaths(out outputs, results []builder.NodeResult) {
+func BuildPaths(w io.Writer, results []builder.NodeResult) {
 	for _, res := range results {
 		if res.Status != builder.StatusBuilt && res.Status != builder.StatusUnchanged {
 			continue
 		}
-		fmt.Fprintln(out.stdout, res.File)
+		fmt.Fprintln(w, res.File)
 		if res.XZ != "" {
-			fmt.Fprintln(out.stdout, res.XZ)
+			fmt.Fprintln(w, res.XZ)
 		}
 	}
 }
 
-// writeBuildTable is the summary for people, on stderr; stdout keeps one
+// BuildTable is the summary for people, on stderr; stdout keeps one
 // file path per line for scripts.
-func writeBuildTable(o outputs, results []builder.NodeResult) {
-	tw := tabwriter.NewWriter(o.stderr, 0, 0, 2, ' ', 0)
+func BuildTable(w io.Writer, results []builder.NodeResult) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "\nNODE\tROLE\tFILE\tSIZE\tSHA256\tSTATUS")
 	for _, r := range results {
 		sum := r.SHA256
@@ -44,7 +47,9 @@ func writeBuildTable(o outputs, results []builder.NodeResult) {
 		case builder.StatusUnchanged:
 			status = "unchanged, skipped"
 		case builder.StatusFailed:
-			status = "FAILED: " + oneLine(r.Err)
+			status = "FAILED: " + oneLine(r.Err) + stays(r)
+		case builder.StatusInterrupted:
+			status = "interrupted" + stays(r)
 		case builder.StatusOrphan:
 			status = "not in the recipe; kept (--prune deletes it)"
 		case builder.StatusPruned:
@@ -65,6 +70,15 @@ func writeBuildTable(o outputs, results []builder.NodeResult) {
 	tw.Flush()
 }
 
+// stays says what a node that failed or was interrupted still has
+// published: FILE is then the image from before.
+func stays(r builder.NodeResult) string {
+	if r.File == "" {
+		return "; not built"
+	}
+	return "; its image from before stays"
+}
+
 // oneLine is an error's first line.
 func oneLine(err error) string {
 	if err == nil {
@@ -74,10 +88,10 @@ func oneLine(err error) string {
 	return s
 }
 
-// writeCacheList lists the cache's entries, as JSON or as a table.
-func writeCacheList(out outputs, entries []base.Entry, asJSON bool) {
+// CacheList lists the cache's entries, as JSON or as a table.
+func CacheList(w io.Writer, entries []base.Entry, asJSON bool) {
 	if asJSON {
-		enc := json.NewEncoder(out.stdout)
+		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		if entries == nil {
 			entries = []base.Entry{}
@@ -85,7 +99,7 @@ func writeCacheList(out outputs, entries []base.Entry, asJSON bool) {
 		enc.Encode(entries)
 		return
 	}
-	tw := tabwriter.NewWriter(out.stdout, 0, 0, 2, ' ', 0)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "SHA256\tON DISK\tLAST USED\tSOURCES")
 	for _, e := range entries {
 		id := e.SHA256
