@@ -170,7 +170,7 @@ func TestLoadFindings(t *testing.T) {
 				t.Errorf("Load(%s) has no error", tt.name)
 			}
 			for _, d := range diags {
-				if containsAny(d.Detail, "0123456789abcdef0123", "qwerty", "K10abcdef", "hunter22", "long-enough", "0123456789 abcdef") {
+				if containsAny(d.Detail, "0123456789abcdef0123", "qwerty", "K10abcdef", "hunter22", "long-enough", "0123456789 abcdef", ":secret@") {
 					t.Errorf("Load(%s): a diagnostic quotes a secret: %s", tt.name, d.Detail)
 				}
 			}

@@ -121,7 +121,7 @@ func checkReportURL(raw string, subject *hcl.Range) hcl.Diagnostics {
 			"report url %q must be an http:// or https:// URL with a host, such as \"http://192.168.1.5:8470\" (where pibake watch listens).", raw)}
 	case u.User != nil:
 		return hcl.Diagnostics{diag.ErrorAt(subject, "Invalid report URL",
-			"report url %q carries credentials, which every card would show in plain text; remove them: reports are signed with a key of the build.", raw)}
+			"report url %q carries credentials, which every card would show in plain text; remove them: reports are signed with a key of the build.", u.Redacted())}
 	case u.RawQuery != "" || u.Fragment != "":
 		return hcl.Diagnostics{diag.ErrorAt(subject, "Invalid report URL",
 			"report url %q has a query or fragment; give the base URL only (reports go to <url>/v1/report).", raw)}
