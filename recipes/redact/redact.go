@@ -32,7 +32,7 @@ func RedactedFiles(files map[string]*hcl.File) map[string]*hcl.File {
 
 func maskSecrets(body *hclsyntax.Body, src []byte) {
 	for name, attr := range body.Attributes {
-		if !secretAttributes[name] || isReference(attr.Expr) {
+		if !(secretAttributes[name] || name == "url" && hasUserinfo(src, attr.Expr.Range())) || isReference(attr.Expr) {
 			continue
 		}
 		r := attr.Expr.Range()
@@ -73,4 +73,23 @@ var secretAttributes = map[string]bool{
 	"agent_token":   true,
 	"password_hash": true,
 	"psk":           true,
+}
+
+// hasUserinfo reports whether the URL written in r carries credentials
+// (scheme://user:password@host): a report URL with them is refused, and
+// the refusal's snippet must not show them.
+func hasUserinfo(src []byte, r hcl.Range) bool {
+	if r.End.Byte > len(src) {
+		return false
+	}
+	v := src[r.Start.Byte:r.End.Byte]
+	i := bytes.Index(v, []byte("://"))
+	if i < 0 {
+		return false
+	}
+	host := v[i+3:]
+	if j := bytes.IndexAny(host, "/?#\""); j >= 0 {
+		host = host[:j]
+	}
+	return bytes.Contains(host, []byte("@"))
 }
