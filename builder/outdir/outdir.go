@@ -127,7 +127,17 @@ func (d *Dir) open() error {
 }
 
 // Close unlocks the directory.
-func (d *Dir) Close() { d.lock.Unlock() }
+func (d *Dir) Close() {
+	// A run that stopped between unlisting the records and writing them
+	// again (Ctrl-C) must not leave them under their final names
+	// unlisted; should removing them fail, the next Open's sweep does it.
+	d.mu.Lock()
+	if err := d.sweepRecords(); err != nil {
+		d.logf("warning: %v", err)
+	}
+	d.mu.Unlock()
+	d.lock.Unlock()
+}
 
 // path is the path of a name in the directory.
 func (d *Dir) path(name string) string { return filepath.Join(d.dir, filepath.FromSlash(name)) }
