@@ -141,16 +141,11 @@ func (d *Dir) recordsIntact() bool {
 func (d *Dir) Record(name string) ([]byte, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.readRecord(name)
+	return ReadRecord(d.dir, d.m, name)
 }
 
-func (d *Dir) readRecord(name string) ([]byte, error) { return readRecord(d.dir, d.m, name) }
-
-// ReadRecord reads a record of another output directory (a shard) whose
-// manifest is m, checked against the checksum m lists for it.
-func ReadRecord(dir string, m Manifest, name string) ([]byte, error) { return readRecord(dir, m, name) }
-
-func readRecord(dir string, m Manifest, name string) ([]byte, error) {
+// ReadRecord reads a record of the output directory dir (manifest m), checked against m's checksum.
+func ReadRecord(dir string, m Manifest, name string) ([]byte, error) {
 	i := slices.IndexFunc(m.Records, func(r Record) bool { return r.Name == name })
 	if i < 0 {
 		return nil, fmt.Errorf("%s lists no %s: %w", filepath.Join(dir, manifestFile), name, os.ErrNotExist)
