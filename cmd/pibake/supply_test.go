@@ -14,6 +14,7 @@ import (
 	"github.com/pibake/pibake/builder/dpkg"
 	"github.com/pibake/pibake/builder/sbom"
 	"github.com/pibake/pibake/internal/buildtest"
+	"github.com/pibake/pibake/internal/supplytest"
 	"github.com/pibake/pibake/internal/testimage"
 )
 
@@ -216,16 +217,16 @@ func checkTamperingNamed(t *testing.T, p supplyRun, out, allowed string, spec te
 		want []string
 	}{
 		{"root partition", img, rootFrom + 5<<20 + 321, []string{"FAILED  image ha-agent-1.img", "partition 2 (ext4 rootfs), bytes"}},
-		{"base boot file", img, offsetIn(t, img, []byte("kernel image stand-in"), bootFrom, rootFrom) + 3, []string{"FAILED  image ha-agent-1.img", "partition 1 (vfat bootfs), bytes"}},
-		{"pibake boot file", img, offsetIn(t, img, []byte(`"hostname": "ha-agent-1"`), bootFrom, rootFrom) + 14,
+		{"base boot file", img, supplytest.Offset(t, img, []byte("kernel image stand-in"), bootFrom, rootFrom) + 3, []string{"FAILED  image ha-agent-1.img", "partition 1 (vfat bootfs), bytes"}},
+		{"pibake boot file", img, supplytest.Offset(t, img, []byte(`"hostname": "ha-agent-1"`), bootFrom, rootFrom) + 14,
 			[]string{"differs inside pibake's own changes", "FAILED  sbom ha-agent-1.cdx.json", "boot file pibake/node.json differs from the SBOM's"}},
-		{"SHA256SUMS", sums, offsetIn(t, sums, []byte("  ha-agent-1.img\n"), 0, 1<<20) - 1, []string{"FAILED  signature SHA256SUMS.sig", "FAILED  SHA256SUMS", "ha-agent-1.img: SHA-256 is"}},
+		{"SHA256SUMS", sums, supplytest.Offset(t, sums, []byte("  ha-agent-1.img\n"), 0, 1<<20) - 1, []string{"FAILED  signature SHA256SUMS.sig", "FAILED  SHA256SUMS", "ha-agent-1.img: SHA-256 is"}},
 		{"signature", filepath.Join(out, "provenance.json.sig"), fileSize(t, filepath.Join(out, "provenance.json.sig")) - 60, []string{"FAILED  signature provenance.json.sig"}},
 	}
 	for _, tt := range tests {
-		flipByte(t, tt.file, tt.at)
+		supplytest.Flip(t, tt.file, tt.at, 0x01)
 		report, code := p.run("verify", out, "--allowed-signers", allowed)
-		flipByte(t, tt.file, tt.at)
+		supplytest.Flip(t, tt.file, tt.at, 0x01)
 		if code != exitFailure {
 			t.Errorf("%s changed: pibake verify exits %d; want %d\n%s", tt.name, code, exitFailure, report)
 			continue
@@ -239,40 +240,6 @@ func checkTamperingNamed(t *testing.T, p supplyRun, out, allowed string, spec te
 	if report, code := p.run("verify", out, "--allowed-signers", allowed); code != exitOK {
 		t.Fatalf("every byte changed back: pibake verify exits %d\n%s", code, report)
 	}
-}
-
-func flipByte(t *testing.T, path string, at int64) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	c := make([]byte, 1)
-	if _, err := f.ReadAt(c, at); err != nil {
-		t.Fatal(err)
-	}
-	c[0] ^= 0x01
-	if _, err := f.WriteAt(c, at); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// offsetIn finds data in the file between from and to.
-func offsetIn(t *testing.T, path string, data []byte, from, to int64) int64 {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, to-from)
-	n, _ := f.ReadAt(buf, from)
-	i := bytes.Index(buf[:n], data)
-	if i < 0 {
-		t.Fatalf("%q not found in %s", data, path)
-	}
-	return from + int64(i)
 }
 
 func fileSize(t *testing.T, path string) int64 {
