@@ -189,7 +189,7 @@ func crashEveryStep(t *testing.T, sc crashScenario) int {
 		}
 		buildtest.CheckInvariant(t, target)
 		if got := buildtest.Snapshot(t, dir); !maps.Equal(got, wantFiles) {
-			t.Errorf("stopped after step %d (%s): the next run made other files: %v", k, lastStep(steps, k), differ(got, wantFiles))
+			t.Errorf("stopped after step %d (%s): the next run made other files: %v", k, lastStep(steps, k), changed(wantFiles, got))
 		}
 		os.RemoveAll(root)
 	}
@@ -230,23 +230,6 @@ func lastStep(steps []string, k int) string {
 		return "before any"
 	}
 	return "after " + steps[k-1]
-}
-
-// differ lists the files that are not the same in a and b.
-func differ(a, b map[string]string) []string {
-	var out []string
-	for k := range a {
-		if a[k] != b[k] {
-			out = append(out, k)
-		}
-	}
-	for k := range b {
-		if _, ok := a[k]; !ok {
-			out = append(out, k+" (missing)")
-		}
-	}
-	slices.Sort(out)
-	return out
 }
 
 // TestEmptySetsCheck: the directories that hold no node — pibake init's,
