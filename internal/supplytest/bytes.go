@@ -41,3 +41,27 @@ func Offset(t testing.TB, path string, data []byte, from, to int64) int64 {
 	}
 	return from + int64(i)
 }
+
+// HexSafeMask is the mask for Flip that changes the byte at offset at of
+// the file at path and, where that byte is a lower-case hex digit, keeps
+// it one: '0' becomes '1' and every other digit '0'. Any other byte gets
+// 0x01.
+func HexSafeMask(t testing.TB, path string, at int64) byte {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	c := make([]byte, 1)
+	if _, err := f.ReadAt(c, at); err != nil {
+		t.Fatal(err)
+	}
+	switch {
+	case c[0] == '0':
+		return '0' ^ '1'
+	case c[0] >= '1' && c[0] <= '9', c[0] >= 'a' && c[0] <= 'f':
+		return c[0] ^ '0'
+	}
+	return 0x01
+}
