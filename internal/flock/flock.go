@@ -53,6 +53,7 @@ func Acquire(ctx context.Context, path string, m Mode, wait bool, onWait func(ho
 	if err != nil {
 		return nil, err
 	}
+	unnamed := 0
 	for waited := false; ; waited = true {
 		ok, err := tryLock(f, m)
 		if err != nil {
@@ -66,6 +67,14 @@ func Acquire(ctx context.Context, path string, m Mode, wait bool, onWait func(ho
 			return &Lock{f: f}, nil
 		}
 		holder := Holder(path)
+		if !wait && holder == unknownHolder && unnamed < holderWriteTries {
+			// The holder writes its name just after it takes the lock
+			// (and, taking it again, truncates the file first): a moment
+			// later the file names it, or the lock is free.
+			unnamed++
+			time.Sleep(holderWriteWait)
+			continue
+		}
 		if !wait {
 			f.Close()
 			return nil, fmt.Errorf("%s: %w (%s)", path, ErrBusy, holder)
@@ -93,11 +102,22 @@ func (l *Lock) Unlock() error {
 	return err
 }
 
+// unknownHolder is what Holder says when the file names nobody: a shared
+// holder, a read-only lock file, or an exclusive holder that has not yet
+// written its name.
+const unknownHolder = "holder unknown"
+
+// How long a refused Acquire waits for the holder's name: tries × wait.
+const (
+	holderWriteTries = 20
+	holderWriteWait  = 10 * time.Millisecond
+)
+
 // Holder describes who last held the lock exclusively, from the file.
 func Holder(path string) string {
 	b, err := os.ReadFile(path)
 	if err != nil || len(strings.TrimSpace(string(b))) == 0 {
-		return "holder unknown"
+		return unknownHolder
 	}
 	return strings.TrimSpace(string(b))
 }

@@ -72,6 +72,34 @@ func TestAcquire(t *testing.T) {
 	}
 }
 
+// TestAcquireNamesAHolderThatHasNotWrittenYet: between taking the lock
+// and writing its pid, a holder's lock file is empty (TestConcurrentBuilds
+// in builder once read it in that instant and said "holder unknown"). A
+// refused Acquire waits a moment for the name.
+func TestAcquireNamesAHolderThatHasNotWrittenYet(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "lock")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if ok, err := Try(f, Exclusive); !ok || err != nil {
+		t.Fatalf("Try = %v, %v", ok, err)
+	}
+	// The holder took the lock; its name comes a little later.
+	written := make(chan struct{})
+	go func() {
+		defer close(written)
+		time.Sleep(3 * holderWriteWait)
+		writeHolder(f)
+	}()
+	_, err = Acquire(context.Background(), path, Exclusive, false, nil)
+	<-written
+	if !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), fmt.Sprintf("pid %d", os.Getpid())) {
+		t.Errorf("Acquire while the holder writes its name = %v; want ErrBusy naming pid %d", err, os.Getpid())
+	}
+}
+
 // TestAcquireReadOnly: a lock file in a directory that cannot be written
 // still locks.
 func TestAcquireReadOnly(t *testing.T) {
