@@ -1,6 +1,7 @@
 package builder
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -37,13 +38,15 @@ type crashScenario struct {
 // TestCrashPoints is the transaction's crash-point enumeration with real
 // builds: for each scenario (a new node; a changed node; byte-identical
 // images with --compress newly asked; --force; a node removed with
-// --prune; a merge), it counts the filesystem steps of the change and,
-// for every k, stops it after step k (buildtest.CrashFS: what a kill -9
-// leaves), opens the directory as the next run does (which rolls the
-// journal forward and sweeps), checks the invariant (sha256sum -c passes,
-// every image listed or gone, no temporary name), runs the change again
-// to the end and requires the directory to be byte for byte what an
-// uninterrupted change makes. -short tries every fifth step.
+// --prune; a merge; signed builds and merges), it takes every filesystem
+// step of the change and, for every k, the directory as a kill -9 after
+// step k leaves it (buildtest.CrashFS's BeforeStep), opens it as the next
+// run does (which rolls the journal forward and sweeps), checks the
+// invariant (sha256sum -c passes, every image listed or gone, no
+// temporary name), runs the change again to the end and requires the
+// directory to be byte for byte what the uninterrupted change made. The
+// crash points of a scenario are checked in parallel. -short tries every
+// fifth step.
 func TestCrashPoints(t *testing.T) {
 	s := buildtest.NewReleaseServerFor(t, buildtest.Small())
 	cache := filepath.Join(memDir(t), "cache")
@@ -130,15 +133,17 @@ func shardsOf(r *recipes.Recipe, build func(*recipes.Recipe, string, seam.FS, fu
 	}
 }
 
-// crashEveryStep runs a scenario uninterrupted, then stopped after each
-// of its steps, and returns how many steps it has.
+// crashEveryStep runs a scenario once, uninterrupted, copying its
+// directory before every filesystem step: the copy made before step k+1
+// is what a kill -9 after step k leaves (the page cache keeps what was
+// written; nothing of the run's own error handling happens). Each copy is
+// then checked in a parallel subtest: the next run opens it (rolling the
+// journal forward, sweeping), the invariant holds, and run to the end the
+// change makes what the uninterrupted one made. It returns how many
+// steps the change has.
 func crashEveryStep(t *testing.T, sc crashScenario) int {
 	start := filepath.Join(memDir(t), "start")
 	sc.start(t, start)
-	// The uninterrupted change: its steps, and what it makes.
-	// The same base name as the directories below: steps name it.
-	want := filepath.Join(memDir(t), "out")
-	buildtest.Copy(t, start, want)
 	// Beside the output directory: out's parent, or out for a merge's
 	// out/merged (a file CheckInvariant and the snapshots ignore).
 	besideOut := func(out string) {
@@ -147,53 +152,120 @@ func crashEveryStep(t *testing.T, sc crashScenario) int {
 			buildtest.Copy(t, sc.allowed, filepath.Join(out, "allowed_signers"))
 		}
 	}
-	besideOut(want)
-	count := buildtest.NewCrashFS(-1)
-	if err := sc.run(want, count); err != nil {
-		t.Fatalf("uninterrupted: %v", err)
-	}
-	steps := count.Steps()
-	if len(steps) == 0 {
-		t.Fatal("the change took no filesystem step")
-	}
-	wantFiles := buildtest.Snapshot(t, want)
 	stride := 1
 	if testing.Short() {
 		stride = 5
 	}
-	for k := 0; k < len(steps); k += stride {
-		root := memDir(t)
-		dir := filepath.Join(root, "out")
-		buildtest.Copy(t, start, dir)
-		besideOut(dir)
-		// The run goes on after the crash as a killed process would
-		// not, but every later step fails: it changes nothing more.
-		crash := buildtest.NewCrashFS(k)
-		sc.run(dir, crash)
-		if got := crash.Steps(); len(got) <= k || !slices.Equal(got[:k], steps[:k]) {
-			t.Fatalf("stopped after step %d: the run took other steps than the uninterrupted one:\n%s\nwant\n%s", k, strings.Join(got, ", "), strings.Join(steps, ", "))
+	// The same base name as the copies below: steps name it.
+	want := filepath.Join(memDir(t), "out")
+	buildtest.Copy(t, start, want)
+	besideOut(want)
+	states := memDir(t)
+	stateOf := func(k int) string { return filepath.Join(states, fmt.Sprintf("%04d", k), "out") }
+	run := buildtest.NewCrashFS(-1)
+	run.BeforeStep = func(done int) {
+		if done%stride == 0 {
+			copyState(t, want, stateOf(done))
 		}
+	}
+	if err := sc.run(want, run); err != nil {
+		t.Fatalf("uninterrupted: %v", err)
+	}
+	steps := run.Steps()
+	if len(steps) == 0 {
+		t.Fatal("the change took no filesystem step")
+	}
+	wantFiles := buildtest.Snapshot(t, want)
+	// The change's end state keeps the invariant; a copy that converges
+	// is byte for byte the same.
+	buildtest.CheckInvariant(t, outDirOf(want))
+	// The next run opens each crash state (the journal rolls forward,
+	// temporary names are swept). Crash states that are the same after
+	// that (most differ only in a temporary file's bytes) are one check:
+	// what follows depends on nothing but the directory's contents.
+	opened := map[string]int{}
+	for k := 0; k < len(steps); k += stride {
+		dir := stateOf(k)
+		besideOut(dir)
 		target := outDirOf(dir)
-		// The next run opens the directory: the journal rolls forward,
-		// temporary names are swept.
 		d, err := outdir.Open(context.Background(), target, outdir.Options{})
 		if err != nil {
-			t.Fatalf("after step %d: open: %v", k, err)
+			t.Fatalf("%s: open: %v", lastStep(steps, k), err)
 		}
 		d.Close()
-		buildtest.CheckInvariant(t, target)
-		// And it converges: run to the end, it makes what an
-		// uninterrupted change does.
-		if err := sc.run(dir, nil); err != nil {
-			t.Fatalf("after step %d: the next run: %v", k, err)
+		key := stateKey(t, dir)
+		if first, ok := opened[key]; ok {
+			t.Logf("%s: once opened, the same directory as %s", lastStep(steps, k), lastStep(steps, first))
+			os.RemoveAll(filepath.Dir(dir))
+			continue
 		}
-		buildtest.CheckInvariant(t, target)
-		if got := buildtest.Snapshot(t, dir); !maps.Equal(got, wantFiles) {
-			t.Errorf("stopped after step %d (%s): the next run made other files: %v", k, lastStep(steps, k), changed(wantFiles, got))
-		}
-		os.RemoveAll(root)
+		opened[key] = k
+		t.Run(fmt.Sprintf("crash %d of %d", k, len(steps)), func(t *testing.T) {
+			t.Parallel()
+			defer os.RemoveAll(filepath.Dir(dir))
+			buildtest.CheckInvariant(t, target)
+			// And it converges: run to the end, it makes what the
+			// uninterrupted change made.
+			if err := sc.run(dir, nil); err != nil {
+				t.Fatalf("%s: the next run: %v", lastStep(steps, k), err)
+			}
+			if got := buildtest.Snapshot(t, dir); !maps.Equal(got, wantFiles) {
+				t.Errorf("%s: the next run made other files: %v", lastStep(steps, k), changed(wantFiles, got))
+			}
+		})
 	}
+	t.Logf("%d steps, %d crash states tried, %d different once opened", len(steps), (len(steps)+stride-1)/stride, len(opened))
 	return len(steps)
+}
+
+// stateKey is what a directory holds, for telling crash states apart:
+// every file's bytes (buildtest.Snapshot) and mode, every directory.
+func stateKey(t *testing.T, dir string) string {
+	var b strings.Builder
+	snap := buildtest.Snapshot(t, dir)
+	for _, name := range slices.Sorted(maps.Keys(snap)) {
+		fmt.Fprintf(&b, "%s %s\n", name, snap[name])
+	}
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(&b, "%s %v\n", strings.TrimPrefix(p, dir), fi.Mode())
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+// copyState copies the directory from to to, as a killed run left it.
+// Raspberry Pi Imager's os_list.json names its directory by absolute
+// path: in the copy it names the copy, as the directory's own would.
+func copyState(t *testing.T, from, to string) {
+	if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	buildtest.Copy(t, from, to)
+	absFrom, _ := filepath.Abs(from)
+	absTo, _ := filepath.Abs(to)
+	err := filepath.WalkDir(to, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.Name() != outdir.OSListFile {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(p, bytes.ReplaceAll(b, []byte(absFrom), []byte(absTo)), 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 // memDir is a new directory in memory (tmpfs) where there is one, else

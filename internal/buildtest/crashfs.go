@@ -21,6 +21,10 @@ var ErrCrashed = errors.New("crashed here (test)")
 // never crashes and only counts. Steps records every step asked for.
 type CrashFS struct {
 	After int
+	// BeforeStep, when set, is called before each step with how many
+	// steps are done, while no other step can start: what the directory
+	// holds then is what a kill -9 after that many steps leaves.
+	BeforeStep func(done int)
 
 	mu    sync.Mutex
 	steps []string
@@ -53,6 +57,9 @@ func (c *CrashFS) step(op, name string, more ...string) error {
 	what := op + " " + filepath.Base(name)
 	for _, m := range more {
 		what += " " + filepath.Base(m)
+	}
+	if c.BeforeStep != nil && (c.After < 0 || len(c.steps) < c.After) {
+		c.BeforeStep(len(c.steps))
 	}
 	c.steps = append(c.steps, what)
 	if c.After >= 0 && len(c.steps) > c.After {
