@@ -12,6 +12,7 @@ import (
 	"hash"
 	"io"
 	"os"
+	"sync"
 
 	"github.com/pibake/pibake/internal/sparse"
 )
@@ -42,16 +43,25 @@ func SHA256(ctx context.Context, p string) (string, int64, error) {
 	return hex.EncodeToString(h.Sum(nil)), fi.Size(), nil
 }
 
+// zeroMiB is what a hole hashes as, read and never written.
+var zeroMiB [1 << 20]byte
+
+// readBufs hold HashRange's read buffers: a build hashes a node's image
+// range by range, and a fresh MiB each time was a tenth of a crash-point
+// test's CPU (allocating and clearing it).
+var readBufs = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
+
 // HashRange feeds [from, to) of f to h. Holes are hashed from a zero
 // buffer instead of being read: an image is mostly holes. A file shorter
 // than to is an error, not a silently shorter hash.
 func HashRange(ctx context.Context, h hash.Hash, f *os.File, from, to int64) error {
-	buf := make([]byte, 1<<20)
-	zero := make([]byte, 1<<20)
+	bufp := readBufs.Get().(*[]byte)
+	defer readBufs.Put(bufp)
+	buf := *bufp
 	hashZeros := func(n int64) {
 		for n > 0 {
-			k := min(n, int64(len(zero)))
-			h.Write(zero[:k])
+			k := min(n, int64(len(zeroMiB)))
+			h.Write(zeroMiB[:k])
 			n -= k
 		}
 	}
