@@ -21,8 +21,10 @@ build:
 ## test: set up the tools, lint, build for every platform, run every test.
 test: deps lint cross unit
 
+## unit: go test, its files on tmpfs when there is room (.ci/testtmp says why).
 unit:
-	$(GO) test -count=1 -timeout 30m ./...
+	@dir=$$(bash .ci/testtmp) && echo "test files under $$dir" && \
+	  TMPDIR=$$dir $(GO) test -count=1 -timeout 30m ./...; rc=$$?; rm -rf "$$dir"; exit $$rc
 
 ## deps: install what the tests need (Debian tools as root, staticcheck).
 deps:
