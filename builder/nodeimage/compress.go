@@ -414,13 +414,7 @@ feed:
 			break feed
 		}
 		g.Go(func() error {
-			var part xzPart
-			var err error
-			if it.hole {
-				part, err = compressZeros(gctx, it.n, check)
-			} else {
-				part, err = compressBlock(gctx, io.NewSectionReader(r, it.off, it.n), check)
-			}
+			part, err := compressItem(gctx, r, it, check)
 			if err != nil {
 				return err
 			}
@@ -440,6 +434,14 @@ feed:
 	}
 	_, err = w.Write(xzstream.Trailer([]byte{0, check}, records))
 	return err
+}
+
+// compressItem compresses one item: a hole as the shared zero block.
+func compressItem(ctx context.Context, r io.ReaderAt, it xzItem, check byte) (xzPart, error) {
+	if it.hole {
+		return compressZeros(ctx, it.n, check)
+	}
+	return compressBlock(ctx, io.NewSectionReader(r, it.off, it.n), check)
 }
 
 // streamHeader is an xz stream header: magic, flags (the check type), and
