@@ -10,13 +10,18 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/pibake/pibake/builder/base"
+	"github.com/pibake/pibake/builder/delta"
 	"github.com/pibake/pibake/builder/fleet"
 	"github.com/pibake/pibake/builder/inputs"
 	"github.com/pibake/pibake/builder/nodeimage"
 	"github.com/pibake/pibake/builder/outdir"
 	"github.com/pibake/pibake/builder/outdir/seam"
+	"github.com/pibake/pibake/builder/sign"
 	"github.com/pibake/pibake/internal/progress"
 	"github.com/pibake/pibake/recipes"
 	"golang.org/x/sync/errgroup"
@@ -71,6 +76,33 @@ type Options struct {
 	// OutFS, when set, is where the output directory's filesystem steps
 	// go: a test stops them after any step.
 	OutFS seam.FS
+	// Lock is the lock file the recipe was built with (already applied
+	// to it), for the provenance.
+	Lock *recipes.Lock
+	// SignKey, when set, signs SHA256SUMS and provenance.json at the end
+	// of a build in which no node failed (outdir.Dir.Sign): an OpenSSH
+	// private key file, or the .pub file of a key ssh-agent holds
+	// (sign.Load). It is loaded before anything else, its passphrase
+	// asked with Prompt (nil: sign.TerminalPrompt). A shard never signs:
+	// its merge does.
+	SignKey string
+	Prompt  sign.Prompt
+
+	// spent, when set (by a benchmark), adds up the time the SBOMs and
+	// the records take (what issue 26 adds to a build), and apart from
+	// it the changes against the base (delta).
+	spent *supplySpent
+}
+
+// supplySpent is where a benchmark reads the supply chain's share of a
+// build.
+type supplySpent struct{ sbomAndRecords, delta atomic.Int64 }
+
+// since adds the time since start to c, when measuring.
+func (s *supplySpent) since(c func(*supplySpent) *atomic.Int64, start time.Time) {
+	if s != nil {
+		c(s).Add(int64(time.Since(start)))
+	}
 }
 
 // NodeStage is a point in a node's build that Options.Event reports.
@@ -91,8 +123,11 @@ const (
 	StatusBuilt     = "built"
 	StatusUnchanged = "unchanged"
 	StatusFailed    = "failed"
-	StatusOrphan    = "orphan" // no longer in the recipe; kept
-	StatusPruned    = "pruned" // no longer in the recipe; deleted (--prune)
+	// StatusInterrupted: Ctrl-C or SIGTERM stopped the build before the
+	// node was published; its image from before, if any, stays (File).
+	StatusInterrupted = "interrupted"
+	StatusOrphan      = "orphan" // no longer in the recipe; kept
+	StatusPruned      = "pruned" // no longer in the recipe; deleted (--prune)
 )
 
 // NodeResult is what Build did for one node.
@@ -125,15 +160,24 @@ func Build(ctx context.Context, r *recipes.Recipe, opt Options) ([]NodeResult, e
 	if err != nil {
 		return nil, err
 	}
+	if b.signer, err = fleet.LoadSigner(opt.SignKey, opt.Prompt); err != nil {
+		return nil, err
+	}
+	defer b.signer.Close()
 	if err := b.fetchBase(ctx); err != nil {
 		return nil, err
 	}
 	defer b.s.Base.Close()
+	if err := b.s.LearnSupply(ctx); err != nil {
+		return nil, err
+	}
 	if err := b.open(ctx); err != nil {
 		return nil, err
 	}
 	defer b.out.Close()
+	b.readDelta()
 	results := b.buildNodes(ctx)
+	b.stillPublished(results)
 	return b.finish(ctx, results)
 }
 
@@ -143,12 +187,24 @@ type build struct {
 	opt Options
 	s   *inputs.Session
 	out *outdir.Dir
+
+	deltaMu sync.Mutex
+	// deltas are the changes of the nodes built in this run, for
+	// delta.json; prevDelta is the directory's delta.json as the run
+	// found it, for the nodes it does not build.
+	deltas    map[string]*delta.Node
+	prevDelta *delta.Record
+	// signer is the --sign-key's, or nil.
+	signer *sign.Signer
 }
 
 // prepare selects the nodes (--node, --shard) and resolves the options.
 func prepare(r *recipes.Recipe, opt Options) (*build, error) {
 	if opt.Event == nil {
 		opt.Event = func(string, NodeStage) {}
+	}
+	if opt.Shard.Count > 0 && opt.SignKey != "" {
+		return nil, fmt.Errorf("--sign-key with --shard: %w", fleet.ErrShardSigns)
 	}
 	nodes, err := fleet.Select(r, opt.Nodes, opt.Shard)
 	if err != nil {
@@ -169,9 +225,9 @@ func prepare(r *recipes.Recipe, opt Options) (*build, error) {
 	}
 	s, err := inputs.Prepare(r, iopt, nodes)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w; nothing was built", err)
 	}
-	return &build{r: r, opt: opt, s: s}, nil
+	return &build{r: r, opt: opt, s: s, deltas: map[string]*delta.Node{}}, nil
 }
 
 // fetchBase fetches, verifies and inspects the base image; nothing is
@@ -216,6 +272,22 @@ func (b *build) buildNodes(ctx context.Context) []NodeResult {
 	return results
 }
 
+// stillPublished fills in, for the nodes that failed or were interrupted,
+// the image from before that the directory still holds: the summary
+// shows what is published, not only what this run wrote.
+func (b *build) stillPublished(results []NodeResult) {
+	m := b.out.Manifest()
+	for i := range results {
+		res := &results[i]
+		if res.Status != StatusFailed && res.Status != StatusInterrupted {
+			continue
+		}
+		if e := m.Node(res.Hostname); e != nil {
+			res.File, res.Size, res.SHA256 = filepath.Join(b.s.OutDir, e.File), e.Size, e.SHA256
+		}
+	}
+}
+
 // finish deals with nodes no longer in the recipe, records the state of
 // every node the directory holds, and says what failed.
 func (b *build) finish(ctx context.Context, results []NodeResult) ([]NodeResult, error) {
@@ -230,6 +302,9 @@ func (b *build) finish(ctx context.Context, results []NodeResult) ([]NodeResult,
 	if err := ctx.Err(); err != nil {
 		return results, err
 	}
+	if err := b.writeRecords(ctx); err != nil {
+		return results, err
+	}
 	var failed, reasons []string
 	for _, res := range results {
 		if res.Status == StatusFailed {
@@ -238,9 +313,12 @@ func (b *build) finish(ctx context.Context, results []NodeResult) ([]NodeResult,
 		}
 	}
 	if len(failed) > 0 {
+		if b.signer != nil {
+			b.s.Logf("not signed: nodes failed")
+		}
 		return results, fmt.Errorf("%d of %d %w (%s):\n  %s", len(failed), len(b.s.Nodes), ErrNodesFailed, strings.Join(failed, ", "), strings.Join(reasons, "\n  "))
 	}
-	return results, nil
+	return results, b.sign()
 }
 
 // orphans reports the nodes the directory holds that are no longer in the
@@ -297,6 +375,10 @@ func (b *build) recordStates(m *outdir.Manifest) {
 		}
 	}
 	b.s.RecordRun(m)
+	m.Shard = ""
+	if b.opt.Shard.Count > 0 {
+		m.Shard = b.opt.Shard.String()
+	}
 	base := b.s.Base
 	m.Base = outdir.Base{Source: base.Image.Source, FinalURL: base.Image.FinalURL, SHA256: base.Image.SHA256,
 		Style: base.Release.Style, OSRelease: base.Release.PrettyName}

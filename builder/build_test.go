@@ -159,7 +159,7 @@ func TestBuildEndToEnd(t *testing.T) {
 	}
 	cmd := exec.Command("sha256sum", "-c", "SHA256SUMS")
 	cmd.Dir = opt.OutDir
-	if out, err := cmd.CombinedOutput(); err != nil || strings.Count(string(out), ": OK") != 2 {
+	if out, err := cmd.CombinedOutput(); err != nil || strings.Count(string(out), ": OK") != 8 { // 2 images, block maps and SBOMs; delta.json, provenance.json
 		t.Errorf("sha256sum -c SHA256SUMS: %v\n%s", err, out)
 	}
 	var m outdir.Manifest
@@ -250,7 +250,8 @@ func TestBuildReproducibleAndCached(t *testing.T) {
 	if strings.Contains(strings.Join(logs, "\n"), "decompressing") {
 		t.Error("the second build decompressed the base again")
 	}
-	for _, name := range []string{"srv.img", "agent.img", "srv.img.bmap", "agent.img.bmap", "SHA256SUMS", "manifest.json"} {
+	for _, name := range []string{"srv.img", "agent.img", "srv.img.bmap", "agent.img.bmap", "SHA256SUMS", "manifest.json",
+		"srv.cdx.json", "agent.cdx.json", "delta.json", "provenance.json"} {
 		a, b := filepath.Join(first.OutDir, name), filepath.Join(second.OutDir, name)
 		fa, _ := os.Stat(a)
 		if fa == nil || !sameRange(t, a, b, 0, fa.Size()) {
@@ -305,26 +306,62 @@ func TestBuildWrongPinBuildsNothing(t *testing.T) {
 }
 
 // TestBuildInterrupted cancels a build while it writes: no file under a
-// final name and no .part file is left.
+// final name and no .part file is left, and every node is reported
+// interrupted (not failed). Interrupted again after a recipe change, the
+// images from before stay published, checked by sha256sum -c, and the
+// results name them.
 func TestBuildInterrupted(t *testing.T) {
+	testimage.Tool(t, "sha256sum")
 	s := buildtest.NewReleaseServer(t)
 	r := recipeFor(t, s, "")
 	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	opt.Event = func(_ string, stage NodeStage) {
-		if stage == StageWritten {
-			cancel() // as SIGINT does, while a node is being written
+	interrupted := func(r *recipes.Recipe) []NodeResult {
+		t.Helper()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		o := opt
+		o.Event = func(_ string, stage NodeStage) {
+			if stage == StageWritten {
+				cancel() // as SIGINT does, while a node is being written
+			}
 		}
+		o.Jobs = 1
+		res, err := Build(ctx, r, o)
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("interrupted Build = %v; want context.Canceled", err)
+		}
+		for _, n := range res {
+			if n.Status != StatusInterrupted {
+				t.Errorf("%s: status %s (%v); want interrupted", n.Hostname, n.Status, n.Err)
+			}
+		}
+		return res
 	}
-	opt.Jobs = 1
-	_, err := Build(ctx, r, opt)
-	if !errors.Is(err, context.Canceled) {
-		t.Fatalf("interrupted Build = %v; want context.Canceled", err)
+	for _, n := range interrupted(r) {
+		if n.File != "" {
+			t.Errorf("%s: an interrupted first build names %s", n.Hostname, n.File)
+		}
 	}
 	left, _ := filepath.Glob(filepath.Join(opt.OutDir, "*.img*"))
 	if len(left) != 0 {
 		t.Errorf("an interrupted build left %v", left)
+	}
+
+	before, err := Build(context.Background(), r, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Nodes[0].Labels = map[string]string{"changed": "yes"}
+	r.Nodes[1].Labels = map[string]string{"changed": "yes"}
+	for i, n := range interrupted(r) {
+		if n.File != before[i].File || n.SHA256 != before[i].SHA256 || !files.Exists(n.File) {
+			t.Errorf("%s: interrupted rebuild names %q (%s); want the image from before, %q (%s)", n.Hostname, n.File, n.SHA256, before[i].File, before[i].SHA256)
+		}
+	}
+	cmd := exec.Command("sha256sum", "-c", "SHA256SUMS")
+	cmd.Dir = opt.OutDir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("sha256sum -c after an interrupted rebuild: %v\n%s", err, out)
 	}
 }
 

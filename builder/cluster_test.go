@@ -331,6 +331,8 @@ func snapshot(t *testing.T, dir string) map[string]string {
 	return m
 }
 
+// changed lists the files that differ between a and b; "(new)" marks
+// those only b holds.
 func changed(a, b map[string]string) []string {
 	var out []string
 	for k := range a {

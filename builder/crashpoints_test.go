@@ -28,6 +28,10 @@ type crashScenario struct {
 	start func(t *testing.T, dir string)
 	// run makes the change in dir, its steps going through fs.
 	run func(dir string, fs seam.FS) error
+	// allowed, when set, is the allowed_signers file of the key the
+	// scenario signs with: put beside the output directory, where
+	// buildtest.CheckInvariant verifies every signature with ssh-keygen.
+	allowed string
 }
 
 // TestCrashPoints is the transaction's crash-point enumeration with real
@@ -67,21 +71,35 @@ func TestCrashPoints(t *testing.T) {
 			}
 		}
 	}
+	key, allowed := buildtest.SigningKey(t, t.TempDir())
+	signed := func(r *recipes.Recipe) func(*testing.T, string) {
+		return func(t *testing.T, dir string) {
+			if err := build(r, dir, nil, func(o *Options) { o.SignKey = key }); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	scenarios := []crashScenario{
-		{"new node", builtWith(one), func(dir string, fs seam.FS) error { return build(two, dir, fs, nil) }},
-		{"changed node", builtWith(two), func(dir string, fs seam.FS) error { return build(changed, dir, fs, nil) }},
+		{"new node", builtWith(one), func(dir string, fs seam.FS) error { return build(two, dir, fs, nil) }, ""},
+		{"changed node", builtWith(two), func(dir string, fs seam.FS) error { return build(changed, dir, fs, nil) }, ""},
 		{"identical bytes, --compress newly asked", builtWith(two), func(dir string, fs seam.FS) error {
 			return build(two, dir, fs, func(o *Options) { o.Compress, o.Nodes = true, []string{"agent"} })
-		}},
+		}, ""},
 		{"--force", builtWith(two), func(dir string, fs seam.FS) error {
 			return build(two, dir, fs, func(o *Options) { o.Force, o.Nodes = true, []string{"agent"} })
-		}},
+		}, ""},
 		{"--prune", builtWith(three), func(dir string, fs seam.FS) error {
 			return build(two, dir, fs, func(o *Options) { o.Prune = true })
-		}},
+		}, ""},
 		{"merge", shardsOf(two, build), func(dir string, fs seam.FS) error {
 			return fleet.Merge(context.Background(), filepath.Join(dir, "merged"), []string{filepath.Join(dir, "s1"), filepath.Join(dir, "s2")}, fleet.MergeOptions{FS: fs})
-		}},
+		}, ""},
+		{"signed, changed node, signed again", signed(two), func(dir string, fs seam.FS) error {
+			return build(changed, dir, fs, func(o *Options) { o.SignKey = key })
+		}, allowed},
+		{"merge --sign-key", shardsOf(two, build), func(dir string, fs seam.FS) error {
+			return fleet.Merge(context.Background(), filepath.Join(dir, "merged"), []string{filepath.Join(dir, "s1"), filepath.Join(dir, "s2")}, fleet.MergeOptions{FS: fs, SignKey: key})
+		}, allowed},
 	}
 	counts := map[string]int{}
 	for _, sc := range scenarios {
@@ -121,6 +139,15 @@ func crashEveryStep(t *testing.T, sc crashScenario) int {
 	// The same base name as the directories below: steps name it.
 	want := filepath.Join(memDir(t), "out")
 	buildtest.Copy(t, start, want)
+	// Beside the output directory: out's parent, or out for a merge's
+	// out/merged (a file CheckInvariant and the snapshots ignore).
+	besideOut := func(out string) {
+		if sc.allowed != "" {
+			buildtest.Copy(t, sc.allowed, filepath.Join(filepath.Dir(out), "allowed_signers"))
+			buildtest.Copy(t, sc.allowed, filepath.Join(out, "allowed_signers"))
+		}
+	}
+	besideOut(want)
 	count := buildtest.NewCrashFS(-1)
 	if err := sc.run(want, count); err != nil {
 		t.Fatalf("uninterrupted: %v", err)
@@ -138,6 +165,7 @@ func crashEveryStep(t *testing.T, sc crashScenario) int {
 		root := memDir(t)
 		dir := filepath.Join(root, "out")
 		buildtest.Copy(t, start, dir)
+		besideOut(dir)
 		// The run goes on after the crash as a killed process would
 		// not, but every later step fails: it changes nothing more.
 		crash := buildtest.NewCrashFS(k)
@@ -161,7 +189,7 @@ func crashEveryStep(t *testing.T, sc crashScenario) int {
 		}
 		buildtest.CheckInvariant(t, target)
 		if got := buildtest.Snapshot(t, dir); !maps.Equal(got, wantFiles) {
-			t.Errorf("stopped after step %d (%s): the next run made other files: %v", k, lastStep(steps, k), differ(got, wantFiles))
+			t.Errorf("stopped after step %d (%s): the next run made other files: %v", k, lastStep(steps, k), changed(wantFiles, got))
 		}
 		os.RemoveAll(root)
 	}
@@ -204,26 +232,9 @@ func lastStep(steps []string, k int) string {
 	return "after " + steps[k-1]
 }
 
-// differ lists the files that are not the same in a and b.
-func differ(a, b map[string]string) []string {
-	var out []string
-	for k := range a {
-		if a[k] != b[k] {
-			out = append(out, k)
-		}
-	}
-	for k := range b {
-		if _, ok := a[k]; !ok {
-			out = append(out, k+" (missing)")
-		}
-	}
-	slices.Sort(out)
-	return out
-}
-
 // TestEmptySetsCheck: the directories that hold no node — pibake init's,
 // a first build interrupted before its first node was published, a merge
-// of shards that built nothing — hold no SHA256SUMS (an empty one fails
+// --allow-partial of shards that built nothing — hold no SHA256SUMS (an empty one fails
 // sha256sum -c: "no properly formatted checksum lines found") and a
 // manifest.json whose nodes are [], and keep the invariant.
 func TestEmptySetsCheck(t *testing.T) {
@@ -264,8 +275,13 @@ func TestEmptySetsCheck(t *testing.T) {
 	for _, shard := range []string{"s1", "s2"} {
 		buildtest.Copy(t, dir("init"), dir(shard))
 	}
-	if err := fleet.Merge(context.Background(), dir("merged"), []string{dir("s1"), dir("s2")}, fleet.MergeOptions{}); err != nil {
+	// Shards that built nothing are no fleet: refused, unless
+	// --allow-partial.
+	if err := fleet.Merge(context.Background(), dir("merged"), []string{dir("s1"), dir("s2")}, fleet.MergeOptions{}); !errors.Is(err, fleet.ErrIncomplete) {
+		t.Errorf("a merge of shards without nodes: %v", err)
+	}
+	if err := fleet.Merge(context.Background(), dir("merged"), []string{dir("s1"), dir("s2")}, fleet.MergeOptions{AllowPartial: true}); err != nil {
 		t.Fatal(err)
 	}
-	empty("a merge of shards without nodes", dir("merged"))
+	empty("a merge --allow-partial of shards without nodes", dir("merged"))
 }

@@ -32,15 +32,17 @@ func (nb *nodeBuild) run(ctx context.Context) NodeResult {
 	n := nb.node
 	res := NodeResult{Hostname: n.Hostname, Role: string(n.Role)}
 	if err := ctx.Err(); err != nil {
-		res.Status, res.Err = StatusFailed, err
+		res.Status, res.Err = StatusInterrupted, err
 		return res
 	}
 	entry, unchanged, err := nb.build1(ctx)
-	if err != nil {
+	switch {
+	case err != nil && ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)):
+		res.Status, res.Err = StatusInterrupted, err
+		return res
+	case err != nil:
 		res.Status, res.Err = StatusFailed, outdir.DescribeWriteError(nb.s.OutDir, err)
-		if !errors.Is(err, context.Canceled) {
-			nb.s.Logf("%s: FAILED: %v", n.Hostname, res.Err)
-		}
+		nb.s.Logf("%s: FAILED: %v", n.Hostname, res.Err)
 		return res
 	}
 	res.Status = StatusBuilt
@@ -100,7 +102,7 @@ func (nb *nodeBuild) build1(ctx context.Context) (entry outdir.Node, unchanged b
 func (nb *nodeBuild) unchanged(ctx context.Context, inputs string) (outdir.Node, bool, error) {
 	host := nb.node.Hostname
 	prev, ok := nb.out.Entry(host)
-	if nb.opt.Force || !ok || prev.Inputs != inputs || (prev.XZ == "" && nb.s.Compress) || !nb.out.Intact(ctx, prev) {
+	if nb.opt.Force || !ok || prev.Inputs != inputs || prev.SBOM == "" || (prev.XZ == "" && nb.s.Compress) || !nb.out.Intact(ctx, prev) {
 		return outdir.Node{}, false, nil
 	}
 	if !nb.s.Compress && prev.XZ != "" {
@@ -131,8 +133,8 @@ func (nb *nodeBuild) entry(inputs string) (outdir.Node, error) {
 	return e, nil
 }
 
-// makeParts writes the node's image, block map and (when compressing)
-// .img.xz as parts, filling in their sums and sizes in entry. It returns
+// makeParts writes the node's image, SBOM, block map and (when
+// compressing) .img.xz as parts, filling in their sums and sizes in entry. It returns
 // every part it began, for the caller to discard if a step fails.
 func (nb *nodeBuild) makeParts(ctx context.Context, payload firstboot.Payload, entry *outdir.Node) ([]*outdir.Part, error) {
 	host := nb.node.Hostname
@@ -151,6 +153,16 @@ func (nb *nodeBuild) makeParts(ctx context.Context, payload firstboot.Payload, e
 	imgPart.SHA256, entry.SHA256, entry.Size = sum, sum, size
 	nb.s.Logf("%s: written and verified (%s)", host, how)
 	nb.opt.Event(host, StageWritten)
+	if err := nb.nodeDelta(ctx, imgPart.Path(), entry); err != nil {
+		return parts, err
+	}
+	sbomPart, err := nb.sbomPart(payload, imgPart.Path(), entry)
+	if sbomPart != nil {
+		parts = append(parts, sbomPart)
+	}
+	if err != nil {
+		return parts, err
+	}
 
 	bmap, err := nodeimage.Bmap(imgPart.Path(), base.Known, nil)
 	if err != nil {
@@ -160,6 +172,7 @@ func (nb *nodeBuild) makeParts(ctx context.Context, payload firstboot.Payload, e
 	parts = append(parts, bmapPart)
 	bmapSum := sha256.Sum256(bmap)
 	bmapPart.SHA256 = hex.EncodeToString(bmapSum[:])
+	entry.BmapSHA256 = bmapPart.SHA256
 	if err := bmapPart.Write(bmap, 0o644); err != nil {
 		return parts, fmt.Errorf("block map: %w", err)
 	}

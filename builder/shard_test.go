@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -54,6 +55,20 @@ func TestShardsMergeToOneBuild(t *testing.T) {
 		if len(res) != 2 {
 			t.Errorf("shard %d/2 built %d nodes; want 2", i+1, len(res))
 		}
+		m := outdir.ReadManifest(dir(d))
+		if want := fmt.Sprintf("%d/2", i+1); m.Shard != want || strings.Join(m.RecipeNodes, " ") != "srv agent edge-1 edge-2" {
+			t.Errorf("shard %s's manifest records shard %q of %q", want, m.Shard, m.RecipeNodes)
+		}
+	}
+	// One shard alone is half the fleet: refused, naming the other
+	// shard's nodes; --allow-partial merges it.
+	if err := fleet.Merge(context.Background(), dir("half"), []string{dir("s2")}, fleet.MergeOptions{Logf: t.Logf}); !errors.Is(err, fleet.ErrIncomplete) || !strings.Contains(err.Error(), "shard 1/2 (nodes srv, edge-1) is not given") {
+		t.Errorf("merge of shard 2/2 alone: %v", err)
+	}
+	if err := fleet.Merge(context.Background(), dir("half"), []string{dir("s2")}, fleet.MergeOptions{Logf: t.Logf, AllowPartial: true}); err != nil {
+		t.Errorf("merge --allow-partial of shard 2/2 alone: %v", err)
+	} else if m := buildtest.CheckInvariant(t, dir("half")); len(m.Nodes) != 2 || m.Shard != "" {
+		t.Errorf("merge --allow-partial of shard 2/2 alone: %d nodes, shard %q", len(m.Nodes), m.Shard)
 	}
 	if err := fleet.Merge(context.Background(), dir("merged"), []string{dir("s1"), dir("s2")}, fleet.MergeOptions{Logf: t.Logf}); err != nil {
 		t.Fatal(err)
@@ -71,7 +86,7 @@ func TestShardsMergeToOneBuild(t *testing.T) {
 	}
 	cmd := exec.Command("sha256sum", "-c", "SHA256SUMS")
 	cmd.Dir = dir("merged")
-	if out, err := cmd.CombinedOutput(); err != nil || strings.Count(string(out), ": OK") != 4 {
+	if out, err := cmd.CombinedOutput(); err != nil || strings.Count(string(out), ": OK") != 14 { // 4 images, block maps and SBOMs, delta.json, provenance.json
 		t.Errorf("sha256sum -c in the merged directory: %v\n%s", err, out)
 	}
 
@@ -113,7 +128,7 @@ func TestShardsMergeToOneBuild(t *testing.T) {
 		{"other node passwords in each shard", []string{dir("s1-rotated"), dir("s2-rotated")}, "node-passwords.json differs from"},
 		{"two inits", []string{dir("s1"), dir("other")}, "another cluster token"},
 		{"node passwords only in the second shard", []string{dir("s1"), dir("s2-rotated")}, "holds .pibake/node-passwords.json and"},
-		{"a node twice", []string{dir("s1"), dir("s1")}, "is in"},
+		{"a shard twice", []string{dir("s1"), dir("s1")}, "are both shard 1/2"},
 		{"not a pibake directory", []string{t.TempDir()}, "no pibake manifest.json"},
 	} {
 		if err := fleet.Merge(context.Background(), filepath.Join(t.TempDir(), "m"), tc.shards, fleet.MergeOptions{Logf: t.Logf}); err == nil || !strings.Contains(err.Error(), tc.want) {

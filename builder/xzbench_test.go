@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -86,14 +85,6 @@ func buildDistro(b *testing.B, xzTool string) (img, xz string, err error) {
 		return "", "", err
 	}
 	return img, img + ".xz", os.Rename(tmp, img)
-}
-
-// settle writes back what earlier steps left dirty, untimed, so that no
-// step pays for another's.
-func settle(b *testing.B) {
-	b.StopTimer()
-	syscall.Sync()
-	b.StartTimer()
 }
 
 // BenchmarkDecompressDistro decompresses the Raspberry Pi OS-shaped base

@@ -22,6 +22,8 @@ const (
 func TestExamples(t *testing.T) {
 	t.Setenv("K3S_TOKEN", exampleToken)
 	t.Setenv("K3S_AGENT_TOKEN", exampleAgentToken)
+	home, _ := filepath.Abs("testdata/home") // ssh_public_keys() reads its .ssh
+	t.Setenv("HOME", home)
 	paths, err := filepath.Glob("examples/*.hcl")
 	if err != nil || len(paths) < 3 {
 		t.Fatalf("want at least 3 examples, found %v (%v)", paths, err)

@@ -12,10 +12,14 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/pibake/pibake/recipes/cluster"
+
+	"github.com/pibake/pibake/recipes/diag"
+	"github.com/pibake/pibake/recipes/hclfuncs"
+
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/gohcl"
 	"github.com/hashicorp/hcl/v2/hclparse"
-	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/zclconf/go-cty/cty"
 )
 
@@ -48,7 +52,7 @@ func Load(p *hclparse.Parser, path string) (*Recipe, hcl.Diagnostics) {
 			diags = append(diags, &hcl.Diagnostic{
 				Severity: hcl.DiagError,
 				Summary:  "Cannot read recipe",
-				Detail:   fmt.Sprintf("Reading %s failed: %s.", name, describeOSError(err)),
+				Detail:   fmt.Sprintf("Reading %s failed: %s.", name, diag.DescribeOSError(err)),
 			})
 			continue
 		}
@@ -99,7 +103,7 @@ func recipeFiles(path string) ([]string, string, hcl.Diagnostics) {
 		return nil, "", hcl.Diagnostics{{
 			Severity: hcl.DiagError,
 			Summary:  "Cannot read recipe",
-			Detail:   fmt.Sprintf("Reading %s failed: %s. Give the path of a .hcl recipe file or of a directory of them.", path, describeOSError(err)),
+			Detail:   fmt.Sprintf("Reading %s failed: %s. Give the path of a .hcl recipe file or of a directory of them.", path, diag.DescribeOSError(err)),
 		}}
 	}
 	if !fi.IsDir() {
@@ -149,7 +153,7 @@ func load(p *hclparse.Parser, path, dir string, srcs []source) (*Recipe, hcl.Dia
 	}
 	ld := &loader{
 		dir:   absDir,
-		ctx:   &hcl.EvalContext{Functions: functions(absDir)},
+		ctx:   &hcl.EvalContext{Functions: hclfuncs.Functions(absDir)},
 		start: hcl.Range{Filename: srcs[0].name, Start: hcl.InitialPos, End: hcl.InitialPos},
 	}
 	r := &Recipe{Path: path, Dir: absDir}
@@ -165,8 +169,9 @@ func load(p *hclparse.Parser, path, dir string, srcs []source) (*Recipe, hcl.Dia
 	if !diags.HasErrors() {
 		// Everything wrong across nodes, in one pass: validate also runs
 		// when the cluster could not be fully resolved.
-		diags = append(diags, ld.resolveCluster(r)...)
-		diags = append(diags, ld.validate(r)...)
+		w := cluster.Where{Start: ld.start, ClusterRanges: ld.clusterRanges, ClusterRange: ld.clusterRange, Meta: ld.meta}
+		diags = append(diags, w.Resolve(r)...)
+		diags = append(diags, w.Validate(r)...)
 	}
 	diags = dedupe(diags)
 	if diags.HasErrors() {
@@ -231,77 +236,20 @@ type loader struct {
 	// belong to no particular block.
 	start hcl.Range
 
-	clusterRanges sourceRanges
+	clusterRanges diag.Ranges
 	clusterRange  hcl.Range
 	// meta runs parallel to Recipe.Nodes.
-	meta []nodeMeta
-}
-
-// nodeMeta remembers where a resolved node's values were written.
-type nodeMeta struct {
-	ranges    sourceRanges
-	defRange  hcl.Range
-	nameRange hcl.Range
-}
-
-// sourceRanges maps an attribute path ("ip", "user.password_hash") to the
-// range of its value, and a block path ("user") to the block's header. A
-// path is present exactly when the recipe wrote it.
-type sourceRanges map[string]hcl.Range
-
-// collect records the attributes and blocks written in body. Bodies that
-// are not HCL native syntax record nothing; their findings point at the
-// enclosing block instead.
-func (sr sourceRanges) collect(body hcl.Body, prefix string) {
-	sb, ok := body.(*hclsyntax.Body)
-	if !ok {
-		return
-	}
-	for name, a := range sb.Attributes {
-		sr[prefix+name] = a.Expr.Range()
-		// A list written out records where each element is, so a bad
-		// element is reported where it stands ("hardware.config_txt[2]").
-		if list, ok := a.Expr.(*hclsyntax.TupleConsExpr); ok {
-			for i, e := range list.Exprs {
-				sr[fmt.Sprintf("%s%s[%d]", prefix, name, i)] = e.Range()
-			}
-		}
-	}
-	for _, b := range sb.Blocks {
-		sr[prefix+b.Type] = b.DefRange()
-		sr.collect(b.Body, prefix+b.Type+".")
-	}
-}
-
-// at returns where path was written, or fallback when it was not.
-func (sr sourceRanges) at(path string, fallback hcl.Range) *hcl.Range {
-	if r, ok := sr[path]; ok {
-		return &r
-	}
-	return &fallback
-}
-
-func (sr sourceRanges) has(path string) bool {
-	_, ok := sr[path]
-	return ok
-}
-
-func errorAt(subject *hcl.Range, summary, detail string, args ...any) *hcl.Diagnostic {
-	return &hcl.Diagnostic{Severity: hcl.DiagError, Summary: summary, Detail: fmt.Sprintf(detail, args...), Subject: subject}
-}
-
-func warningAt(subject *hcl.Range, summary, detail string, args ...any) *hcl.Diagnostic {
-	return &hcl.Diagnostic{Severity: hcl.DiagWarning, Summary: summary, Detail: fmt.Sprintf(detail, args...), Subject: subject}
+	meta []diag.NodeMeta
 }
 
 func (ld *loader) image(b *rawBlock, img *Image) hcl.Diagnostics {
 	var spec imageSpec
-	ranges := sourceRanges{}
+	ranges := diag.Ranges{}
 	fallback := ld.start
 	var diags hcl.Diagnostics
 	if b != nil {
 		diags = gohcl.DecodeBody(b.Body, ld.ctx, &spec)
-		ranges.collect(b.Body, "")
+		ranges.Collect(b.Body, "")
 		fallback = b.DefRange
 	}
 	if diags.HasErrors() {
@@ -321,11 +269,11 @@ func (ld *loader) output(b *rawBlock, out *Output) hcl.Diagnostics {
 	}
 	out.Compress = spec.Compress
 	if spec.Dir != "" {
-		dir, err := resolvePath(ld.dir, spec.Dir)
+		dir, err := hclfuncs.ResolvePath(ld.dir, spec.Dir)
 		if err != nil {
-			ranges := sourceRanges{}
-			ranges.collect(b.Body, "")
-			return append(diags, errorAt(ranges.at("dir", b.DefRange), "Invalid output directory", "%s.", err))
+			ranges := diag.Ranges{}
+			ranges.Collect(b.Body, "")
+			return append(diags, diag.ErrorAt(ranges.At("dir", b.DefRange), "Invalid output directory", "%s.", err))
 		}
 		out.Dir = dir
 	}
@@ -334,12 +282,12 @@ func (ld *loader) output(b *rawBlock, out *Output) hcl.Diagnostics {
 
 func (ld *loader) cluster(b *rawBlock, defaultName string, c *Cluster) hcl.Diagnostics {
 	var spec clusterSpec
-	ld.clusterRanges = sourceRanges{}
+	ld.clusterRanges = diag.Ranges{}
 	ld.clusterRange = ld.start
 	var diags hcl.Diagnostics
 	if b != nil {
 		diags = gohcl.DecodeBody(b.Body, ld.ctx, &spec)
-		ld.clusterRanges.collect(b.Body, "")
+		ld.clusterRanges.Collect(b.Body, "")
 		ld.clusterRange = b.DefRange
 	}
 	if diags.HasErrors() {
@@ -373,7 +321,7 @@ func (ld *loader) nodes(defaults *rawBlock, blocks []rawNode, c *Cluster) ([]Nod
 			if counted {
 				subject = ld.countRange(rn)
 			}
-			diags = append(diags, errorAt(&subject, "Too many nodes",
+			diags = append(diags, diag.ErrorAt(&subject, "Too many nodes",
 				"This node block brings the recipe to at least %d nodes; Kubernetes, k3s included, supports clusters of at most %d nodes, so pibake reads no further. Split the fleet into clusters of their own, each in its own recipe.", total+count, maxCount))
 			break
 		}
@@ -388,7 +336,7 @@ func (ld *loader) nodes(defaults *rawBlock, blocks []rawNode, c *Cluster) ([]Nod
 			if d.HasErrors() {
 				continue
 			}
-			meta := nodeMeta{ranges: ranges, defRange: rn.DefRange, nameRange: rn.NameRange}
+			meta := diag.NodeMeta{Ranges: ranges, DefRange: rn.DefRange, NameRange: rn.NameRange}
 			node, d := resolveNode(spec, meta, rn.Name, i, counted)
 			diags = append(diags, d...)
 			if d.HasErrors() || diags.HasErrors() {
@@ -426,11 +374,11 @@ func (ld *loader) count(rn rawNode) (int, bool, hcl.Diagnostics) {
 		return 0, true, diags
 	}
 	if v.IsNull() || !v.IsKnown() || v.Type() != cty.Number {
-		return 0, true, append(diags, errorAt(&rng, "Invalid count", "count must be a whole number of nodes, such as count = 3."))
+		return 0, true, append(diags, diag.ErrorAt(&rng, "Invalid count", "count must be a whole number of nodes, such as count = 3."))
 	}
 	f := v.AsBigFloat()
 	if !f.IsInt() || f.Cmp(big.NewFloat(1)) < 0 || f.Cmp(big.NewFloat(maxCount)) > 0 {
-		return 0, true, append(diags, errorAt(&rng, "Invalid count", "count is %s; it must be a whole number from 1 to %d. Remove the node block instead of setting count = 0.", f.Text('f', -1), maxCount))
+		return 0, true, append(diags, diag.ErrorAt(&rng, "Invalid count", "count is %s; it must be a whole number from 1 to %d. Remove the node block instead of setting count = 0.", f.Text('f', -1), maxCount))
 	}
 	n, _ := f.Int64()
 	return int(n), true, diags
@@ -441,12 +389,12 @@ func (ld *loader) count(rn rawNode) (int, bool, hcl.Diagnostics) {
 var notInDefaults = []string{"role", "count", "hostname"}
 
 func checkDefaultsBody(b *rawBlock) hcl.Diagnostics {
-	ranges := sourceRanges{}
-	ranges.collect(b.Body, "")
+	ranges := diag.Ranges{}
+	ranges.Collect(b.Body, "")
 	var diags hcl.Diagnostics
 	for _, name := range notInDefaults {
-		if ranges.has(name) {
-			diags = append(diags, errorAt(ranges.at(name, b.DefRange), "Attribute not allowed in defaults",
+		if ranges.Has(name) {
+			diags = append(diags, diag.ErrorAt(ranges.At(name, b.DefRange), "Attribute not allowed in defaults",
 				"%q belongs to each node block, not to defaults: move it into the node blocks that need it.", name))
 		}
 	}
@@ -456,13 +404,13 @@ func checkDefaultsBody(b *rawBlock) hcl.Diagnostics {
 // decodeNode decodes defaults and the node block in ctx and merges them:
 // an attribute the node writes replaces the default, and a block the node
 // writes is merged field by field into the default block.
-func decodeNode(ctx *hcl.EvalContext, defaults *rawBlock, rn rawNode) (nodeSpec, sourceRanges, hcl.Diagnostics) {
+func decodeNode(ctx *hcl.EvalContext, defaults *rawBlock, rn rawNode) (nodeSpec, diag.Ranges, hcl.Diagnostics) {
 	var diags hcl.Diagnostics
 	var merged nodeSpec
-	ranges := sourceRanges{}
+	ranges := diag.Ranges{}
 	if defaults != nil {
 		diags = append(diags, gohcl.DecodeBody(defaults.Body, ctx, &merged)...)
-		ranges.collect(defaults.Body, "")
+		ranges.Collect(defaults.Body, "")
 		for _, name := range notInDefaults {
 			delete(ranges, name) // reported once by checkDefaultsBody
 		}
@@ -470,8 +418,8 @@ func decodeNode(ctx *hcl.EvalContext, defaults *rawBlock, rn rawNode) (nodeSpec,
 	}
 	var own nodeSpec
 	diags = append(diags, gohcl.DecodeBody(rn.Body, ctx, &own)...)
-	ownRanges := sourceRanges{}
-	ownRanges.collect(rn.Body, "")
+	ownRanges := diag.Ranges{}
+	ownRanges.Collect(rn.Body, "")
 	mergeSpec(reflect.ValueOf(&merged).Elem(), reflect.ValueOf(&own).Elem(), ownRanges, "")
 	for k := range ownRanges {
 		// A list the node writes replaces the default's, elements too.
@@ -489,11 +437,11 @@ func decodeNode(ctx *hcl.EvalContext, defaults *rawBlock, rn rawNode) (nodeSpec,
 
 // mergeSpec copies into dst every attribute of src that the recipe wrote
 // (per written), recursing into blocks so that they merge field by field.
-func mergeSpec(dst, src reflect.Value, written sourceRanges, prefix string) {
+func mergeSpec(dst, src reflect.Value, written diag.Ranges, prefix string) {
 	t := dst.Type()
 	for i := 0; i < t.NumField(); i++ {
 		name, kind, _ := strings.Cut(t.Field(i).Tag.Get("hcl"), ",")
-		if name == "" || !written.has(prefix+name) {
+		if name == "" || !written.Has(prefix+name) {
 			continue
 		}
 		df, sf := dst.Field(i), src.Field(i)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -63,8 +64,9 @@ func TestLoadFindings(t *testing.T) {
 		{name: "no nodes", src: "cluster {\n}\n", summary: "No nodes", pos: "1:1"},
 		{name: "hostname not a label", src: "node \"a\" {\n  role = \"agent\"\n  hostname = \"pi_01\"\n}\n" + server, summary: "Invalid hostname", pos: "3:14"},
 		{name: "hostname uppercase label", src: "node \"Pi\" {\n  role = \"agent\"\n}\n" + server, summary: "Invalid hostname", pos: "1:6", detail: "lowercase"},
-		{name: "duplicate hostname after count", src: "node \"a\" {\n  role = \"agent\"\n  count = 2\n  hostname = \"same\"\n}\n" + server, summary: "Duplicate hostname", pos: "4:14"},
-		{name: "duplicate hostname case-insensitive", src: server + "node \"b\" {\n  role = \"agent\"\n  hostname = \"srv\"\n}\n", summary: "Duplicate hostname", pos: "8:14", detail: "recipe.hcl:2,6-11"},
+		{name: "duplicate hostname after count", src: "node \"a\" {\n  role = \"agent\"\n  count = 2\n  hostname = \"same\"\n}\n" + server, summary: "Duplicate hostname", pos: "4:14", detail: "A counted block names its nodes <label>-1, <label>-2, …: rename a block, or set hostname with count.index in it."},
+		{name: "duplicate hostname case-insensitive", src: server + "node \"b\" {\n  role = \"agent\"\n  hostname = \"srv\"\n}\n", summary: "Duplicate hostname", pos: "8:14", detail: `recipe.hcl:2:6) already has. Every node needs its own hostname. Rename one of the node blocks, or set a hostname in one.`},
+		{name: "duplicate hostname of a hand-written node and a counted one", src: server + "node \"worker\" {\n  role = \"agent\"\n  count = 2\n}\nnode \"worker-2\" {\n  role = \"agent\"\n}\n", summary: "Duplicate hostname", pos: "10:6", detail: `Node "worker-2" (node block "worker-2") has the hostname "worker-2", which node "worker-2" (node block "worker", count.index 1) (`},
 		{name: "ip without prefix", src: "node \"a\" {\n  role = \"agent\"\n  ip = \"192.168.1.20\"\n}\n" + server, summary: "Invalid IP address", pos: "3:8", detail: "/24"},
 		{name: "ip garbage", src: "node \"a\" {\n  role = \"agent\"\n  ip = \"300.1.1.1/24\"\n}\n" + server, summary: "Invalid IP address", pos: "3:8"},
 		{name: "ip is network address", src: "node \"a\" {\n  role = \"agent\"\n  ip = \"192.168.1.0/24\"\n}\n" + server, summary: "Invalid IP address", pos: "3:8", detail: "network or broadcast"},
@@ -121,6 +123,12 @@ func TestLoadFindings(t *testing.T) {
 		{name: "report URL without a scheme", src: "cluster {\n  report {\n    url = \"192.168.1.5:8470\"\n  }\n}\n" + server, summary: "Invalid report URL", pos: "3:11", detail: "http:// or https://"},
 		{name: "report URL with credentials", src: "cluster {\n  report {\n    url = \"http://ops:secret@192.168.1.5:8470\"\n  }\n}\n" + server, summary: "Invalid report URL", pos: "3:11", detail: "credentials"},
 		{name: "report URL with a query", src: "node \"a\" {\n  role = \"agent\"\n  report {\n    url = \"http://w:8470/?k=1\"\n  }\n}\n" + server, summary: "Invalid report URL", pos: "4:11", detail: "query"},
+		{name: "report URL on loopback", severity: hcl.DiagWarning, src: "cluster {\n  report {\n    url = \"http://127.0.0.1:8470\"\n  }\n}\n" + server, summary: "Report URL is the node itself", pos: "3:11", detail: "every node would report to itself"},
+		{name: "report URL on 127.1.2.3", severity: hcl.DiagWarning, src: "node \"a\" {\n  role = \"agent\"\n  report {\n    url = \"https://127.1.2.3\"\n  }\n}\n" + server, summary: "Report URL is the node itself", pos: "4:11"},
+		{name: "report URL on localhost", severity: hcl.DiagWarning, src: "cluster {\n  report {\n    url = \"http://LocalHost.:8470\"\n  }\n}\n" + server, summary: "Report URL is the node itself", pos: "3:11"},
+		{name: "report URL on ::1", severity: hcl.DiagWarning, src: "cluster {\n  report {\n    url = \"http://[::1]:8470\"\n  }\n}\n" + server, summary: "Report URL is the node itself", pos: "3:11"},
+		{name: "report URL on 0.0.0.0", severity: hcl.DiagWarning, src: "cluster {\n  report {\n    url = \"http://0.0.0.0:8470\"\n  }\n}\n" + server, summary: "Report URL is the node itself", pos: "3:11"},
+		{name: "report URL on a .localhost name", severity: hcl.DiagWarning, src: "cluster {\n  report {\n    url = \"http://watch.localhost\"\n  }\n}\n" + server, summary: "Report URL is the node itself", pos: "3:11"},
 		{name: "report block without url", src: "cluster {\n  report {\n  }\n}\n" + server, summary: "Missing required argument", pos: "2:10"},
 		{name: "bad firstboot method", src: "node \"a\" {\n  role = \"agent\"\n  firstboot {\n    method = \"rc.local\"\n  }\n}\n" + server, summary: "Invalid first-boot method", pos: "4:14"},
 		{name: "type error", src: "node \"a\" {\n  role = \"agent\"\n  ssh = \"maybe\"\n}\n" + server, summary: "Unsuitable value type", pos: "3:10", detail: "bool is required"},
@@ -162,7 +170,7 @@ func TestLoadFindings(t *testing.T) {
 				t.Errorf("Load(%s) has no error", tt.name)
 			}
 			for _, d := range diags {
-				if containsAny(d.Detail, "0123456789abcdef0123", "qwerty", "K10abcdef", "hunter22", "long-enough", "0123456789 abcdef") {
+				if containsAny(d.Detail, "0123456789abcdef0123", "qwerty", "K10abcdef", "hunter22", "long-enough", "0123456789 abcdef", ":secret@") {
 					t.Errorf("Load(%s): a diagnostic quotes a secret: %s", tt.name, d.Detail)
 				}
 			}
@@ -255,5 +263,72 @@ func TestClusterCIDRCapacity(t *testing.T) {
 		if tooSmall == tt.fits {
 			t.Errorf("%d agents and a server on a /16: too small = %v; want %v", tt.agents, tooSmall, !tt.fits)
 		}
+	}
+}
+
+// TestSSHPublicKeys: ssh_public_keys() is the first of ~/.ssh's
+// id_ed25519.pub, id_ecdsa.pub and id_rsa.pub; with none, or no home
+// directory at all (CI), the recipe still loads, with an empty list and a
+// warning that says how to make a key.
+func TestSSHPublicKeys(t *testing.T) {
+	const ed = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGn4lC6ZnWsLqtCQ8ki7SIqNvLZPc0xk1pB9uJZbAFkf ed@home"
+	const ec = "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBEmKSENjQEezOmxkZMy7opKgwFB9nkt5YRrYMjNuG5N87uRgg6CLrbo5wAdT/y6v0mKV0U2w0WZ2YB/++Tpockg= ec@home"
+	for _, tc := range []struct {
+		name  string
+		files map[string]string // under ~/.ssh; nil: no home directory
+		want  []string
+		warn  string
+	}{
+		{"ed25519 first", map[string]string{"id_ed25519.pub": ed + "\n", "id_ecdsa.pub": ec}, []string{ed}, ""},
+		{"ecdsa when no ed25519", map[string]string{"id_ecdsa.pub": ec, "id_ed25519": "a private key is not read"}, []string{ec}, ""},
+		{"no key", map[string]string{}, nil, "ssh_public_keys() finds none here (no ~/.ssh/id_ed25519.pub, id_ecdsa.pub or id_rsa.pub), so make one with ssh-keygen -t ed25519"},
+		{"no home directory", nil, nil, "make one with ssh-keygen -t ed25519"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			home := t.TempDir()
+			t.Setenv("HOME", home)
+			if tc.files == nil {
+				os.Unsetenv("HOME")
+			}
+			for name, content := range tc.files {
+				os.MkdirAll(filepath.Join(home, ".ssh"), 0o700)
+				if err := os.WriteFile(filepath.Join(home, ".ssh", name), []byte(content), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r, diags := loadSource(t, "defaults {\n  user {\n    ssh_authorized_keys = ssh_public_keys()\n  }\n}\nnode \"srv\" {\n  role = \"server\"\n}\n", nil)
+			if diags.HasErrors() {
+				t.Fatal(diags)
+			}
+			if got := r.Nodes[0].User.SSHAuthorizedKeys; !slices.Equal(got, tc.want) {
+				t.Errorf("keys = %q; want %q", got, tc.want)
+			}
+			var warning string
+			for _, d := range diags {
+				if d.Summary == "Nobody can log in" {
+					warning = d.Detail
+				}
+			}
+			if (tc.warn == "") != (warning == "") || !strings.Contains(warning, tc.warn) {
+				t.Errorf("warning %q; want one with %q", warning, tc.warn)
+			}
+		})
+	}
+}
+
+// TestPlanWiFiColumn: plan's table names each node's Wi-Fi network and
+// country, never its key.
+func TestPlanWiFiColumn(t *testing.T) {
+	r, diags := loadSource(t, "node \"srv\" {\n  role = \"server\"\n  ip = \"192.168.1.10/24\"\n  wifi {\n    ssid = \"lab net\"\n    psk = \"correct-horse-battery\"\n    country = \"DE\"\n  }\n}\nnode \"wired\" {\n  role = \"agent\"\n}\n", nil)
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	var b strings.Builder
+	if err := NewPlan(r).WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	if !strings.Contains(out, "WIFI") || !strings.Contains(out, `"lab net" (DE)`) || strings.Contains(out, "correct-horse") {
+		t.Errorf("plan:\n%s", out)
 	}
 }

@@ -9,33 +9,35 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/pibake/pibake/recipes/diag"
+	"github.com/pibake/pibake/recipes/hclfuncs"
+	"github.com/pibake/pibake/recipes/lockfile"
+	"github.com/pibake/pibake/recipes/model"
+
 	"github.com/hashicorp/hcl/v2"
 )
 
-// Defaults for settings a recipe may leave out.
+// Defaults for settings a recipe may leave out (recipes/model).
 const (
-	DefaultK3sChannel       = "stable"
-	DefaultFlannelBackend   = "vxlan"
-	DefaultClusterCIDR      = "10.42.0.0/16"
-	DefaultServiceCIDR      = "10.43.0.0/16"
-	DefaultInstallScriptURL = "https://get.k3s.io"
-	DefaultAgentJoinBatch   = 50
+	DefaultK3sChannel       = model.DefaultK3sChannel
+	DefaultFlannelBackend   = model.DefaultFlannelBackend
+	DefaultClusterCIDR      = model.DefaultClusterCIDR
+	DefaultServiceCIDR      = model.DefaultServiceCIDR
+	DefaultInstallScriptURL = model.DefaultInstallScriptURL
+	DefaultAgentJoinBatch   = model.DefaultAgentJoinBatch
 	// APIPort is the port k3s servers listen on for joining nodes.
-	APIPort = 6443
+	APIPort = model.APIPort
 	// BatchDelaySeconds is how long each agent join batch waits after the
-	// one before (firstboot.sh: PIBAKE_BATCH_DELAY's default).
-	BatchDelaySeconds = 60
+	// one before.
+	BatchDelaySeconds = model.BatchDelaySeconds
 )
 
 var (
-	sha256Pattern     = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
-	k3sVersionPattern = regexp.MustCompile(`^v[0-9]+\.[0-9]+\.[0-9]+(-rc[0-9]+)?\+k3s[0-9]+$`)
 	k3sChannelPattern = regexp.MustCompile(`^(stable|latest|testing|v[0-9]+\.[0-9]+)$`)
 	// k3s parses "K10…" as a full (CA-pinned) token and "abcdef.0123456789abcdef"
 	// as a bootstrap token; a shared secret must look like neither.
 	bootstrapTokenPattern = regexp.MustCompile(`^[a-z0-9]{6}\.[a-z0-9]{16}$`)
 	hostnamePattern       = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-	dnsNamePattern        = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$`)
 	// userconf-pi's userconf-service accepts 1 to 32 characters matching
 	// ^[a-z][a-z0-9-]*$ and not root; anything else makes the OS rename
 	// userconf.txt to failed_userconf.txt and wait at an interactive dialog
@@ -54,7 +56,7 @@ var (
 
 var flannelBackends = []string{"vxlan", "wireguard-native", "host-gw", "none"}
 
-func resolveImage(spec imageSpec, ranges sourceRanges, fallback hcl.Range, dir string, img *Image) hcl.Diagnostics {
+func resolveImage(spec imageSpec, ranges diag.Ranges, fallback hcl.Range, dir string, img *Image) hcl.Diagnostics {
 	var diags hcl.Diagnostics
 	img.Source = spec.Source
 	if img.Source == "" {
@@ -64,28 +66,28 @@ func resolveImage(spec imageSpec, ranges sourceRanges, fallback hcl.Range, dir s
 	case img.Source == DefaultImageSource:
 	case strings.HasPrefix(img.Source, "https://"), strings.HasPrefix(img.Source, "http://"), strings.HasPrefix(img.Source, "file://"):
 		if u, err := url.Parse(img.Source); err != nil || (u.Scheme != "file" && u.Host == "") {
-			diags = append(diags, errorAt(ranges.at("source", fallback), "Invalid image source",
+			diags = append(diags, diag.ErrorAt(ranges.At("source", fallback), "Invalid image source",
 				"%q is not a usable URL. Give an https:// URL of a .img.xz or .img file.", img.Source))
 		}
 	case strings.Contains(img.Source, "://"), strings.Contains(img.Source, ":") && !strings.ContainsAny(img.Source, `/\.`):
-		diags = append(diags, errorAt(ranges.at("source", fallback), "Invalid image source",
+		diags = append(diags, diag.ErrorAt(ranges.At("source", fallback), "Invalid image source",
 			"%q is neither %q, an http(s):// or file:// URL, nor a local .img or .img.xz path.", img.Source, DefaultImageSource))
 	default:
 		if !strings.HasSuffix(img.Source, ".img") && !strings.HasSuffix(img.Source, ".img.xz") {
-			diags = append(diags, errorAt(ranges.at("source", fallback), "Invalid image source",
+			diags = append(diags, diag.ErrorAt(ranges.At("source", fallback), "Invalid image source",
 				"A local image must be a .img or .img.xz file; %q is neither.", img.Source))
 			break
 		}
-		p, err := resolvePath(dir, img.Source)
+		p, err := hclfuncs.ResolvePath(dir, img.Source)
 		if err != nil {
-			diags = append(diags, errorAt(ranges.at("source", fallback), "Invalid image source", "%s.", err))
+			diags = append(diags, diag.ErrorAt(ranges.At("source", fallback), "Invalid image source", "%s.", err))
 			break
 		}
 		img.Source = p
 	}
 	if spec.SHA256 != "" {
-		if !sha256Pattern.MatchString(spec.SHA256) {
-			diags = append(diags, errorAt(ranges.at("sha256", fallback), "Invalid sha256",
+		if !lockfile.SHA256Pattern.MatchString(spec.SHA256) {
+			diags = append(diags, diag.ErrorAt(ranges.At("sha256", fallback), "Invalid sha256",
 				"sha256 must be 64 hexadecimal digits, as printed by sha256sum; this is %d characters.", len(spec.SHA256)))
 		}
 		img.SHA256 = strings.ToLower(spec.SHA256)
@@ -93,8 +95,8 @@ func resolveImage(spec imageSpec, ranges sourceRanges, fallback hcl.Range, dir s
 	return diags
 }
 
-func resolveCluster(spec clusterSpec, ranges sourceRanges, fallback hcl.Range, defaultName, dir string, c *Cluster) hcl.Diagnostics {
-	at := func(name string) *hcl.Range { return ranges.at(name, fallback) }
+func resolveCluster(spec clusterSpec, ranges diag.Ranges, fallback hcl.Range, defaultName, dir string, c *Cluster) hcl.Diagnostics {
+	at := func(name string) *hcl.Range { return ranges.At(name, fallback) }
 	var diags hcl.Diagnostics
 	diags = append(diags, resolveClusterName(spec, ranges, at, defaultName, c)...)
 	diags = append(diags, resolveTokens(spec, ranges, at, c)...)
@@ -115,19 +117,35 @@ func checkReportURL(raw string, subject *hcl.Range) hcl.Diagnostics {
 	u, err := url.Parse(raw)
 	switch {
 	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Opaque != "":
-		return hcl.Diagnostics{errorAt(subject, "Invalid report URL",
+		return hcl.Diagnostics{diag.ErrorAt(subject, "Invalid report URL",
 			"report url %q must be an http:// or https:// URL with a host, such as \"http://192.168.1.5:8470\" (where pibake watch listens).", raw)}
 	case u.User != nil:
-		return hcl.Diagnostics{errorAt(subject, "Invalid report URL",
-			"report url %q carries credentials, which every card would show in plain text; remove them: reports are signed with a key of the build.", raw)}
+		return hcl.Diagnostics{diag.ErrorAt(subject, "Invalid report URL",
+			"report url %q carries credentials, which every card would show in plain text; remove them: reports are signed with a key of the build.", u.Redacted())}
 	case u.RawQuery != "" || u.Fragment != "":
-		return hcl.Diagnostics{errorAt(subject, "Invalid report URL",
+		return hcl.Diagnostics{diag.ErrorAt(subject, "Invalid report URL",
 			"report url %q has a query or fragment; give the base URL only (reports go to <url>/v1/report).", raw)}
+	case isLoopback(u.Hostname()):
+		// A warning, not an error: a node run on this machine (a VM, the
+		// tests' stand-ins) does reach it; a card never does.
+		return hcl.Diagnostics{diag.WarningAt(subject, "Report URL is the node itself",
+			"report url %q names whatever machine uses it: on a card, every node would report to itself and pibake watch would hear nothing. Give the address of the machine that runs pibake watch, as the nodes reach it, such as \"http://192.168.1.5:8470\".", raw)}
 	}
 	return nil
 }
 
-func resolveClusterName(spec clusterSpec, ranges sourceRanges, at func(string) *hcl.Range, defaultName string, c *Cluster) hcl.Diagnostics {
+// isLoopback says whether host is "this machine" wherever it is used:
+// localhost (and *.localhost, RFC 6761), 127.0.0.0/8, ::1, 0.0.0.0, ::.
+func isLoopback(host string) bool {
+	h := strings.ToLower(strings.TrimSuffix(host, "."))
+	if h == "localhost" || strings.HasSuffix(h, ".localhost") {
+		return true
+	}
+	a, err := netip.ParseAddr(h)
+	return err == nil && (a.Unmap().IsLoopback() || a.IsUnspecified())
+}
+
+func resolveClusterName(spec clusterSpec, ranges diag.Ranges, at func(string) *hcl.Range, defaultName string, c *Cluster) hcl.Diagnostics {
 	c.Name = spec.Name
 	if c.Name == "" {
 		c.Name = defaultName
@@ -135,28 +153,28 @@ func resolveClusterName(spec clusterSpec, ranges sourceRanges, at func(string) *
 	if hostnamePattern.MatchString(c.Name) {
 		return nil
 	}
-	if !ranges.has("name") {
+	if !ranges.Has("name") {
 		// The file name is not the user's fault: fall back quietly.
 		c.Name = "k3s"
 		return nil
 	}
-	return hcl.Diagnostics{errorAt(at("name"), "Invalid cluster name",
+	return hcl.Diagnostics{diag.ErrorAt(at("name"), "Invalid cluster name",
 		"The cluster name %q must be lowercase letters, digits and hyphens (at most 63), starting and ending with a letter or digit.", c.Name)}
 }
 
-func resolveTokens(spec clusterSpec, ranges sourceRanges, at func(string) *hcl.Range, c *Cluster) hcl.Diagnostics {
+func resolveTokens(spec clusterSpec, ranges diag.Ranges, at func(string) *hcl.Range, c *Cluster) hcl.Diagnostics {
 	var diags hcl.Diagnostics
 	// Tokens read with file() end in a newline; surrounding white space is
 	// never part of a token.
 	c.Token = Secret(strings.TrimSpace(spec.Token))
 	c.AgentToken = Secret(strings.TrimSpace(spec.AgentToken))
-	if ranges.has("token") {
+	if ranges.Has("token") {
 		diags = append(diags, checkToken("token", spec.Token, at("token"))...)
 	}
-	if ranges.has("agent_token") {
+	if ranges.Has("agent_token") {
 		diags = append(diags, checkToken("agent_token", spec.AgentToken, at("agent_token"))...)
 		if c.AgentToken != "" && c.AgentToken == c.Token {
-			diags = append(diags, errorAt(at("agent_token"), "Agent token equals token",
+			diags = append(diags, diag.ErrorAt(at("agent_token"), "Agent token equals token",
 				"agent_token exists so that agent images cannot join servers; it must differ from token."))
 		}
 	}
@@ -168,17 +186,17 @@ func resolveK3s(spec clusterSpec, at func(string) *hcl.Range, c *Cluster) hcl.Di
 	var diags hcl.Diagnostics
 	switch {
 	case spec.K3sVersion != "" && spec.K3sChannel != "":
-		diags = append(diags, errorAt(at("k3s_channel"), "Both k3s_version and k3s_channel set",
+		diags = append(diags, diag.ErrorAt(at("k3s_channel"), "Both k3s_version and k3s_channel set",
 			"Give either a pinned k3s_version (reproducible) or a k3s_channel (follows releases), not both."))
 	case spec.K3sVersion != "":
-		if !k3sVersionPattern.MatchString(spec.K3sVersion) {
-			diags = append(diags, errorAt(at("k3s_version"), "Invalid k3s version",
+		if !lockfile.K3sVersionPattern.MatchString(spec.K3sVersion) {
+			diags = append(diags, diag.ErrorAt(at("k3s_version"), "Invalid k3s version",
 				"%q is not a k3s release name; they look like \"v1.31.4+k3s1\" (see https://github.com/k3s-io/k3s/releases).", spec.K3sVersion))
 		}
 		c.K3sVersion = spec.K3sVersion
 	case spec.K3sChannel != "":
 		if !k3sChannelPattern.MatchString(spec.K3sChannel) {
-			diags = append(diags, errorAt(at("k3s_channel"), "Invalid k3s channel",
+			diags = append(diags, diag.ErrorAt(at("k3s_channel"), "Invalid k3s channel",
 				"%q is not a k3s channel; use \"stable\", \"latest\", \"testing\" or a minor version such as \"v1.31\".", spec.K3sChannel))
 		}
 		c.K3sChannel = spec.K3sChannel
@@ -191,7 +209,7 @@ func resolveK3s(spec clusterSpec, at func(string) *hcl.Range, c *Cluster) hcl.Di
 		c.InstallScriptURL = DefaultInstallScriptURL
 	}
 	if u, err := url.Parse(c.InstallScriptURL); err != nil || u.Scheme != "https" || u.Host == "" {
-		diags = append(diags, errorAt(at("install_script_url"), "Invalid install script URL",
+		diags = append(diags, diag.ErrorAt(at("install_script_url"), "Invalid install script URL",
 			"install_script_url %q must be an https:// URL: the script runs as root on every node.", c.InstallScriptURL))
 	}
 
@@ -199,7 +217,7 @@ func resolveK3s(spec clusterSpec, at func(string) *hcl.Range, c *Cluster) hcl.Di
 	if spec.AgentJoinBatch != nil {
 		c.AgentJoinBatch = *spec.AgentJoinBatch
 		if c.AgentJoinBatch < 1 {
-			diags = append(diags, errorAt(at("agent_join_batch"), "Invalid agent join batch",
+			diags = append(diags, diag.ErrorAt(at("agent_join_batch"), "Invalid agent join batch",
 				"agent_join_batch is %d; it must be at least 1 (k3s recommends batches of 50 or fewer).", c.AgentJoinBatch))
 		}
 	}
@@ -211,8 +229,8 @@ func resolveK3s(spec clusterSpec, at func(string) *hcl.Range, c *Cluster) hcl.Di
 func resolveClusterNetwork(spec clusterSpec, at func(string) *hcl.Range, c *Cluster) hcl.Diagnostics {
 	var diags hcl.Diagnostics
 	if spec.ServerIP != "" {
-		if !validHost(spec.ServerIP) {
-			diags = append(diags, errorAt(at("server_ip"), "Invalid server address",
+		if !model.ValidHost(spec.ServerIP) {
+			diags = append(diags, diag.ErrorAt(at("server_ip"), "Invalid server address",
 				"server_ip %q must be an IP address or a DNS name (no scheme, no port), such as \"192.168.1.10\".", spec.ServerIP))
 		}
 		c.ServerAddress = spec.ServerIP
@@ -223,8 +241,8 @@ func resolveClusterNetwork(spec clusterSpec, at func(string) *hcl.Range, c *Clus
 		c.FlannelBackend = DefaultFlannelBackend
 	}
 	if !slices.Contains(flannelBackends, c.FlannelBackend) {
-		diags = append(diags, errorAt(at("flannel_backend"), "Invalid flannel backend",
-			"flannel_backend %q is not one k3s supports; use one of %s.", c.FlannelBackend, quoteList(flannelBackends)))
+		diags = append(diags, diag.ErrorAt(at("flannel_backend"), "Invalid flannel backend",
+			"flannel_backend %q is not one k3s supports; use one of %s.", c.FlannelBackend, diag.QuoteList(flannelBackends)))
 	}
 
 	var d hcl.Diagnostics
@@ -234,8 +252,8 @@ func resolveClusterNetwork(spec clusterSpec, at func(string) *hcl.Range, c *Clus
 	diags = append(diags, d...)
 
 	for _, san := range spec.TLSSAN {
-		if !validHost(san) {
-			diags = append(diags, errorAt(at("tls_san"), "Invalid tls_san entry",
+		if !model.ValidHost(san) {
+			diags = append(diags, diag.ErrorAt(at("tls_san"), "Invalid tls_san entry",
 				"%q is neither an IP address nor a DNS name.", san))
 		}
 	}
@@ -246,13 +264,13 @@ func resolveClusterNetwork(spec clusterSpec, at func(string) *hcl.Range, c *Clus
 		c.CA = CANone
 	}
 	if !slices.Contains(CAModes, c.CA) {
-		diags = append(diags, errorAt(at("ca"), "Invalid ca",
+		diags = append(diags, diag.ErrorAt(at("ca"), "Invalid ca",
 			"ca %q is not one pibake knows; use \"generate\" (pibake makes the cluster's CAs, pins them in every joining node's token and writes an admin kubeconfig) or \"none\" (k3s makes them at first start; the default).", spec.CA))
 	}
 	return diags
 }
 
-func resolveAirgap(a *airgapSpec, ranges sourceRanges, fallback hcl.Range, dir string, c *Cluster) hcl.Diagnostics {
+func resolveAirgap(a *airgapSpec, ranges diag.Ranges, fallback hcl.Range, dir string, c *Cluster) hcl.Diagnostics {
 	if a == nil {
 		return nil
 	}
@@ -270,12 +288,12 @@ func resolveAirgap(a *airgapSpec, ranges sourceRanges, fallback hcl.Range, dir s
 		if f.val == "" {
 			continue
 		}
-		p, err := resolvePath(dir, f.val)
+		p, err := hclfuncs.ResolvePath(dir, f.val)
 		if err == nil {
 			_, err = os.Stat(p)
 		}
 		if err != nil {
-			diags = append(diags, errorAt(ranges.at("airgap."+f.name, fallback), "Air-gap file not found",
+			diags = append(diags, diag.ErrorAt(ranges.At("airgap."+f.name, fallback), "Air-gap file not found",
 				"airgap.%s: %s. Download it from https://github.com/k3s-io/k3s/releases and give its path.", f.name, err))
 			continue
 		}
@@ -290,7 +308,7 @@ func checkToken(name, raw string, subject *hcl.Range) hcl.Diagnostics {
 		return nil
 	}
 	// The detail never quotes the token: diagnostics reach logs.
-	return hcl.Diagnostics{errorAt(subject, "Invalid "+strings.ReplaceAll(name, "_", " "), "The %s %s.", name, problem)}
+	return hcl.Diagnostics{diag.ErrorAt(subject, "Invalid "+strings.ReplaceAll(name, "_", " "), "The %s %s.", name, problem)}
 }
 
 // CheckToken checks a cluster token by the rules a recipe's token follows
@@ -325,28 +343,12 @@ func parseCIDR(name, raw, def string, subject *hcl.Range) (netip.Prefix, hcl.Dia
 	}
 	p, err := netip.ParsePrefix(raw)
 	if err != nil || !p.Addr().Is4() {
-		return netip.Prefix{}, hcl.Diagnostics{errorAt(subject, "Invalid "+strings.ReplaceAll(name, "_", " "),
+		return netip.Prefix{}, hcl.Diagnostics{diag.ErrorAt(subject, "Invalid "+strings.ReplaceAll(name, "_", " "),
 			"%s %q must be an IPv4 network in CIDR notation, such as %q.", name, raw, def)}
 	}
 	if p.Masked() != p {
-		return netip.Prefix{}, hcl.Diagnostics{errorAt(subject, "Invalid "+strings.ReplaceAll(name, "_", " "),
+		return netip.Prefix{}, hcl.Diagnostics{diag.ErrorAt(subject, "Invalid "+strings.ReplaceAll(name, "_", " "),
 			"%s %q has host bits set; did you mean %q?", name, raw, p.Masked().String())}
 	}
 	return p, nil
-}
-
-// validHost reports whether s is an IP address or a DNS name.
-func validHost(s string) bool {
-	if _, err := netip.ParseAddr(s); err == nil {
-		return true
-	}
-	return len(s) <= 253 && dnsNamePattern.MatchString(s)
-}
-
-func quoteList[S ~string](list []S) string {
-	q := make([]string, len(list))
-	for i, s := range list {
-		q[i] = fmt.Sprintf("%q", s)
-	}
-	return strings.Join(q, ", ")
 }

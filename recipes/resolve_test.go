@@ -1,11 +1,8 @@
 package recipes
 
 import (
-	"encoding/json"
 	"fmt"
 	"maps"
-	"math/big"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -142,71 +139,6 @@ func TestLoadMissing(t *testing.T) {
 	}
 }
 
-func TestSecretNeverPrints(t *testing.T) {
-	s := Secret("hunter2-hunter2-hunter2")
-	for _, got := range []string{
-		fmt.Sprint(s), fmt.Sprintf("%v %s %q %+v %#v", s, s, s, s, s),
-		fmt.Sprintf("%+v", WiFi{SSID: "x", PSK: s}), fmt.Sprintf("%#v", User{PasswordHash: s}),
-	} {
-		if strings.Contains(got, "hunter2") {
-			t.Errorf("formatted secret reveals it: %s", got)
-		}
-	}
-	js, err := json.Marshal(WiFi{PSK: s})
-	var back WiFi
-	if err == nil {
-		err = json.Unmarshal(js, &back)
-	}
-	if err != nil || strings.Contains(string(js), "hunter2") || back.PSK != redacted {
-		t.Errorf("json.Marshal = %s, %v; want the psk redacted", js, err)
-	}
-	if s.Reveal() != "hunter2-hunter2-hunter2" {
-		t.Errorf("Reveal() = %q", s.Reveal())
-	}
-}
-
-func TestRedactedFiles(t *testing.T) {
-	src := "cluster {\n  token = \"literal-secret-123456\"\n  agent_token = env(\"AGENT\")\n}\nnode \"a\" {\n  wifi {\n    psk = \"wifi-secret\"\n  }\n}\n"
-	p := hclparse.NewParser()
-	if _, diags := p.ParseHCL([]byte(src), "r.hcl"); diags.HasErrors() {
-		t.Fatal(diags)
-	}
-	got := string(RedactedFiles(p.Files())["r.hcl"].Bytes)
-	want := strings.NewReplacer(`"literal-secret-123456"`, strings.Repeat("*", 23), `"wifi-secret"`, strings.Repeat("*", 13)).Replace(src)
-	if got != want {
-		t.Errorf("RedactedFiles =\n%s\nwant\n%s", got, want)
-	}
-	if string(p.Files()["r.hcl"].Bytes) != src {
-		t.Error("RedactedFiles changed the parser's own copy")
-	}
-}
-
-func TestNthAddress(t *testing.T) {
-	tests := []struct {
-		prefix string
-		n      int64
-		want   string
-	}{
-		{prefix: "192.168.1.0/24", n: 10, want: "192.168.1.10"},
-		{prefix: "192.168.1.77/24", n: 1, want: "192.168.1.1"},
-		{prefix: "10.0.0.0/16", n: 300, want: "10.0.1.44"},
-		{prefix: "10.0.0.0/24", n: -2, want: "10.0.0.254"},
-		{prefix: "fd00::/64", n: 17, want: "fd00::11"},
-		{prefix: "10.0.0.0/24", n: 256, want: "error"},
-		{prefix: "10.0.0.0/24", n: -257, want: "error"},
-	}
-	for _, tt := range tests {
-		got, err := nthAddress(netip.MustParsePrefix(tt.prefix).Masked(), big.NewInt(tt.n))
-		gotS := got.String()
-		if err != nil {
-			gotS = "error"
-		}
-		if gotS != tt.want {
-			t.Errorf("nthAddress(%s, %d) = %s (%v); want %s", tt.prefix, tt.n, gotS, err, tt.want)
-		}
-	}
-}
-
 func FuzzLoad(f *testing.F) {
 	for _, path := range []string{"examples/lab.hcl", "examples/ha.hcl", "examples/fleet.hcl"} {
 		b, err := os.ReadFile(path)
@@ -222,30 +154,6 @@ func FuzzLoad(f *testing.F) {
 			t.Fatalf("load returned recipe %v with diagnostics %v", r != nil, diags)
 		}
 	})
-}
-
-func TestJoinURL(t *testing.T) {
-	for _, tt := range []struct{ in, want string }{
-		{in: "192.168.1.10", want: "https://192.168.1.10:6443"},
-		{in: "k3s.lab.example", want: "https://k3s.lab.example:6443"},
-		{in: "fd00::1", want: "https://[fd00::1]:6443"},
-		{in: "https://k3s.example", want: "https://k3s.example:6443"},
-		{in: "https://k3s.example/", want: "https://k3s.example:6443"},
-		{in: "https://k3s.example:8443", want: "https://k3s.example:8443"},
-		{in: "https://[fd00::1]:6443", want: "https://[fd00::1]:6443"},
-		{in: "https://[fd00::1]", want: "https://[fd00::1]:6443"},
-		{in: "https://10.0.0.1:99999"},
-		{in: "https://k3s.example:"},
-		{in: "https://user@k3s.example"},
-		{in: "https://k3s.example/path"},
-		{in: "http://k3s.example"},
-		{in: "not a host"},
-	} {
-		got, ok := joinURL(tt.in)
-		if got != tt.want || ok != (tt.want != "") {
-			t.Errorf("joinURL(%q) = %q, %v; want %q", tt.in, got, ok, tt.want)
-		}
-	}
 }
 
 // TestReportURLs: a node reports to its own report block's URL, else its

@@ -2,6 +2,7 @@ package recipes
 
 import (
 	"github.com/hashicorp/hcl/v2"
+	"github.com/pibake/pibake/recipes/hardware"
 )
 
 // The gohcl struct tags below are the recipe schema. gohcl reports unknown
@@ -68,7 +69,7 @@ type outputSpec struct {
 }
 
 // nodeSpec is a node block or the defaults block. Which attributes were
-// actually written is tracked separately (see sourceRanges), so that a node
+// actually written is tracked separately (see diag.Ranges), so that a node
 // overrides defaults only where it says something.
 type nodeSpec struct {
 	Role      string            `hcl:"role,optional"`
@@ -84,29 +85,12 @@ type nodeSpec struct {
 	SSH       bool              `hcl:"ssh,optional"`
 	Timezone  string            `hcl:"timezone,optional"`
 	Storage   string            `hcl:"storage,optional"`
-	Hardware  *hardwareSpec     `hcl:"hardware,block"`
+	Hardware  *hardware.Spec    `hcl:"hardware,block"`
 	User      *userSpec         `hcl:"user,block"`
 	Apt       *aptSpec          `hcl:"apt,block"`
 	WiFi      *wifiSpec         `hcl:"wifi,block"`
 	Firstboot *firstbootSpec    `hcl:"firstboot,block"`
 	Report    *reportSpec       `hcl:"report,block"`
-}
-
-type hardwareSpec struct {
-	CPUs             int             `hcl:"cpus,optional"`
-	MemoryGB         int             `hcl:"memory_gb,optional"`
-	Model            string          `hcl:"model,optional"`
-	BootDevice       string          `hcl:"boot_device,optional"`
-	PCIeGen          *int            `hcl:"pcie_gen,optional"`
-	USBMaxCurrent    bool            `hcl:"usb_max_current,optional"`
-	USBStorageQuirks []string        `hcl:"usb_storage_quirks,optional"`
-	ConfigTxt        []string        `hcl:"config_txt,optional"`
-	Bootloader       *bootloaderSpec `hcl:"bootloader,block"`
-}
-
-type bootloaderSpec struct {
-	BootOrder string `hcl:"boot_order,optional"`
-	Apply     bool   `hcl:"apply,optional"`
 }
 
 type userSpec struct {
@@ -130,13 +114,4 @@ type wifiSpec struct {
 
 type firstbootSpec struct {
 	Method string `hcl:"method,optional"`
-}
-
-// secretAttributes are the attribute names whose values are secrets,
-// wherever they appear.
-var secretAttributes = map[string]bool{
-	"token":         true,
-	"agent_token":   true,
-	"password_hash": true,
-	"psk":           true,
 }

@@ -232,7 +232,7 @@ func (c Cache) Prune(ctx context.Context, olderThan time.Duration, all bool, log
 	defer unlock()
 	cutoff := time.Now().Add(-olderThan)
 	var freed int64
-	for _, dir := range []string{"partial", "bad", "downloads", "raw", "ranges"} {
+	for _, dir := range []string{"partial", "bad", "downloads", "raw", "ranges", "supply"} {
 		entries, err := os.ReadDir(c.path(dir))
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
@@ -247,8 +247,9 @@ func (c Cache) Prune(ctx context.Context, olderThan time.Duration, all bool, log
 			}
 			p := c.path(dir, e.Name())
 			stale := all || dir == "partial" || dir == "bad" || fi.ModTime().Before(cutoff)
-			if dir == "ranges" {
-				// Block-map sums of a base: stale with the base.
+			if dir == "ranges" || dir == "supply" {
+				// Block-map sums and supply-chain facts of a base
+				// (builder/inputs): stale with the base.
 				sha := strings.TrimSuffix(e.Name(), ".json")
 				stale = !files.Exists(c.rawPath(sha)) || all
 			}

@@ -16,6 +16,7 @@ import (
 	"github.com/cavaliergopher/grab/v3"
 	"github.com/pibake/pibake/internal/atomicfile"
 	"github.com/pibake/pibake/internal/bytesize"
+	"github.com/pibake/pibake/internal/filekind"
 	"github.com/pibake/pibake/internal/files"
 	"github.com/pibake/pibake/internal/flock"
 	"github.com/pibake/pibake/internal/neterr"
@@ -150,6 +151,12 @@ func fetchLocal(ctx context.Context, src Source, opt Options) (*Image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("image source: %w", err)
 	}
+	if fi.IsDir() {
+		return nil, fmt.Errorf("image source %s is a directory; give a Raspberry Pi OS .img or .img.xz file", src.Path)
+	}
+	if err := filekind.RefuseArchive(src.Path); err != nil {
+		return nil, err
+	}
 	abs, err := filepath.Abs(src.Path)
 	if err != nil {
 		return nil, err
@@ -178,24 +185,8 @@ func fetchLocal(ctx context.Context, src Source, opt Options) (*Image, error) {
 	return img, ensureRaw(ctx, c, abs, sha, img, opt)
 }
 
-// IsXZ says whether a file is xz-compressed, by its first bytes: a name
-// says nothing (raspios_lite_arm64_latest has no .xz, and anyone may name
-// a raw image x.img.xz).
-func IsXZ(path string) (bool, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return false, err
-	}
-	defer f.Close()
-	magic := make([]byte, len(xzMagic))
-	if _, err := io.ReadFull(f, magic); err != nil {
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return false, nil
-		}
-		return false, err
-	}
-	return string(magic) == xzMagic, nil
-}
+// IsXZ says whether a file is xz-compressed, by its first bytes.
+func IsXZ(path string) (bool, error) { return filekind.IsXZ(path) }
 
 // hashFile is a file's SHA-256, for a download or a local image.
 func hashFile(ctx context.Context, path string) (string, error) {
@@ -205,9 +196,6 @@ func hashFile(ctx context.Context, path string) (string, error) {
 	}
 	return sum, nil
 }
-
-// xzMagic starts every xz stream.
-const xzMagic = "\xfd7zXZ\x00"
 
 // ensureRaw decompresses a verified .img.xz into raw/<sha>.img unless it
 // is there already.

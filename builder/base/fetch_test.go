@@ -422,6 +422,33 @@ func TestFetchLocal(t *testing.T) {
 	if _, err := Fetch(context.Background(), mustSource(t, filepath.Join(dir, "nope.img"), ""), opt); err == nil || !strings.Contains(err.Error(), "no such file") {
 		t.Errorf("Fetch(missing) = %v", err)
 	}
+	// Judged by content, not by name: an xz named as the _latest URL
+	// names it (curl -O), or .xz alone, is decompressed; a gzip named
+	// .img.xz and a zip are refused, naming what they are, before any
+	// hashing.
+	for _, name := range []string{"raspios_lite_arm64_latest", "bookworm.xz"} {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, xz, 0o644)
+		img, err := Fetch(context.Background(), mustSource(t, p, ""), opt)
+		if err != nil {
+			t.Fatalf("Fetch(%s, xz content): %v", name, err)
+		}
+		checkRaw(t, img, raw)
+		img.Release()
+	}
+	for name, tc := range map[string]struct{ head, want string }{
+		"gzipped.img.xz": {"\x1f\x8b\x08\x00", "is a gzip file: pibake reads raw images and .xz; decompress it first (gunzip -k "},
+		"image.zip":      {"PK\x03\x04\x14\x00", "is a zip archive"},
+	} {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, append([]byte(tc.head), raw[:4096]...), 0o644)
+		var logs []string
+		o := opt
+		o.Logf = func(f string, a ...any) { logs = append(logs, fmt.Sprintf(f, a...)) }
+		if _, err := Fetch(context.Background(), mustSource(t, p, ""), o); err == nil || !strings.Contains(err.Error(), tc.want) || len(logs) != 0 {
+			t.Errorf("Fetch(%s) = %v after %q; want %q at once", name, err, logs, tc.want)
+		}
+	}
 }
 
 func TestCacheListAndPrune(t *testing.T) {
@@ -476,7 +503,10 @@ func TestParseSource(t *testing.T) {
 		{spec: "https://example.org/a.img.xz", wantURL: "https://example.org/a.img.xz"},
 		{spec: "file:///srv/a.img", wantPath: "/srv/a.img"},
 		{spec: "a.img.xz", wantPath: "a.img.xz"},
-		{spec: "a.zip", wantErr: ".img or .img.xz"},
+		{spec: "a.zip", wantPath: "a.zip"}, // judged by content when fetched
+		{spec: "raspios_lite_arm64:lates", wantErr: `"raspios_lite_arm64:lates": unknown alias; did you mean raspios_lite_arm64:latest?`},
+		{spec: "raspios_lite_armhf:latest", wantErr: "did you mean raspios_lite_arm64:latest?"},
+		{spec: "debian:trixie", wantErr: "unknown alias (there is raspios_lite_arm64:latest), and no such file"},
 		{spec: "ftp://x/a.img", wantErr: "only http, https and file"},
 		{spec: "a.img", pin: "abc", wantErr: "64 hexadecimal"},
 	}

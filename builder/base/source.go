@@ -6,7 +6,11 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
+
+	"github.com/pibake/pibake/internal/files"
+	"github.com/pibake/pibake/internal/suggest"
 )
 
 // Aliases for official releases. The _latest URL redirects to the newest
@@ -58,17 +62,31 @@ func ParseSource(spec, pin string) (Source, error) {
 		s.Path = filepath.FromSlash(u.Path)
 	case strings.Contains(spec, "://"):
 		return Source{}, fmt.Errorf("image source %q: only http, https and file URLs are supported", spec)
+	case aliasShaped.MatchString(spec) && !files.Exists(spec):
+		return Source{}, unknownAlias(spec)
 	default:
+		// A local file, whatever its name: Fetch judges it by its first
+		// bytes (xz, or a raw image), as it does a download.
 		s.Path = spec
-	}
-	if s.Path != "" && !isImageName(s.Path) {
-		return Source{}, fmt.Errorf("image source %s: a local image must be a .img or .img.xz file", s.Path)
 	}
 	return s, nil
 }
 
-func isImageName(name string) bool {
-	return strings.HasSuffix(name, ".img") || strings.HasSuffix(name, ".img.xz") || strings.HasSuffix(name, ".xz")
+// aliasShaped is what an alias looks like (name:tag), not a path.
+var aliasShaped = regexp.MustCompile(`^[A-Za-z0-9_.-]+:[A-Za-z0-9_.-]*$`)
+
+// unknownAlias refuses a name:tag that is no alias, suggesting the
+// nearest one.
+func unknownAlias(spec string) error {
+	names := make([]string, 0, len(aliases))
+	for a := range aliases {
+		names = append(names, a)
+	}
+	slices.Sort(names)
+	if best := suggest.Nearest(spec, names, len(spec)/2); best != "" {
+		return fmt.Errorf("image source %q: unknown alias; did you mean %s?", spec, best)
+	}
+	return fmt.Errorf("image source %q: unknown alias (there is %s), and no such file", spec, strings.Join(names, ", "))
 }
 
 // String names the source for messages.

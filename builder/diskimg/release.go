@@ -49,8 +49,13 @@ type Release struct {
 	MachineID  string `json:"machine_id"`
 	PrettyName string `json:"os_release"`
 	Codename   string `json:"codename"`
-	Hostname   string `json:"hostname"`
-	Cmdline    string `json:"cmdline"`
+	// OSID and OSVersionID are os-release's ID ("debian"; "raspbian" for
+	// the 32-bit OS) and VERSION_ID ("12"): an SBOM's package URLs name
+	// the distribution with them, as syft does.
+	OSID        string `json:"os_id,omitempty"`
+	OSVersionID string `json:"os_version_id,omitempty"`
+	Hostname    string `json:"hostname"`
+	Cmdline     string `json:"cmdline"`
 	// Customised lists what on the boot partition shows that something
 	// already set this image up for a machine: an earlier pibake payload,
 	// a Raspberry Pi Imager customisation. Empty on an official image.
@@ -93,6 +98,7 @@ func (im *Image) DetectRelease() (Release, error) {
 	}
 	kv := parseOSRelease(string(osRelease))
 	r.PrettyName, r.Codename = kv["PRETTY_NAME"], kv["VERSION_CODENAME"]
+	r.OSID, r.OSVersionID = kv["ID"], kv["VERSION_ID"]
 	if h, err := im.ReadRootFile("etc/hostname"); err == nil {
 		r.Hostname = strings.TrimSpace(string(h))
 	}

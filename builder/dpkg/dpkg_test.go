@@ -127,7 +127,18 @@ func TestParseSeparators(t *testing.T) {
 }
 
 func TestReadMissing(t *testing.T) {
-	img := testimage.For(t, testimage.Bookworm())
+	// The release test images carry a dpkg database: this one's root holds
+	// only os-release.
+	root := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, "etc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "etc", "os-release"), []byte("ID=debian\nVERSION_CODENAME=bookworm\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	spec := testimage.Bookworm()
+	spec.RootDir = root
+	img := testimage.For(t, spec)
 	im, err := diskimg.Open(img, false)
 	if err != nil {
 		t.Fatal(err)

@@ -8,7 +8,6 @@ import (
 
 	"github.com/pibake/pibake/builder/inputs"
 	"github.com/pibake/pibake/builder/outdir"
-	"github.com/pibake/pibake/builder/outdir/seam"
 	"github.com/pibake/pibake/recipes"
 )
 
@@ -103,88 +102,5 @@ func Init(ctx context.Context, r *recipes.Recipe, opt InitOptions) error {
 	return d.Update(s.RecordRun)
 }
 
-// MergeOptions configure Merge.
-type MergeOptions struct {
-	Logf func(format string, args ...any)
-	// FS is where the merged directory's steps go (a test stops them);
-	// nil is the running system's.
-	FS seam.FS
-}
-
-// Merge puts shard output directories together into dir: every node's
-// files (hard-linked where the file system allows, else copied, and
-// checked against the shard's checksums either way), the cluster's
-// secrets, and one manifest, SHA256SUMS and os_list.json for all. The
-// shards must come from one recipe, one base image, one pibake and one
-// set of secrets, and no node may be in two of them.
-func Merge(ctx context.Context, dir string, shards []string, opt MergeOptions) error {
-	if opt.Logf == nil {
-		opt.Logf = func(string, ...any) {}
-	}
-	ms, err := readShards(shards)
-	if err != nil {
-		return err
-	}
-	d, err := outdir.Open(ctx, dir, outdir.Options{Logf: opt.Logf, FS: opt.FS})
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.ImportSecrets(shards); err != nil {
-		return err
-	}
-	for i, m := range ms {
-		for _, n := range m.Nodes {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			if err := d.Import(ctx, shards[i], n); err != nil {
-				return err
-			}
-			opt.Logf("%s: merged from %s", n.Hostname, shards[i])
-		}
-	}
-	first := ms[0]
-	return d.Update(func(m *outdir.Manifest) {
-		nodes := m.Nodes
-		*m = first
-		m.Nodes = nodes
-	})
-}
-
-// readShards reads the shards' manifests and checks that they are of one
-// recipe, base, pibake and set of secrets, and that no node is in two.
-func readShards(shards []string) ([]outdir.Manifest, error) {
-	if len(shards) == 0 {
-		return nil, errors.New("merge: no shard directories")
-	}
-	ms := make([]outdir.Manifest, len(shards))
-	for i, s := range shards {
-		ms[i] = outdir.ReadManifest(s)
-		if ms[i].Cluster == "" {
-			return nil, fmt.Errorf("merge: %s holds no pibake manifest.json", s)
-		}
-	}
-	first := ms[0]
-	from := map[string]string{}
-	for i, m := range ms {
-		// The recipe's hash covers the secrets too: the more telling
-		// differences come first.
-		for _, d := range []struct{ what, a, b string }{
-			{"cluster", first.Cluster, m.Cluster}, {"cluster token", first.TokenID + first.Token, m.TokenID + m.Token},
-			{"cluster CA", first.CAHash, m.CAHash}, {"pibake version", first.PibakeVersion, m.PibakeVersion},
-			{"base image", first.Base.SHA256, m.Base.SHA256}, {"recipe", first.RecipeHash, m.RecipeHash},
-		} {
-			if d.a != d.b {
-				return nil, fmt.Errorf("merge: %s and %s were built with another %s; build every shard from one recipe, in copies of one pibake init directory", shards[0], shards[i], d.what)
-			}
-		}
-		for _, n := range m.Nodes {
-			if prev, ok := from[n.Hostname]; ok {
-				return nil, fmt.Errorf("merge: node %s is in %s and in %s; each node belongs to one shard", n.Hostname, prev, shards[i])
-			}
-			from[n.Hostname] = shards[i]
-		}
-	}
-	return ms, nil
-}
+// String is "I/N".
+func (sh Shard) String() string { return fmt.Sprintf("%d/%d", sh.Index, sh.Count) }

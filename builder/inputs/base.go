@@ -25,6 +25,8 @@ type Base struct {
 	Stamp time.Time
 	// Airgap maps each air-gap file to its SHA-256, hashed once per run.
 	Airgap map[string]string
+	// Supply is set by LearnSupply (a build's records need it).
+	Supply Supply
 }
 
 // Close releases the base image (in the cache) and its .xz.

@@ -64,9 +64,13 @@ func (s *Session) RecordIdentity(m *outdir.Manifest) {
 }
 
 // RecordRun notes in the manifest what the run was made from: pibake's
-// version, the cluster, the recipe's hash and the identity.
+// version, the cluster, the recipe's hash and hostnames, and the identity.
 func (s *Session) RecordRun(m *outdir.Manifest) {
 	m.PibakeVersion, m.Cluster, m.RecipeHash = s.Opt.Version, s.R.Cluster.Name, s.RecipeHash()
+	m.RecipeNodes = make([]string, 0, len(s.R.Nodes))
+	for _, n := range s.R.Nodes {
+		m.RecipeNodes = append(m.RecipeNodes, n.Hostname)
+	}
 	s.RecordIdentity(m)
 }
 

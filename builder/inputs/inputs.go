@@ -9,6 +9,8 @@ package inputs
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"runtime"
 
 	"github.com/pibake/pibake/builder/base"
@@ -87,7 +89,26 @@ func Prepare(r *recipes.Recipe, opt Options, nodes []*recipes.Node) (*Session, e
 	if opt.Logf == nil {
 		opt.Logf = func(string, ...any) {}
 	}
-	return &Session{R: r, Opt: opt, Nodes: nodes, OutDir: OutDir(r, opt.OutDir), Compress: opt.Compress || r.Output.Compress, Logf: opt.Logf}, nil
+	out := OutDir(r, opt.OutDir)
+	if err := checkOutDir(out); err != nil {
+		return nil, err
+	}
+	return &Session{R: r, Opt: opt, Nodes: nodes, OutDir: out, Compress: opt.Compress || r.Output.Compress, Logf: opt.Logf}, nil
+}
+
+// checkOutDir refuses an output directory that cannot be one because it,
+// or the nearest of its parents that exists, is not a directory: said
+// before the base image is fetched and hashed, not after.
+func checkOutDir(dir string) error {
+	for p := filepath.Clean(dir); ; p = filepath.Dir(p) {
+		fi, err := os.Stat(p)
+		switch {
+		case err == nil && !fi.IsDir():
+			return fmt.Errorf("output directory %s: %s is a file, not a directory; give --out a directory (made if missing)", dir, p)
+		case err == nil, filepath.Dir(p) == p:
+			return nil // a directory (opening the output directory names any other problem)
+		}
+	}
 }
 
 // OutDir is where a run writes: the flag's directory, else the recipe's

@@ -9,6 +9,7 @@ import (
 	"hash"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/pibake/pibake/recipes"
 )
@@ -28,6 +29,14 @@ const secretIterations = 600_000
 // and a build's later steps ask again for the same secrets), by the
 // SHA-256 of the secrets; it never leaves memory.
 var secretKeys sync.Map
+
+// stretches counts the keys stretched in this process: what a test
+// counts per node (issue 29: a stretch costs about half of what copying
+// a node's image does).
+var stretches atomic.Int64
+
+// Stretches is how many keys this process has stretched so far.
+func Stretches() int64 { return stretches.Load() }
 
 // recipeKey keys the recipe's hash: stretched from every secret of the
 // cluster.
@@ -65,6 +74,7 @@ func stretchSecrets(secrets string) []byte {
 	if k, ok := secretKeys.Load(id); ok {
 		return k.([]byte)
 	}
+	stretches.Add(1)
 	k, err := pbkdf2.Key(sha256.New, secrets, []byte("pibake published hashes v1"), secretIterations, 32)
 	if err != nil {
 		panic(fmt.Sprintf("pbkdf2: %v", err)) // only for FIPS-only lengths, which these are not

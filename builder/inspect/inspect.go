@@ -217,7 +217,12 @@ func (ins *Report) writeImage(b *strings.Builder) {
 	fmt.Fprintf(b, "image:      %s (%s)\n", ins.Path, bytesize.Format(ins.Size))
 	fmt.Fprintf(b, "disk id:    %s\n", ins.DiskID)
 	fmt.Fprintf(b, "os:         %s\n", orDash(r.PrettyName))
-	fmt.Fprintf(b, "hostname:   %s\n", orDash(r.Hostname))
+	host := orDash(r.Hostname)
+	if p := ins.Payload; p != nil && p.Hostname != "" && p.Hostname != r.Hostname {
+		// The root's /etc/hostname is the base's until first boot.
+		host = fmt.Sprintf("%s (the base OS's; first boot makes it %s, from the payload below)", host, p.Hostname)
+	}
+	fmt.Fprintf(b, "hostname:   %s\n", host)
 	style := map[diskimg.Style]string{
 		diskimg.StyleBookworm: "bookworm (first boot runs init=/usr/lib/raspberrypi-sys-mods/firstboot)",
 		diskimg.StyleTrixie:   "trixie (the initramfs grows the root when cmdline has resize)",

@@ -50,7 +50,7 @@ func TestInspect(t *testing.T) {
 	if err := ins.WriteJSON(&js); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"hostname: pi-1", "role:     agent", "joins:    https://10.0.0.1:6443", "0x0c", "bootfs", "rootfs", "Debian GNU/Linux 12 (bookworm)"} {
+	for _, want := range []string{"hostname:   raspberrypi (the base OS's; first boot makes it pi-1, from the payload below)", "hostname: pi-1", "role:     agent", "joins:    https://10.0.0.1:6443", "0x0c", "bootfs", "rootfs", "Debian GNU/Linux 12 (bookworm)"} {
 		if !strings.Contains(text.String(), want) {
 			t.Errorf("inspect text lacks %q:\n%s", want, text.String())
 		}

@@ -139,7 +139,7 @@ func renewable(rel string) bool {
 func (d *Dir) Import(ctx context.Context, shard string, n Node) error {
 	var err error
 	var parts []*Part
-	for _, f := range []struct{ name, want string }{{n.File, n.SHA256}, {n.Bmap, ""}, {n.XZ, n.XZSHA256}} {
+	for _, f := range []struct{ name, want string }{{n.File, n.SHA256}, {n.Bmap, n.BmapSHA256}, {n.XZ, n.XZSHA256}, {n.SBOM, n.SBOMSHA256}} {
 		if f.name == "" {
 			continue
 		}

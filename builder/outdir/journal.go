@@ -83,6 +83,9 @@ func (j *journal) files() map[string]string {
 	if j.Entry.XZ != "" {
 		fl[j.Entry.XZ] = j.Entry.XZSHA256
 	}
+	if j.Entry.SBOM != "" {
+		fl[j.Entry.SBOM] = j.Entry.SBOMSHA256
+	}
 	return fl
 }
 
@@ -135,7 +138,7 @@ func (d *Dir) Publish(entry Node, parts ...*Part) error {
 	for _, p := range parts {
 		j.Parts[p.Final] = journalPart{Temp: p.Temp(), SHA256: p.SHA256}
 	}
-	for name, sum := range map[string]string{entry.File: entry.SHA256, entry.Bmap: "", entry.XZ: entry.XZSHA256} {
+	for name, sum := range map[string]string{entry.File: entry.SHA256, entry.Bmap: entry.BmapSHA256, entry.XZ: entry.XZSHA256, entry.SBOM: entry.SBOMSHA256} {
 		if name == "" {
 			continue
 		}
@@ -217,12 +220,15 @@ func (d *Dir) apply(j journal) error {
 	return d.replace(j)
 }
 
-// unlist takes a node out of SHA256SUMS and manifest.json.
+// unlist takes a node out of SHA256SUMS and manifest.json, and the
+// build-wide records with it: they describe every node as it was, and
+// come back when SetRecords writes them for the nodes as they are.
 func (d *Dir) unlist(host string) error {
 	if d.m.Node(host) == nil {
 		return nil
 	}
-	d.m.remove(host)
+	d.m.Remove(host)
+	d.m.Records = nil
 	return d.write()
 }
 
@@ -230,15 +236,15 @@ func (d *Dir) unlist(host string) error {
 // its parts into place, the image last.
 func (d *Dir) replace(j journal) error {
 	fl := j.files()
-	img, bmap, xz := NodeFiles(j.host())
-	for _, name := range []string{xz, bmap, img} {
+	names := nodeFileNames(j.host())
+	for _, name := range names {
 		if _, keep := fl[name]; !keep {
 			if err := seam.RemoveIfThere(d.fs, d.path(name)); err != nil {
 				return err
 			}
 		}
 	}
-	for _, name := range []string{xz, bmap, img} { // the image last
+	for _, name := range names { // the image last
 		p, ok := j.Parts[name]
 		if !ok {
 			continue
@@ -282,7 +288,8 @@ func (d *Dir) complete(ctx context.Context, j journal, sums bool) bool {
 // goes.
 func (d *Dir) finish(j journal) error {
 	if j.Entry != nil {
-		d.m.set(*j.Entry)
+		d.m.Set(*j.Entry)
+		d.m.Records = nil // a new node too: they do not describe it
 		if err := d.write(); err != nil {
 			return err
 		}
@@ -296,8 +303,7 @@ func (d *Dir) finish(j journal) error {
 // removeNode removes a node's parts and files, as many as it can.
 func (d *Dir) removeNode(j journal) error {
 	var first error
-	img, bmap, xz := NodeFiles(j.host())
-	names := []string{img, bmap, xz}
+	names := nodeFileNames(j.host())
 	for _, p := range j.Parts {
 		names = append(names, p.Temp)
 	}

@@ -40,10 +40,9 @@ import (
 
 // Files of an output directory, relative to it.
 const (
-	stateDir     = ".pibake"
-	lockFile     = ".pibake/lock"
-	sumsFile     = "SHA256SUMS"
-	manifestFile = "manifest.json"
+	stateDir = ".pibake"
+	lockFile = ".pibake/lock"
+	sumsFile = "SHA256SUMS"
 	// OSListFile is the Raspberry Pi Imager repository beside the images.
 	OSListFile = imager.File
 )
@@ -127,8 +126,13 @@ func (d *Dir) open() error {
 	return d.write()
 }
 
-// Close unlocks the directory.
-func (d *Dir) Close() { d.lock.Unlock() }
+// Close unlocks the directory, first removing records a stopped run left unlisted (else Open does).
+func (d *Dir) Close() {
+	d.mu.Lock()
+	_ = d.sweepRecords()
+	d.mu.Unlock()
+	d.lock.Unlock()
+}
 
 // path is the path of a name in the directory.
 func (d *Dir) path(name string) string { return filepath.Join(d.dir, filepath.FromSlash(name)) }
@@ -141,7 +145,7 @@ func (d *Dir) File(name string) string { return d.path(name) }
 func (d *Dir) Manifest() Manifest {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.m.clone()
+	return d.m.Clone()
 }
 
 // Entry is a copy of host's manifest entry: other nodes' publications
@@ -172,6 +176,11 @@ func (d *Dir) Intact(ctx context.Context, n Node) bool {
 	if !files.Exists(d.path(n.Bmap)) || (n.XZ != "" && !files.Exists(d.path(n.XZ))) {
 		return false
 	}
+	if n.SBOM != "" {
+		if sum, _, err := files.SHA256(ctx, d.path(n.SBOM)); err != nil || sum != n.SBOMSHA256 {
+			return false
+		}
+	}
 	sum, _, err := files.SHA256(ctx, d.path(n.File))
 	return err == nil && sum == n.SHA256
 }
@@ -179,8 +188,12 @@ func (d *Dir) Intact(ctx context.Context, n Node) bool {
 // IsOutDir reports whether dir holds a pibake manifest.json.
 func IsOutDir(dir string) bool { return files.Exists(filepath.Join(dir, manifestFile)) }
 
-// sweep removes what interrupted runs leave under temporary names.
+// sweep removes what interrupted runs leave under temporary names, and
+// the records and signatures they left unlisted (records.go).
 func (d *Dir) sweep() error {
+	if err := d.sweepRecords(); err != nil {
+		return err
+	}
 	for _, pattern := range []string{"*.part", atomicfile.TempPattern, stateDir + "/" + atomicfile.TempPattern, CADir + "/" + atomicfile.TempPattern, CADir + "/etcd/" + atomicfile.TempPattern} {
 		left, _ := filepath.Glob(filepath.Join(d.dir, filepath.FromSlash(pattern)))
 		for _, p := range left {
@@ -207,15 +220,26 @@ func (d *Dir) write() error {
 	var images []imager.Image
 	for _, n := range d.m.Nodes {
 		fmt.Fprintf(&sums, "%s  %s\n", n.SHA256, n.File)
+		if n.BmapSHA256 != "" {
+			fmt.Fprintf(&sums, "%s  %s\n", n.BmapSHA256, n.Bmap)
+		}
 		if n.XZ != "" {
 			fmt.Fprintf(&sums, "%s  %s\n", n.XZSHA256, n.XZ)
+		}
+		if n.SBOM != "" {
+			fmt.Fprintf(&sums, "%s  %s\n", n.SBOMSHA256, n.SBOM)
 		}
 		images = append(images, imager.Image{
 			Name: n.Hostname, Role: n.Role, Current: n.State == StateCurrent, State: n.State,
 			File: n.File, Size: n.Size, SHA256: n.SHA256, XZ: n.XZ, XZSize: n.XZSize, XZSHA256: n.XZSHA256, Released: n.Released,
 		})
 	}
-	m := d.m.clone()
+	if sums.Len() > 0 {
+		for _, r := range d.m.Records {
+			fmt.Fprintf(&sums, "%s  %s\n", r.SHA256, r.Name)
+		}
+	}
+	m := d.m.Clone()
 	if m.Nodes == nil {
 		m.Nodes = []Node{}
 	}
@@ -228,7 +252,7 @@ func (d *Dir) write() error {
 		return err
 	}
 	if sums.Len() == 0 {
-		if err := seam.RemoveIfThere(d.fs, d.path(sumsFile)); err != nil {
+		if err := d.removeWithSignature(sumsFile); err != nil {
 			return fmt.Errorf("remove %s: %w", sumsFile, DescribeWriteError(d.dir, err))
 		}
 	} else if err := d.writeIfChanged(sumsFile, []byte(sums.String()), 0o644); err != nil {
@@ -241,10 +265,14 @@ func (d *Dir) write() error {
 }
 
 // writeIfChanged writes a file of the directory atomically, unless it
-// already holds data.
+// already holds data. A signature of the file goes first: it signed what
+// the file held before.
 func (d *Dir) writeIfChanged(name string, data []byte, perm os.FileMode) error {
 	if old, err := os.ReadFile(d.path(name)); err == nil && bytes.Equal(old, data) {
 		return nil
+	}
+	if err := seam.RemoveIfThere(d.fs, d.path(name+SigSuffix)); err != nil {
+		return fmt.Errorf("remove %s: %w", name+SigSuffix, DescribeWriteError(d.dir, err))
 	}
 	if err := seam.WriteAtomic(d.fs, d.path(name), data, perm); err != nil {
 		return fmt.Errorf("write %s: %w", name, DescribeWriteError(d.dir, err))

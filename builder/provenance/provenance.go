@@ -127,7 +127,13 @@ func Build(in Input) ([]byte, error) {
 		ResolvedDependencies: in.dependencies(),
 	}
 	st.Predicate.RunDetails.Builder = builder{ID: BuilderID, Version: map[string]string{"pibake": in.PibakeVersion, "go": in.GoVersion}}
-	seed := in.InvocationSeed
+	return st.encode(in.InvocationSeed)
+}
+
+// encode writes the statement, its invocation id made from seed, or,
+// when seed is empty, derived from the rest of the statement.
+func (st Statement) encode(seed string) ([]byte, error) {
+	st.Predicate.RunDetails.Metadata.InvocationID = ""
 	if seed == "" {
 		b, err := json.Marshal(st)
 		if err != nil {
@@ -231,6 +237,46 @@ func (in Input) dependencies() []descriptor {
 func hexSum(b []byte) string {
 	s := sha256.Sum256(b)
 	return hex.EncodeToString(s[:])
+}
+
+// Resubject is doc (a provenance.json that Build wrote, with an
+// invocation id derived from its inputs) with subjects in place of its
+// own: what Build gives for the same Input with those subjects. A merge
+// rebuilds the provenance of the merged build with it, from one shard's,
+// never by merging documents.
+func Resubject(doc []byte, subjects []Artifact) ([]byte, error) {
+	st, err := Parse(doc)
+	if err != nil {
+		return nil, err
+	}
+	in := Input{Subjects: subjects, Base: Artifact{SHA256: st.BaseSHA256()}}
+	if err := in.check(); err != nil {
+		return nil, fmt.Errorf("provenance: %w", err)
+	}
+	st.Subject = nil
+	for _, s := range subjects {
+		st.Subject = append(st.Subject, descriptor{Name: s.Name, Digest: map[string]string{"sha256": s.SHA256}})
+	}
+	sort.Slice(st.Subject, func(i, j int) bool { return st.Subject[i].Name < st.Subject[j].Name })
+	return st.encode("")
+}
+
+// SameBuild reports whether two provenance documents describe builds of
+// the same inputs and options (their subjects aside): the shards of one
+// build do.
+func SameBuild(a, b []byte) (bool, error) {
+	var keys [2][]byte
+	for i, doc := range [][]byte{a, b} {
+		st, err := Parse(doc)
+		if err != nil {
+			return false, err
+		}
+		st.Subject, st.Predicate.RunDetails.Metadata.InvocationID = nil, ""
+		if keys[i], err = json.Marshal(st); err != nil {
+			return false, err
+		}
+	}
+	return bytes.Equal(keys[0], keys[1]), nil
 }
 
 // Parse reads a provenance.json that Build wrote.

@@ -141,3 +141,42 @@ func TestBuildErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestResubject: a merge rebuilds the provenance from a shard's with the
+// merged subjects, and gets what Build gives for the whole build; shards
+// of one build are the same build, and a different option is not.
+func TestResubject(t *testing.T) {
+	whole := sample()
+	shard := sample()
+	shard.Subjects = shard.Subjects[:1]
+	want, err := Build(whole)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := Build(shard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Resubject(doc, whole.Subjects)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("Resubject of a shard's provenance:\n%s\nwant Build's:\n%s", got, want)
+	}
+	if same, err := SameBuild(doc, want); err != nil || !same {
+		t.Errorf("SameBuild of a shard and the whole build: %v, %v", same, err)
+	}
+	other := sample()
+	other.Options = map[string]any{"compress": false}
+	otherDoc, err := Build(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if same, err := SameBuild(otherDoc, want); err != nil || same {
+		t.Errorf("SameBuild of builds with other options: %v, %v", same, err)
+	}
+	if _, err := Resubject(doc, nil); err == nil {
+		t.Error("Resubject with no subjects: no error")
+	}
+}

@@ -34,9 +34,10 @@ func (s *Signer) String() string {
 	return fmt.Sprintf("%s key %s (%s)", s.pub.Type(), ssh.FingerprintSHA256(s.pub), s.from)
 }
 
-// Close releases the signer (the ssh-agent connection).
+// Close releases the signer (the ssh-agent connection); a nil Signer
+// has nothing to release.
 func (s *Signer) Close() error {
-	if s.close != nil {
+	if s != nil && s.close != nil {
 		return s.close()
 	}
 	return nil
@@ -202,4 +203,12 @@ func VerifyFile(path string, allowed []AllowedSigner) ([]string, error) {
 		return nil, fmt.Errorf("%s: %w", filepath.Base(path)+SigSuffix, err)
 	}
 	return p, nil
+}
+
+// ErrNoTerminal is what TerminalPrompt says without a terminal to ask on.
+var ErrNoTerminal = errors.New("no terminal to ask it on (load the key into ssh-agent with ssh-add and give its .pub file instead)")
+
+// Bytes signs data for Namespace: a signature file's content.
+func (s *Signer) Bytes(data []byte) ([]byte, error) {
+	return Sign(s, bytes.NewReader(data), Namespace)
 }

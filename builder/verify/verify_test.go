@@ -85,40 +85,6 @@ func TestDirVerified(t *testing.T) {
 	t.Logf("\n%s", text(r))
 }
 
-func flip(t *testing.T, path string, at int64) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	c := make([]byte, 1)
-	if _, err := f.ReadAt(c, at); err != nil {
-		t.Fatal(err)
-	}
-	c[0] ^= 0x20
-	if _, err := f.WriteAt(c, at); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// offsetOf finds data in the image between from and to.
-func offsetOf(t *testing.T, path string, data []byte, from, to int64) int64 {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, to-from)
-	n, _ := f.ReadAt(buf, from)
-	i := bytes.Index(buf[:n], data)
-	if i < 0 {
-		t.Fatalf("%q not found in %s", data, path)
-	}
-	return from + int64(i)
-}
-
 // TestTampering flips one byte in each place issue 26 names — the root
 // partition, a boot file of the base, a boot file of pibake's,
 // SHA256SUMS, a signature — and checks that verify names each, and only
@@ -132,13 +98,13 @@ func TestTampering(t *testing.T) {
 		want   map[string]string
 	}{
 		{name: "root partition", tamper: func(t *testing.T, b *supplytest.Build) {
-			flip(t, b.Image("pi-agent"), rootFrom+5<<20+321)
+			supplytest.Flip(t, b.Image("pi-agent"), rootFrom+5<<20+321, 0x20)
 		}, want: imageChanged("pi-agent", "partition 2 (ext4 rootfs), bytes")},
 		{name: "base boot file", tamper: func(t *testing.T, b *supplytest.Build) {
-			flip(t, b.Image("pi-agent"), offsetOf(t, b.Image("pi-agent"), []byte("kernel image stand-in"), bootFrom, rootFrom)+3)
+			supplytest.Flip(t, b.Image("pi-agent"), supplytest.Offset(t, b.Image("pi-agent"), []byte("kernel image stand-in"), bootFrom, rootFrom)+3, 0x20)
 		}, want: imageChanged("pi-agent", "partition 1 (vfat bootfs), bytes")},
 		{name: "pibake boot file", tamper: func(t *testing.T, b *supplytest.Build) {
-			flip(t, b.Image("pi-server"), offsetOf(t, b.Image("pi-server"), []byte("# first boot of a pibake node"), bootFrom, rootFrom)+4)
+			supplytest.Flip(t, b.Image("pi-server"), supplytest.Offset(t, b.Image("pi-server"), []byte("# first boot of a pibake node"), bootFrom, rootFrom)+4, 0x20)
 		}, want: with(imageChanged("pi-server", "differs inside pibake's own changes"),
 			"sbom pi-server.cdx.json", "boot file pibake/firstboot.sh differs from the SBOM's")},
 		{name: "SHA256SUMS", tamper: func(t *testing.T, b *supplytest.Build) {
@@ -155,7 +121,7 @@ func TestTampering(t *testing.T) {
 			p := filepath.Join(b.Dir, "provenance.json.sig")
 			sig, _ := os.ReadFile(p)
 			// A character of the base64 body, past the public key.
-			flip(t, p, int64(len(sig))-60)
+			supplytest.Flip(t, p, int64(len(sig))-60, 0x20)
 		}, want: map[string]string{"signature provenance.json.sig": "bad signature"}},
 	}
 	for _, tt := range tests {
@@ -191,7 +157,7 @@ func with(m map[string]string, check, problem string) map[string]string {
 func TestExactWithBase(t *testing.T) {
 	b := build(t)
 	at := b.Spec.RootStart()*512 + 7<<20 + 99
-	flip(t, b.Image("pi-agent"), at)
+	supplytest.Flip(t, b.Image("pi-agent"), at, 0x20)
 	r := verifyDir(t, b, Options{Base: b.Base})
 	failedWith(t, r, imageChanged("pi-agent", fmt.Sprintf("partition 2 (ext4 rootfs), bytes %d-%d (1 bytes): differs from the base image", at, at)))
 }
@@ -217,7 +183,7 @@ func TestCard(t *testing.T) {
 		t.Fatalf("an untouched card fails verify:\n%s", text(r))
 	}
 	at := b.Spec.RootStart()*512 + 3<<20 + 1
-	flip(t, card, at)
+	supplytest.Flip(t, card, at, 0x20)
 	r, err = Image(context.Background(), card, opt)
 	if err != nil {
 		t.Fatal(err)

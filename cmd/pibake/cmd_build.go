@@ -7,6 +7,7 @@ import (
 
 	"github.com/pibake/pibake/builder"
 	"github.com/pibake/pibake/builder/fleet"
+	"github.com/pibake/pibake/internal/summary"
 	"github.com/spf13/pflag"
 )
 
@@ -20,7 +21,7 @@ var buildCommand = command{
 type buildOptions struct {
 	base                                     baseFlags
 	lock                                     lockFlags
-	out, image, shard                        string
+	out, image, shard, signKey               string
 	nodes, rotate                            []string
 	compress, force, wait, prune, newCluster bool
 	updateLock                               bool
@@ -39,6 +40,7 @@ func (o *buildOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.shard, "shard", "", "build only shard I of N (I/N: every N-th node of the recipe), in a copy of a pibake init directory")
 	fs.BoolVar(&o.updateLock, "update-lock", false, "resolve the recipe's moving inputs again and rewrite its lock file before building")
 	o.lock.add(fs)
+	fs.StringVar(&o.signKey, "sign-key", "", "sign SHA256SUMS and provenance.json at the end with this OpenSSH private key (its passphrase asked on the terminal), or the .pub of a key in ssh-agent")
 	fs.StringArrayVar(&o.rotate, "rotate-node-password", nil, "give this node a new node password, e.g. after its card was lost (repeatable; then kubectl delete node NODE before it boots)")
 }
 
@@ -60,7 +62,8 @@ func runBuild(ctx context.Context, o *buildOptions, args []string, out outputs) 
 	if r == nil {
 		return exitFailure
 	}
-	if err := applyLock(ctx, r, o.updateLock, &o.lock, &o.base, out); err != nil {
+	lock, err := applyLock(ctx, r, o.updateLock, &o.lock, &o.base, out)
+	if err != nil {
 		reportError(out, "build", err)
 		return exitFailure
 	}
@@ -73,15 +76,15 @@ func runBuild(ctx context.Context, o *buildOptions, args []string, out outputs) 
 	results, err := builder.Build(ctx, r, builder.Options{
 		OutDir: o.out, Nodes: o.nodes, Jobs: o.base.jobs, Base: bopt, Image: o.image,
 		Compress: o.compress, Force: o.force, Wait: o.wait, Prune: o.prune, NewCluster: o.newCluster,
-		RotateNodePassword: o.rotate, Shard: sh, Version: fullVersion(), Logf: bopt.Logf, Progress: bopt.Progress,
+		RotateNodePassword: o.rotate, Shard: sh, Version: fullVersion(), Logf: bopt.Logf, Progress: bopt.Progress, Lock: lock, SignKey: o.signKey,
 	})
 	o.base.done() // the summary below the bars
 	if !o.base.quiet && len(results) > 0 {
-		writeBuildTable(out, results)
+		summary.BuildTable(out.stderr, results)
 	}
-	writeBuildPaths(out, results)
+	summary.BuildPaths(out.stdout, results)
 	switch {
-	case errors.Is(err, fleet.ErrUnknownNode), errors.Is(err, fleet.ErrNotSelected):
+	case errors.Is(err, fleet.ErrUnknownNode), errors.Is(err, fleet.ErrNotSelected), errors.Is(err, fleet.ErrShardSigns):
 		fmt.Fprintf(out.stderr, "pibake build: %v\n", err)
 		return exitUsage
 	case err != nil:

@@ -7,6 +7,7 @@ import (
 
 	"github.com/pibake/pibake/builder/base"
 	"github.com/pibake/pibake/internal/bytesize"
+	"github.com/pibake/pibake/internal/summary"
 	"github.com/spf13/pflag"
 )
 
@@ -59,7 +60,7 @@ func runCache(ctx context.Context, o *cacheOptions, args []string, out outputs) 
 		fmt.Fprintf(out.stderr, "pibake cache list: %v\n", err)
 		return exitFailure
 	}
-	writeCacheList(out, entries, o.json)
+	summary.CacheList(out.stdout, entries, o.json)
 	return exitOK
 }
 

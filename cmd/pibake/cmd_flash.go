@@ -69,7 +69,7 @@ func runFlash(ctx context.Context, o *flashOptions, args []string, out outputs) 
 		if r == nil {
 			return exitFailure
 		}
-		if err := applyLock(ctx, r, false, &lockFlags{}, &o.base, out); err != nil {
+		if _, err := applyLock(ctx, r, false, &lockFlags{}, &o.base, out); err != nil {
 			reportError(out, "flash", err)
 			return exitFailure
 		}

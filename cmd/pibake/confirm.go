@@ -37,7 +37,7 @@ func confirmFlash(o *flashOptions, out outputs) func(int64, []flashing.Target) e
 		case o.yes || allNewFiles(targets):
 			return nil
 		case !isTerminal(os.Stdin) || !out.stderrIsTerminal:
-			return errors.New("not asking on a terminal: pass --yes to overwrite these devices and files")
+			return errors.New("not on a terminal: pass --yes to confirm overwriting these devices and files")
 		}
 		fmt.Fprintf(out.stderr, "Everything on the devices and files above will be overwritten. Type yes to write: ")
 		line, _ := bufio.NewReader(os.Stdin).ReadString('\n')

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/pibake/pibake/builder/base"
 	"github.com/pibake/pibake/internal/progressview"
@@ -75,5 +76,18 @@ func (b *baseFlags) logf(out outputs) func(string, ...any) {
 func logf(out outputs) func(string, ...any) {
 	return func(format string, args ...any) {
 		fmt.Fprintf(out.stderr, "pibake: "+format+"\n", args...)
+	}
+}
+
+// quietLogf is logf, or with -q only the warnings.
+func quietLogf(out outputs, quiet bool) func(string, ...any) {
+	l := logf(out)
+	if !quiet {
+		return l
+	}
+	return func(format string, args ...any) {
+		if strings.HasPrefix(format, "warning") {
+			l(format, args...)
+		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pibake/pibake/internal/buildtest"
 	"github.com/pibake/pibake/internal/testimage"
 )
 
@@ -20,7 +21,7 @@ import (
 // terminal, without --yes. No secret is ever printed.
 func TestFlashCommand(t *testing.T) {
 	t.Setenv("NO_COLOR", "1")
-	base := testimage.For(t, testimage.Bookworm())
+	base := testimage.For(t, buildtest.SmallBookworm())
 	dir := t.TempDir()
 	const token = "flash-cli-test-token-0123456789"
 	recipe := filepath.Join(dir, "lab.hcl")
@@ -43,7 +44,7 @@ func TestFlashCommand(t *testing.T) {
 	// A file already there (here the recipe, named by mistake) is asked
 	// about like a device: without a terminal, only with --yes.
 	stdout, stderr, code := pibake("flash", recipe, "srv="+recipe, "--out", out)
-	if code != exitFailure || !strings.Contains(stderr, recipe+"  srv     plain file, ") || !strings.Contains(stderr, "there now") || !strings.Contains(stderr, "not asking on a terminal: pass --yes to overwrite these devices and files") {
+	if code != exitFailure || !strings.Contains(stderr, recipe+"  srv     plain file, ") || !strings.Contains(stderr, "there now") || !strings.Contains(stderr, "not on a terminal: pass --yes to confirm overwriting these devices and files") {
 		t.Errorf("flash over an existing file: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
 	if got, _ := os.ReadFile(recipe); string(got) != src {
@@ -123,7 +124,7 @@ func TestFlashCommand(t *testing.T) {
 		want  string
 	}{
 		{flags: nil, code: exitFailure, want: "is a fixed loop disk, not a removable or USB one; if you really mean it, name it with --allow-fixed"},
-		{flags: []string{"--allow-fixed"}, code: exitFailure, want: "not asking on a terminal: pass --yes"},
+		{flags: []string{"--allow-fixed"}, code: exitFailure, want: "not on a terminal: pass --yes to confirm"},
 		{flags: []string{"--allow-fixed", "--yes"}, code: exitOK, want: "verified"},
 	} {
 		_, stderr, code := pibake(append([]string{"flash", recipe, "srv=" + dev, "--out", out}, c.flags...)...)
@@ -142,7 +143,7 @@ func TestFlashOnATerminal(t *testing.T) {
 	if os.Geteuid() != 0 {
 		testimage.Missing(t, "flashing a loop device needs root")
 	}
-	base := testimage.For(t, testimage.Bookworm())
+	base := testimage.For(t, buildtest.SmallBookworm())
 	self, _ := os.Executable()
 	dir := t.TempDir()
 	recipe := filepath.Join(dir, "lab.hcl")

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/pibake/pibake/builder/identity"
+	"github.com/pibake/pibake/internal/buildtest"
 	"github.com/pibake/pibake/internal/testimage"
 )
 
@@ -21,7 +22,7 @@ import (
 // token; --rotate-node-password for an unknown node is a usage error.
 func TestGeneratedCACommands(t *testing.T) {
 	t.Setenv("NO_COLOR", "1")
-	base := testimage.For(t, testimage.Bookworm())
+	base := testimage.For(t, buildtest.SmallBookworm())
 	dir := t.TempDir()
 	out := filepath.Join(dir, "out")
 	recipe := filepath.Join(dir, "lab.hcl")
@@ -140,7 +141,7 @@ node "agent" {
 func TestProgressOnATerminal(t *testing.T) {
 	scriptTool := testimage.Tool(t, "script")
 	xzTool := testimage.Tool(t, "xz")
-	base := testimage.For(t, testimage.Bookworm())
+	base := testimage.For(t, buildtest.SmallBookworm())
 	if out, err := exec.Command(xzTool, "-T2", "-0", "--block-size=8MiB", base).CombinedOutput(); err != nil {
 		t.Fatalf("xz: %v\n%s", err, out)
 	}

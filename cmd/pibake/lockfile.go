@@ -39,21 +39,21 @@ func (lf *lockFlags) make(ctx context.Context, r *recipes.Recipe, bf *baseFlags,
 // applyLock makes r use its lock file, when there is one (made anew with
 // update). It says which it used; a lock that does not match the recipe
 // is an error.
-func applyLock(ctx context.Context, r *recipes.Recipe, update bool, lf *lockFlags, bf *baseFlags, out outputs) error {
+func applyLock(ctx context.Context, r *recipes.Recipe, update bool, lf *lockFlags, bf *baseFlags, out outputs) (*recipes.Lock, error) {
 	if update {
 		if _, err := lf.make(ctx, r, bf, out); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	l, diags := recipes.LoadLock(hclparse.NewParser(), recipes.LockPath(r))
 	if diags.HasErrors() {
-		return diags
+		return nil, diags
 	}
 	if l == nil {
-		return nil
+		return nil, nil
 	}
 	if err := r.ApplyLock(l); err != nil {
-		return err
+		return nil, err
 	}
 	what := "image " + l.Image.URL
 	if l.Image.ReleaseDate != "" {
@@ -65,5 +65,5 @@ func applyLock(ctx context.Context, r *recipes.Recipe, update bool, lf *lockFlag
 	if !bf.quiet {
 		bf.logf(out)("using %s: %s", l.Path, what)
 	}
-	return nil
+	return l, nil
 }

@@ -14,6 +14,7 @@ import (
 	"syscall"
 
 	"github.com/pibake/pibake/internal/neterr"
+	"github.com/pibake/pibake/internal/suggest"
 	"github.com/spf13/pflag"
 )
 
@@ -108,7 +109,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	cmd, ok := commands()[name]
 	if !ok {
-		fmt.Fprintf(stderr, "pibake: unknown command %q\n\n", name)
+		fmt.Fprintf(stderr, "pibake: unknown command %q%s\n\n", name, didYouMean(name))
 		writeUsage(stderr)
 		return exitUsage
 	}
@@ -182,7 +183,11 @@ func reportError(out outputs, name string, err error) {
 	fmt.Fprintf(out.stderr, "pibake %s: %v\n", name, err)
 	var unreachable *neterr.Unreachable
 	if errors.As(err, &unreachable) {
-		io.WriteString(out.stderr, offlineHint)
+		hint := offlineHint
+		if name == "lock" {
+			hint = lockOfflineHint
+		}
+		io.WriteString(out.stderr, hint)
 	}
 }
 
@@ -191,6 +196,29 @@ const offlineHint = `No network here? Without one:
   make demo                              builds recipes/examples/lab.hcl against a generated image, offline
   pibake build RECIPE --image PATH       builds from a Raspberry Pi OS .img or .img.xz you already have
 Behind a proxy, set HTTPS_PROXY (and NO_PROXY); from a mirror, set image.source to its URL.
+`
+
+// didYouMean suggests the command a typo was meant to be (at most two
+// edits away: buld, biuld, flsh), or says nothing.
+func didYouMean(name string) string {
+	var names []string
+	for c := range commands() {
+		names = append(names, c)
+	}
+	if best := suggest.Nearest(name, names, 2); best != "" {
+		return fmt.Sprintf("; did you mean %q?", best)
+	}
+	return ""
+}
+
+// lockOfflineHint is offlineHint for pibake lock, which exists to ask the
+// network what an alias and a k3s channel mean today.
+const lockOfflineHint = `No network here? pibake lock asks the OS list and the k3s channel server, so:
+  run it where there is a network and commit the lock file beside the recipe: builds then resolve nothing
+  (they still need the image: from the cache, or --image PATH)
+  --os-list URL, --k3s-channels URL      ask a mirror of them instead
+  pibake build RECIPE --image PATH       builds without a lock file, from an image you already have
+Behind a proxy, set HTTPS_PROXY (and NO_PROXY).
 `
 
 // usageError reports wrong arguments to a command.

@@ -21,6 +21,8 @@ func TestRun(t *testing.T) {
 	t.Setenv("XDG_CACHE_HOME", t.TempDir()) // fetch never touches the real cache
 	t.Setenv("K3S_TOKEN", "cli-test-token-0123456789")
 	t.Setenv("K3S_AGENT_TOKEN", "cli-test-agent-token-0123456789")
+	home, _ := filepath.Abs("../../recipes/testdata/home") // the examples' ssh_public_keys()
+	t.Setenv("HOME", home)
 	const lab = "../../recipes/examples/lab.hcl"
 	tests := []struct {
 		name string
@@ -33,6 +35,7 @@ func TestRun(t *testing.T) {
 		{name: "help_validate", args: []string{"help", "validate"}, code: exitOK},
 		{name: "help_unknown", args: []string{"help", "bake"}, code: exitUsage},
 		{name: "unknown_command", args: []string{"bake"}, code: exitUsage},
+		{name: "unknown_command_typo", args: []string{"buld", "lab.hcl"}, code: exitUsage},
 		{name: "validate_help", args: []string{"validate", "--help"}, code: exitOK},
 		{name: "validate_lab", args: []string{"validate", lab}, code: exitOK},
 		{name: "validate_invalid", args: []string{"validate", "testdata/cli/invalid.hcl"}, code: exitFailure},
@@ -53,6 +56,8 @@ func TestRun(t *testing.T) {
 		{name: "build_unknown_node", args: []string{"build", lab, "--node", "pi-99"}, code: exitUsage},
 		{name: "build_missing_image", args: []string{"build", lab, "--image", "testdata/missing.img", "--out", "testdata/never"}, code: exitFailure},
 		{name: "build_no_recipe", args: []string{"build"}, code: exitUsage},
+		{name: "build_out_is_a_file", args: []string{"build", lab, "--image", "testdata/cli/invalid.hcl", "--out", "testdata/cli/invalid.hcl/sub"}, code: exitFailure},
+		{name: "build_unknown_alias", args: []string{"build", lab, "--image", "raspios_lite_arm64:lates", "--out", "testdata/never"}, code: exitFailure},
 		{name: "version_extra_arg", args: []string{"version", "now"}, code: exitUsage},
 		{name: "help_help", args: []string{"help", "--help"}, code: exitOK},
 		{name: "cache_list_all", args: []string{"cache", "list", "--all"}, code: exitUsage},
@@ -121,6 +126,8 @@ func TestReportError(t *testing.T) {
 			want: []string{"pibake fetch: interrupted\n"}, not: []string{"context canceled", "published"}},
 		{name: "offline", cmd: "build", err: fmt.Errorf("base image: %w", &neterr.Unreachable{Err: errors.New("download https://downloads.raspberrypi.com/x: cannot resolve host downloads.raspberrypi.com")}),
 			want: []string{"cannot resolve host", "make demo", "--image PATH", "HTTPS_PROXY"}},
+		{name: "offline lock", cmd: "lock", err: fmt.Errorf("resolve k3s channel stable: %w", &neterr.Unreachable{Err: errors.New("get https://update.k3s.io/v1-release/channels: cannot resolve host update.k3s.io")}),
+			want: []string{"cannot resolve host", "pibake lock asks the OS list and the k3s channel server", "commit the lock file", "--k3s-channels URL", "HTTPS_PROXY"}, not: []string{"make demo"}},
 		{name: "other", cmd: "fetch", err: errors.New("image x: checksum mismatch"),
 			want: []string{"pibake fetch: image x: checksum mismatch\n"}, not: []string{"make demo", "nothing was built"}},
 	} {

@@ -198,6 +198,16 @@ func Command(b testing.TB, name string, args ...string) {
 	}
 }
 
+// SmallBookworm is a Bookworm-shaped image (2 KiB clusters, 4 MiB
+// alignment, init=…firstboot) with a boot partition just big enough for
+// FAT32 with those clusters (65525 of them) and a small root: a quarter of
+// the release's size, for the command tests that build and flash it whole.
+func SmallBookworm() testimage.Spec {
+	s := testimage.Bookworm()
+	s.BootMiB, s.RootMiB = 132, 16
+	return s
+}
+
 // Small is a Trixie-shaped image with a 40 MiB boot partition and a
 // 16 MiB root: ten times less to copy and hash than a release-sized one,
 // for tests that build hundreds of times. (FAT32 needs 65525 clusters:

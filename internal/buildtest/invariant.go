@@ -21,8 +21,14 @@ import (
 //     (`sha256sum --strict -c`), and SHA256SUMS lists exactly the images
 //     and .img.xz files manifest.json names; with no node there is no
 //     SHA256SUMS at all (an empty one fails sha256sum -c);
-//   - every image and .img.xz under a final name is listed; every node
-//     has its .bmap and a state; os_list.json offers the listed nodes.
+//   - every image, .img.xz, SBOM and record under a final name is
+//     listed (SHA256SUMS lists the SBOMs, and delta.json and
+//     provenance.json while manifest.json's records name them); every
+//     node has its .bmap and a state; os_list.json offers the listed
+//     nodes;
+//   - a signature is there only with its file, and, where the directory's
+//     parent holds an allowed_signers file (for Principal), ssh-keygen
+//     -Y verify accepts it.
 func CheckInvariant(t testing.TB, dir string) outdir.Manifest {
 	t.Helper()
 	for _, pattern := range []string{"*.part", ".*.tmp-*", ".pibake/.*.tmp-*", ".pibake/publishing*.json"} {
@@ -34,8 +40,14 @@ func CheckInvariant(t testing.TB, dir string) outdir.Manifest {
 	var want []string
 	for _, n := range m.Nodes {
 		want = append(want, n.File)
+		if n.BmapSHA256 != "" {
+			want = append(want, n.Bmap)
+		}
 		if n.XZ != "" {
 			want = append(want, n.XZ)
+		}
+		if n.SBOM != "" {
+			want = append(want, n.SBOM)
 		}
 		if !files.Exists(filepath.Join(dir, n.Bmap)) {
 			t.Errorf("%s: its block map %s is missing", n.Hostname, n.Bmap)
@@ -44,12 +56,17 @@ func CheckInvariant(t testing.TB, dir string) outdir.Manifest {
 			t.Errorf("manifest entry %s has no state", n.Hostname)
 		}
 	}
+	if len(m.Nodes) > 0 {
+		for _, r := range m.Records {
+			want = append(want, r.Name)
+		}
+	}
 	listed := checkSums(t, dir, len(m.Nodes) > 0)
 	sort.Strings(want)
 	if !slices.Equal(listed, want) {
 		t.Errorf("SHA256SUMS lists %v; manifest.json names %v", listed, want)
 	}
-	for _, pattern := range []string{"*.img", "*.img.xz"} {
+	for _, pattern := range []string{"*.img", "*.img.xz", "*.cdx.json", outdir.DeltaFile, outdir.ProvenanceFile} {
 		found, _ := filepath.Glob(filepath.Join(dir, pattern))
 		for _, f := range found {
 			if !slices.Contains(listed, filepath.Base(f)) {
@@ -57,8 +74,41 @@ func CheckInvariant(t testing.TB, dir string) outdir.Manifest {
 			}
 		}
 	}
+	checkSignatures(t, dir)
 	checkOSList(t, dir, m)
 	return m
+}
+
+// checkSignatures checks that a signature is there only with its file,
+// and, when a key is on record (SignedBy), that ssh-keygen accepts it: a
+// file rewritten after it was signed has lost its signature.
+func checkSignatures(t testing.TB, dir string) {
+	t.Helper()
+	for _, name := range outdir.Signed {
+		sig := filepath.Join(dir, name+outdir.SigSuffix)
+		if !files.Exists(sig) {
+			continue
+		}
+		if !files.Exists(filepath.Join(dir, name)) {
+			t.Errorf("%s is there without %s", filepath.Base(sig), name)
+			continue
+		}
+		allowed := filepath.Join(dir, "..", "allowed_signers")
+		if !files.Exists(allowed) {
+			continue
+		}
+		in, err := os.Open(filepath.Join(dir, name))
+		if err != nil {
+			t.Error(err)
+			continue
+		}
+		cmd := exec.Command("ssh-keygen", "-Y", "verify", "-f", allowed, "-I", Principal, "-n", "pibake", "-s", sig)
+		cmd.Stdin = in
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("ssh-keygen -Y verify %s: %v\n%s", filepath.Base(sig), err, out)
+		}
+		in.Close()
+	}
 }
 
 // checkSums runs sha256sum -c on SHA256SUMS, which must be there exactly

@@ -5,14 +5,19 @@
 package completion
 
 import (
+	"fmt"
+	"math/big"
 	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
 
 	"github.com/hashicorp/hcl/v2/hclparse"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/pibake/pibake/recipes"
 	"github.com/spf13/pflag"
+	"github.com/zclconf/go-cty/cty"
 )
 
 // Files is the answer line that asks the shell to complete file names.
@@ -171,7 +176,9 @@ func recipeNodes(fs *pflag.FlagSet, args []string) []string {
 		}
 		r, _ := recipes.Load(hclparse.NewParser(), a)
 		if r == nil {
-			return nil
+			// An env() of a variable unset here, a typo mid-edit: the
+			// node blocks' labels still complete.
+			return nodeLabels(a)
 		}
 		var names []string
 		for _, n := range r.Nodes {
@@ -184,6 +191,57 @@ func recipeNodes(fs *pflag.FlagSet, args []string) []string {
 		return names
 	}
 	return nil
+}
+
+// nodeLabels reads the node blocks of a recipe that does not load,
+// without evaluating it: each label, its hostname when written as a
+// literal, and label-1 … label-N when count is a literal N.
+func nodeLabels(path string) []string {
+	files := []string{path}
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		files, _ = filepath.Glob(filepath.Join(path, "*.hcl"))
+	}
+	var names []string
+	add := func(n string) {
+		if n != "" && !slices.Contains(names, n) {
+			names = append(names, n)
+		}
+	}
+	p := hclparse.NewParser()
+	for _, name := range files {
+		f, _ := p.ParseHCLFile(name)
+		body, ok := f.Body.(*hclsyntax.Body)
+		if f == nil || !ok {
+			continue
+		}
+		for _, b := range body.Blocks {
+			if b.Type != "node" || len(b.Labels) != 1 {
+				continue
+			}
+			add(b.Labels[0])
+			if h, ok := literal(b.Body, "hostname"); ok && h.Type() == cty.String {
+				add(h.AsString())
+			} else if c, ok := literal(b.Body, "count"); ok && c.Type() == cty.Number {
+				if n, acc := c.AsBigFloat().Int64(); acc == big.Exact && n <= 1000 {
+					for i := int64(1); i <= n; i++ {
+						add(fmt.Sprintf("%s-%d", b.Labels[0], i))
+					}
+				}
+			}
+		}
+	}
+	sort.Strings(names)
+	return names
+}
+
+// literal is an attribute's value when it needs no variable or function.
+func literal(body *hclsyntax.Body, name string) (cty.Value, bool) {
+	attr, ok := body.Attributes[name]
+	if !ok {
+		return cty.NilVal, false
+	}
+	v, diags := attr.Expr.Value(nil)
+	return v, !diags.HasErrors() && v.IsKnown() && !v.IsNull()
 }
 
 // isBoolFlag reports whether a flag takes no value.

@@ -1,6 +1,8 @@
 package completion
 
 import (
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 
@@ -39,5 +41,47 @@ func TestCandidatesFromFlags(t *testing.T) {
 	}
 	if got := Shells(); !slices.Equal(got, []string{"bash", "fish", "zsh"}) {
 		t.Errorf("Shells() = %q", got)
+	}
+}
+
+// TestNodesOfARecipeThatDoesNotLoad: a recipe whose env() names a
+// variable unset in the shell does not load, yet --node still completes
+// its node blocks' labels, literal hostnames and counted names, and
+// completion prints nothing else.
+func TestNodesOfARecipeThatDoesNotLoad(t *testing.T) {
+	recipe := filepath.Join(t.TempDir(), "lab.hcl")
+	src := `cluster {
+  token = env("PIBAKE_TEST_UNSET_TOKEN")
+}
+node "pi-server" {
+  role     = "server"
+  hostname = "control"
+}
+node "pi-agent" {
+  role  = "agent"
+  count = 2
+}
+node "edge" {
+  role  = "agent"
+  count = length(["a", "b"])
+}
+`
+	if err := os.WriteFile(recipe, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Unsetenv("PIBAKE_TEST_UNSET_TOKEN")
+	cmds := map[string]Command{"build": {Flags: func(fs *pflag.FlagSet) {
+		fs.StringArray("node", nil, "")
+		fs.Bool("force", false, "")
+	}}}
+	want := []string{"control", "edge", "pi-agent", "pi-agent-1", "pi-agent-2", "pi-server"}
+	for _, dir := range []bool{false, true} {
+		path := recipe
+		if dir {
+			path = filepath.Dir(recipe)
+		}
+		if got := Candidates([]string{"build", "--force", path, "--node", ""}, cmds); !slices.Equal(got, want) {
+			t.Errorf("--node of %s = %q; want %q", path, got, want)
+		}
 	}
 }

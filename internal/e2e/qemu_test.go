@@ -125,7 +125,12 @@ type machine struct {
 // device not seen within systemd's default 90 s fails every mount and
 // service that needs it (seen: /boot/firmware's device timed out, and with
 // it cloud-init). A Pi finds its boot partition within seconds.
-const slowMachineArgs = "systemd.default_device_timeout_sec=900"
+// systemd.default_device_timeout_sec= came with systemd 254 (Trixie has
+// 257); Bookworm's 252 ignores it and times a device's job with the start
+// timeout instead, so that one is raised too (seen: a USB disk's boot
+// partition not seen within 90 s on Bookworm under load, and the boot
+// ending in the emergency shell).
+const slowMachineArgs = "systemd.default_device_timeout_sec=900 systemd.default_timeout_start_sec=900"
 
 // boot is one power-on of a machine.
 type boot struct {

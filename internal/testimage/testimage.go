@@ -217,6 +217,22 @@ func makeRoot(path string, s Spec, rootDir string, p *pool) error {
 		path, fmt.Sprintf("%dM", s.RootMiB))
 }
 
+// BootFiles are the generated boot partition's files, by path.
+func (s Spec) BootFiles() map[string]string { return bootFiles(s) }
+
+// RootTree is the generated root file system's files, by path, with
+// s.RootFiles.
+func (s Spec) RootTree() map[string]string {
+	files := rootFiles(s)
+	for name, content := range s.RootFiles {
+		files[name] = content
+	}
+	return files
+}
+
+// BootSectors is the boot partition's size in sectors.
+func (s Spec) BootSectors() int64 { return s.bootSectors() }
+
 func bootFiles(s Spec) map[string]string {
 	files := map[string]string{
 		"cmdline.txt":               s.Cmdline(),
@@ -241,6 +257,69 @@ func bootFiles(s Spec) map[string]string {
 	return files
 }
 
+// dpkgStatus is a stand-in dpkg database (its format as dpkg writes it,
+// lib/dpkg/dump.c): a few packages of Raspberry Pi OS Lite's some 600,
+// with a Source field with and without a version, an arch-all package, and
+// one removed whose conffiles remain (not installed). %s is the codename.
+const dpkgStatus = `Package: base-files
+Essential: yes
+Status: install ok installed
+Priority: required
+Section: admin
+Installed-Size: 344
+Maintainer: Santiago Vila <sanvila@debian.org>
+Architecture: arm64
+Multi-Arch: foreign
+Version: 12.4+deb12u11
+Description: Debian base system miscellaneous files (%[1]s)
+
+Package: libc6
+Status: install ok installed
+Priority: optional
+Section: libs
+Installed-Size: 12840
+Maintainer: GNU Libc Maintainers <debian-glibc@lists.debian.org>
+Architecture: arm64
+Multi-Arch: same
+Source: glibc
+Version: 2.36-9+rpt2+deb12u12
+Description: GNU C Library: Shared libraries
+
+Package: libssl3
+Status: install ok installed
+Priority: optional
+Section: libs
+Installed-Size: 5460
+Maintainer: Debian OpenSSL Team <pkg-openssl-devel@alioth-lists.debian.net>
+Architecture: arm64
+Multi-Arch: same
+Source: openssl (3.0.17-1~deb12u2)
+Version: 3.0.17-1~deb12u2+b1
+Description: Secure Sockets Layer toolkit - shared libraries
+
+Package: raspberrypi-sys-mods
+Status: install ok installed
+Priority: optional
+Section: admin
+Installed-Size: 141
+Maintainer: Serge Schneider <serge@raspberrypi.com>
+Architecture: all
+Version: 20250605
+Description: System tweaks for the Raspberry Pi
+
+Package: triggerhappy
+Status: deinstall ok config-files
+Priority: optional
+Section: admin
+Installed-Size: 100
+Maintainer: Debian QA Group <packages@qa.debian.org>
+Architecture: arm64
+Version: 0.5.0-1.1+b2
+Conffiles:
+ /etc/triggerhappy/triggers.d/audio.conf 0123456789abcdef0123456789abcdef
+Description: global hotkey daemon for Linux
+`
+
 func rootFiles(s Spec) map[string]string {
 	codename, version := "bookworm", "12"
 	machineID := ""
@@ -256,6 +335,7 @@ func rootFiles(s Spec) map[string]string {
 		"etc/machine-id":                         machineID,
 		"boot/firmware/.keep":                    "",
 		"usr/lib/raspberrypi-sys-mods/firstboot": "#!/bin/sh\n# stand-in\n",
+		"var/lib/dpkg/status":                    fmt.Sprintf(dpkgStatus, codename),
 	}
 	if s.Name == "trixie" {
 		files["usr/bin/cloud-init"] = "#!/usr/bin/python3\n# stand-in\n"

@@ -15,6 +15,12 @@ defaults {
   gateway = "172.20.0.1"
   dns     = ["172.20.0.1"]
   ssh     = true
+  # Log in as pi with your SSH key: ssh_public_keys() is the first of
+  # ~/.ssh/id_ed25519.pub, id_ecdsa.pub and id_rsa.pub. With none, nobody
+  # can log in (validate warns, naming ssh-keygen); the nodes still join.
+  user {
+    ssh_authorized_keys = ssh_public_keys()
+  }
 }
 
 node "edge-server" {

@@ -23,9 +23,11 @@ defaults {
   ssh      = true
   storage  = "ssd"
   timezone = "UTC"
+  # ops logs in with your SSH key (the first of ~/.ssh/id_ed25519.pub,
+  # id_ecdsa.pub, id_rsa.pub); list keys instead for a team.
   user {
     name                = "ops"
-    ssh_authorized_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGn4lC6ZnWsLqtCQ8ki7SIqNvLZPc0xk1pB9uJZbAFkf ops@example"]
+    ssh_authorized_keys = ssh_public_keys()
   }
 }
 

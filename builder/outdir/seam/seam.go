@@ -10,8 +10,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
+
+	"github.com/pibake/pibake/internal/atomicfile"
 )
 
 // FS is what a step goes through. Reads are not steps and go straight
@@ -70,18 +71,8 @@ func (OS) Create(name string, perm fs.FileMode) (*os.File, error) {
 // Link implements FS.
 func (OS) Link(existing, name string) error { return os.Link(existing, name) }
 
-// Sync implements FS.
-func (OS) Sync(name string) error {
-	f, err := os.OpenFile(name, os.O_RDWR, 0)
-	if err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
+// Sync implements FS (atomicfile.Sync).
+func (OS) Sync(name string) error { return atomicfile.Sync(name) }
 
 // Rename implements FS.
 func (OS) Rename(from, to string) error { return os.Rename(from, to) }
@@ -95,22 +86,8 @@ func (OS) RemoveAll(name string) error { return os.RemoveAll(name) }
 // Mkdir implements FS.
 func (OS) Mkdir(name string, perm fs.FileMode) error { return os.Mkdir(name, perm) }
 
-// SyncDir implements FS. Windows cannot open a directory for that, and
-// needs no such step.
-func (OS) SyncDir(dir string) error {
-	if runtime.GOOS == "windows" {
-		return nil
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	if err := d.Sync(); err != nil {
-		d.Close()
-		return err
-	}
-	return d.Close()
-}
+// SyncDir implements FS (atomicfile.SyncDir: a no-op on Windows).
+func (OS) SyncDir(dir string) error { return atomicfile.SyncDir(dir) }
 
 // WriteAtomic writes data to name so that it appears there only whole:
 // a temporary name beside it, synced, renamed, the directory synced. The
