@@ -18,6 +18,7 @@ import (
 	"github.com/pibake/pibake/builder/delta"
 	"github.com/pibake/pibake/builder/fleet"
 	"github.com/pibake/pibake/builder/inputs"
+	"github.com/pibake/pibake/builder/nodeimage"
 	"github.com/pibake/pibake/builder/outdir"
 	"github.com/pibake/pibake/builder/outdir/seam"
 	"github.com/pibake/pibake/builder/sign"
@@ -138,6 +139,9 @@ type NodeResult struct {
 	XZ       string `json:"xz,omitempty"`
 	Size     int64  `json:"size,omitempty"`
 	SHA256   string `json:"sha256,omitempty"`
+	// XZBlocks says how this build made the .img.xz (--compress): the
+	// base's blocks copied, those compressed again and why.
+	XZBlocks *nodeimage.XZStats `json:"xz_blocks,omitempty"`
 	// Err says why a node failed.
 	Err error `json:"-"`
 }

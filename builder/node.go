@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/pibake/pibake/builder/nodeimage"
@@ -21,6 +22,8 @@ import (
 type nodeBuild struct {
 	*build
 	node *recipes.Node
+	// xz says how its .img.xz was made, when one was.
+	xz *nodeimage.XZStats
 }
 
 // run builds the node (or finds it unchanged) and publishes it. Failures
@@ -50,6 +53,7 @@ func (nb *nodeBuild) run(ctx context.Context) NodeResult {
 	if entry.XZ != "" {
 		res.XZ = filepath.Join(nb.s.OutDir, entry.XZ)
 	}
+	res.XZBlocks = nb.xz
 	return res
 }
 
@@ -179,6 +183,23 @@ func (nb *nodeBuild) makeParts(ctx context.Context, payload firstboot.Payload, e
 	return append(parts, xzPart), err
 }
 
+// describeXZ says how a node's .img.xz was made: the base's blocks
+// copied, and each block compressed again with what the edit wrote there.
+func describeXZ(s nodeimage.XZStats) string {
+	if s.NoBase != "" {
+		return fmt.Sprintf(".img.xz: %d blocks compressed (%s to copy blocks from)", s.Blocks, s.NoBase)
+	}
+	msg := fmt.Sprintf(".img.xz: %d of %d blocks copied from the base's .xz, %d compressed again", s.Copied, s.Blocks, len(s.Compressed))
+	for _, b := range s.Compressed {
+		why := b.Why
+		if len(why) > 6 {
+			why = append(why[:6:6], fmt.Sprintf("%d more", len(b.Why)-6))
+		}
+		msg += fmt.Sprintf("; block %d (MiB %d-%d): %s", b.Index, b.Start>>20, (b.End+(1<<20)-1)>>20, strings.Join(why, ", "))
+	}
+	return msg
+}
+
 // compress writes the node's .img.xz as a part.
 func (nb *nodeBuild) compress(ctx context.Context, imgPart *outdir.Part, xzName string, entry *outdir.Node) (*outdir.Part, error) {
 	nb.s.Logf("%s: compressing", nb.node.Hostname)
@@ -188,9 +209,11 @@ func (nb *nodeBuild) compress(ctx context.Context, imgPart *outdir.Part, xzName 
 	if err != nil {
 		return p, fmt.Errorf("compress: %w", err)
 	}
-	err = nodeimage.Compress(ctx, imgPart.Path(), f, base.XZ, base.Path, base.EditSpan, nb.s.Opt.Jobs,
+	stats, err := nodeimage.Compress(ctx, imgPart.Path(), f, base.XZ, base.Path, base.EditSpan, nb.s.Opt.Jobs,
 		progress.New(nb.opt.Progress, nb.node.Hostname+": xz", entry.Size))
 	if err == nil {
+		nb.s.Logf("%s: %s", nb.node.Hostname, describeXZ(stats))
+		nb.xz = &stats
 		err = p.Sync()
 	}
 	if err != nil {

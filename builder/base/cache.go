@@ -105,6 +105,43 @@ func (c Cache) writeRecord(r sourceRecord) error {
 // rawPath is where the decompressed image of a download lives.
 func (c Cache) rawPath(sha string) string { return c.path("raw", sha+".img") }
 
+// BlocksPath is where the cache keeps a multi-block .xz made from the
+// image of this SHA-256 (a raw image, or a download's), beside its raw
+// image, for --compress to copy blocks from (nodeimage.BaseBlocks).
+func (c Cache) BlocksPath(sha string) string { return c.path("raw", sha+".img.xz") }
+
+// Make makes the file at path (under the cache) with make, unless it is
+// there: under the cache lock, so two pibake processes never make it
+// twice, and written to a temporary name that make gets, synced, then
+// renamed, so it appears only whole.
+func (c Cache) Make(ctx context.Context, path string, logf func(string, ...any), make func(tmp string) error) error {
+	unlock, err := c.lock(ctx, logf)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if files.Exists(path) {
+		touch(path)
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("cache: %w", err)
+	}
+	tmp := path + ".tmp"
+	os.Remove(tmp) // a crashed run's
+	err = make(tmp)
+	if err == nil {
+		err = atomicfile.Sync(tmp)
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
+}
+
 func (c Cache) downloadPath(sha string, compressed bool) string {
 	if compressed {
 		return c.path("downloads", sha+".img.xz")

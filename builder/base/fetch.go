@@ -21,6 +21,7 @@ import (
 	"github.com/pibake/pibake/internal/flock"
 	"github.com/pibake/pibake/internal/neterr"
 	"github.com/pibake/pibake/internal/progress"
+	"github.com/pibake/pibake/internal/xzfile"
 )
 
 // Options control Fetch.
@@ -211,7 +212,7 @@ func ensureRaw(ctx context.Context, c Cache, xzPath, sha string, img *Image, opt
 	tmp := raw + ".tmp"
 	start := time.Now()
 	opt.Logf("decompressing %s (%s)", filepath.Base(xzPath), plural(opt.Jobs, "job"))
-	if err := decompressXZ(ctx, xzPath, tmp, opt.Jobs, opt.Progress); err != nil {
+	if err := xzfile.Decompress(ctx, xzPath, tmp, opt.Jobs, opt.Progress); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("decompress %s: %w", xzPath, err)
 	}

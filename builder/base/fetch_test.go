@@ -21,6 +21,7 @@ import (
 
 	"github.com/pibake/pibake/internal/files"
 	"github.com/pibake/pibake/internal/neterr"
+	"github.com/pibake/pibake/internal/xzfile"
 )
 
 // imageServer serves a release like downloads.raspberrypi.com: a _latest
@@ -207,9 +208,9 @@ func TestFetchLatestThenCacheHit(t *testing.T) {
 		t.Fatal(err)
 	}
 	zeros := 0 // 64 KiB runs of zeros: the holes the raw image should have
-	for i := 0; i+holeGranule <= len(raw); i += holeGranule {
-		if bytes.Count(raw[i:i+holeGranule], []byte{0}) == holeGranule {
-			zeros += holeGranule
+	for i := 0; i+xzfile.HoleGranule <= len(raw); i += xzfile.HoleGranule {
+		if bytes.Count(raw[i:i+xzfile.HoleGranule], []byte{0}) == xzfile.HoleGranule {
+			zeros += xzfile.HoleGranule
 		}
 	}
 	// (An ext4 extent tree takes a block or two of its own: allow half.)

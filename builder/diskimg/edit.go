@@ -135,24 +135,34 @@ func (im *Image) Apply(e Edit) error {
 	if err != nil {
 		return err
 	}
+	part := im.BootPartition().Index
+	before, err := im.fat.Entries()
+	if err != nil {
+		return fmt.Errorf("boot partition (partition %d): %w", part, err)
+	}
+	unsteer, err := im.fat.Steer(im.f, im.need(files))
+	if err != nil {
+		return fmt.Errorf("boot partition (partition %d): %w", part, err)
+	}
 	bfs, err := im.bootFS()
+	if err == nil {
+		if err = write(bfs, e.Remove, files); err != nil {
+			err = fmt.Errorf("boot partition (partition %d): %w", part, err)
+		}
+	}
+	if uerr := unsteer(); err == nil && uerr != nil {
+		err = fmt.Errorf("boot partition (partition %d): %w", part, uerr)
+	}
 	if err != nil {
 		return err
 	}
-	before, err := im.fat.entries()
-	if err != nil {
-		return fmt.Errorf("boot partition (partition %d): %w", im.BootPartition().Index, err)
-	}
-	if err := write(bfs, e.Remove, files); err != nil {
-		return fmt.Errorf("boot partition (partition %d): %w", im.BootPartition().Index, err)
-	}
-	if err := im.fat.normalize(im.f); err != nil {
+	if err := im.fat.Normalize(im.f); err != nil {
 		return fmt.Errorf("boot partition (partition %d): repair after write: %w", im.BootPartition().Index, err)
 	}
 	// go-diskfs stamps what it writes with the clock (or a process-wide
 	// SOURCE_DATE_EPOCH); every entry this edit made or changed gets the
 	// edit's one time instead, so the bytes never depend on the clock.
-	if err := im.fat.restamp(im.f, before, stamp); err != nil {
+	if err := im.fat.Restamp(im.f, before, stamp); err != nil {
 		return fmt.Errorf("boot partition (partition %d): timestamps: %w", im.BootPartition().Index, err)
 	}
 	return nil
@@ -307,25 +317,36 @@ func writeFile(bfs *fat32.FileSystem, f File, made map[string]bool) error {
 	return out.Close()
 }
 
+// need is the space files take: every file's clusters counted as new
+// (conservative: replaced files free theirs only after) plus one cluster
+// per new directory and for directory growth. sizes are the files' sizes,
+// or nil to find them.
+func (im *Image) need(files []File, sizes ...int64) int64 {
+	cb := im.ClusterBytes()
+	need := int64(0)
+	dirs := map[string]bool{}
+	for i, f := range files {
+		size := int64(len(f.Data))
+		if i < len(sizes) {
+			size = sizes[i]
+		} else if fi, err := os.Stat(f.Source); f.Source != "" && err == nil {
+			size = fi.Size()
+		}
+		need += (size + cb - 1) / cb * cb
+		if d := path.Dir("/" + f.Path); d != "/" {
+			dirs[d] = true
+		}
+	}
+	return need + int64(len(dirs)+1)*cb
+}
+
 // checkFits refuses an edit that does not fit before anything is written.
-// It counts every file's clusters as new (conservative: replaced files
-// free theirs only after) plus one cluster per new directory and for
-// directory growth.
 func (im *Image) checkFits(files []File, sizes []int64) error {
 	free, err := im.FreeBootBytes()
 	if err != nil {
 		return err
 	}
-	cb := im.ClusterBytes()
-	need := int64(0)
-	dirs := map[string]bool{}
-	for i, f := range files {
-		need += (sizes[i] + cb - 1) / cb * cb
-		if d := path.Dir("/" + f.Path); d != "/" {
-			dirs[d] = true
-		}
-	}
-	need += int64(len(dirs)+1) * cb
+	need := im.need(files, sizes...)
 	if need > free {
 		return fmt.Errorf("boot partition (partition %d): the payload needs %d KiB but only %d KiB are free; nothing was written", im.BootPartition().Index, need/1024, free/1024)
 	}

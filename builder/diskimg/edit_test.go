@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pibake/pibake/builder/diskimg/fat"
 	"github.com/pibake/pibake/internal/testimage"
 )
 
@@ -111,7 +112,8 @@ func TestApply(t *testing.T) {
 // (MBR, gap, the whole root partition) and that inside it only the FSInfo
 // sectors, the FATs and data clusters changed, no more clusters than the
 // edit can account for.
-func compareOutsideBoot(t *testing.T, base, img string, boot Partition, v *fatVolume) {
+func compareOutsideBoot(t *testing.T, base, img string, boot Partition, v *fat.Volume) {
+	l := v.Layout()
 	t.Helper()
 	a, b := mustOpen(t, base), mustOpen(t, img)
 	defer a.Close()
@@ -124,21 +126,21 @@ func compareOutsideBoot(t *testing.T, base, img string, boot Partition, v *fatVo
 		t.Errorf("%d MiB after the boot partition (the root partition) changed", d)
 	}
 	// Reserved sectors: only the FSInfo sector and its backup may change.
-	for s := int64(0); s < v.reservedSectors; s++ {
-		if s == v.fsInfoSector || s == v.backupBootSector+v.fsInfoSector {
+	for s := int64(0); s < l.ReservedSectors; s++ {
+		if s == l.FSInfoSector || s == l.BackupBootSector+l.FSInfoSector {
 			continue
 		}
 		if diffRegion(t, a, b, boot.Offset()+s*512, 512, 512) != 0 {
 			t.Errorf("reserved sector %d of the boot partition changed", s)
 		}
 	}
-	dataStart := boot.Offset() + v.dataStartSector()*v.bytesPerSector
-	changed := diffRegion(t, a, b, dataStart, boot.Size()-v.dataStartSector()*v.bytesPerSector, v.clusterBytes())
+	dataStart := boot.Offset() + l.DataStartSector*l.SectorBytes
+	changed := diffRegion(t, a, b, dataStart, boot.Size()-l.DataStartSector*l.SectorBytes, v.ClusterBytes())
 	// What the edit writes, in clusters, with one cluster per directory and
 	// per replaced file's old tail as slack.
 	limit := int64(8)
 	for _, f := range payloadEdit().Files {
-		limit += (int64(len(f.Data)) + v.clusterBytes() - 1) / v.clusterBytes()
+		limit += (int64(len(f.Data)) + v.ClusterBytes() - 1) / v.ClusterBytes()
 	}
 	if int64(changed) > limit {
 		t.Errorf("%d data clusters changed; the edit accounts for at most %d", changed, limit)

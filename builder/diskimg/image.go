@@ -19,6 +19,7 @@ import (
 	"github.com/diskfs/go-diskfs/backend/file"
 	"github.com/diskfs/go-diskfs/filesystem/ext4"
 	"github.com/diskfs/go-diskfs/filesystem/fat32"
+	"github.com/pibake/pibake/builder/diskimg/fat"
 )
 
 // SectorSize is the logical sector size of every Raspberry Pi OS image.
@@ -62,7 +63,7 @@ type Image struct {
 	Partitions []Partition
 	// Boot and Root index Partitions.
 	Boot, Root int
-	fat        *fatVolume
+	fat        *fat.Volume
 }
 
 // Open opens the image at path and finds its boot and root partitions.
@@ -188,11 +189,11 @@ func (im *Image) findFileSystems() error {
 		p := &im.Partitions[i]
 		switch p.Type {
 		case TypeFAT32LBA, TypeFAT32CHS:
-			v, err := readFAT(im.src, p.Offset(), p.Size())
+			v, err := fat.Read(im.src, p.Offset(), p.Size())
 			if err != nil {
 				return fmt.Errorf("partition %d (FAT32, type %#02x): %w", p.Index, p.Type, err)
 			}
-			p.FileSystem, p.Label = "vfat", v.label
+			p.FileSystem, p.Label = "vfat", v.Label()
 			if im.Boot < 0 {
 				im.Boot, im.fat = i, v
 			}
@@ -234,16 +235,15 @@ func (im *Image) BootPartition() Partition { return im.Partitions[im.Boot] }
 func (im *Image) RootPartition() Partition { return im.Partitions[im.Root] }
 
 // ClusterBytes is the boot partition's cluster size.
-func (im *Image) ClusterBytes() int64 { return im.fat.clusterBytes() }
+func (im *Image) ClusterBytes() int64 { return im.fat.ClusterBytes() }
 
 // FreeBootBytes is the free space on the boot partition.
 func (im *Image) FreeBootBytes() (int64, error) {
-	t, err := im.fat.table()
+	free, err := im.fat.FreeBytes()
 	if err != nil {
 		return 0, fmt.Errorf("boot partition: %w", err)
 	}
-	free, _ := freeClusters(t)
-	return int64(free) * im.fat.clusterBytes(), nil
+	return free, nil
 }
 
 // bootFS opens the boot partition with go-diskfs.
@@ -374,6 +374,29 @@ func guard(what string, f func() error) (err error) {
 // partUUID returns partition n's PARTUUID as Linux and cmdline.txt spell
 // it: the disk identifier and the partition number.
 func (im *Image) partUUID(n int) string { return fmt.Sprintf("%08x-%02d", im.DiskID, n) }
+
+// Owners names what the image holds in each of the ranges (byte
+// offsets), in order, once each: "partition table" before the boot
+// partition, "root partition" after it, and in it what fat.Owners names
+// (the boot sector, the FAT, directories and files by their 8.3 paths,
+// free space). It explains which writes changed a block of a compressed
+// image.
+func (im *Image) Owners(ranges [][2]int64) ([]string, error) {
+	boot := im.BootPartition()
+	var out []string
+	if len(ranges) > 0 && ranges[0][0] < boot.Offset() {
+		out = append(out, "partition table")
+	}
+	in, err := im.fat.Owners(ranges)
+	if err != nil {
+		return nil, fmt.Errorf("boot partition: %w", err)
+	}
+	out = append(out, in...)
+	if n := len(ranges); n > 0 && ranges[n-1][1] > boot.Offset()+boot.Size() {
+		out = append(out, "root partition")
+	}
+	return out, nil
+}
 
 // Size is the image file's size in bytes.
 func (im *Image) Size() int64 { return im.size }

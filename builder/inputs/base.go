@@ -96,13 +96,29 @@ func (s *Session) learnBase(ctx context.Context, img *base.Image, cache base.Cac
 	if err != nil {
 		return nil, err
 	}
-	if b.XZ, err = nodeimage.OpenBaseXZ(img.XZ, fi.Size()); err != nil {
+	if b.XZ, err = nodeimage.OpenBaseXZ(img.XZ, fi.Size()); err != nil || b.XZ != nil {
+		return b, err
+	}
+	b.XZ, err = s.baseBlocks(ctx, img, cache, fi.Size())
+	return b, err
+}
+
+// baseBlocks is a multi-block .xz of a base that has none (raw, or a
+// single-block .xz), made once and cached, for --compress to copy blocks
+// from: every node after the first then costs little more than a plain one.
+func (s *Session) baseBlocks(ctx context.Context, img *base.Image, cache base.Cache, size int64) (*nodeimage.BaseXZ, error) {
+	if img.XZ != "" {
+		s.Logf("the base .xz is a single block (or mixes check types): no blocks to copy")
+	}
+	path, err := nodeimage.BaseBlocks(ctx, cache, img, s.Opt.Jobs, s.Logf, s.Opt.Progress)
+	if err != nil {
 		return nil, err
 	}
-	if b.XZ == nil && img.XZ != "" {
-		s.Logf("the base .xz is a single block (or mixes check types): every node's .img.xz is compressed whole")
+	bx, err := nodeimage.OpenBaseXZ(path, size)
+	if err == nil && bx == nil {
+		err = fmt.Errorf("%s: not the multi-block .xz of the base; remove it and build again", path)
 	}
-	return b, nil
+	return bx, err
 }
 
 // inspectBase reads the release and picks the timestamp for every entry

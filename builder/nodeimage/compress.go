@@ -12,8 +12,11 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"sync"
+	"time"
 
 	"github.com/pibake/pibake/builder/base"
+	"github.com/pibake/pibake/builder/diskimg"
 	"github.com/pibake/pibake/internal/ctxio"
 	"github.com/pibake/pibake/internal/progress"
 	"github.com/pibake/pibake/internal/sparse"
@@ -37,7 +40,8 @@ func CompressXZ(ctx context.Context, src, dst string, jobs int) error {
 	if err != nil {
 		return err
 	}
-	return Compress(ctx, src, out, nil, "", 0, jobs, nil)
+	_, err = Compress(ctx, src, out, nil, "", 0, jobs, nil)
+	return err
 }
 
 // BaseXZ is the base image's own .xz, open for the whole build, with its
@@ -72,6 +76,38 @@ func OpenBaseXZ(path string, rawSize int64) (*BaseXZ, error) {
 	return &BaseXZ{f: f, blocks: blocks}, nil
 }
 
+// BaseBlocks is a multi-block .xz of the base image for --compress to
+// copy blocks from when the base has none (a raw image, or a single-block
+// .xz): made once, in parallel, and kept in the cache beside the raw
+// image, named by the base's SHA-256. It is made by pibake's own
+// compressor, never the system's xz, so that every machine makes the same
+// bytes and the nodes' .img.xz stay reproducible.
+func BaseBlocks(ctx context.Context, c base.Cache, img *base.Image, jobs int, logf func(string, ...any), report progress.Func) (string, error) {
+	path := c.BlocksPath(img.SHA256)
+	err := c.Make(ctx, path, logf, func(tmp string) error {
+		start := time.Now()
+		logf("making a multi-block .xz of the base for --compress (once; kept in the cache)")
+		out, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+		if err != nil {
+			return err
+		}
+		fi, err := os.Stat(img.Path)
+		if err != nil {
+			out.Close()
+			return err
+		}
+		if _, err := Compress(ctx, img.Path, out, nil, "", 0, jobs, progress.New(report, "base: xz blocks", fi.Size())); err != nil {
+			return err
+		}
+		logf("made the base's multi-block .xz in %s", time.Since(start).Round(100*time.Millisecond))
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("multi-block .xz of the base: %w", err)
+	}
+	return path, nil
+}
+
 // Close closes the base's .xz; a nil BaseXZ is fine.
 func (b *BaseXZ) Close() {
 	if b != nil {
@@ -87,6 +123,76 @@ func knownCheck(c byte) bool { return c == xz.None || c == xz.CRC32 || c == xz.C
 type xzItem struct {
 	off, n int64
 	reuse  *base.XZBlock
+	// hole: the range is a hole in the image, all zeros, compressed once
+	// per size (zeroBlocks) rather than once per block.
+	hole bool
+}
+
+// zeroBlocks are the compressed forms of all-zero blocks by size and
+// check type: the compressor is deterministic, so these are the bytes
+// compressing each such block would give, made once. Images are mostly
+// holes (a boot partition's free space, an unfilled root).
+var zeroBlocks sync.Map // zeroKey → *zeroBlock
+
+type zeroKey struct {
+	n     int64
+	check byte
+}
+
+type zeroBlock struct {
+	once sync.Once
+	part xzPart
+	err  error
+}
+
+// compressZeros is compressBlock of n zero bytes, shared.
+func compressZeros(ctx context.Context, n int64, check byte) (xzPart, error) {
+	v, _ := zeroBlocks.LoadOrStore(zeroKey{n, check}, &zeroBlock{})
+	z := v.(*zeroBlock)
+	z.once.Do(func() { z.part, z.err = compressBlock(ctx, io.LimitReader(zeroReader{}, n), check) })
+	if z.err != nil {
+		zeroBlocks.Delete(zeroKey{n, check}) // an interrupt: not a fact about zeros
+	}
+	return z.part, z.err
+}
+
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+// markHoles marks the items to compress that lie wholly in a hole of f.
+func markHoles(f *os.File, items []xzItem) {
+	for i := range items {
+		if items[i].reuse == nil && items[i].n > 0 && len(sparse.Extents(f, items[i].off, items[i].n)) == 0 {
+			items[i].hole = true
+		}
+	}
+}
+
+// XZStats says how a node's .img.xz was made from the base's .xz: how
+// many of its blocks were copied verbatim and which were compressed
+// again, with the bytes of the node that differ from the base in each
+// (what made it necessary).
+type XZStats struct {
+	Blocks     int            `json:"blocks"`
+	Copied     int            `json:"copied"`
+	Compressed []CompressedXZ `json:"compressed,omitempty"`
+	// NoBase says why no block could be copied, when none was.
+	NoBase string `json:"no_base,omitempty"`
+}
+
+// CompressedXZ is one block compressed again: its place in the image
+// [Start, End) and the ranges of it where the node differs from the base.
+type CompressedXZ struct {
+	Index   int        `json:"index"`
+	Start   int64      `json:"start"`
+	End     int64      `json:"end"`
+	Changed [][2]int64 `json:"changed"`
+	// Why names what the node's edit wrote there (diskimg.Owners).
+	Why []string `json:"why"`
 }
 
 // Compress writes the image at src as a multi-block .xz to out (a new,
@@ -97,86 +203,143 @@ type xzItem struct {
 // construction) is copied verbatim, index record included, and so is one
 // before it whose bytes compare equal to the base's (baseRaw), which most
 // of the boot partition's blocks do; only the blocks holding what the node
-// changed are compressed again, with the base's check type.
-func Compress(ctx context.Context, src string, out *os.File, bx *BaseXZ, baseRaw string, same int64, jobs int, done *progress.Counter) error {
+// changed are compressed again, in parallel, with the base's check type.
+func Compress(ctx context.Context, src string, out *os.File, bx *BaseXZ, baseRaw string, same int64, jobs int, done *progress.Counter) (XZStats, error) {
+	var stats XZStats
 	in, err := os.Open(src)
 	if err != nil {
 		out.Close()
-		return err
+		return stats, err
 	}
 	defer in.Close()
 	fi, err := in.Stat()
 	if err != nil {
 		out.Close()
-		return err
+		return stats, err
 	}
 	check, items := xz.CRC64, blockItems(fi.Size())
+	stats.NoBase = "the base has no multi-block .xz"
 	var reuseSrc io.ReaderAt
 	if bx != nil {
-		check, reuseSrc = bx.blocks[0].Header[7], bx.f
-		if items, err = reuseItems(ctx, in, baseRaw, bx.blocks, same); err != nil {
+		check, reuseSrc, stats.NoBase = bx.blocks[0].Header[7], bx.f, ""
+		if items, stats.Compressed, err = reuseItems(ctx, in, baseRaw, bx.blocks, same); err == nil {
+			err = explain(src, stats.Compressed)
+		}
+		if err != nil {
 			out.Close()
-			return err
+			return stats, err
+		}
+	}
+	markHoles(in, items)
+	stats.Blocks = len(items)
+	for _, it := range items {
+		if it.reuse != nil {
+			stats.Copied++
 		}
 	}
 	err = writeXZ(ctx, out, in, reuseSrc, items, check, jobs, done)
 	if cerr := out.Close(); err == nil {
 		err = cerr
 	}
-	return err
+	return stats, err
 }
 
 // reuseItems plans the output on the base's blocks: each reused, or
 // compressed again when it holds a byte of the node that differs from
-// the base.
-func reuseItems(ctx context.Context, node *os.File, baseRaw string, blocks []base.XZBlock, same int64) ([]xzItem, error) {
+// the base (those are returned, with the differing ranges).
+func reuseItems(ctx context.Context, node *os.File, baseRaw string, blocks []base.XZBlock, same int64) ([]xzItem, []CompressedXZ, error) {
 	raw, err := os.Open(baseRaw)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer raw.Close()
 	items := make([]xzItem, len(blocks))
+	var again []CompressedXZ
 	for i := range blocks {
 		b := &blocks[i]
 		items[i] = xzItem{off: b.OutOffset, n: b.Uncompressed, reuse: b}
 		if b.OutOffset >= same {
 			continue
 		}
-		equal, err := sameBytes(ctx, node, raw, b.OutOffset, b.Uncompressed)
+		changed, err := diffRanges(ctx, node, raw, b.OutOffset, b.Uncompressed)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		if !equal {
+		if len(changed) > 0 {
 			items[i].reuse = nil
+			again = append(again, CompressedXZ{Index: i, Start: b.OutOffset, End: b.OutOffset + b.Uncompressed, Changed: changed})
 		}
 	}
-	return items, nil
+	return items, again, nil
 }
 
-// sameBytes compares [off, off+n) of two sparse files: only where either
-// holds data, since holes in both read as the same zeros. Most of a boot
-// partition is a hole in both.
-func sameBytes(ctx context.Context, a, b *os.File, off, n int64) (bool, error) {
+// explain names, for each block compressed again, what the node's edit
+// wrote where it differs from the base.
+func explain(img string, blocks []CompressedXZ) error {
+	if len(blocks) == 0 {
+		return nil
+	}
+	im, err := diskimg.Open(img, false)
+	if err != nil {
+		return err
+	}
+	defer im.Close()
+	for i := range blocks {
+		if blocks[i].Why, err = im.Owners(blocks[i].Changed); err != nil {
+			return fmt.Errorf("%s: %w", img, err)
+		}
+	}
+	return nil
+}
+
+// diffUnit is the granularity of the differences diffRanges reports: a
+// sector.
+const diffUnit = 512
+
+// diffRanges compares [off, off+n) of two sparse files and returns the
+// ranges, in sectors, where they differ: only where either holds data,
+// since holes in both read as the same zeros. Most of a boot partition
+// is a hole in both.
+func diffRanges(ctx context.Context, a, b *os.File, off, n int64) ([][2]int64, error) {
 	bufA, bufB := make([]byte, 1<<20), make([]byte, 1<<20)
+	var out [][2]int64
 	for _, e := range mergeExtents(sparse.Extents(a, off, n), sparse.Extents(b, off, n)) {
 		for pos := e[0]; pos < e[1]; {
 			if err := ctx.Err(); err != nil {
-				return false, err
+				return nil, err
 			}
 			k := min(int64(len(bufA)), e[1]-pos)
 			if _, err := a.ReadAt(bufA[:k], pos); err != nil {
-				return false, err
+				return nil, err
 			}
 			if _, err := b.ReadAt(bufB[:k], pos); err != nil {
-				return false, err
+				return nil, err
 			}
 			if !bytes.Equal(bufA[:k], bufB[:k]) {
-				return false, nil
+				out = appendDiffs(out, bufA[:k], bufB[:k], pos)
 			}
 			pos += k
 		}
 	}
-	return true, nil
+	return out, nil
+}
+
+// appendDiffs adds the sectors where x and y (at pos) differ to ranges,
+// joining neighbours.
+func appendDiffs(ranges [][2]int64, x, y []byte, pos int64) [][2]int64 {
+	for i := 0; i < len(x); i += diffUnit {
+		j := min(i+diffUnit, len(x))
+		if bytes.Equal(x[i:j], y[i:j]) {
+			continue
+		}
+		start, end := pos+int64(i), pos+int64(j)
+		if n := len(ranges); n > 0 && ranges[n-1][1] == start {
+			ranges[n-1][1] = end
+			continue
+		}
+		ranges = append(ranges, [2]int64{start, end})
+	}
+	return ranges
 }
 
 // mergeExtents is the union of two sorted lists of [start, end) extents.
@@ -251,7 +414,7 @@ feed:
 			break feed
 		}
 		g.Go(func() error {
-			part, err := compressBlock(gctx, io.NewSectionReader(r, it.off, it.n), check)
+			part, err := compressItem(gctx, r, it, check)
 			if err != nil {
 				return err
 			}
@@ -271,6 +434,14 @@ feed:
 	}
 	_, err = w.Write(xzstream.Trailer([]byte{0, check}, records))
 	return err
+}
+
+// compressItem compresses one item: a hole as the shared zero block.
+func compressItem(ctx context.Context, r io.ReaderAt, it xzItem, check byte) (xzPart, error) {
+	if it.hole {
+		return compressZeros(ctx, it.n, check)
+	}
+	return compressBlock(ctx, io.NewSectionReader(r, it.off, it.n), check)
 }
 
 // streamHeader is an xz stream header: magic, flags (the check type), and

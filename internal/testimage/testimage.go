@@ -42,6 +42,12 @@ type Spec struct {
 	// release's 512 MiB: a small image for tests that build many times
 	// (at least 33 MiB with 1-sector clusters: FAT32 needs 65525).
 	BootMiB int64
+	// Distro fills the boot partition with firmware, kernels and overlays
+	// and FillMiB of the root with binaries, cut from this machine's
+	// distribution files, the boot partition's free space left where
+	// pi-gen leaves it (distro.go): an image that compresses like a real
+	// one, for benchmarks.
+	Distro bool
 	// RootFiles are added to (or replace) the generated stand-in files of
 	// the root file system, by path ("var/lib/dpkg/status"). Ignored with
 	// RootDir.
@@ -130,10 +136,19 @@ func Build(path string, s Spec) error {
 	if err := partition(path, s); err != nil {
 		return err
 	}
-	if err := makeBoot(path, s, filepath.Join(work, "boot")); err != nil {
+	var p *pool
+	if s.Distro {
+		if p, err = newPool(distroBootBytes + s.FillMiB<<20); err != nil {
+			return err
+		}
+		err = makeDistroBoot(path, s, filepath.Join(work, "boot"), p)
+	} else {
+		err = makeBoot(path, s, filepath.Join(work, "boot"))
+	}
+	if err != nil {
 		return err
 	}
-	return makeRoot(path, s, filepath.Join(work, "root"))
+	return makeRoot(path, s, filepath.Join(work, "root"), p)
 }
 
 // partition makes path a sparse file of the image's size with its MBR.
@@ -178,7 +193,7 @@ func makeBoot(path string, s Spec, bootDir string) error {
 // makeRoot makes the root partition: ext4 "rootfs" without 64bit, as
 // pi-gen makes it, from s.RootDir or generated files (and s.RootFiles) laid
 // out in rootDir.
-func makeRoot(path string, s Spec, rootDir string) error {
+func makeRoot(path string, s Spec, rootDir string, p *pool) error {
 	if s.RootDir != "" {
 		rootDir = s.RootDir
 	} else if err := writeTree(rootDir, rootFiles(s)); err != nil {
@@ -186,7 +201,11 @@ func makeRoot(path string, s Spec, rootDir string) error {
 	} else if err := writeTree(rootDir, s.RootFiles); err != nil {
 		return err
 	}
-	if err := fill(filepath.Join(rootDir, "usr", "share", "filler"), s.FillMiB); err != nil {
+	if p != nil {
+		if err := distroRoot(rootDir, s.FillMiB, p); err != nil {
+			return err
+		}
+	} else if err := fill(filepath.Join(rootDir, "usr", "share", "filler"), s.FillMiB); err != nil {
 		return err
 	}
 	features := "^64bit,^huge_file,metadata_csum,^metadata_csum_seed,^orphan_file"

@@ -1,4 +1,7 @@
-package diskimg
+// Package fat is pibake's own small reader and fixer of a FAT32 boot
+// partition: its layout, the repairs after go-diskfs writes, where new
+// clusters go (Steer) and what owns a byte of it (Owners).
+package fat
 
 import (
 	"encoding/binary"
@@ -9,12 +12,12 @@ import (
 	"time"
 )
 
-// fatVolume is pibake's own small reader and fixer for a FAT32 boot
+// Volume is pibake's own small reader and fixer for a FAT32 boot
 // partition. go-diskfs does the file writes; this layer accounts for free
 // space before them and repairs what go-diskfs v1.9.4 leaves behind
 // (found with fsck.fat: a wrong ".." in sub-directories of the root, a stale FSInfo
 // free count), so that fsck.fat stays silent.
-type fatVolume struct {
+type Volume struct {
 	rw                io.ReaderAt
 	start             int64 // byte offset of the partition
 	bytesPerSector    int64
@@ -39,15 +42,17 @@ const (
 	attrVolumeID = 0x08
 )
 
-// errNoFAT marks a partition whose first sector is not a FAT32 boot sector.
-var errNoFAT = errors.New("no FAT32 boot sector")
+// ErrNoFAT marks a partition whose first sector is not a FAT32 boot sector.
+var ErrNoFAT = errors.New("no FAT32 boot sector")
 
-func readFAT(r io.ReaderAt, start, size int64) (*fatVolume, error) {
+// Read reads the FAT32 file system of the partition at start (size bytes)
+// of r.
+func Read(r io.ReaderAt, start, size int64) (*Volume, error) {
 	bs := make([]byte, 512)
 	if _, err := r.ReadAt(bs, start); err != nil {
 		return nil, fmt.Errorf("read boot sector: %w", err)
 	}
-	v := &fatVolume{
+	v := &Volume{
 		rw:                r,
 		start:             start,
 		bytesPerSector:    int64(binary.LittleEndian.Uint16(bs[11:])),
@@ -63,7 +68,7 @@ func readFAT(r io.ReaderAt, start, size int64) (*fatVolume, error) {
 	}
 	switch {
 	case bs[510] != 0x55 || bs[511] != 0xAA:
-		return nil, fmt.Errorf("%w (no 55 AA signature; the partition may be zeroed or damaged)", errNoFAT)
+		return nil, fmt.Errorf("%w (no 55 AA signature; the partition may be zeroed or damaged)", ErrNoFAT)
 	case binary.LittleEndian.Uint16(bs[22:]) != 0:
 		// A 16-bit FAT size, which FAT32 keeps zero: FAT12 or FAT16,
 		// whatever the partition type claims. Its type string is at
@@ -72,39 +77,66 @@ func readFAT(r io.ReaderAt, start, size int64) (*fatVolume, error) {
 		if kind != "FAT12" && kind != "FAT16" {
 			kind = "FAT12/FAT16"
 		}
-		return nil, fmt.Errorf("%w: it holds a %s file system, though the partition type says FAT32; Raspberry Pi OS boot partitions are FAT32, so this is not an unmodified Raspberry Pi OS image", errNoFAT, kind)
+		return nil, fmt.Errorf("%w: it holds a %s file system, though the partition type says FAT32; Raspberry Pi OS boot partitions are FAT32, so this is not an unmodified Raspberry Pi OS image", ErrNoFAT, kind)
 	case v.bytesPerSector != 512 && v.bytesPerSector != 4096:
-		return nil, fmt.Errorf("%w (bytes per sector is %d)", errNoFAT, v.bytesPerSector)
+		return nil, fmt.Errorf("%w (bytes per sector is %d)", ErrNoFAT, v.bytesPerSector)
 	case v.sectorsPerCluster == 0 || v.sectorsPerCluster&(v.sectorsPerCluster-1) != 0:
-		return nil, fmt.Errorf("%w (sectors per cluster is %d)", errNoFAT, v.sectorsPerCluster)
+		return nil, fmt.Errorf("%w (sectors per cluster is %d)", ErrNoFAT, v.sectorsPerCluster)
 	case v.fatSectors == 0 || v.numFATs == 0 || v.reservedSectors == 0:
-		return nil, fmt.Errorf("%w (not FAT32: no 32-bit FAT size)", errNoFAT)
+		return nil, fmt.Errorf("%w (not FAT32: no 32-bit FAT size)", ErrNoFAT)
 	case v.totalSectors*v.bytesPerSector > size:
-		return nil, fmt.Errorf("%w (it claims %d bytes but the partition has %d)", errNoFAT, v.totalSectors*v.bytesPerSector, size)
+		return nil, fmt.Errorf("%w (it claims %d bytes but the partition has %d)", ErrNoFAT, v.totalSectors*v.bytesPerSector, size)
 	case v.dataStartSector() >= v.totalSectors:
-		return nil, fmt.Errorf("%w (FATs larger than the partition)", errNoFAT)
+		return nil, fmt.Errorf("%w (FATs larger than the partition)", ErrNoFAT)
 	case v.fatSectors*v.bytesPerSector/4 < int64(v.clusterCount())+2:
-		return nil, fmt.Errorf("%w (the FAT is too small for %d clusters)", errNoFAT, v.clusterCount())
+		return nil, fmt.Errorf("%w (the FAT is too small for %d clusters)", ErrNoFAT, v.clusterCount())
 	case v.fatSectors > (int64(v.clusterCount())+2)*4/v.bytesPerSector+128:
 		// mkfs.fat sizes the FAT to the clusters; a far larger one is damage.
-		return nil, fmt.Errorf("%w (a %d-sector FAT for %d clusters)", errNoFAT, v.fatSectors, v.clusterCount())
+		return nil, fmt.Errorf("%w (a %d-sector FAT for %d clusters)", ErrNoFAT, v.fatSectors, v.clusterCount())
 	case v.rootCluster < 2 || v.rootCluster >= v.clusterCount()+2:
-		return nil, fmt.Errorf("%w (root directory cluster %d out of range)", errNoFAT, v.rootCluster)
+		return nil, fmt.Errorf("%w (root directory cluster %d out of range)", ErrNoFAT, v.rootCluster)
 	}
 	return v, nil
 }
 
-func (v *fatVolume) dataStartSector() int64 { return v.reservedSectors + v.numFATs*v.fatSectors }
-func (v *fatVolume) clusterBytes() int64    { return v.sectorsPerCluster * v.bytesPerSector }
-func (v *fatVolume) clusterCount() uint32 {
+func (v *Volume) dataStartSector() int64 { return v.reservedSectors + v.numFATs*v.fatSectors }
+
+// ClusterBytes is the cluster size.
+func (v *Volume) ClusterBytes() int64 { return v.sectorsPerCluster * v.bytesPerSector }
+
+// Label is the volume label of the boot sector.
+func (v *Volume) Label() string { return v.label }
+
+// Layout is where a FAT32 file system keeps what, in sectors from its
+// start.
+type Layout struct {
+	SectorBytes, ReservedSectors, FSInfoSector, BackupBootSector, DataStartSector int64
+}
+
+// Layout describes the file system's layout.
+func (v *Volume) Layout() Layout {
+	return Layout{SectorBytes: v.bytesPerSector, ReservedSectors: v.reservedSectors, FSInfoSector: v.fsInfoSector,
+		BackupBootSector: v.backupBootSector, DataStartSector: v.dataStartSector()}
+}
+
+// FreeBytes is the free space.
+func (v *Volume) FreeBytes() (int64, error) {
+	t, err := v.table()
+	if err != nil {
+		return 0, err
+	}
+	free, _ := freeClusters(t)
+	return int64(free) * v.ClusterBytes(), nil
+}
+func (v *Volume) clusterCount() uint32 {
 	return uint32((v.totalSectors - v.dataStartSector()) / v.sectorsPerCluster)
 }
-func (v *fatVolume) clusterOffset(c uint32) int64 {
+func (v *Volume) clusterOffset(c uint32) int64 {
 	return v.start + (v.dataStartSector()+int64(c-2)*v.sectorsPerCluster)*v.bytesPerSector
 }
 
 // table reads the first FAT.
-func (v *fatVolume) table() ([]uint32, error) {
+func (v *Volume) table() ([]uint32, error) {
 	n := int64(v.clusterCount()) + 2
 	if max := v.fatSectors * v.bytesPerSector / 4; n > max {
 		n = max
@@ -155,13 +187,13 @@ type dirEntry struct {
 	offset  int64 // absolute byte offset of the entry
 }
 
-func (v *fatVolume) readDir(t []uint32, first uint32) ([]dirEntry, error) {
+func (v *Volume) readDir(t []uint32, first uint32) ([]dirEntry, error) {
 	clusters, err := chain(t, first)
 	if err != nil {
 		return nil, err
 	}
 	var out []dirEntry
-	buf := make([]byte, v.clusterBytes())
+	buf := make([]byte, v.ClusterBytes())
 	for _, c := range clusters {
 		if _, err := v.rw.ReadAt(buf, v.clusterOffset(c)); err != nil {
 			return nil, fmt.Errorf("read directory cluster %d: %w", c, err)
@@ -186,7 +218,7 @@ func (v *fatVolume) readDir(t []uint32, first uint32) ([]dirEntry, error) {
 	return out, nil
 }
 
-// normalize repairs what go-diskfs leaves behind after writing:
+// Normalize repairs what go-diskfs leaves behind after writing:
 //   - ".." in a sub-directory of the root must point at cluster 0, not at
 //     the root's cluster (fsck.fat: "Invalid '..' entry");
 //   - the FSInfo free-cluster count and next-free hint must match the FAT
@@ -196,7 +228,7 @@ func (v *fatVolume) readDir(t []uint32, first uint32) ([]dirEntry, error) {
 //   - an empty file must own no cluster (go-diskfs gives it one; fsck.fat:
 //     "File size is 0 bytes, cluster chain length is > 0 bytes");
 //   - every FAT copy must equal the first.
-func (v *fatVolume) normalize(w io.WriterAt) error {
+func (v *Volume) Normalize(w io.WriterAt) error {
 	t, err := v.table()
 	if err != nil {
 		return err
@@ -256,7 +288,7 @@ func (v *fatVolume) normalize(w io.WriterAt) error {
 // repairTree walks a directory (depth-first) fixing ".." entries and
 // empty files that own clusters, and marks every cluster a file or
 // directory uses as reachable. t is updated in place.
-func (v *fatVolume) repairTree(w io.WriterAt, t []uint32, reachable []bool, dir uint32, parent uint32, depth int) error {
+func (v *Volume) repairTree(w io.WriterAt, t []uint32, reachable []bool, dir uint32, parent uint32, depth int) error {
 	if depth > 32 {
 		return errors.New("directory tree deeper than 32 levels (a loop?)")
 	}
@@ -311,7 +343,7 @@ func (v *fatVolume) repairTree(w io.WriterAt, t []uint32, reachable []bool, dir 
 
 // freeEmptyFile frees the clusters an empty file owns (go-diskfs leaves
 // them) and points its entry at none, as fsck.fat wants.
-func (v *fatVolume) freeEmptyFile(w io.WriterAt, t []uint32, e dirEntry) error {
+func (v *Volume) freeEmptyFile(w io.WriterAt, t []uint32, e dirEntry) error {
 	clusters, err := chain(t, e.cluster)
 	if err != nil {
 		return err
@@ -324,7 +356,7 @@ func (v *fatVolume) freeEmptyFile(w io.WriterAt, t []uint32, e dirEntry) error {
 	return v.setEntryCluster(w, e.offset, 0)
 }
 
-func (v *fatVolume) setEntryCluster(w io.WriterAt, offset int64, c uint32) error {
+func (v *Volume) setEntryCluster(w io.WriterAt, offset int64, c uint32) error {
 	b := make([]byte, 2)
 	binary.LittleEndian.PutUint16(b, uint16(c>>16))
 	if _, err := w.WriteAt(b, offset+20); err != nil {
@@ -336,20 +368,23 @@ func (v *fatVolume) setEntryCluster(w io.WriterAt, offset int64, c uint32) error
 }
 
 // freeCluster marks cluster c unused in the first FAT (and in t).
-func (v *fatVolume) freeCluster(w io.WriterAt, t []uint32, c uint32) error {
+func (v *Volume) freeCluster(w io.WriterAt, t []uint32, c uint32) error {
 	t[c] = 0
 	_, err := w.WriteAt(make([]byte, 4), v.start+v.reservedSectors*v.bytesPerSector+int64(c)*4)
 	return err
 }
 
-// entries reads the raw 32 bytes of every short-name directory entry in
+// Entries are raw directory entries by their byte offset.
+type Entries = map[int64][dirEntrySize]byte
+
+// Entries reads the raw 32 bytes of every short-name directory entry in
 // the tree, "." and ".." included, by offset.
-func (v *fatVolume) entries() (map[int64][dirEntrySize]byte, error) {
+func (v *Volume) Entries() (Entries, error) {
 	t, err := v.table()
 	if err != nil {
 		return nil, err
 	}
-	out := map[int64][dirEntrySize]byte{}
+	out := Entries{}
 	var walk func(dir uint32, depth int) error
 	walk = func(dir uint32, depth int) error {
 		if depth > 32 {
@@ -376,10 +411,10 @@ func (v *fatVolume) entries() (map[int64][dirEntrySize]byte, error) {
 	return out, walk(v.rootCluster, 0)
 }
 
-// restamp sets the creation, access and modification times of every
+// Restamp sets the creation, access and modification times of every
 // directory entry that is new or changed since before to t.
-func (v *fatVolume) restamp(w io.WriterAt, before map[int64][dirEntrySize]byte, t time.Time) error {
-	after, err := v.entries()
+func (v *Volume) Restamp(w io.WriterAt, before Entries, t time.Time) error {
+	after, err := v.Entries()
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package base
+package xzfile
 
 import (
 	"bytes"
@@ -46,7 +46,7 @@ func TestXZFileReadAt(t *testing.T) {
 			}
 			path := filepath.Join(dir, tc.name+".img.xz")
 			os.WriteFile(path, compressed, 0o600)
-			x, err := OpenXZ(path)
+			x, err := Open(path)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -98,13 +98,13 @@ func TestXZFileReadAt(t *testing.T) {
 	compressed[len(compressed)/2] ^= 0xff
 	bad := filepath.Join(dir, "bad.img.xz")
 	os.WriteFile(bad, compressed, 0o600)
-	x, err := OpenXZ(bad)
+	x, err := Open(bad)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer x.Close()
 	all := make([]byte, len(raw))
-	if _, err := x.ReadAt(all, 0); !errors.Is(err, errCorruptXZ) {
+	if _, err := x.ReadAt(all, 0); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("reading a damaged .xz: %v; want a corruption error", err)
 	}
 }

@@ -1,4 +1,4 @@
-package base
+package xzfile
 
 import (
 	"bufio"
@@ -14,14 +14,14 @@ import (
 	"github.com/therootcompany/xz"
 )
 
-// XZFile reads the image inside an .img.xz at any offset without
+// File reads the image inside an .img.xz at any offset without
 // decompressing it to disk, for `pibake inspect`: a read decodes the block
 // of the xz stream that holds it, from the block's start, and keeps the
 // chunks it passes in a small cache. Raspberry Pi OS and pibake write
 // multi-block streams (blocks of 24 MiB up to a few hundred), so a read
 // decodes at most one block; a single-block .xz is decoded from its start
 // for every read behind what is cached.
-type XZFile struct {
+type File struct {
 	f      *os.File
 	name   string
 	blocks []xzBlock
@@ -61,23 +61,23 @@ type blockDecoder struct {
 	at    int64 // decoded bytes of the block so far
 }
 
-// OpenXZ opens an .xz file for reading its content at random offsets.
-func OpenXZ(path string) (*XZFile, error) {
+// Open opens an .xz file for reading its content at random offsets.
+func Open(path string) (*File, error) {
 	f, blocks, size, err := openIndexed(path)
 	if err != nil {
 		return nil, err
 	}
-	return &XZFile{f: f, name: filepath.Base(path), blocks: blocks, size: size, cache: map[chunkKey]*list.Element{}, lru: list.New()}, nil
+	return &File{f: f, name: filepath.Base(path), blocks: blocks, size: size, cache: map[chunkKey]*list.Element{}, lru: list.New()}, nil
 }
 
 // Size is the size of the decompressed content.
-func (x *XZFile) Size() int64 { return x.size }
+func (x *File) Size() int64 { return x.size }
 
 // Blocks is how many xz blocks the file has.
-func (x *XZFile) Blocks() int { return len(x.blocks) }
+func (x *File) Blocks() int { return len(x.blocks) }
 
 // ReadAt reads decompressed content.
-func (x *XZFile) ReadAt(p []byte, off int64) (int, error) {
+func (x *File) ReadAt(p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, fmt.Errorf("%s: negative offset %d", x.name, off)
 	}
@@ -95,7 +95,7 @@ func (x *XZFile) ReadAt(p []byte, off int64) (int, error) {
 		}
 		from := int(inBlock % xzChunk)
 		if from >= c.n {
-			return n, fmt.Errorf("%w: block at byte %d ends early", errCorruptXZ, b.offset)
+			return n, fmt.Errorf("%w: block at byte %d ends early", ErrCorrupt, b.offset)
 		}
 		k := min(len(p)-n, c.n-from)
 		if c.data == nil {
@@ -110,7 +110,7 @@ func (x *XZFile) ReadAt(p []byte, off int64) (int, error) {
 }
 
 // chunk returns one decoded chunk, from the cache or by decoding.
-func (x *XZFile) chunk(key chunkKey) (*cached, error) {
+func (x *File) chunk(key chunkKey) (*cached, error) {
 	if e, ok := x.cache[key]; ok {
 		x.lru.MoveToFront(e)
 		return e.Value.(*cached), nil
@@ -120,7 +120,7 @@ func (x *XZFile) chunk(key chunkKey) (*cached, error) {
 	if d := x.dec; d == nil || d.block != key.block || d.at > want {
 		zr, err := xz.NewReader(bufio.NewReaderSize(oneBlockStream(x.f, b), 1<<20), 0)
 		if err != nil {
-			return nil, fmt.Errorf("%w: block at byte %d: %v", errCorruptXZ, b.offset, err)
+			return nil, fmt.Errorf("%w: block at byte %d: %v", ErrCorrupt, b.offset, err)
 		}
 		x.dec = &blockDecoder{block: key.block, zr: zr}
 	}
@@ -130,7 +130,7 @@ func (x *XZFile) chunk(key chunkKey) (*cached, error) {
 		n, err := io.ReadFull(d.zr, buf[:min(int64(xzChunk), b.uncompressed-d.at)])
 		if err != nil || n == 0 {
 			x.dec = nil
-			return nil, fmt.Errorf("%w: block at byte %d, at %d of its %d bytes: %v", errCorruptXZ, b.offset, d.at, b.uncompressed, err)
+			return nil, fmt.Errorf("%w: block at byte %d, at %d of its %d bytes: %v", ErrCorrupt, b.offset, d.at, b.uncompressed, err)
 		}
 		c := &cached{key: chunkKey{block: key.block, index: d.at / xzChunk}, n: n}
 		if !allZero(buf[:n]) {
@@ -143,7 +143,7 @@ func (x *XZFile) chunk(key chunkKey) (*cached, error) {
 			x.dec = nil
 			var one [1]byte
 			if k, err := d.zr.Read(one[:]); k != 0 || !errors.Is(err, io.EOF) {
-				return nil, fmt.Errorf("%w: block at byte %d fails its check (%v)", errCorruptXZ, b.offset, err)
+				return nil, fmt.Errorf("%w: block at byte %d fails its check (%v)", ErrCorrupt, b.offset, err)
 			}
 		}
 		x.put(c)
@@ -153,7 +153,7 @@ func (x *XZFile) chunk(key chunkKey) (*cached, error) {
 	}
 }
 
-func (x *XZFile) put(c *cached) {
+func (x *File) put(c *cached) {
 	if e, ok := x.cache[c.key]; ok {
 		x.lru.MoveToFront(e)
 		return
@@ -176,14 +176,14 @@ func allZero(b []byte) bool {
 }
 
 // Read reads from the current position.
-func (x *XZFile) Read(p []byte) (int, error) {
+func (x *File) Read(p []byte) (int, error) {
 	n, err := x.ReadAt(p, x.pos)
 	x.pos += int64(n)
 	return n, err
 }
 
 // Seek sets the position for Read.
-func (x *XZFile) Seek(offset int64, whence int) (int64, error) {
+func (x *File) Seek(offset int64, whence int) (int64, error) {
 	switch whence {
 	case io.SeekStart:
 	case io.SeekCurrent:
@@ -202,7 +202,7 @@ func (x *XZFile) Seek(offset int64, whence int) (int64, error) {
 
 // Stat describes the decompressed content: its size, the .xz file's name
 // and times.
-func (x *XZFile) Stat() (fs.FileInfo, error) {
+func (x *File) Stat() (fs.FileInfo, error) {
 	fi, err := x.f.Stat()
 	if err != nil {
 		return nil, err
@@ -211,7 +211,7 @@ func (x *XZFile) Stat() (fs.FileInfo, error) {
 }
 
 // Close closes the .xz file.
-func (x *XZFile) Close() error { return x.f.Close() }
+func (x *File) Close() error { return x.f.Close() }
 
 type xzInfo struct {
 	fs.FileInfo

@@ -1,4 +1,4 @@
-package base
+package xzfile
 
 import (
 	"context"
@@ -32,7 +32,7 @@ func BenchmarkDecompressVsXZ(b *testing.B) {
 	var pibake, xzT0 time.Duration
 	for i := 0; i < b.N; i++ {
 		start := time.Now()
-		if err := decompressXZ(context.Background(), src, filepath.Join(dir, "pibake.img"), 0, nil); err != nil {
+		if err := Decompress(context.Background(), src, filepath.Join(dir, "pibake.img"), 0, nil); err != nil {
 			b.Fatal(err)
 		}
 		pibake += time.Since(start)
