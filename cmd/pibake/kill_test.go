@@ -42,7 +42,7 @@ func TestMain(m *testing.M) {
 // step in turn; a small image keeps each of its runs cheap.
 func TestKillAtRandomInstants(t *testing.T) {
 	if testing.Short() {
-		t.Skip("kills and rebuilds 12 times")
+		t.Skip("kills and rebuilds 10 times")
 	}
 	testimage.Tool(t, "sha256sum")
 	base := filepath.Join(t.TempDir(), "base.img")
@@ -91,9 +91,9 @@ node "agent" {
 	}
 	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
 	outcomes := map[string]int{}
-	// 12 runs, and more (up to 24) until one kill has fallen between two
+	// 10 runs, and more (up to 20) until one kill has fallen between two
 	// nodes' publications, the instant the journal exists for.
-	const minRuns, maxRuns = 12, 24
+	const minRuns, maxRuns = 10, 20
 	between, runs := 0, 0
 	for i := 2; runs < minRuns || (between == 0 && runs < maxRuns); i++ {
 		runs++
@@ -148,7 +148,7 @@ func (k killAt) String() string {
 	if k.done == 0 {
 		return fmt.Sprintf("killed %s after the start", k.after.Round(time.Millisecond))
 	}
-	return fmt.Sprintf("killed %s after the node %d's \"done in\"", k.after.Round(time.Millisecond), k.done)
+	return fmt.Sprintf("killed %s after \"done in\" number %d", k.after.Round(time.Millisecond), k.done)
 }
 
 // run starts cmd, kills it with SIGKILL at k and returns its stderr and
