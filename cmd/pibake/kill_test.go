@@ -34,12 +34,13 @@ func TestMain(m *testing.M) {
 // node's "done in" line, or after a publication's journal appears, the
 // instants the journal exists for and that a kill at a random instant
 // seldom hits (most land before the first publication); the others fall
-// at random instants over the build. After each kill the output directory holds no listed file that
-// is missing or has another checksum (sha256sum -c passes), and the next
-// build, run to the end, leaves the whole set consistent: every image
-// listed, nothing under a temporary name. The real-kill counterpart of
-// builder's TestCrashPoints, which stops a build after each filesystem
-// step in turn; a small image keeps each of its runs cheap.
+// at random instants over the build. After each kill the output
+// directory holds no listed file that is missing or has another checksum
+// (sha256sum -c passes), and the next build, run to the end, leaves the
+// whole set consistent: every image listed, nothing under a temporary
+// name. The real-kill counterpart of builder's TestCrashPoints, which
+// stops a build after each filesystem step in turn; a small image keeps
+// each of its runs cheap.
 func TestKillAtRandomInstants(t *testing.T) {
 	if testing.Short() {
 		t.Skip("kills and rebuilds 10 times")
