@@ -2,6 +2,7 @@ package firstboot
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,7 +14,10 @@ import (
 
 // The behaviour tests run the real activator and first-boot script with sh
 // against a temporary root directory. Stub commands on PATH record what the
-// scripts ran (with the environment that matters) and fail on cue.
+// scripts ran (with the environment that matters) and fail on cue. Each
+// has a root of its own and passes its environment to the scripts (never
+// t.Setenv), so they run in parallel: the scripts fork hundreds of
+// short processes and wait on them, which leaves a core idle.
 
 // stubs are written into the test's bin directory. Each appends one line
 // to $STUB_LOG. A stub named in $<NAME>_FAILS fails that many times first.
@@ -296,6 +300,7 @@ func mustNotContain(t *testing.T, what, got string, wants ...string) {
 }
 
 func TestActivateAndFirstbootServer(t *testing.T) {
+	t.Parallel()
 	n := newFakeNode(t, renderFor(t, haRecipe, "cp-1", Options{BuildID: "b1"}))
 	n.activate(t)
 	if got := n.read(t, "etc/hostname"); got != "cp-1\n" {
@@ -364,6 +369,7 @@ func TestActivateAndFirstbootServer(t *testing.T) {
 }
 
 func TestFirstbootAgent(t *testing.T) {
+	t.Parallel()
 	n := newFakeNode(t, renderFor(t, haRecipe, "worker-7", Options{BuildID: "b1"}))
 	n.activate(t)
 	cfg := n.read(t, "etc/rancher/k3s/config.yaml")
@@ -402,6 +408,7 @@ func TestFirstbootAgent(t *testing.T) {
 }
 
 func TestFirstbootJoiningServerWithModulesExtra(t *testing.T) {
+	t.Parallel()
 	n := newFakeNode(t, renderFor(t, haRecipe, "cp-2", Options{BuildID: "b1"}))
 	n.activate(t)
 	if code := n.firstboot(t, "APT_CACHE_HAS=1"); code != 0 {
@@ -415,6 +422,7 @@ func TestFirstbootJoiningServerWithModulesExtra(t *testing.T) {
 // TestFirstbootRetries: a failing install is retried in the run, then by
 // systemd (exit 1, Restart=on-failure), never left for the next reboot.
 func TestFirstbootRetries(t *testing.T) {
+	t.Parallel()
 	n := newFakeNode(t, renderFor(t, singleRecipe, "pi", Options{BuildID: "b1"}))
 	n.activate(t)
 	// The installer fails once; the retry inside the run recovers.
@@ -446,6 +454,7 @@ func TestFirstbootRetries(t *testing.T) {
 // installed and started; systemd retries the packages, and after
 // PIBAKE_PACKAGE_RUNS runs the failure is recorded and left.
 func TestOptionalPackagesNeverBlockK3s(t *testing.T) {
+	t.Parallel()
 	n := newFakeNode(t, renderFor(t, haRecipe, "worker-1", Options{BuildID: "b1"}))
 	n.activate(t)
 	if code := n.firstboot(t, "APT_INSTALL_FAILS=100", "APT_GET_FAILS=100", "PIBAKE_PACKAGE_RUNS=2"); code != 1 {
@@ -473,6 +482,7 @@ func TestOptionalPackagesNeverBlockK3s(t *testing.T) {
 // the first boot says so with the command line it saw, installs nothing
 // and exits 3, which systemd does not retry.
 func TestMemoryCgroupChecked(t *testing.T) {
+	t.Parallel()
 	n := newFakeNode(t, renderFor(t, singleRecipe, "pi", Options{BuildID: "b1"}))
 	n.activate(t)
 	n.write(t, "sys/fs/cgroup/cgroup.controllers", "cpuset cpu io pids\n")
@@ -492,6 +502,7 @@ func TestMemoryCgroupChecked(t *testing.T) {
 // and secrets for the next boot, exits 0. A later boot succeeds and ends
 // in the same state as one clean run; a third run changes nothing.
 func TestActivateFailureIsBounded(t *testing.T) {
+	t.Parallel()
 	n := newFakeNode(t, renderFor(t, singleRecipe, "wifi", Options{BuildID: "b1"}))
 	blocker := filepath.Join(n.root, "etc", "rancher")
 	if err := os.WriteFile(blocker, nil, 0o644); err != nil {
@@ -549,6 +560,7 @@ func TestActivateFailureIsBounded(t *testing.T) {
 // TestActivateWifi turns the radio on the way raspi-config's
 // do_wifi_country does, against pi-gen's WirelessEnabled=false.
 func TestActivateWifi(t *testing.T) {
+	t.Parallel()
 	for _, tt := range []struct {
 		name  string
 		state string // NetworkManager.state before
@@ -557,6 +569,7 @@ func TestActivateWifi(t *testing.T) {
 		{name: "no key", state: "[main]\nNetworkingEnabled=true\n"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			n := newFakeNode(t, renderFor(t, singleRecipe, "wifi", Options{BuildID: "b1"}))
 			n.write(t, "var/lib/NetworkManager/NetworkManager.state", tt.state)
 			n.activate(t)
@@ -585,6 +598,7 @@ func TestActivateWifi(t *testing.T) {
 // that visudo accepts; ssh = true enables the service itself (Trixie may
 // not act on the ssh file).
 func TestActivateSudoAndSSH(t *testing.T) {
+	t.Parallel()
 	visudo := requireTool(t, "visudo")
 	n := newFakeNode(t, renderFor(t, staticRecipe, "pi", Options{BuildID: "b1"}))
 	n.activate(t)
@@ -613,6 +627,7 @@ func TestActivateSudoAndSSH(t *testing.T) {
 }
 
 func TestAirgapInstall(t *testing.T) {
+	t.Parallel()
 	n := newFakeNode(t, renderFor(t, airgapRecipe, "pi", Options{BuildID: "b1"}))
 	n.activate(t)
 	if code := n.firstboot(t); code != 0 {
@@ -636,6 +651,7 @@ func TestAirgapInstall(t *testing.T) {
 // file where k3s looks for a custom CA, with k3s's modes, sets the node
 // password, and leaves no key on the boot partition.
 func TestActivateInstallsCA(t *testing.T) {
+	t.Parallel()
 	files := fakeCAFiles()
 	n := newFakeNode(t, renderFor(t, haRecipe, "cp-1", Options{BuildID: "b1", CAHash: testCAHash, CAFiles: files, NodePassword: "0123456789abcdef0123456789abcdef"}))
 	n.activate(t)
@@ -674,6 +690,7 @@ func TestActivateInstallsCA(t *testing.T) {
 // self-signed CA without a word, and every joiner would then be refused;
 // so a missing file fails the activation, installing none of them.
 func TestActivateRefusesPartialCA(t *testing.T) {
+	t.Parallel()
 	n := newFakeNode(t, renderFor(t, haRecipe, "cp-1", Options{BuildID: "b1", CAHash: testCAHash, CAFiles: fakeCAFiles()}))
 	if err := os.Remove(filepath.Join(n.boot, "pibake", "tls", "etcd", "peer-ca.key")); err != nil {
 		t.Fatal(err)
@@ -691,6 +708,7 @@ func TestActivateRefusesPartialCA(t *testing.T) {
 // TestAgentCarriesNoCA: a joining node's payload has no CA file and no
 // server token, only its node password and the pinned agent token.
 func TestAgentCarriesNoCA(t *testing.T) {
+	t.Parallel()
 	full := "K10" + testCAHash + "::node:" + testAgentToken
 	p := renderFor(t, haRecipe, "worker-1", Options{BuildID: "b1", Token: testToken, CAHash: testCAHash, JoinToken: full, NodePassword: "00112233445566778899aabbccddeeff"})
 	for _, f := range p.Files {
@@ -718,6 +736,7 @@ func TestAgentCarriesNoCA(t *testing.T) {
 // the activator nor the first boot touches the network for a report, so
 // a slow or absent receiver cannot delay them.
 func TestReportsAreQueuedNotSent(t *testing.T) {
+	t.Parallel()
 	n := newFakeNode(t, renderFor(t, reportRecipe, "pi", Options{BuildID: "b1", ReportKey: testReportKey}))
 	n.activate(t)
 	if code := n.firstboot(t); code != 0 {
@@ -753,8 +772,11 @@ func TestReportsAreQueuedNotSent(t *testing.T) {
 }
 
 // TestQueueKeepsTheNewest: a node whose receiver never answers keeps the
-// newest 100 records, in order, not a growing pile.
+// newest 100 records, in order, not a growing pile. (Each record costs
+// the script some sixty processes: 110 of them pass the limit by 12,
+// and 5 more after the counter is emptied show the numbering going on.)
 func TestQueueKeepsTheNewest(t *testing.T) {
+	t.Parallel()
 	n := newFakeNode(t, renderFor(t, reportRecipe, "pi", Options{BuildID: "b1", ReportKey: testReportKey}))
 	n.activate(t)
 	script := filepath.Join(t.TempDir(), "statuses.sh")
@@ -762,34 +784,40 @@ func TestQueueKeepsTheNewest(t *testing.T) {
 . "$ROOT/etc/pibake/node.env"
 . "$ROOT/usr/local/lib/pibake/lib.sh"
 i=0
-while [ $i -lt 130 ]; do i=$((i + 1)); status k3s-active waiting "round $i" >/dev/null; done
+while [ $i -lt "$ROUNDS" ]; do i=$((i + 1)); status k3s-active waiting "round $i" >/dev/null; done
 `
 	if err := os.WriteFile(script, []byte(body), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if code := n.run(t, script); code != 0 {
+	if code := n.run(t, script, "ROUNDS=110"); code != 0 {
 		t.Fatalf("statuses.sh exited %d", code)
 	}
 	queued, _ := filepath.Glob(filepath.Join(n.root, "var/lib/pibake/reports/[0-9]*.json"))
 	if len(queued) != 100 {
 		t.Fatalf("%d records queued; want the newest 100", len(queued))
 	}
+	// 2 from the activation and 110: the oldest 12 went.
 	first, _ := status.Parse([]byte(n.read(t, strings.TrimPrefix(queued[0], n.root+"/"))))
 	last, _ := status.Parse([]byte(n.read(t, strings.TrimPrefix(queued[99], n.root+"/"))))
-	if first == nil || last == nil || first.Reason != "round 31" || last.Reason != "round 130" {
-		t.Errorf("queue holds %+v … %+v; want rounds 31 to 130", first, last)
+	if first == nil || last == nil || first.Reason != "round 11" || last.Reason != "round 110" {
+		t.Errorf("queue holds %+v … %+v; want rounds 11 to 110", first, last)
+	}
+	for i, q := range queued {
+		if r, _ := status.Parse([]byte(n.read(t, strings.TrimPrefix(q, n.root+"/")))); r == nil || r.Reason != fmt.Sprintf("round %d", i+11) {
+			t.Fatalf("queued record %d is %+v; want round %d (in order)", i, r, i+11)
+		}
 	}
 	// A counter a full disk left empty: the next record still sorts last.
 	n.write(t, "var/lib/pibake/reports/seq", "")
-	if code := n.run(t, script); code != 0 {
+	if code := n.run(t, script, "ROUNDS=5"); code != 0 {
 		t.Fatalf("statuses.sh exited %d", code)
 	}
 	queued, _ = filepath.Glob(filepath.Join(n.root, "var/lib/pibake/reports/[0-9]*.json"))
-	if last, _ := status.Parse([]byte(n.read(t, strings.TrimPrefix(queued[len(queued)-1], n.root+"/")))); last == nil || last.Reason != "round 130" || len(queued) != 100 {
-		t.Errorf("after an empty counter the queue ends with %+v (%d records); want round 130 of the second run last", last, len(queued))
+	if last, _ := status.Parse([]byte(n.read(t, strings.TrimPrefix(queued[len(queued)-1], n.root+"/")))); last == nil || last.Reason != "round 5" || len(queued) != 100 {
+		t.Errorf("after an empty counter the queue ends with %+v (%d records); want round 5 of the second run last", last, len(queued))
 	}
-	if got := strings.TrimSpace(n.read(t, "var/lib/pibake/reports/seq")); got != "262" { // 2 from the activation, 130, then 130 more
-		t.Errorf("counter after an empty one = %q; want 262 (numbering went on past the queued names)", got)
+	if got := strings.TrimSpace(n.read(t, "var/lib/pibake/reports/seq")); got != "117" { // 2 from the activation, 110, then 5 more
+		t.Errorf("counter after an empty one = %q; want 117 (numbering went on past the queued names)", got)
 	}
 }
 
@@ -798,6 +826,7 @@ while [ $i -lt 130 ]; do i=$((i + 1)); status k3s-active waiting "round $i" >/de
 // Type=notify), a server whose node is not listed yet is waiting; neither
 // is a failure, and the first boot still finishes.
 func TestRegistrationChecks(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name, host string
 		env        []string
@@ -815,6 +844,7 @@ func TestRegistrationChecks(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			n := newFakeNode(t, renderFor(t, haRecipe, tt.host, Options{BuildID: "b1"}))
 			n.activate(t)
 			if code := n.firstboot(t, tt.env...); code != 0 {

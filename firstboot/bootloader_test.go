@@ -176,6 +176,7 @@ node "plain" {
 // TestBootFacts: the facts a first boot records, in the bootloader
 // stage's record and every one after it.
 func TestBootFacts(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name  string
 		node  string
@@ -214,6 +215,7 @@ func TestBootFacts(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			n := newFakeNode(t, renderFor(t, profileRecipe, tt.node, Options{BuildID: "b1"}))
 			n.rootOn(t, tt.root)
 			n.on(t, tt.board, tt.tools)
@@ -254,6 +256,7 @@ func TestBootFacts(t *testing.T) {
 // rpi-eeprom-config --apply, once, keeping the rest of the configuration;
 // and records each way it fails without stopping the first boot.
 func TestBootOrderApply(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name  string
 		node  string
@@ -286,6 +289,7 @@ func TestBootOrderApply(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			n := newFakeNode(t, renderFor(t, profileRecipe, tt.node, Options{BuildID: "b1"}))
 			n.rootOn(t, sdRoot) // booted once from SD, to move to the SSD
 			n.on(t, tt.board, tt.tools)
@@ -337,6 +341,7 @@ func TestBootOrderApply(t *testing.T) {
 // TestQuirkSurvivesActivation: the usb-storage quirk is on cmdline.txt
 // for good; the activator removes only its own arguments.
 func TestQuirkSurvivesActivation(t *testing.T) {
+	t.Parallel()
 	for _, base := range []Base{{}, {CloudInit: true, SystemdFirstBoot: true}} {
 		p := renderFor(t, profileRecipe, "usb", Options{BuildID: "b1", Base: base})
 		n := newFakeNode(t, p)
@@ -367,6 +372,7 @@ func instanceIDFor(t *testing.T, p Payload) string {
 // TestStandinsShellcheck: the stand-ins are POSIX sh that shellcheck
 // accepts, like the scripts they stand beside.
 func TestStandinsShellcheck(t *testing.T) {
+	t.Parallel()
 	shellcheck := requireTool(t, "shellcheck")
 	cmd := exec.Command(shellcheck, "-x", "-s", "sh", "-S", "style", "rpi-eeprom-config", "vcgencmd", "board.sh")
 	cmd.Dir = filepath.Join("testdata", "standins")
@@ -377,6 +383,7 @@ func TestStandinsShellcheck(t *testing.T) {
 
 // TestFactsLines: the facts as inspect (and watch) show them.
 func TestFactsLines(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		f          status.Facts
 		boot, load string

@@ -53,7 +53,8 @@ func TestNotActivated(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			spec := testimage.Trixie()
+			t.Parallel()
+			spec := smallTrixie()
 			spec.RootFiles = tt.root
 			img := testimage.For(t, spec)
 			im, err := diskimg.Open(img, true)

@@ -18,7 +18,8 @@ import (
 // to a directory of images built without one is refused, never silently
 // made again; --new-cluster replaces it on purpose.
 func TestSettleCARefuses(t *testing.T) {
-	settle := func(dir string, newCluster bool, m Manifest) (*identity.CA, error) {
+	settle := func(t *testing.T, dir string, newCluster bool, m Manifest) (*identity.CA, error) {
+		t.Helper()
 		d, err := Open(context.Background(), dir, Options{Logf: t.Logf})
 		if err != nil {
 			t.Fatal(err)
@@ -28,13 +29,13 @@ func TestSettleCARefuses(t *testing.T) {
 		return d.ClusterCA(recipes.CAGenerate, newCluster, time.Now())
 	}
 	dir := t.TempDir()
-	ca, err := settle(dir, false, Manifest{})
+	ca, err := settle(t, dir, false, Manifest{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	first := ca.Hash()
 	built := Manifest{CAHash: first, Nodes: []Node{{Hostname: "srv"}}}
-	if ca, err = settle(dir, false, built); err != nil || ca.Hash() != first {
+	if ca, err = settle(t, dir, false, built); err != nil || ca.Hash() != first {
 		t.Fatalf("second settle: %v (hash %s, want %s)", err, ca.Hash(), first)
 	}
 
@@ -50,20 +51,21 @@ func TestSettleCARefuses(t *testing.T) {
 		{"replaced", func(dir string) {}, Manifest{CAHash: strings.Repeat("0", 64), Nodes: built.Nodes}, "is not the one this directory's images pin"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel() // each makes a CA (two RSA 4096 keys) in a copy of its own
 			d := t.TempDir()
 			if out, err := exec.Command("cp", "-a", dir+"/.", d).CombinedOutput(); err != nil {
 				t.Fatalf("cp: %v\n%s", err, out)
 			}
 			os.Remove(filepath.Join(d, lockFile))
 			tc.setup(d)
-			_, err := settle(d, false, tc.m)
+			_, err := settle(t, d, false, tc.m)
 			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "--new-cluster") {
 				t.Fatalf("settleCA: %v; want %q and the way out", err, tc.want)
 			}
 			if tc.name != "incomplete" && !errors.Is(err, ErrNewCluster) {
 				t.Errorf("%v is not ErrNewCluster", err)
 			}
-			ca, err := settle(d, true, tc.m)
+			ca, err := settle(t, d, true, tc.m)
 			if err != nil || ca.Hash() == first {
 				t.Errorf("--new-cluster: %v (a new CA: %v)", err, err == nil && ca.Hash() != first)
 			}

@@ -111,6 +111,20 @@ func shard(t *testing.T) string {
 
 func TestJournalCrashPoints(t *testing.T) {
 	shardDir := shard(t)
+	// The start states, made once and copied for each crash point:
+	// publishing them anew every time (two nodes' fsyncs) was most of
+	// the test's cost.
+	templates := map[version]string{old: start(t)}
+	templates[same] = start(t)
+	d, err := outdir.Open(context.Background(), templates[same], outdir.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = publish(d, "agent", same)
+	d.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
 	changes := []struct {
 		name   string
 		change func(d *outdir.Dir) error
@@ -126,43 +140,45 @@ func TestJournalCrashPoints(t *testing.T) {
 	}
 	for _, c := range changes {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel() // each crash point in a directory of its own
 			before := old
 			if c.name == "drop xz" {
 				before = same // a node with an .img.xz to drop
 			}
-			steps := crashRun(t, c.change, before, -1)
+			steps, _ := crashRun(t, c.change, templates[before], -1)
 			if len(steps) == 0 {
 				t.Fatal("the change took no step")
 			}
 			committed := slices.IndexFunc(steps, func(s string) bool { return strings.HasPrefix(s, "rename .publishing-agent.json.tmp") })
 			for k := range steps {
-				crashRun(t, c.change, before, k)
+				_, dir := crashRun(t, c.change, templates[before], k)
 				// crashRun checked the invariant; here, which version.
 				want := &before
 				if k > committed {
 					want = c.want
 				}
-				checkAgent(t, lastDir, want, k, steps)
+				checkAgent(t, dir, want, k, steps)
 			}
 			t.Logf("%s: %d crash points: %s", c.name, len(steps), strings.Join(steps, ", "))
 		})
 	}
 }
 
-// lastDir is the directory crashRun used last.
-var lastDir string
-
-// crashRun makes the start state (agent as before), runs change through
-// a CrashFS stopped after step k (never, k < 0), recovers with a fresh
-// Open and checks the invariant. It returns the steps asked for.
-func crashRun(t *testing.T, change func(d *outdir.Dir) error, before version, k int) []string {
+// crashRun copies the start state from template (cp -a, as the last
+// process left it), runs change through a CrashFS stopped after step k
+// (never, k < 0), recovers with a fresh Open and checks the invariant. It
+// returns the steps asked for and the directory.
+func crashRun(t *testing.T, change func(d *outdir.Dir) error, template string, k int) ([]string, string) {
 	t.Helper()
-	dir := start(t)
-	if before != old {
-		d, _ := outdir.Open(context.Background(), dir, outdir.Options{})
-		publish(d, "agent", before)
-		d.Close()
+	dir := filepath.Join(t.TempDir(), "out")
+	buildtest.Copy(t, template, dir)
+	// Opened once where it now lies: os_list.json names its directory,
+	// and the move is not the change under test.
+	moved, err := outdir.Open(context.Background(), dir, outdir.Options{})
+	if err != nil {
+		t.Fatal(err)
 	}
+	moved.Close()
 	fs := buildtest.NewCrashFS(k)
 	d, err := outdir.Open(context.Background(), dir, outdir.Options{FS: fs})
 	if err != nil {
@@ -182,8 +198,7 @@ func crashRun(t *testing.T, change func(d *outdir.Dir) error, before version, k 
 	}
 	next.Close()
 	buildtest.CheckInvariant(t, dir)
-	lastDir = dir
-	return fs.Steps()
+	return fs.Steps(), dir
 }
 
 // checkAgent checks that dir holds agent as want (nil: not at all).

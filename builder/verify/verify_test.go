@@ -5,8 +5,10 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/pibake/pibake/builder/sbom"
@@ -16,13 +18,72 @@ import (
 
 func TestMain(m *testing.M) {
 	code := m.Run()
+	if fixture.root != "" {
+		os.RemoveAll(fixture.root)
+	}
 	testimage.Cleanup()
 	os.Exit(code)
 }
 
+// spec is supplytest's Bookworm-shaped base (40 packages) with the boot
+// partition just big enough for FAT32 with 2 KiB clusters and a 16 MiB
+// root: verify's subject is a build directory, not the release-size
+// layout, and a quarter of the bytes is a quarter of the hashing.
+func spec() testimage.Spec {
+	s := supplytest.Spec(40)
+	s.BootMiB, s.RootMiB = 132, 16
+	return s
+}
+
+// fixture is the one build directory the tests start from, made once per
+// test process outside any test's temporary directory.
+var fixture struct {
+	once sync.Once
+	root string
+	b    *supplytest.Build
+}
+
+// build is a fresh copy of the fixture's build directory (the tests
+// tamper with it) sharing the fixture's base and keys, which no test
+// changes.
 func build(t *testing.T) *supplytest.Build {
 	t.Helper()
-	return supplytest.Make(t, supplytest.Spec(40), "pi-server", "pi-agent")
+	fixture.once.Do(func() { fixture.b = makeFixture(t) })
+	if fixture.b == nil {
+		t.Fatal("the shared build directory could not be made (see the first test's failure)")
+	}
+	b := *fixture.b
+	b.Dir = filepath.Join(t.TempDir(), "build")
+	copyTree(t, fixture.b.Dir, b.Dir)
+	return &b
+}
+
+// makeFixture makes the build directory and moves what it needs out of
+// t's temporary directories, which go when t ends.
+func makeFixture(t *testing.T) *supplytest.Build {
+	t.Helper()
+	made := supplytest.Make(t, spec(), "pi-server", "pi-agent")
+	root, err := os.MkdirTemp("", "verify-fixture-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fixture.root = root
+	b := *made
+	b.Dir, b.Base = filepath.Join(root, "build"), filepath.Join(root, "base.img")
+	b.Key, b.AllowedSigners = filepath.Join(root, "id_ed25519"), filepath.Join(root, "allowed_signers")
+	copyTree(t, made.Dir, b.Dir)
+	for from, to := range map[string]string{made.Base: b.Base, made.Key: b.Key, made.AllowedSigners: b.AllowedSigners} {
+		copyTree(t, from, to)
+	}
+	return &b
+}
+
+// copyTree copies a file or directory with cp -a, keeping holes.
+func copyTree(t *testing.T, from, to string) {
+	t.Helper()
+	if out, err := exec.Command("cp", "-a", "--sparse=always", from, to).CombinedOutput(); err != nil {
+		t.Fatalf("cp -a %s %s: %v\n%s", from, to, err, out)
+	}
 }
 
 func verifyDir(t *testing.T, b *supplytest.Build, opt Options) *Report {
@@ -90,7 +151,7 @@ func TestDirVerified(t *testing.T) {
 // SHA256SUMS, a signature — and checks that verify names each, and only
 // what it touched.
 func TestTampering(t *testing.T) {
-	spec := supplytest.Spec(40)
+	spec := spec()
 	bootFrom, rootFrom := spec.BootStart*512, spec.RootStart()*512
 	tests := []struct {
 		name   string
@@ -126,7 +187,8 @@ func TestTampering(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b := build(t)
+			b := build(t) // before Parallel: the first one makes the fixture
+			t.Parallel()
 			tt.tamper(t, b)
 			r := verifyDir(t, b, Options{})
 			if !r.Failed() {

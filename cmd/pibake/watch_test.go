@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/pibake/pibake/builder/diskimg"
+	"github.com/pibake/pibake/internal/buildtest"
 	"github.com/pibake/pibake/internal/report"
 	"github.com/pibake/pibake/internal/testimage"
 )
@@ -154,7 +155,8 @@ func startWatchLab(t *testing.T, token, nodes string, watchArgs ...string) *watc
 func newWatchLab(t *testing.T, token, nodes string) *watchLab {
 	t.Helper()
 	t.Setenv("NO_COLOR", "1")
-	base := testimage.For(t, testimage.Bookworm())
+	// Small: watch's subject is the reports, not the release layout.
+	base := testimage.For(t, buildtest.SmallBookworm())
 	dir := t.TempDir()
 	l := &watchLab{recipe: filepath.Join(dir, "lab.hcl"), out: filepath.Join(dir, "out"), addr: freeAddr(t),
 		code: make(chan int, 1), stdout: &syncBuffer{}, stderr: &syncBuffer{}}
@@ -393,7 +395,7 @@ func waitListening(t *testing.T, addr string, code chan int, stderr *syncBuffer)
 // TestWatchRefusesWhatCannotWork: each mistake is said before watch
 // listens, with what to do.
 func TestWatchRefusesWhatCannotWork(t *testing.T) {
-	base := testimage.For(t, testimage.Bookworm())
+	base := testimage.For(t, buildtest.SmallBookworm())
 	dir := t.TempDir()
 	write := func(name, body string) string {
 		p := filepath.Join(dir, name)
