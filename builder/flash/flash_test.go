@@ -469,3 +469,32 @@ func TestBlockSizeMismatch(t *testing.T) {
 		t.Errorf("%s was written to", dev)
 	}
 }
+
+// TestInspectNewFile: a target that does not exist is a new image file,
+// except under /dev, where it is a mistyped device name; /dev/shm, the
+// shared-memory tmpfs, holds files like any directory.
+func TestInspectNewFile(t *testing.T) {
+	shm, err := os.MkdirTemp("/dev/shm", "pibake-flash-")
+	if err != nil {
+		testimage.Missing(t, fmt.Sprintf("a directory in /dev/shm: %v", err))
+	}
+	t.Cleanup(func() { os.RemoveAll(shm) })
+	tests := []struct {
+		path    string
+		refused bool
+	}{
+		{filepath.Join(t.TempDir(), "card.img"), false},
+		{filepath.Join(shm, "card.img"), false},
+		{"/dev/sdzz", true},
+		{"/dev/disk/by-id/usb-No_Such_Card-0:0", true},
+	}
+	for _, tt := range tests {
+		tg, err := Host.Inspect(tt.path)
+		switch {
+		case tt.refused && (err == nil || !strings.Contains(err.Error(), "no such device")):
+			t.Errorf("Inspect(%s) = %+v, %v; want refused: no such device", tt.path, tg, err)
+		case !tt.refused && (err != nil || tg.Path != tt.path || tg.Disk != nil):
+			t.Errorf("Inspect(%s) = %+v, %v; want a new file", tt.path, tg, err)
+		}
+	}
+}

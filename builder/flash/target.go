@@ -31,8 +31,10 @@ func (s System) Inspect(path string) (Target, error) {
 	fi, err := os.Stat(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		if abs, _ := filepath.Abs(path); strings.HasPrefix(abs, "/dev/") {
+		if abs, _ := filepath.Abs(path); strings.HasPrefix(abs, "/dev/") && !strings.HasPrefix(abs, "/dev/shm/") {
 			// Never create a file in /dev: a mistyped device name.
+			// /dev/shm is the shared-memory tmpfs, where a file is a
+			// file (the tests keep theirs there).
 			return Target{}, fmt.Errorf("target %s: no such device", path)
 		}
 		if _, err := os.Stat(filepath.Dir(path)); err != nil {
