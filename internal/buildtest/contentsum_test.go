@@ -1,8 +1,10 @@
 package buildtest
 
 import (
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 )
 
@@ -12,8 +14,9 @@ import (
 func TestContentSum(t *testing.T) {
 	dir := t.TempDir()
 	const size = 1 << 20
-	// write makes a file of size bytes: data written at each offset (a
-	// written run of zeros is data, not a hole), the rest a hole.
+	// write makes a file of size bytes: data written at each offset in
+	// ascending order, a later write over an earlier one (a written run of
+	// zeros is data, not a hole), the rest a hole.
 	write := func(name string, size int64, data map[int64][]byte) string {
 		p := filepath.Join(dir, name)
 		f, err := os.Create(p)
@@ -21,8 +24,8 @@ func TestContentSum(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer f.Close()
-		for off, b := range data {
-			if _, err := f.WriteAt(b, off); err != nil {
+		for _, off := range slices.Sorted(maps.Keys(data)) {
+			if _, err := f.WriteAt(data[off], off); err != nil {
 				t.Fatal(err)
 			}
 		}
