@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -144,14 +145,6 @@ func shardsOf(r *recipes.Recipe, build func(*recipes.Recipe, string, seam.FS, fu
 func crashEveryStep(t *testing.T, sc crashScenario) int {
 	start := filepath.Join(memDir(t), "start")
 	sc.start(t, start)
-	// Beside the output directory: out's parent, or out for a merge's
-	// out/merged (a file CheckInvariant and the snapshots ignore).
-	besideOut := func(out string) {
-		if sc.allowed != "" {
-			buildtest.Copy(t, sc.allowed, filepath.Join(filepath.Dir(out), "allowed_signers"))
-			buildtest.Copy(t, sc.allowed, filepath.Join(out, "allowed_signers"))
-		}
-	}
 	stride := 1
 	if testing.Short() {
 		stride = 5
@@ -159,17 +152,18 @@ func crashEveryStep(t *testing.T, sc crashScenario) int {
 	// The same base name as the copies below: steps name it.
 	want := filepath.Join(memDir(t), "out")
 	buildtest.Copy(t, start, want)
-	besideOut(want)
+	sc.besideOut(t, want)
 	states := memDir(t)
 	stateOf := func(k int) string { return filepath.Join(states, fmt.Sprintf("%04d", k), "out") }
 	run := buildtest.NewCrashFS(-1)
+	var copyErr error
 	run.BeforeStep = func(done int) {
-		if done%stride == 0 {
-			copyState(t, want, stateOf(done))
+		if done%stride == 0 && copyErr == nil {
+			copyErr = copyState(want, stateOf(done))
 		}
 	}
-	if err := sc.run(want, run); err != nil {
-		t.Fatalf("uninterrupted: %v", err)
+	if err := sc.run(want, run); err != nil || copyErr != nil {
+		t.Fatalf("uninterrupted: %v (copying the crash states: %v)", err, copyErr)
 	}
 	steps := run.Steps()
 	if len(steps) == 0 {
@@ -186,14 +180,11 @@ func crashEveryStep(t *testing.T, sc crashScenario) int {
 	opened := map[string]int{}
 	for k := 0; k < len(steps); k += stride {
 		dir := stateOf(k)
-		besideOut(dir)
-		target := outDirOf(dir)
-		d, err := outdir.Open(context.Background(), target, outdir.Options{})
+		sc.besideOut(t, dir)
+		key, err := openState(t, dir)
 		if err != nil {
 			t.Fatalf("%s: open: %v", lastStep(steps, k), err)
 		}
-		d.Close()
-		key := stateKey(t, dir)
 		if first, ok := opened[key]; ok {
 			t.Logf("%s: once opened, the same directory as %s", lastStep(steps, k), lastStep(steps, first))
 			os.RemoveAll(filepath.Dir(dir))
@@ -203,7 +194,8 @@ func crashEveryStep(t *testing.T, sc crashScenario) int {
 		t.Run(fmt.Sprintf("crash %d of %d", k, len(steps)), func(t *testing.T) {
 			t.Parallel()
 			defer os.RemoveAll(filepath.Dir(dir))
-			buildtest.CheckInvariant(t, target)
+			checkFailedStep(t, sc, start, k, steps, key)
+			buildtest.CheckInvariant(t, outDirOf(dir))
 			// And it converges: run to the end, it makes what the
 			// uninterrupted change made.
 			if err := sc.run(dir, nil); err != nil {
@@ -216,6 +208,67 @@ func crashEveryStep(t *testing.T, sc crashScenario) int {
 	}
 	t.Logf("%d steps, %d crash states tried, %d different once opened", len(steps), (len(steps)+stride-1)/stride, len(opened))
 	return len(steps)
+}
+
+// besideOut puts the scenario's allowed_signers beside the output
+// directory: in out's parent, and in out for a merge's out/merged (a
+// file CheckInvariant and the snapshots ignore).
+func (sc crashScenario) besideOut(t *testing.T, out string) {
+	if sc.allowed != "" {
+		buildtest.Copy(t, sc.allowed, filepath.Join(filepath.Dir(out), "allowed_signers"))
+		buildtest.Copy(t, sc.allowed, filepath.Join(out, "allowed_signers"))
+	}
+}
+
+// openState opens a crash state's output directory as the next run does
+// and returns what the directory then holds.
+func openState(t *testing.T, dir string) (string, error) {
+	d, err := outdir.Open(context.Background(), outDirOf(dir), outdir.Options{})
+	if err != nil {
+		return "", err
+	}
+	d.Close()
+	return stateKey(t, dir), nil
+}
+
+// checkFailedStep runs the change from the start state with step k+1
+// and every later one failing, so that the run's own error handling runs
+// (a kill leaves none): it must take the uninterrupted run's first k
+// steps and, once opened, leave the directory a kill after step k leaves
+// (key) — an error path changes nothing but through the seam.
+func checkFailedStep(t *testing.T, sc crashScenario, start string, k int, steps []string, key string) {
+	dir := filepath.Join(memDir(t), "out")
+	buildtest.Copy(t, start, dir)
+	sc.besideOut(t, dir)
+	crash := buildtest.NewCrashFS(k)
+	sc.run(dir, crash)
+	if got := crash.Steps(); len(got) <= k || !slices.Equal(got[:k], steps[:k]) {
+		t.Fatalf("step %d failing: the run took other steps than the uninterrupted one:\n%s\nwant\n%s", k+1, strings.Join(got, ", "), strings.Join(steps, ", "))
+	}
+	got, err := openState(t, dir)
+	if err != nil {
+		t.Fatalf("step %d failing: open: %v", k+1, err)
+	}
+	if got != key {
+		t.Errorf("%s, the next step failing: once opened, another directory than a kill there leaves:\n%s", lastStep(steps, k), lineDiff(key, got))
+	}
+}
+
+// lineDiff lists the lines only one of two texts has.
+func lineDiff(want, got string) string {
+	var out []string
+	w, g := strings.Split(want, "\n"), strings.Split(got, "\n")
+	for _, l := range w {
+		if !slices.Contains(g, l) {
+			out = append(out, "- "+l)
+		}
+	}
+	for _, l := range g {
+		if !slices.Contains(w, l) {
+			out = append(out, "+ "+l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 // stateKey is what a directory holds, for telling crash states apart:
@@ -245,15 +298,18 @@ func stateKey(t *testing.T, dir string) string {
 
 // copyState copies the directory from to to, as a killed run left it.
 // Raspberry Pi Imager's os_list.json names its directory by absolute
-// path: in the copy it names the copy, as the directory's own would.
-func copyState(t *testing.T, from, to string) {
+// path: in the copy it names the copy, as the directory's own would. It
+// runs inside the build (CrashFS.BeforeStep), so it returns its error.
+func copyState(from, to string) error {
 	if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
-		t.Fatal(err)
+		return err
 	}
-	buildtest.Copy(t, from, to)
+	if out, err := exec.Command("cp", "-a", "--sparse=always", from, to).CombinedOutput(); err != nil {
+		return fmt.Errorf("cp -a %s %s: %v\n%s", from, to, err, out)
+	}
 	absFrom, _ := filepath.Abs(from)
 	absTo, _ := filepath.Abs(to)
-	err := filepath.WalkDir(to, func(p string, d os.DirEntry, err error) error {
+	return filepath.WalkDir(to, func(p string, d os.DirEntry, err error) error {
 		if err != nil || d.Name() != outdir.OSListFile {
 			return err
 		}
@@ -263,9 +319,6 @@ func copyState(t *testing.T, from, to string) {
 		}
 		return os.WriteFile(p, bytes.ReplaceAll(b, []byte(absFrom), []byte(absTo)), 0o644)
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 }
 
 // memDir is a new directory in memory (tmpfs) where there is one, else
