@@ -24,7 +24,7 @@ test: deps lint cross unit
 ## unit: go test, its files on tmpfs when there is room (.ci/testtmp says why).
 unit:
 	@dir=$$(bash .ci/testtmp) && echo "test files under $$dir" && \
-	  TMPDIR=$$dir $(GO) test -count=1 -timeout 30m ./...; rc=$$?; rm -rf "$$dir"; exit $$rc
+	  trap 'rm -rf "$$dir"' EXIT INT TERM && TMPDIR=$$dir $(GO) test -count=1 -timeout 30m ./...
 
 ## deps: install what the tests need (Debian tools as root, staticcheck).
 deps:
