@@ -149,8 +149,10 @@ type killAt struct {
 // aimKill picks run's kill instant, a different one each time, in turn:
 //   - a moment after the first or second node's "done in", while the
 //     next node (--jobs 2) is publishing or about to;
-//   - a moment (up to 20 ms) after a publication's journal appears, in
-//     the middle of its renames and listings;
+//   - as soon as a publication's journal is seen (polled every
+//     millisecond, killed within one more), in the middle of its renames
+//     and listings when the kill is quick enough: on tmpfs a publication
+//     takes about a millisecond, so some of these land just after it;
 //   - a random instant over the whole build, which mostly falls before
 //     any publication, while images are copied and written.
 func aimKill(run int, rng *rand.Rand, span time.Duration, journal string) killAt {
@@ -158,7 +160,7 @@ func aimKill(run int, rng *rand.Rand, span time.Duration, journal string) killAt
 	case 1:
 		return killAt{done: run/3%2 + 1, after: time.Duration(rng.Int63n(int64(span) / 12))}
 	case 2:
-		return killAt{journal: journal, after: time.Duration(rng.Int63n(int64(20 * time.Millisecond)))}
+		return killAt{journal: journal, after: time.Duration(rng.Int63n(int64(time.Millisecond)))}
 	}
 	return killAt{after: time.Duration(rng.Int63n(int64(span)))}
 }
