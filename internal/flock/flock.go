@@ -72,7 +72,12 @@ func Acquire(ctx context.Context, path string, m Mode, wait bool, onWait func(ho
 			// (and, taking it again, truncates the file first): a moment
 			// later the file names it, or the lock is free.
 			unnamed++
-			time.Sleep(holderWriteWait)
+			select {
+			case <-ctx.Done():
+				f.Close()
+				return nil, ctx.Err()
+			case <-time.After(holderWriteWait):
+			}
 			continue
 		}
 		if !wait {
