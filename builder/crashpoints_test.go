@@ -181,10 +181,11 @@ func crashEveryStep(t *testing.T, sc crashScenario) int {
 	for k := 0; k < len(steps); k += stride {
 		dir := stateOf(k)
 		sc.besideOut(t, dir)
-		key, err := openState(t, dir)
+		state, err := openState(t, dir)
 		if err != nil {
 			t.Fatalf("%s: open: %v", lastStep(steps, k), err)
 		}
+		key := stateKey(state)
 		if first, ok := opened[key]; ok {
 			t.Logf("%s: once opened, the same directory as %s", lastStep(steps, k), lastStep(steps, first))
 			os.RemoveAll(filepath.Dir(dir))
@@ -194,7 +195,7 @@ func crashEveryStep(t *testing.T, sc crashScenario) int {
 		t.Run(fmt.Sprintf("crash %d of %d", k, len(steps)), func(t *testing.T) {
 			t.Parallel()
 			defer os.RemoveAll(filepath.Dir(dir))
-			checkFailedStep(t, sc, start, k, steps, key)
+			checkFailedStep(t, sc, start, k, steps, state)
 			buildtest.CheckInvariant(t, outDirOf(dir))
 			// And it converges: run to the end, it makes what the
 			// uninterrupted change made.
@@ -222,21 +223,21 @@ func (sc crashScenario) besideOut(t *testing.T, out string) {
 
 // openState opens a crash state's output directory as the next run does
 // and returns what the directory then holds.
-func openState(t *testing.T, dir string) (string, error) {
+func openState(t *testing.T, dir string) (map[string]string, error) {
 	d, err := outdir.Open(context.Background(), outDirOf(dir), outdir.Options{})
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	d.Close()
-	return stateKey(t, dir), nil
+	return dirState(t, dir), nil
 }
 
 // checkFailedStep runs the change from the start state with step k+1
 // and every later one failing, so that the run's own error handling runs
 // (a kill leaves none): it must take the uninterrupted run's first k
 // steps and, once opened, leave the directory a kill after step k leaves
-// (key) — an error path changes nothing but through the seam.
-func checkFailedStep(t *testing.T, sc crashScenario, start string, k int, steps []string, key string) {
+// (want) — an error path changes nothing but through the seam.
+func checkFailedStep(t *testing.T, sc crashScenario, start string, k int, steps []string, want map[string]string) {
 	dir := filepath.Join(memDir(t), "out")
 	buildtest.Copy(t, start, dir)
 	sc.besideOut(t, dir)
@@ -249,36 +250,16 @@ func checkFailedStep(t *testing.T, sc crashScenario, start string, k int, steps 
 	if err != nil {
 		t.Fatalf("step %d failing: open: %v", k+1, err)
 	}
-	if got != key {
-		t.Errorf("%s, the next step failing: once opened, another directory than a kill there leaves:\n%s", lastStep(steps, k), lineDiff(key, got))
+	if !maps.Equal(got, want) {
+		t.Errorf("%s, the next step failing: once opened, another directory than a kill there leaves: %v", lastStep(steps, k), changed(want, got))
 	}
 }
 
-// lineDiff lists the lines only one of two texts has.
-func lineDiff(want, got string) string {
-	var out []string
-	w, g := strings.Split(want, "\n"), strings.Split(got, "\n")
-	for _, l := range w {
-		if !slices.Contains(g, l) {
-			out = append(out, "- "+l)
-		}
-	}
-	for _, l := range g {
-		if !slices.Contains(w, l) {
-			out = append(out, "+ "+l)
-		}
-	}
-	return strings.Join(out, "\n")
-}
-
-// stateKey is what a directory holds, for telling crash states apart:
-// every file's bytes (buildtest.Snapshot) and mode, every directory.
-func stateKey(t *testing.T, dir string) string {
-	var b strings.Builder
-	snap := buildtest.Snapshot(t, dir)
-	for _, name := range slices.Sorted(maps.Keys(snap)) {
-		fmt.Fprintf(&b, "%s %s\n", name, snap[name])
-	}
+// dirState is what a directory holds, for telling crash states apart:
+// every file's bytes (buildtest.Snapshot) by its path, and every file's
+// and directory's mode.
+func dirState(t *testing.T, dir string) map[string]string {
+	state := buildtest.Snapshot(t, dir)
 	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -287,11 +268,20 @@ func stateKey(t *testing.T, dir string) string {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(&b, "%s %v\n", strings.TrimPrefix(p, dir), fi.Mode())
+		state["mode of "+strings.TrimPrefix(p, dir)] = fi.Mode().String()
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	return state
+}
+
+// stateKey is a directory state as one comparable string.
+func stateKey(state map[string]string) string {
+	var b strings.Builder
+	for _, name := range slices.Sorted(maps.Keys(state)) {
+		fmt.Fprintf(&b, "%s %s\n", name, state[name])
 	}
 	return b.String()
 }

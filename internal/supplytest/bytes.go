@@ -10,7 +10,21 @@ import (
 // mask: the tampering a verification must name.
 func Flip(t testing.TB, path string, at int64, mask byte) {
 	t.Helper()
+	c := []byte{byteAt(t, path, at) ^ mask}
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(c, at); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// byteAt is the byte at offset at of the file at path.
+func byteAt(t testing.TB, path string, at int64) byte {
+	t.Helper()
+	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -19,10 +33,7 @@ func Flip(t testing.TB, path string, at int64, mask byte) {
 	if _, err := f.ReadAt(c, at); err != nil {
 		t.Fatal(err)
 	}
-	c[0] ^= mask
-	if _, err := f.WriteAt(c, at); err != nil {
-		t.Fatal(err)
-	}
+	return c[0]
 }
 
 // Offset finds data in the file at path between offsets from and to.
@@ -48,20 +59,11 @@ func Offset(t testing.TB, path string, data []byte, from, to int64) int64 {
 // 0x01.
 func HexSafeMask(t testing.TB, path string, at int64) byte {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	c := make([]byte, 1)
-	if _, err := f.ReadAt(c, at); err != nil {
-		t.Fatal(err)
-	}
-	switch {
-	case c[0] == '0':
+	switch c := byteAt(t, path, at); {
+	case c == '0':
 		return '0' ^ '1'
-	case c[0] >= '1' && c[0] <= '9', c[0] >= 'a' && c[0] <= 'f':
-		return c[0] ^ '0'
+	case c >= '1' && c <= '9', c >= 'a' && c <= 'f':
+		return c ^ '0'
 	}
 	return 0x01
 }
