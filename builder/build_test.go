@@ -101,17 +101,6 @@ node "agent" {
 	return r
 }
 
-// smallRelease serves a Bookworm-shaped image with a 132 MiB boot
-// partition and a 16 MiB root: a quarter of a release-sized one to
-// decompress, copy, hash and check, for the tests whose subject is not the
-// release's size. TestBuildEndToEnd, TestDiskFull (whose file-system
-// sizes are counted in a release's bytes) and the hardware profiles keep
-// the real layout.
-func smallRelease(t *testing.T) *buildtest.ReleaseServer {
-	t.Helper()
-	return buildtest.NewReleaseServerFor(t, buildtest.SmallBookworm())
-}
-
 func buildOptions(t *testing.T, s *buildtest.ReleaseServer, cache string) Options {
 	return Options{
 		OutDir:  filepath.Join(t.TempDir(), "out"),
@@ -238,7 +227,7 @@ func TestBuildReproducibleAndCached(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits 2 s for the clock to move")
 	}
-	s := smallRelease(t)
+	s := buildtest.NewSmallReleaseServer(t)
 	r := recipeFor(t, s, "")
 	cache := filepath.Join(t.TempDir(), "cache")
 	first := buildOptions(t, s, cache)
@@ -272,7 +261,7 @@ func TestBuildReproducibleAndCached(t *testing.T) {
 }
 
 func TestBuildIncremental(t *testing.T) {
-	s := smallRelease(t)
+	s := buildtest.NewSmallReleaseServer(t)
 	r := recipeFor(t, s, "")
 	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
 	if _, err := Build(context.Background(), r, opt); err != nil {
@@ -304,7 +293,7 @@ func TestBuildIncremental(t *testing.T) {
 }
 
 func TestBuildWrongPinBuildsNothing(t *testing.T) {
-	s := smallRelease(t)
+	s := buildtest.NewSmallReleaseServer(t)
 	r := recipeFor(t, s, fmt.Sprintf("sha256 = %q", strings.Repeat("ab", 32)))
 	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
 	_, err := Build(context.Background(), r, opt)
@@ -323,7 +312,7 @@ func TestBuildWrongPinBuildsNothing(t *testing.T) {
 // results name them.
 func TestBuildInterrupted(t *testing.T) {
 	testimage.Tool(t, "sha256sum")
-	s := smallRelease(t)
+	s := buildtest.NewSmallReleaseServer(t)
 	r := recipeFor(t, s, "")
 	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
 	interrupted := func(r *recipes.Recipe) []NodeResult {
@@ -377,7 +366,7 @@ func TestBuildInterrupted(t *testing.T) {
 }
 
 func TestBuildFailedNodeDoesNotStopOthers(t *testing.T) {
-	s := smallRelease(t)
+	s := buildtest.NewSmallReleaseServer(t)
 	r := recipeFor(t, s, "")
 	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
 	// agent.img as a non-empty directory cannot be replaced.
@@ -403,7 +392,7 @@ func TestBuildFailedNodeDoesNotStopOthers(t *testing.T) {
 }
 
 func TestBuildSelectNodes(t *testing.T) {
-	s := smallRelease(t)
+	s := buildtest.NewSmallReleaseServer(t)
 	r := recipeFor(t, s, "")
 	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
 	opt.Nodes = []string{"nope"}
@@ -418,7 +407,7 @@ func TestBuildSelectNodes(t *testing.T) {
 }
 
 func TestBuildCompress(t *testing.T) {
-	s := smallRelease(t)
+	s := buildtest.NewSmallReleaseServer(t)
 	r := recipeFor(t, s, "")
 	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
 	opt.Nodes = []string{"srv"}
@@ -572,7 +561,7 @@ func TestCompressReusesBaseBlocks(t *testing.T) {
 // file:// URL to its .img.xz (or .img), the sums Imager checks, and no
 // customisation; a schema violation is caught.
 func TestOSList(t *testing.T) {
-	s := smallRelease(t)
+	s := buildtest.NewSmallReleaseServer(t)
 	r := recipeFor(t, s, "")
 	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
 	opt.Nodes = []string{"agent"}
@@ -653,7 +642,7 @@ jsonschema.validate(json.load(open(sys.argv[1])), json.load(open(sys.argv[2])))`
 // TestBuildReportsProgress: the download, the decompression and every
 // node's image and .img.xz are reported from 0 to their whole size.
 func TestBuildReportsProgress(t *testing.T) {
-	s := smallRelease(t)
+	s := buildtest.NewSmallReleaseServer(t)
 	r := recipeFor(t, s, "")
 	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
 	opt.Compress = true
@@ -689,7 +678,7 @@ func TestCompressFleet(t *testing.T) {
 		t.Skip("builds and checks 20 compressed images")
 	}
 	xzTool := testimage.Tool(t, "xz")
-	s := smallRelease(t) // a multi-block .img.xz, 16 MiB blocks
+	s := buildtest.NewSmallReleaseServer(t) // a multi-block .img.xz, 16 MiB blocks
 	r := buildtest.LabRecipe(t, s, "node \"srv\" {\n  role = \"server\"\n  ip = \"192.168.7.10/24\"\n}\nnode \"edge\" {\n  role  = \"agent\"\n  count = 19\n}\n")
 	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
 	opt.Compress, opt.Jobs = true, 4

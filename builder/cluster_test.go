@@ -78,7 +78,7 @@ func bootFiles(t *testing.T, img string) map[string][]byte {
 func TestBuildHAWithGeneratedCA(t *testing.T) {
 	openssl := testimage.Tool(t, "openssl")
 	kubectl := testimage.Tool(t, "kubectl")
-	s := smallRelease(t)
+	s := buildtest.NewSmallReleaseServer(t)
 	r := haRecipe(t)
 	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
 	opt.Image, opt.Jobs = s.URL+"/latest", 4
@@ -239,7 +239,7 @@ func TestServingSANsCoverEveryAddress(t *testing.T) {
 // directory (the recipe's token derives them), changed for one node by
 // --rotate-node-password, which rebuilds only that node.
 func TestNodePasswords(t *testing.T) {
-	s := smallRelease(t)
+	s := buildtest.NewSmallReleaseServer(t)
 	cache := filepath.Join(t.TempDir(), "cache")
 	opt := buildOptions(t, s, cache)
 	r := recipeFor(t, s, "")

@@ -20,7 +20,7 @@ import (
 // second fails at once naming the first's pid, or with Wait queues behind
 // it; either way every node carries the one token and the set is whole.
 func TestConcurrentBuilds(t *testing.T) {
-	s := smallRelease(t)
+	s := buildtest.NewSmallReleaseServer(t)
 	r := buildtest.LabRecipe(t, s, buildtest.TwoNodes)
 	cache := filepath.Join(t.TempDir(), "cache")
 	out := filepath.Join(t.TempDir(), "out")
@@ -84,7 +84,7 @@ func tokenIn(t *testing.T, img string) string {
 // outdated), a removed node stays until --prune, and an interrupt after
 // a recipe change leaves SHA256SUMS true.
 func TestRebuildKeepsOneConsistentSet(t *testing.T) {
-	s := smallRelease(t)
+	s := buildtest.NewSmallReleaseServer(t)
 	cache := filepath.Join(t.TempDir(), "cache")
 	opt := buildOptions(t, s, cache)
 	three := buildtest.TwoNodes + "node \"extra\" {\n  role = \"agent\"\n}\n"
@@ -161,7 +161,7 @@ func TestRebuildKeepsOneConsistentSet(t *testing.T) {
 // it succeeds in a directory that cannot be written; one that must write
 // fails with the reason and leaves the set as it was.
 func TestReadOnlyOutput(t *testing.T) {
-	s := smallRelease(t)
+	s := buildtest.NewSmallReleaseServer(t)
 	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
 	r := buildtest.LabRecipe(t, s, buildtest.TwoNodes)
 	if _, err := Build(context.Background(), r, opt); err != nil {

@@ -23,7 +23,7 @@ import (
 // a shard without init, shards of two inits, a node in two shards and a
 // damaged shard file are refused.
 func TestShardsMergeToOneBuild(t *testing.T) {
-	s := smallRelease(t)
+	s := buildtest.NewSmallReleaseServer(t)
 	nodes := buildtest.TwoNodes + "node \"edge\" {\n  role  = \"agent\"\n  count = 2\n}\n"
 	r := buildtest.LabRecipe(t, s, strings.Replace(nodes, "node \"srv\" {", "node \"srv\" {\n  ssh = true", 1))
 	r.Cluster.CA = "generate"

@@ -69,7 +69,7 @@ func flashOptions(b builder.Options, o Options) Options {
 // (a generated token) as build would, and each flashed file is the built
 // image byte for byte.
 func TestFlashBeforeBuild(t *testing.T) {
-	s := smallRelease(t)
+	s := buildtest.NewSmallReleaseServer(t)
 	r := buildtest.LabRecipe(t, s, threeNodes)
 	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
 	dir := t.TempDir()
@@ -108,14 +108,6 @@ func TestFlashBeforeBuild(t *testing.T) {
 	}
 }
 
-// smallRelease serves a Bookworm-shaped image with a 132 MiB boot
-// partition and a 16 MiB root: flashing writes, verifies and compares
-// every byte of each target, and nothing here depends on a release's size.
-func smallRelease(t *testing.T) *buildtest.ReleaseServer {
-	t.Helper()
-	return buildtest.NewReleaseServerFor(t, buildtest.SmallBookworm())
-}
-
 // loopTarget is a loop device of size bytes, all 0xA5: a used card, on
 // which the image is byte-identical only if the bytes it has as zeros
 // are written too.
@@ -141,7 +133,7 @@ func loopTarget(t *testing.T, size int64) string {
 // (also against the built image's SHA-256), each recorded in the
 // manifest with its device.
 func TestFlashLoopDevices(t *testing.T) {
-	s := smallRelease(t)
+	s := buildtest.NewSmallReleaseServer(t)
 	r := buildtest.LabRecipe(t, s, threeNodes)
 	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
 	if _, err := builder.Build(context.Background(), r, opt); err != nil {
@@ -188,7 +180,7 @@ func TestFlashLoopDevices(t *testing.T) {
 // if flash and build wrote different bytes) fails, and is left
 // unbootable.
 func TestFlashChecksBuiltSum(t *testing.T) {
-	s := smallRelease(t)
+	s := buildtest.NewSmallReleaseServer(t)
 	r := buildtest.LabRecipe(t, s, buildtest.TwoNodes)
 	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
 	opt.Nodes = []string{"srv"}
@@ -216,7 +208,7 @@ func TestFlashChecksBuiltSum(t *testing.T) {
 // TestFlashRefusals: refused targets stop the flash before anything is
 // written to any of them.
 func TestFlashRefusals(t *testing.T) {
-	s := smallRelease(t)
+	s := buildtest.NewSmallReleaseServer(t)
 	r := buildtest.LabRecipe(t, s, buildtest.TwoNodes)
 	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
 	dir := t.TempDir()
@@ -281,7 +273,7 @@ var errDeclined = errors.New("declined")
 // mid-write: the target is reported interrupted, left without a partition
 // table, recorded as such, and no head file stays behind.
 func TestFlashInterrupted(t *testing.T) {
-	s := smallRelease(t)
+	s := buildtest.NewSmallReleaseServer(t)
 	r := buildtest.LabRecipe(t, s, buildtest.TwoNodes)
 	opt := buildOptions(t, s, filepath.Join(t.TempDir(), "cache"))
 	ctx, cancel := context.WithCancel(context.Background())

@@ -64,6 +64,14 @@ func NewReleaseServer(t testing.TB) *ReleaseServer {
 	return NewReleaseServerFor(t, testimage.Bookworm())
 }
 
+// NewSmallReleaseServer starts a release server for a SmallBookworm
+// image: a quarter of a release-sized one to decompress, copy, hash and
+// check, for the tests whose subject is not the release's size.
+func NewSmallReleaseServer(t testing.TB) *ReleaseServer {
+	t.Helper()
+	return NewReleaseServerFor(t, SmallBookworm())
+}
+
 // NewReleaseServerFor starts a release server for an image of spec; the
 // image is built once per test process, and removed by
 // testimage.Cleanup.
