@@ -149,26 +149,7 @@ func crashEveryStep(t *testing.T, sc crashScenario) int {
 	if testing.Short() {
 		stride = 5
 	}
-	// The same base name as the copies below: steps name it.
-	want := filepath.Join(memDir(t), "out")
-	buildtest.Copy(t, start, want)
-	sc.besideOut(t, want)
-	states := memDir(t)
-	stateOf := func(k int) string { return filepath.Join(states, fmt.Sprintf("%04d", k), "out") }
-	run := buildtest.NewCrashFS(-1)
-	var copyErr error
-	run.BeforeStep = func(done int) {
-		if done%stride == 0 && copyErr == nil {
-			copyErr = copyState(want, stateOf(done))
-		}
-	}
-	if err := sc.run(want, run); err != nil || copyErr != nil {
-		t.Fatalf("uninterrupted: %v (copying the crash states: %v)", err, copyErr)
-	}
-	steps := run.Steps()
-	if len(steps) == 0 {
-		t.Fatal("the change took no filesystem step")
-	}
+	want, steps, stateOf := runCopyingStates(t, sc, start, stride)
 	wantFiles := buildtest.Snapshot(t, want)
 	// The change's end state keeps the invariant; a copy that converges
 	// is byte for byte the same.
@@ -209,6 +190,34 @@ func crashEveryStep(t *testing.T, sc crashScenario) int {
 	}
 	t.Logf("%d steps, %d crash states tried, %d different once opened", len(steps), (len(steps)+stride-1)/stride, len(opened))
 	return len(steps)
+}
+
+// runCopyingStates runs the change uninterrupted from a copy of start,
+// copying its directory before every stride-th filesystem step, and
+// returns the directory it made, its steps, and where the copy made
+// before step k+1 (a kill after step k) is.
+func runCopyingStates(t *testing.T, sc crashScenario, start string, stride int) (string, []string, func(int) string) {
+	// The same base name as the copies: steps name it.
+	want := filepath.Join(memDir(t), "out")
+	buildtest.Copy(t, start, want)
+	sc.besideOut(t, want)
+	states := memDir(t)
+	stateOf := func(k int) string { return filepath.Join(states, fmt.Sprintf("%04d", k), "out") }
+	run := buildtest.NewCrashFS(-1)
+	var copyErr error
+	run.BeforeStep = func(done int) {
+		if done%stride == 0 && copyErr == nil {
+			copyErr = copyState(want, stateOf(done))
+		}
+	}
+	if err := sc.run(want, run); err != nil || copyErr != nil {
+		t.Fatalf("uninterrupted: %v (copying the crash states: %v)", err, copyErr)
+	}
+	steps := run.Steps()
+	if len(steps) == 0 {
+		t.Fatal("the change took no filesystem step")
+	}
+	return want, steps, stateOf
 }
 
 // besideOut puts the scenario's allowed_signers beside the output

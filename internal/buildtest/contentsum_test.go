@@ -14,25 +14,8 @@ import (
 func TestContentSum(t *testing.T) {
 	dir := t.TempDir()
 	const size = 1 << 20
-	// write makes a file of size bytes: data written at each offset in
-	// ascending order, a later write over an earlier one (a written run of
-	// zeros is data, not a hole), the rest a hole.
 	write := func(name string, size int64, data map[int64][]byte) string {
-		p := filepath.Join(dir, name)
-		f, err := os.Create(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		for _, off := range slices.Sorted(maps.Keys(data)) {
-			if _, err := f.WriteAt(data[off], off); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := f.Truncate(size); err != nil {
-			t.Fatal(err)
-		}
-		return p
+		return writePieces(t, filepath.Join(dir, name), size, data)
 	}
 	sum := func(p string) string {
 		s, err := ContentSum(p)
@@ -71,4 +54,24 @@ func TestContentSum(t *testing.T) {
 	if twoExtents != oneExtent {
 		t.Error("two data extents in one chunk: another sum than the same bytes in one extent")
 	}
+}
+
+// writePieces makes a file of size bytes at p: data written at each
+// offset in ascending order, a later write over an earlier one (a written
+// run of zeros is data, not a hole), the rest a hole.
+func writePieces(t *testing.T, p string, size int64, data map[int64][]byte) string {
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, off := range slices.Sorted(maps.Keys(data)) {
+		if _, err := f.WriteAt(data[off], off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
