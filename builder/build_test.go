@@ -461,16 +461,25 @@ func TestCompressReusesBaseBlocks(t *testing.T) {
 	raw := testimage.For(t, spec) // 152 MiB: 19 blocks of 8 MiB, block 17 the root's metadata, the rest zeros but block 0
 	dir := t.TempDir()
 	for _, tc := range []struct {
-		name   string
-		xzArgs []string
-		reused bool
+		name    string
+		xzArgs  []string
+		reused  bool
+		encoder string // PIBAKE_XZ: "" the system's xz, or "builtin"
 	}{
 		{name: "multi-block crc64", xzArgs: []string{"-T2", "-0", "--block-size=8MiB"}, reused: true},
 		{name: "multi-block crc32", xzArgs: []string{"-T2", "-0", "--block-size=8MiB", "--check=crc32"}, reused: true},
 		{name: "single block", xzArgs: []string{"-T1", "-0"}},
 		{name: "raw"},
+		{name: "raw, pibake's own compressor", encoder: "builtin"},
+		{name: "multi-block, pibake's own compressor", xzArgs: []string{"-T2", "-0", "--block-size=8MiB"}, reused: true, encoder: "builtin"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("PIBAKE_XZ", map[string]string{"": xzTool}[tc.encoder]+tc.encoder)
+			wantEncoder := "pibake"
+			if tc.encoder == "" {
+				v, _ := exec.Command(xzTool, "--version").Output()
+				wantEncoder = "xz-" + strings.Fields(string(v))[3]
+			}
 			baseFile := raw
 			var baseXZ []byte
 			if tc.xzArgs != nil {
@@ -493,6 +502,9 @@ func TestCompressReusesBaseBlocks(t *testing.T) {
 			}
 			logs := rec.lines()
 			for _, n := range res {
+				if n.XZBlocks == nil || n.XZBlocks.Encoder != wantEncoder {
+					t.Errorf("%s: blocks compressed by %+v; want %s", n.Hostname, n.XZBlocks, wantEncoder)
+				}
 				if out, err := exec.Command(xzTool, "-t", n.XZ).CombinedOutput(); err != nil {
 					t.Fatalf("xz -t %s: %v\n%s", n.XZ, err, out)
 				}
@@ -524,8 +536,8 @@ func TestCompressReusesBaseBlocks(t *testing.T) {
 				blocksOf := baseXZ
 				if !tc.reused {
 					made, _ := filepath.Glob(filepath.Join(opt.Base.Cache.Dir, "raw", "*.img.xz"))
-					if len(made) != 1 {
-						t.Fatalf("the cache holds %v; want one multi-block .xz of the base", made)
+					if len(made) != 1 || !strings.HasSuffix(made[0], "."+wantEncoder+".img.xz") {
+						t.Fatalf("the cache holds %v; want one multi-block .xz of the base, named by its encoder %s", made, wantEncoder)
 					}
 					blocksOf, _ = os.ReadFile(made[0])
 				}

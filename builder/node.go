@@ -189,7 +189,7 @@ func describeXZ(s nodeimage.XZStats) string {
 	if s.NoBase != "" {
 		return fmt.Sprintf(".img.xz: %d blocks compressed (%s to copy blocks from)", s.Blocks, s.NoBase)
 	}
-	msg := fmt.Sprintf(".img.xz: %d of %d blocks copied from the base's .xz, %d compressed again", s.Copied, s.Blocks, len(s.Compressed))
+	msg := fmt.Sprintf(".img.xz: %d of %d blocks copied from the base's .xz, %d compressed again (%s)", s.Copied, s.Blocks, len(s.Compressed), s.Encoder)
 	for _, b := range s.Compressed {
 		why := b.Why
 		if len(why) > 6 {

@@ -23,6 +23,7 @@ import (
 //
 //	downloads/<sha256>.img.xz   verified downloads, named by their SHA-256
 //	raw/<sha256>.img            decompressed images, named by the download's SHA-256
+//	raw/<sha256>.<encoder>.img.xz  a multi-block .xz of a raw image, for --compress
 //	partial/<key>               interrupted downloads, resumed next time
 //	bad/<key>-<sha256>          downloads whose checksum did not match
 //	sources/<key>.json          which source resolved to which SHA-256
@@ -105,10 +106,13 @@ func (c Cache) writeRecord(r sourceRecord) error {
 // rawPath is where the decompressed image of a download lives.
 func (c Cache) rawPath(sha string) string { return c.path("raw", sha+".img") }
 
-// BlocksPath is where the cache keeps a multi-block .xz made from the
-// image of this SHA-256 (a raw image, or a download's), beside its raw
-// image, for --compress to copy blocks from (nodeimage.BaseBlocks).
-func (c Cache) BlocksPath(sha string) string { return c.path("raw", sha+".img.xz") }
+// BlocksPath is where the cache keeps a multi-block .xz made by encoder
+// (a name of letters, digits, dots and dashes) from the image of this
+// SHA-256 (a raw image, or a download's), beside its raw image, for
+// --compress to copy blocks from (nodeimage.BaseBlocks).
+func (c Cache) BlocksPath(sha, encoder string) string {
+	return c.path("raw", sha+"."+encoder+".img.xz")
+}
 
 // Make makes the file at path (under the cache) with make, unless it is
 // there: under the cache lock, so two pibake processes never make it

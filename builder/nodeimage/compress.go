@@ -20,6 +20,7 @@ import (
 	"github.com/pibake/pibake/internal/ctxio"
 	"github.com/pibake/pibake/internal/progress"
 	"github.com/pibake/pibake/internal/sparse"
+	"github.com/pibake/pibake/internal/xzfile"
 	"github.com/pibake/pibake/internal/xzstream"
 	"github.com/ulikunitz/xz"
 	"golang.org/x/sync/errgroup"
@@ -79,14 +80,15 @@ func OpenBaseXZ(path string, rawSize int64) (*BaseXZ, error) {
 // BaseBlocks is a multi-block .xz of the base image for --compress to
 // copy blocks from when the base has none (a raw image, or a single-block
 // .xz): made once, in parallel, and kept in the cache beside the raw
-// image, named by the base's SHA-256. It is made by pibake's own
-// compressor, never the system's xz, so that every machine makes the same
-// bytes and the nodes' .img.xz stay reproducible.
+// image, named by the base's SHA-256 and what compressed it
+// (xzfile.Encoder): the nodes' .img.xz are made of these blocks, so the
+// same base and encoder give the same bytes, and a machine with another
+// encoder (or PIBAKE_XZ=builtin) makes and keeps its own.
 func BaseBlocks(ctx context.Context, c base.Cache, img *base.Image, jobs int, logf func(string, ...any), report progress.Func) (string, error) {
-	path := c.BlocksPath(img.SHA256)
+	path := c.BlocksPath(img.SHA256, xzfile.Encoder())
 	err := c.Make(ctx, path, logf, func(tmp string) error {
 		start := time.Now()
-		logf("making a multi-block .xz of the base for --compress (once; kept in the cache)")
+		logf("making a multi-block .xz of the base for --compress with %s (once; kept in the cache)", xzfile.Encoder())
 		out, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
 		if err != nil {
 			return err
@@ -135,8 +137,10 @@ type xzItem struct {
 var zeroBlocks sync.Map // zeroKey → *zeroBlock
 
 type zeroKey struct {
-	n     int64
-	check byte
+	n       int64
+	check   byte
+	level   xzfile.Level
+	encoder string
 }
 
 type zeroBlock struct {
@@ -146,12 +150,13 @@ type zeroBlock struct {
 }
 
 // compressZeros is compressBlock of n zero bytes, shared.
-func compressZeros(ctx context.Context, n int64, check byte) (xzPart, error) {
-	v, _ := zeroBlocks.LoadOrStore(zeroKey{n, check}, &zeroBlock{})
+func compressZeros(ctx context.Context, n int64, check byte, level xzfile.Level) (xzPart, error) {
+	key := zeroKey{n, check, level, xzfile.Encoder()}
+	v, _ := zeroBlocks.LoadOrStore(key, &zeroBlock{})
 	z := v.(*zeroBlock)
-	z.once.Do(func() { z.part, z.err = compressBlock(ctx, io.LimitReader(zeroReader{}, n), check) })
+	z.once.Do(func() { z.part, z.err = compressBlock(ctx, io.LimitReader(zeroReader{}, n), check, level) })
 	if z.err != nil {
-		zeroBlocks.Delete(zeroKey{n, check}) // an interrupt: not a fact about zeros
+		zeroBlocks.Delete(key) // an interrupt: not a fact about zeros
 	}
 	return z.part, z.err
 }
@@ -182,6 +187,9 @@ type XZStats struct {
 	Compressed []CompressedXZ `json:"compressed,omitempty"`
 	// NoBase says why no block could be copied, when none was.
 	NoBase string `json:"no_base,omitempty"`
+	// Encoder is what compressed the blocks compressed again
+	// (xzfile.Encoder): their bytes depend on it.
+	Encoder string `json:"encoder,omitempty"`
 }
 
 // CompressedXZ is one block compressed again: its place in the image
@@ -217,11 +225,15 @@ func Compress(ctx context.Context, src string, out *os.File, bx *BaseXZ, baseRaw
 		out.Close()
 		return stats, err
 	}
-	check, items := xz.CRC64, blockItems(fi.Size())
+	// Compressing every block is making a base's .xz, once, whose blocks
+	// every node copies: as small as pi-gen makes them. Blocks a node
+	// compresses again are a few per node on every build: fast.
+	check, items, level := xz.CRC64, blockItems(fi.Size()), xzfile.Small
 	stats.NoBase = "the base has no multi-block .xz"
 	var reuseSrc io.ReaderAt
 	if bx != nil {
-		check, reuseSrc, stats.NoBase = bx.blocks[0].Header[7], bx.f, ""
+		check, reuseSrc, level, stats.NoBase = bx.blocks[0].Header[7], bx.f, xzfile.Fast, ""
+		stats.Encoder = xzfile.Encoder()
 		if items, stats.Compressed, err = reuseItems(ctx, in, baseRaw, bx.blocks, same); err == nil {
 			err = explain(src, stats.Compressed)
 		}
@@ -237,7 +249,7 @@ func Compress(ctx context.Context, src string, out *os.File, bx *BaseXZ, baseRaw
 			stats.Copied++
 		}
 	}
-	err = writeXZ(ctx, out, in, reuseSrc, items, check, jobs, done)
+	err = writeXZ(ctx, out, in, reuseSrc, items, check, level, jobs, done)
 	if cerr := out.Close(); err == nil {
 		err = cerr
 	}
@@ -375,7 +387,7 @@ type xzPart struct {
 
 // writeXZ writes one xz stream of the items' blocks to w: a stream header
 // for check, the blocks in order, the index and the footer.
-func writeXZ(ctx context.Context, w io.Writer, r, reuseSrc io.ReaderAt, items []xzItem, check byte, jobs int, done *progress.Counter) error {
+func writeXZ(ctx context.Context, w io.Writer, r, reuseSrc io.ReaderAt, items []xzItem, check byte, level xzfile.Level, jobs int, done *progress.Counter) error {
 	if jobs < 1 {
 		jobs = runtime.NumCPU()
 	}
@@ -414,7 +426,7 @@ feed:
 			break feed
 		}
 		g.Go(func() error {
-			part, err := compressItem(gctx, r, it, check)
+			part, err := compressItem(gctx, r, it, check, level)
 			if err != nil {
 				return err
 			}
@@ -437,11 +449,11 @@ feed:
 }
 
 // compressItem compresses one item: a hole as the shared zero block.
-func compressItem(ctx context.Context, r io.ReaderAt, it xzItem, check byte) (xzPart, error) {
+func compressItem(ctx context.Context, r io.ReaderAt, it xzItem, check byte, level xzfile.Level) (xzPart, error) {
 	if it.hole {
-		return compressZeros(ctx, it.n, check)
+		return compressZeros(ctx, it.n, check, level)
 	}
-	return compressBlock(ctx, io.NewSectionReader(r, it.off, it.n), check)
+	return compressBlock(ctx, io.NewSectionReader(r, it.off, it.n), check, level)
 }
 
 // streamHeader is an xz stream header: magic, flags (the check type), and
@@ -528,26 +540,14 @@ func copyBlock(ctx context.Context, w io.Writer, src io.ReaderAt, off, n int64) 
 	return err
 }
 
-// compressBlock compresses one chunk as a one-block xz stream and takes it
-// apart into its header, block and index record.
-func compressBlock(ctx context.Context, r io.Reader, check byte) (xzPart, error) {
-	var buf bytes.Buffer
-	cfg := xz.WriterConfig{BlockSize: 1 << 62, CheckSum: check}
-	if check == xz.None {
-		cfg = xz.WriterConfig{BlockSize: 1 << 62, NoCheckSum: true}
-	}
-	zw, err := cfg.NewWriter(&buf)
+// compressBlock compresses one chunk as a one-block xz stream
+// (xzfile.Compress) and takes it apart into its header, block and index
+// record.
+func compressBlock(ctx context.Context, r io.Reader, check byte, level xzfile.Level) (xzPart, error) {
+	s, err := xzfile.Compress(ctx, r, check, level)
 	if err != nil {
 		return xzPart{}, err
 	}
-	// Small reads: an interrupt stops the block within one of them.
-	if _, err := io.CopyBuffer(zw, ctxio.Reader{Ctx: ctx, R: r}, make([]byte, 256<<10)); err != nil {
-		return xzPart{}, err
-	}
-	if err := zw.Close(); err != nil {
-		return xzPart{}, err
-	}
-	s := buf.Bytes()
 	if len(s) < 24 {
 		return xzPart{}, errors.New("xz: stream too short")
 	}

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/pibake/pibake/internal/xzfile"
 	"github.com/ulikunitz/xz"
 )
 
@@ -53,7 +54,7 @@ func TestCompressCancelled(t *testing.T) {
 	defer cancel()
 	const jobs = 2
 	r := &cancellingReader{size: 6 * xzBlockSize, after: 1 << 20, cancel: cancel}
-	err := writeXZ(ctx, io.Discard, r, nil, blockItems(r.size), xz.CRC64, jobs, nil)
+	err := writeXZ(ctx, io.Discard, r, nil, blockItems(r.size), xz.CRC64, xzfile.Fast, jobs, nil)
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("writeXZ after an interrupt = %v; want context.Canceled", err)
 	}
@@ -69,7 +70,7 @@ func TestCompressCancelled(t *testing.T) {
 // error returned.
 func TestCompressWriteError(t *testing.T) {
 	data := bytes.Repeat([]byte("pibake "), 3*xzBlockSize/7)
-	err := writeXZ(context.Background(), failingWriter{}, bytes.NewReader(data), nil, blockItems(int64(len(data))), xz.CRC64, 2, nil)
+	err := writeXZ(context.Background(), failingWriter{}, bytes.NewReader(data), nil, blockItems(int64(len(data))), xz.CRC64, xzfile.Fast, 2, nil)
 	if !errors.Is(err, errDiskFull) {
 		t.Errorf("writeXZ to a failing writer = %v; want its error", err)
 	}
