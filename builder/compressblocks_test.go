@@ -20,11 +20,14 @@ import (
 // by xz in 8 MiB blocks (pi-gen's are 24 MiB, as BenchmarkCompressDistro's:
 // smaller blocks are a stricter test of where the edit lands, and a third
 // of the recompression to wait for). The edit must change only the
-// block holding the FAT and the one holding the root directory's last
-// cluster, where the new files go too (without steering, go-diskfs fills
-// the first gap: a third block). Each build reports why it compressed
-// each block; every .img.xz passes xz -t and decompresses to its .img;
-// the boot partition is fsck.fat-clean; a second build is byte-identical.
+// block holding the FAT and one that held nothing but zeros in the base,
+// where the new files and the root directory's later clusters go (before
+// they were moved, the root directory's last cluster lay among firmware
+// files in a gap pi-gen left, and the new files with it; without steering,
+// go-diskfs fills the first gap: a third block). Each build reports why it
+// compressed each block; every .img.xz passes xz -t and decompresses to
+// its .img; the boot partition is fsck.fat-clean; a second build is
+// byte-identical.
 func TestCompressTouchesFewBlocks(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds a 600 MiB image")
@@ -65,6 +68,11 @@ func TestCompressTouchesFewBlocks(t *testing.T) {
 		if !strings.Contains(strings.Join(s.Compressed[0].Why, ","), "FAT") {
 			t.Errorf("%s: block %d's changes do not name the FAT: %v", n.Hostname, s.Compressed[0].Index, s.Compressed[0].Why)
 		}
+		for _, b := range s.Compressed[1:] {
+			if !allZero(t, p, b.Start, b.End) {
+				t.Errorf("%s: block %d (MiB %d-%d) compressed again held data in the base; want the new clusters where the base has only zeros", n.Hostname, b.Index, b.Start>>20, b.End>>20)
+			}
+		}
 		if out, err := exec.Command(xzTool, "-t", n.XZ).CombinedOutput(); err != nil {
 			t.Fatalf("xz -t %s: %v\n%s", n.XZ, err, out)
 		}
@@ -84,4 +92,24 @@ func TestCompressTouchesFewBlocks(t *testing.T) {
 			t.Errorf("%s: two builds made different .img.xz files", n.Hostname)
 		}
 	}
+}
+
+// allZero reports whether [start, end) of the file at path is all zeros.
+func allZero(t *testing.T, path string, start, end int64) bool {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, end-start)
+	if _, err := f.ReadAt(b, start); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }
