@@ -39,13 +39,19 @@ type Package struct {
 }
 
 // RootReader reads a file from a root file system by its path without a
-// leading slash; *diskimg.Image is one.
+// leading slash, and says whether one is there; *diskimg.Image is one.
 type RootReader interface {
 	ReadRootFile(name string) ([]byte, error)
+	RootFileExists(name string) (bool, error)
 }
 
 // Read reads the installed packages of the root file system of im.
 func Read(im RootReader) ([]Package, error) {
+	// go-diskfs says a missing file's directory "could not be read":
+	// look first, to say what is missing.
+	if found, err := im.RootFileExists(StatusPath); err == nil && !found {
+		return nil, fmt.Errorf("dpkg database: the root file system has no /%s, which every Raspberry Pi OS image has (the build's SBOM lists its packages); is this a Raspberry Pi OS image?", StatusPath)
+	}
 	b, err := im.ReadRootFile(StatusPath)
 	if err != nil {
 		return nil, fmt.Errorf("dpkg database: %w", err)
