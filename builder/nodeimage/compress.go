@@ -32,8 +32,8 @@ import (
 const xzBlockSize = 24 << 20
 
 // CompressXZ writes the image at src as a multi-block .xz stream to a new
-// file dst. Blocks are compressed in parallel (each by ulikunitz/xz as a
-// one-block stream of its own, whose block and index record are then
+// file dst. Blocks are compressed in parallel (each by xzfile.Compress as
+// a one-block stream of its own, whose block and index record are then
 // taken over), and written in order; the result is byte-identical
 // whatever the number of jobs.
 func CompressXZ(ctx context.Context, src, dst string, jobs int) error {

@@ -3,12 +3,13 @@ package xzfile
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -111,9 +112,8 @@ func compressSystem(ctx context.Context, bin string, r io.Reader, check byte, le
 	if !ok {
 		return nil, fmt.Errorf("xz check type %#x: not one pibake writes", check)
 	}
-	cmd := exec.CommandContext(ctx, bin, "--compress", "--stdout", "--format=xz", "--threads=1",
+	cmd := xzCommand(ctx, bin, "--compress", "--stdout", "--format=xz", "--threads=1",
 		"--check="+name, "-"+strconv.Itoa(int(level)))
-	cmd.WaitDelay = time.Second
 	var out bytes.Buffer
 	stderr := &tailBuffer{max: 4 << 10}
 	cmd.Stdout, cmd.Stderr = &out, stderr
@@ -124,7 +124,8 @@ func compressSystem(ctx context.Context, bin string, r io.Reader, check byte, le
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("run %s (set %s=builtin to compress without it): %w", bin, xzEnv, err)
 	}
-	_, werr := io.CopyBuffer(stdin, r, make([]byte, 256<<10))
+	in := &readErr{r: r}
+	_, werr := io.CopyBuffer(stdin, in, make([]byte, 256<<10))
 	if cerr := stdin.Close(); werr == nil {
 		werr = cerr
 	}
@@ -135,10 +136,44 @@ func compressSystem(ctx context.Context, bin string, r io.Reader, check byte, le
 	switch {
 	case ctx.Err() != nil:
 		return nil, ctx.Err()
-	case werr != nil && !errors.Is(werr, exec.ErrWaitDelay):
-		return nil, werr
-	case err != nil:
-		return nil, fmt.Errorf("%s: %v: %s", bin, err, stderr.String())
+	case in.err != nil:
+		return nil, in.err
+	case err != nil: // also when xz stopped reading: what it said is why
+		return nil, fmt.Errorf("%s: %w: %s", bin, err, stderr.String())
+	case werr != nil:
+		return nil, fmt.Errorf("write to %s: %w", bin, werr)
 	}
 	return out.Bytes(), nil
+}
+
+// readErr remembers its reader's error, to tell it from a write's.
+type readErr struct {
+	r   io.Reader
+	err error
+}
+
+func (r *readErr) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if err != nil && err != io.EOF {
+		r.err = err
+	}
+	return n, err
+}
+
+// xzCommand runs the xz program bin with args, killed on ctx's end and
+// never waited on longer than a second after; without XZ_OPT and
+// XZ_DEFAULTS, which xz reads as options: a --block-size there would
+// split a block pibake takes apart, an -e change the bytes.
+func xzCommand(ctx context.Context, bin string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.WaitDelay = time.Second
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "XZ_OPT=") && !strings.HasPrefix(kv, "XZ_DEFAULTS=") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	if cmd.Env == nil {
+		cmd.Env = []string{}
+	}
+	return cmd
 }

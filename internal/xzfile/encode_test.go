@@ -37,6 +37,11 @@ func TestCompress(t *testing.T) {
 					if again, err := Compress(context.Background(), bytes.NewReader(data), check, level); err != nil || !bytes.Equal(again, s) {
 						t.Errorf("compressing again gave other bytes (%v)", err)
 					}
+					// The system's xz, at the level asked, made it (or, for
+					// the builtin, did not).
+					if cli := xzCLI(t, data, "--threads=1", fmt.Sprintf("-%d", level), "--check="+name); bytes.Equal(cli, s) != (enc.env != "builtin") {
+						t.Errorf("the same bytes as xz --threads=1 -%d --check=%s: %v; want %v", level, name, !bytes.Equal(cli, s), enc.env != "builtin")
+					}
 					path := filepath.Join(t.TempDir(), "s.xz")
 					os.WriteFile(path, s, 0o644)
 					list, err := exec.Command(xzBin, "--robot", "--list", path).CombinedOutput()
@@ -124,14 +129,51 @@ func TestCompressInterrupt(t *testing.T) {
 	}
 }
 
-// TestCompressFailingXZ: an xz that fails (out of memory, say) is an error
-// naming it and quoting what it said, never a stream.
+// TestCompressFailingXZ: an xz that fails (out of memory, say), after
+// reading its input or before (so that pibake's write to it fails), is an
+// error naming it and quoting what it said, never a stream.
 func TestCompressFailingXZ(t *testing.T) {
-	bad := filepath.Join(t.TempDir(), "xz")
-	os.WriteFile(bad, []byte("#!/bin/sh\ncat >/dev/null\necho 'xz: (stdin): Cannot allocate memory' >&2\nexit 1\n"), 0o755)
-	t.Setenv(xzEnv, bad)
-	s, err := Compress(context.Background(), io.LimitReader(&endless{after: 1 << 40}, 1<<20), xz.CRC64, Fast)
-	if err == nil || !strings.Contains(err.Error(), bad) || !strings.Contains(err.Error(), "Cannot allocate memory") {
-		t.Errorf("Compress with a failing xz = %d bytes, %v; want an error naming %s and quoting it", len(s), err, bad)
+	for name, script := range map[string]string{
+		"after reading": "cat >/dev/null\necho 'xz: (stdin): Cannot allocate memory' >&2\nexit 1\n",
+		"at once":       "echo 'xz: (stdin): Cannot allocate memory' >&2\nexit 1\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			bad := filepath.Join(t.TempDir(), "xz")
+			os.WriteFile(bad, []byte("#!/bin/sh\n"+script), 0o755)
+			t.Setenv(xzEnv, bad)
+			s, err := Compress(context.Background(), io.LimitReader(&endless{after: 1 << 40}, 4<<20), xz.CRC64, Fast)
+			if err == nil || !strings.Contains(err.Error(), bad) || !strings.Contains(err.Error(), "Cannot allocate memory") {
+				t.Errorf("Compress with a failing xz = %d bytes, %v; want an error naming %s and quoting it", len(s), err, bad)
+			}
+		})
 	}
+}
+
+// TestCompressIgnoresXZOpt: xz reads options from XZ_OPT and XZ_DEFAULTS;
+// a user's (a smaller --block-size, -e) must neither split the one block
+// pibake takes apart nor change the bytes.
+func TestCompressIgnoresXZOpt(t *testing.T) {
+	t.Setenv(xzEnv, testimage.Tool(t, "xz"))
+	data := testPayload(1 << 20)
+	want := xzCLI(t, data, "--threads=1", "-0", "--check=crc64")
+	t.Setenv("XZ_OPT", "--block-size=64KiB -e")
+	t.Setenv("XZ_DEFAULTS", "-9")
+	got, err := Compress(context.Background(), bytes.NewReader(data), xz.CRC64, Fast)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Errorf("Compress with XZ_OPT and XZ_DEFAULTS set = %d bytes (%v); want the %d of xz -0 without them", len(got), err, len(want))
+	}
+}
+
+// xzCLI is what the system's xz makes of data with args, without XZ_OPT
+// and XZ_DEFAULTS.
+func xzCLI(t *testing.T, data []byte, args ...string) []byte {
+	t.Helper()
+	cmd := exec.Command(testimage.Tool(t, "xz"), append([]string{"--compress", "--stdout", "--format=xz"}, args...)...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	cmd.Stdin = bytes.NewReader(data)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("xz %v: %v", args, err)
+	}
+	return out
 }

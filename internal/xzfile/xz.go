@@ -32,7 +32,8 @@ import (
 // of xz-embedded), not ulikunitz/xz: measured here on the same 48 MiB
 // image-like file it decodes in 0.55 s where ulikunitz/xz takes 0.85 s
 // (xz itself: 0.39 s), which is what brings pibake near xz -T0 on two
-// cores. ulikunitz/xz remains the compressor (--compress) and the tests'.
+// cores. ulikunitz/xz remains the compressor without a system xz
+// (encode.go) and the tests'.
 
 // ErrCorrupt marks a damaged or truncated .xz file.
 var ErrCorrupt = xzstream.ErrCorrupt

@@ -81,8 +81,7 @@ func findSystemXZ() string {
 // decodeSystem decompresses src with the xz program bin on jobs threads,
 // writing its output to out, which must come to total bytes.
 func decodeSystem(ctx context.Context, bin, src string, out io.WriterAt, total int64, jobs int, done *progress.Counter) error {
-	cmd := exec.CommandContext(ctx, bin, "--decompress", "--stdout", "--threads="+strconv.Itoa(jobs), "--", src)
-	cmd.WaitDelay = time.Second // an interrupt kills xz; never wait on it longer
+	cmd := xzCommand(ctx, bin, "--decompress", "--stdout", "--threads="+strconv.Itoa(jobs), "--", src)
 	stderr := &tailBuffer{max: 4 << 10}
 	cmd.Stderr = stderr
 	pipe, err := cmd.StdoutPipe()
