@@ -140,7 +140,7 @@ func (im *Image) Apply(e Edit) error {
 	if err != nil {
 		return fmt.Errorf("boot partition (partition %d): %w", part, err)
 	}
-	unsteer, err := im.fat.Steer(im.f, im.need(files))
+	unsteer, err := im.fat.Steer(im.f, im.steerNeed(files))
 	if err != nil {
 		return fmt.Errorf("boot partition (partition %d): %w", part, err)
 	}
@@ -338,6 +338,28 @@ func (im *Image) need(files []File, sizes ...int64) int64 {
 		}
 	}
 	return need + int64(len(dirs)+1)*cb
+}
+
+// steerNeed is the room Steer keeps for the edit, more than need: hiding
+// free clusters must never make an edit that fits run out of space, and
+// need leaves out what go-diskfs may take on the way: a cluster for an
+// empty file (Normalize frees it after), every ancestor directory of a
+// file, and the new entries in every directory written to (one per name,
+// and one long-name entry per 13 characters), rounded up to clusters
+// with one more for each directory; and 8 clusters to spare.
+func (im *Image) steerNeed(files []File) int64 {
+	cb := im.ClusterBytes()
+	entries := map[string]int64{} // bytes of new entries by directory
+	for _, f := range files {
+		for p := "/" + f.Path; p != "/"; p = path.Dir(p) {
+			entries[path.Dir(p)] += 32 * (1 + (int64(len(path.Base(p)))+12)/13)
+		}
+	}
+	clusters := int64(len(files) + 8)
+	for _, b := range entries {
+		clusters += (b+cb-1)/cb + 1
+	}
+	return im.need(files) + clusters*cb
 }
 
 // checkFits refuses an edit that does not fit before anything is written.
