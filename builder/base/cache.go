@@ -23,7 +23,7 @@ import (
 //
 //	downloads/<sha256>.img.xz   verified downloads, named by their SHA-256
 //	raw/<sha256>.img            decompressed images, named by the download's SHA-256
-//	raw/<sha256>.<encoder>.img.xz  a multi-block .xz of a raw image, for --compress
+//	raw/<sha256>.<encoder>.<head>.img.xz  a multi-block .xz of a raw image, for --compress
 //	partial/<key>               interrupted downloads, resumed next time
 //	bad/<key>-<sha256>          downloads whose checksum did not match
 //	sources/<key>.json          which source resolved to which SHA-256

@@ -237,6 +237,11 @@ func (im *Image) RootPartition() Partition { return im.Partitions[im.Root] }
 // ClusterBytes is the boot partition's cluster size.
 func (im *Image) ClusterBytes() int64 { return im.fat.ClusterBytes() }
 
+// BootMetadataEnd is the image offset just past the boot partition's
+// boot sector, FATs and root directory's first cluster: what every edit
+// rewrites (fat.Volume.MetadataEnd).
+func (im *Image) BootMetadataEnd() int64 { return im.fat.MetadataEnd() }
+
 // FreeBootBytes is the free space on the boot partition.
 func (im *Image) FreeBootBytes() (int64, error) {
 	free, err := im.fat.FreeBytes()

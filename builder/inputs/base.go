@@ -99,18 +99,18 @@ func (s *Session) learnBase(ctx context.Context, img *base.Image, cache base.Cac
 	if b.XZ, err = nodeimage.OpenBaseXZ(img.XZ, fi.Size()); err != nil || b.XZ != nil {
 		return b, err
 	}
-	b.XZ, err = s.baseBlocks(ctx, img, cache, fi.Size())
+	b.XZ, err = s.baseBlocks(ctx, img, cache, fi.Size(), b.HeadSpan)
 	return b, err
 }
 
 // baseBlocks is a multi-block .xz of a base that has none (raw, or a
 // single-block .xz), made once and cached, for --compress to copy blocks
 // from: every node after the first then costs little more than a plain one.
-func (s *Session) baseBlocks(ctx context.Context, img *base.Image, cache base.Cache, size int64) (*nodeimage.BaseXZ, error) {
+func (s *Session) baseBlocks(ctx context.Context, img *base.Image, cache base.Cache, size, head int64) (*nodeimage.BaseXZ, error) {
 	if img.XZ != "" {
 		s.Logf("the base .xz is a single block (or mixes check types): no blocks to copy")
 	}
-	path, err := nodeimage.BaseBlocks(ctx, cache, img, s.Opt.Jobs, s.Logf, s.Opt.Progress)
+	path, err := nodeimage.BaseBlocks(ctx, cache, img, head, s.Opt.Jobs, s.Logf, s.Opt.Progress)
 	if err != nil {
 		return nil, err
 	}
@@ -131,7 +131,7 @@ func inspectBase(img *base.Image) (*Base, error) {
 	}
 	defer im.Close()
 	boot, root := im.BootPartition(), im.RootPartition()
-	b := &Base{Image: img, Base: nodeimage.Base{Path: img.Path, EditSpan: max(boot.Offset()+boot.Size(), root.Offset()+4096)}}
+	b := &Base{Image: img, Base: nodeimage.Base{Path: img.Path, EditSpan: max(boot.Offset()+boot.Size(), root.Offset()+4096), HeadSpan: im.BootMetadataEnd()}}
 	if b.Release, err = im.DetectRelease(); err != nil {
 		return nil, fmt.Errorf("base image %s: %w", img.Path, err)
 	}

@@ -80,12 +80,15 @@ func OpenBaseXZ(path string, rawSize int64) (*BaseXZ, error) {
 // BaseBlocks is a multi-block .xz of the base image for --compress to
 // copy blocks from when the base has none (a raw image, or a single-block
 // .xz): made once, in parallel, and kept in the cache beside the raw
-// image, named by the base's SHA-256 and what compressed it
-// (xzfile.Encoder): the nodes' .img.xz are made of these blocks, so the
-// same base and encoder give the same bytes, and a machine with another
-// encoder (or PIBAKE_XZ=builtin) makes and keeps its own.
-func BaseBlocks(ctx context.Context, c base.Cache, img *base.Image, jobs int, logf func(string, ...any), report progress.Func) (string, error) {
-	path := c.BlocksPath(img.SHA256, xzfile.Encoder())
+// image, named by the base's SHA-256, what compressed it
+// (xzfile.Encoder) and head: the nodes' .img.xz are made of these blocks,
+// so the same base and encoder give the same bytes, and a machine with
+// another encoder (or PIBAKE_XZ=builtin) makes and keeps its own. Its
+// first block ends at head, where what every node's edit rewrites ends
+// (Base.HeadSpan), so a node compresses that again, not 24 MiB of
+// firmware after it; then come 24 MiB blocks, at multiples of 24 MiB.
+func BaseBlocks(ctx context.Context, c base.Cache, img *base.Image, head int64, jobs int, logf func(string, ...any), report progress.Func) (string, error) {
+	path := c.BlocksPath(img.SHA256, fmt.Sprintf("%s.%d", xzfile.Encoder(), head))
 	err := c.Make(ctx, path, logf, func(tmp string) error {
 		start := time.Now()
 		logf("making a multi-block .xz of the base for --compress with %s (once; kept in the cache)", xzfile.Encoder())
@@ -98,7 +101,7 @@ func BaseBlocks(ctx context.Context, c base.Cache, img *base.Image, jobs int, lo
 			out.Close()
 			return err
 		}
-		if _, err := Compress(ctx, img.Path, out, nil, "", 0, jobs, progress.New(report, "base: xz blocks", fi.Size())); err != nil {
+		if err := compressWhole(ctx, img.Path, out, head, jobs, progress.New(report, "base: xz blocks", fi.Size())); err != nil {
 			return err
 		}
 		logf("made the base's multi-block .xz in %s", time.Since(start).Round(100*time.Millisecond))
@@ -108,6 +111,31 @@ func BaseBlocks(ctx context.Context, c base.Cache, img *base.Image, jobs int, lo
 		return "", fmt.Errorf("multi-block .xz of the base: %w", err)
 	}
 	return path, nil
+}
+
+// compressWhole writes the image at src as a multi-block .xz to out (a
+// new, empty file, closed when it returns) in 24 MiB blocks, the first
+// ending at cut when that is shorter (0: no cut), compressed as small as
+// xz's default makes them: what is made once and copied many times.
+func compressWhole(ctx context.Context, src string, out *os.File, cut int64, jobs int, done *progress.Counter) error {
+	in, err := os.Open(src)
+	if err != nil {
+		out.Close()
+		return err
+	}
+	defer in.Close()
+	fi, err := in.Stat()
+	if err != nil {
+		out.Close()
+		return err
+	}
+	items := blockItems(fi.Size(), cut)
+	markHoles(in, items)
+	err = writeXZ(ctx, out, in, nil, items, xz.CRC64, xzfile.Small, jobs, done)
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // Close closes the base's .xz; a nil BaseXZ is fine.
@@ -228,7 +256,7 @@ func Compress(ctx context.Context, src string, out *os.File, bx *BaseXZ, baseRaw
 	// Compressing every block is making a base's .xz, once, whose blocks
 	// every node copies: as small as pi-gen makes them. Blocks a node
 	// compresses again are a few per node on every build: fast.
-	check, items, level := xz.CRC64, blockItems(fi.Size()), xzfile.Small
+	check, items, level := xz.CRC64, blockItems(fi.Size(), 0), xzfile.Small
 	stats.NoBase = "the base has no multi-block .xz"
 	var reuseSrc io.ReaderAt
 	if bx != nil {
@@ -369,10 +397,15 @@ func mergeExtents(a, b [][2]int64) [][2]int64 {
 	return out
 }
 
-// blockItems cuts [0, end) into blocks to compress; an empty image is one
-// empty block.
-func blockItems(end int64) []xzItem {
-	items := []xzItem{{off: 0, n: min(xzBlockSize, end)}}
+// blockItems cuts [0, end) into blocks to compress: at multiples of
+// 24 MiB, and at cut when it falls inside the first block (0: no cut); an
+// empty image is one empty block.
+func blockItems(end, cut int64) []xzItem {
+	first := min(xzBlockSize, end)
+	items := []xzItem{{off: 0, n: first}}
+	if cut > 0 && cut < first {
+		items = []xzItem{{off: 0, n: cut}, {off: cut, n: first - cut}}
+	}
 	for off := int64(xzBlockSize); off < end; off += xzBlockSize {
 		items = append(items, xzItem{off: off, n: min(xzBlockSize, end-off)})
 	}

@@ -54,7 +54,7 @@ func TestCompressCancelled(t *testing.T) {
 	defer cancel()
 	const jobs = 2
 	r := &cancellingReader{size: 6 * xzBlockSize, after: 1 << 20, cancel: cancel}
-	err := writeXZ(ctx, io.Discard, r, nil, blockItems(r.size), xz.CRC64, xzfile.Fast, jobs, nil)
+	err := writeXZ(ctx, io.Discard, r, nil, blockItems(r.size, 0), xz.CRC64, xzfile.Fast, jobs, nil)
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("writeXZ after an interrupt = %v; want context.Canceled", err)
 	}
@@ -70,7 +70,7 @@ func TestCompressCancelled(t *testing.T) {
 // error returned.
 func TestCompressWriteError(t *testing.T) {
 	data := bytes.Repeat([]byte("pibake "), 3*xzBlockSize/7)
-	err := writeXZ(context.Background(), failingWriter{}, bytes.NewReader(data), nil, blockItems(int64(len(data))), xz.CRC64, xzfile.Fast, 2, nil)
+	err := writeXZ(context.Background(), failingWriter{}, bytes.NewReader(data), nil, blockItems(int64(len(data)), 0), xz.CRC64, xzfile.Fast, 2, nil)
 	if !errors.Is(err, errDiskFull) {
 		t.Errorf("writeXZ to a failing writer = %v; want its error", err)
 	}
@@ -119,7 +119,7 @@ func TestHoleBlocksSameBytes(t *testing.T) {
 	}
 	in, _ := os.Open(sparseImg)
 	defer in.Close()
-	items := blockItems(size)
+	items := blockItems(size, 0)
 	markHoles(in, items)
 	if !items[0].hole || items[1].hole || !items[2].hole {
 		t.Errorf("holes marked %v %v %v; want true false true", items[0].hole, items[1].hole, items[2].hole)

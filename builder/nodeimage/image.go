@@ -31,6 +31,10 @@ type Base struct {
 	// image reads or writes: the partition table, the boot partition and
 	// the root file system's superblock (which diskimg.Open checks).
 	EditSpan int64
+	// HeadSpan is how much of the image, from the start, every node's
+	// edit rewrites (diskimg.Image.BootMetadataEnd): a raw base's .xz
+	// ends its first block there (BaseBlocks).
+	HeadSpan int64
 	// Known are the block-range sums of the base outside its boot
 	// partition, which every node shares.
 	Known RangeSums

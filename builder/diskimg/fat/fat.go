@@ -101,6 +101,11 @@ func Read(r io.ReaderAt, start, size int64) (*Volume, error) {
 
 func (v *Volume) dataStartSector() int64 { return v.reservedSectors + v.numFATs*v.fatSectors }
 
+// MetadataEnd is the offset (in the file that holds the partition) just
+// past the root directory's first cluster: before it lie the boot sector,
+// the FATs and that cluster, which every edit rewrites.
+func (v *Volume) MetadataEnd() int64 { return v.clusterOffset(v.rootCluster) + v.ClusterBytes() }
+
 // ClusterBytes is the cluster size.
 func (v *Volume) ClusterBytes() int64 { return v.sectorsPerCluster * v.bytesPerSector }
 
