@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -535,15 +536,29 @@ func TestCompressReusesBaseBlocks(t *testing.T) {
 				// files and FAT entries) are compressed again: the base's,
 				// or those of the .xz made of it.
 				blocksOf := baseXZ
-				if c := n.XZBlocks.Compressed; !tc.reused && (len(c) == 0 || c[0].Start != 0 || c[0].End >= 24<<20) {
-					t.Errorf("%s: compressed again %+v; want first the base .xz's short first block, up to where the edit's rewrites end", n.Hostname, c)
-				}
 				if !tc.reused {
 					made, _ := filepath.Glob(filepath.Join(opt.Base.Cache.Dir, "raw", "*.img.xz"))
-					if len(made) != 1 || !regexp.MustCompile(`\.`+regexp.QuoteMeta(wantEncoder)+`\.\d+\.img\.xz$`).MatchString(made[0]) {
+					var m []string
+					if len(made) == 1 {
+						m = regexp.MustCompile(`\.` + regexp.QuoteMeta(wantEncoder) + `\.(\d+)\.img\.xz$`).FindStringSubmatch(made[0])
+					}
+					if m == nil {
 						t.Fatalf("the cache holds %v; want one multi-block .xz of the base, named by its encoder %s and first block", made, wantEncoder)
 					}
 					blocksOf, _ = os.ReadFile(made[0])
+					// Its first block ends where the edit's rewrites end
+					// (under 24 MiB): the node compresses that again, and
+					// copies the block after it.
+					head, _ := strconv.ParseInt(m[1], 10, 64)
+					c := n.XZBlocks.Compressed
+					if head <= 0 || head >= 24<<20 || len(c) == 0 || c[0].Start != 0 || c[0].End != head || len(c) > 1 && c[1].Start == head {
+						t.Errorf("%s: compressed again %+v; want first [0, %d), the base .xz's short first block, and not the block after it", n.Hostname, c, head)
+					}
+				}
+				// Every block says its sizes in its header, as xz -T0
+				// writes them: xz -T0 decodes it in parallel.
+				if flags := xzSizeFlags(t, xzTool, n.XZ); strings.Trim(strings.Join(flags, ""), "cu") != "" {
+					t.Errorf("%s: block size flags %v in xz --robot -lvv; want cu for every block", n.Hostname, flags)
 				}
 				// Counted with repeats: most blocks are zeros, the same
 				// bytes many times, and each must be there as often.
@@ -735,4 +750,21 @@ func TestCompressFleet(t *testing.T) {
 	if err := g.Wait(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// xzSizeFlags lists, per block of the .xz file at path, which sizes its
+// header states, as xz --robot -lvv says: "cu" (both), "c", "u" or "--".
+func xzSizeFlags(t *testing.T, xzTool, path string) []string {
+	t.Helper()
+	out, err := exec.Command(xzTool, "--robot", "-lvv", path).Output()
+	if err != nil {
+		t.Fatalf("xz --robot -lvv %s: %v", path, err)
+	}
+	var flags []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Split(line, "\t"); f[0] == "block" && len(f) > 12 {
+			flags = append(flags, f[12])
+		}
+	}
+	return flags
 }

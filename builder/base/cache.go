@@ -108,10 +108,11 @@ func (c Cache) rawPath(sha string) string { return c.path("raw", sha+".img") }
 
 // BlocksPath is where the cache keeps a multi-block .xz made by encoder
 // (a name of letters, digits, dots and dashes) from the image of this
-// SHA-256 (a raw image, or a download's), beside its raw image, for
-// --compress to copy blocks from (nodeimage.BaseBlocks).
-func (c Cache) BlocksPath(sha, encoder string) string {
-	return c.path("raw", sha+"."+encoder+".img.xz")
+// SHA-256 (a raw image, or a download's), its first block ending at head,
+// beside its raw image, for --compress to copy blocks from
+// (nodeimage.BaseBlocks).
+func (c Cache) BlocksPath(sha, encoder string, head int64) string {
+	return c.path("raw", fmt.Sprintf("%s.%s.%d.img.xz", sha, encoder, head))
 }
 
 // Make makes the file at path (under the cache) with make, unless it is

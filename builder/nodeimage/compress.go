@@ -88,7 +88,7 @@ func OpenBaseXZ(path string, rawSize int64) (*BaseXZ, error) {
 // (Base.HeadSpan), so a node compresses that again, not 24 MiB of
 // firmware after it; then come 24 MiB blocks, at multiples of 24 MiB.
 func BaseBlocks(ctx context.Context, c base.Cache, img *base.Image, head int64, jobs int, logf func(string, ...any), report progress.Func) (string, error) {
-	path := c.BlocksPath(img.SHA256, fmt.Sprintf("%s.%d", xzfile.Encoder(), head))
+	path := c.BlocksPath(img.SHA256, xzfile.Encoder(), head)
 	err := c.Make(ctx, path, logf, func(tmp string) error {
 		start := time.Now()
 		logf("making a multi-block .xz of the base for --compress with %s (once; kept in the cache)", xzfile.Encoder())
@@ -595,9 +595,14 @@ func compressBlock(ctx context.Context, r io.Reader, check byte, level xzfile.Le
 	}
 	unpadded, uncompressed := records[0].Unpadded, records[0].Uncompressed
 	padded := (unpadded + 3) &^ 3
-	return xzPart{
-		block:        s[12 : 12+padded],
-		unpadded:     unpadded,
-		uncompressed: uncompressed,
-	}, nil
+	if uint64(len(s)) < 12+padded {
+		return xzPart{}, errors.New("xz: stream too short for its index")
+	}
+	// Sizes in the header, as xz -T0 writes them: without them xz -T0
+	// decodes the .img.xz on one core.
+	block, unpadded, err := xzstream.WithSizes(s[12:12+padded], unpadded, uncompressed, xzstream.CheckSize(check))
+	if err != nil {
+		return xzPart{}, err
+	}
+	return xzPart{block: block, unpadded: unpadded, uncompressed: uncompressed}, nil
 }

@@ -104,3 +104,79 @@ func CheckHeader(header []byte) error {
 	}
 	return nil
 }
+
+// CheckSize is the size of a block's check field for the check type
+// (xz-file-format.txt §3.4), or -1 for a type pibake does not write.
+func CheckSize(check byte) int {
+	switch check {
+	case 0x00:
+		return 0
+	case 0x01:
+		return 4
+	case 0x04:
+		return 8
+	case 0x0A:
+		return 32
+	}
+	return -1
+}
+
+// WithSizes rewrites a block (header, compressed data, padding, check, as
+// in the file; its index record says unpadded and uncompressed) so that
+// its header states its compressed and uncompressed sizes, and returns it
+// with its new unpadded size. XZ Utils' decoder (xz -T0, 5.4 and later)
+// decodes a block in parallel with others only when its header has both,
+// as its multi-threaded encoder writes them; xz --threads=1 and
+// ulikunitz/xz write neither (§3.1.2-3.1.4). The compressed data and the
+// check are kept byte for byte.
+func WithSizes(block []byte, unpadded, uncompressed uint64, checkSize int) ([]byte, uint64, error) {
+	bad := fmt.Errorf("%w: bad block header", ErrCorrupt)
+	if len(block) < 8 || block[0] == 0 {
+		return nil, 0, bad
+	}
+	hsize := (int(block[0]) + 1) * 4
+	if len(block) < hsize || crc32.ChecksumIEEE(block[:hsize-4]) != binary.LittleEndian.Uint32(block[hsize-4:hsize]) {
+		return nil, 0, bad
+	}
+	flags := block[1]
+	if flags&0xC0 == 0xC0 {
+		return block, unpadded, nil
+	}
+	if flags&0x3C != 0 || unpadded < uint64(hsize+checkSize) {
+		return nil, 0, bad
+	}
+	pos := 2
+	for _, present := range []bool{flags&0x40 != 0, flags&0x80 != 0} {
+		if !present {
+			continue
+		}
+		_, n := binary.Uvarint(block[pos : hsize-4])
+		if n <= 0 {
+			return nil, 0, bad
+		}
+		pos += n
+	}
+	filters := pos
+	for i := 0; i <= int(flags&3); i++ { // filter ID, properties size, properties
+		_, n := binary.Uvarint(block[pos : hsize-4])
+		if n <= 0 {
+			return nil, 0, bad
+		}
+		size, m := binary.Uvarint(block[pos+n : hsize-4])
+		if m <= 0 || uint64(hsize-4-pos-n-m) < size {
+			return nil, 0, bad
+		}
+		pos += n + m + int(size)
+	}
+	compressed := unpadded - uint64(hsize+checkSize)
+	h := []byte{0, flags | 0xC0}
+	h = binary.AppendUvarint(h, compressed)
+	h = binary.AppendUvarint(h, uncompressed)
+	h = append(h, block[filters:pos]...)
+	for len(h)%4 != 0 {
+		h = append(h, 0)
+	}
+	h[0] = byte(len(h) / 4) // (header size / 4) - 1, with the CRC32 to come
+	h = binary.LittleEndian.AppendUint32(h, crc32.ChecksumIEEE(h))
+	return append(h, block[hsize:]...), uint64(len(h)) + compressed + uint64(checkSize), nil
+}

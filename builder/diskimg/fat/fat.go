@@ -102,9 +102,16 @@ func Read(r io.ReaderAt, start, size int64) (*Volume, error) {
 func (v *Volume) dataStartSector() int64 { return v.reservedSectors + v.numFATs*v.fatSectors }
 
 // MetadataEnd is the offset (in the file that holds the partition) just
-// past the root directory's first cluster: before it lie the boot sector,
-// the FATs and that cluster, which every edit rewrites.
-func (v *Volume) MetadataEnd() int64 { return v.clusterOffset(v.rootCluster) + v.ClusterBytes() }
+// past the root directory's first cluster when that is the first cluster
+// of the data area, as mkfs.fat makes it, else the data area's start:
+// before it lie the boot sector, the FATs and (mostly) that cluster,
+// which every edit rewrites.
+func (v *Volume) MetadataEnd() int64 {
+	if v.rootCluster == 2 {
+		return v.clusterOffset(2) + v.ClusterBytes()
+	}
+	return v.clusterOffset(2)
+}
 
 // ClusterBytes is the cluster size.
 func (v *Volume) ClusterBytes() int64 { return v.sectorsPerCluster * v.bytesPerSector }
