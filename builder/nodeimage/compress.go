@@ -69,7 +69,7 @@ func OpenBaseXZ(path string, rawSize int64) (*BaseXZ, error) {
 		return nil, nil // a single block holds the boot partition: nothing to reuse
 	}
 	for _, b := range blocks {
-		if !bytes.Equal(b.Header[6:8], blocks[0].Header[6:8]) || !knownCheck(b.Header[7]) || b.Header[6] != 0 {
+		if !bytes.Equal(b.Header[6:8], blocks[0].Header[6:8]) || xzstream.CheckSize(b.Header[7]) < 0 || b.Header[6] != 0 {
 			f.Close()
 			return nil, nil
 		}
@@ -144,9 +144,6 @@ func (b *BaseXZ) Close() {
 		b.f.Close()
 	}
 }
-
-// knownCheck reports whether the compressor writes this xz check type.
-func knownCheck(c byte) bool { return c == xz.None || c == xz.CRC32 || c == xz.CRC64 || c == xz.SHA256 }
 
 // xzItem is one block of the output: compressed from [off, off+n) of the
 // image, or, with reuse set, that block of the base's .xz copied as it is.

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 
+	"github.com/pibake/pibake/internal/sparse"
 	"github.com/therootcompany/xz"
 )
 
@@ -133,7 +134,7 @@ func (x *File) chunk(key chunkKey) (*cached, error) {
 			return nil, fmt.Errorf("%w: block at byte %d, at %d of its %d bytes: %v", ErrCorrupt, b.offset, d.at, b.uncompressed, err)
 		}
 		c := &cached{key: chunkKey{block: key.block, index: d.at / xzChunk}, n: n}
-		if !allZero(buf[:n]) {
+		if !sparse.IsZero(buf[:n]) {
 			c.data = append([]byte(nil), buf[:n]...)
 		}
 		d.at += int64(n)
@@ -164,15 +165,6 @@ func (x *File) put(c *cached) {
 		x.lru.Remove(old)
 		delete(x.cache, old.Value.(*cached).key)
 	}
-}
-
-func allZero(b []byte) bool {
-	for _, v := range b {
-		if v != 0 {
-			return false
-		}
-	}
-	return true
 }
 
 // Read reads from the current position.
