@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/hcl/v2/hclparse"
+	"golang.org/x/sync/errgroup"
+
 	"github.com/pibake/pibake/builder/base"
 	"github.com/pibake/pibake/builder/diskimg"
 	"github.com/pibake/pibake/builder/fleet"
@@ -27,8 +29,8 @@ import (
 	"github.com/pibake/pibake/internal/buildtest"
 	"github.com/pibake/pibake/internal/files"
 	"github.com/pibake/pibake/internal/testimage"
+	"github.com/pibake/pibake/internal/xztest"
 	"github.com/pibake/pibake/recipes"
-	"golang.org/x/sync/errgroup"
 )
 
 const testToken = buildtest.Token
@@ -557,7 +559,7 @@ func TestCompressReusesBaseBlocks(t *testing.T) {
 				}
 				// Every block says its sizes in its header, as xz -T0
 				// writes them: xz -T0 decodes it in parallel.
-				if flags := xzSizeFlags(t, xzTool, n.XZ); strings.Trim(strings.Join(flags, ""), "cu") != "" {
+				if flags := xztest.SizeFlags(t, n.XZ); strings.Trim(strings.Join(flags, ""), "cu") != "" {
 					t.Errorf("%s: block size flags %v in xz --robot -lvv; want cu for every block", n.Hostname, flags)
 				}
 				// Counted with repeats: most blocks are zeros, the same
@@ -750,21 +752,4 @@ func TestCompressFleet(t *testing.T) {
 	if err := g.Wait(); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// xzSizeFlags lists, per block of the .xz file at path, which sizes its
-// header states, as xz --robot -lvv says: "cu" (both), "c", "u" or "--".
-func xzSizeFlags(t *testing.T, xzTool, path string) []string {
-	t.Helper()
-	out, err := exec.Command(xzTool, "--robot", "-lvv", path).Output()
-	if err != nil {
-		t.Fatalf("xz --robot -lvv %s: %v", path, err)
-	}
-	var flags []string
-	for _, line := range strings.Split(string(out), "\n") {
-		if f := strings.Split(line, "\t"); f[0] == "block" && len(f) > 12 {
-			flags = append(flags, f[12])
-		}
-	}
-	return flags
 }

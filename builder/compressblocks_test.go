@@ -11,6 +11,7 @@ import (
 	"github.com/pibake/pibake/builder/base"
 	"github.com/pibake/pibake/internal/buildtest"
 	"github.com/pibake/pibake/internal/files"
+	"github.com/pibake/pibake/internal/sparse"
 	"github.com/pibake/pibake/internal/testimage"
 )
 
@@ -106,10 +107,5 @@ func allZero(t *testing.T, path string, start, end int64) bool {
 	if _, err := f.ReadAt(b, start); err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
+	return sparse.IsZero(b)
 }

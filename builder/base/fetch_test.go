@@ -22,6 +22,7 @@ import (
 	"github.com/pibake/pibake/internal/files"
 	"github.com/pibake/pibake/internal/neterr"
 	"github.com/pibake/pibake/internal/xzfile"
+	"github.com/pibake/pibake/internal/xztest"
 )
 
 // imageServer serves a release like downloads.raspberrypi.com: a _latest
@@ -128,9 +129,9 @@ var (
 // fixture is a 4 MiB image-like payload and its multi-block .xz.
 func fixture(t *testing.T) ([]byte, []byte) {
 	fixtureOnce.Do(func() {
-		fixtureRaw = testPayload(4 << 20)
+		fixtureRaw = xztest.Payload(4 << 20)
 		p := filepath.Join(os.TempDir(), fmt.Sprintf("pibake-fixture-%d.xz", os.Getpid()))
-		writeXZ(t, p, fixtureRaw, 512<<10)
+		xztest.Write(t, p, fixtureRaw, 512<<10)
 		fixtureXZ, _ = os.ReadFile(p)
 		os.Remove(p)
 	})

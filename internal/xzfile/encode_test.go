@@ -3,7 +3,6 @@ package xzfile
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -12,10 +11,11 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/ulikunitz/xz"
 
 	"github.com/pibake/pibake/internal/testimage"
-	"github.com/ulikunitz/xz"
+	"github.com/pibake/pibake/internal/xztest"
 )
 
 // TestCompress: both encoders, every check type pibake writes, both
@@ -23,7 +23,7 @@ import (
 // xz accepts it (xz -t) and gives the data back byte for byte, says the
 // check type asked for, and compressing again gives the same bytes.
 func TestCompress(t *testing.T) {
-	data := testPayload(1 << 20)
+	data := xztest.Payload(1 << 20)
 	xzBin := testimage.Tool(t, "xz")
 	for _, enc := range decoders(t) {
 		for check, name := range checkNames {
@@ -39,7 +39,7 @@ func TestCompress(t *testing.T) {
 					}
 					// The system's xz, at the level asked, made it (or, for
 					// the builtin, did not).
-					if cli := xzCLI(t, data, "--threads=1", fmt.Sprintf("-%d", level), "--check="+name); bytes.Equal(cli, s) != (enc.env != "builtin") {
+					if cli := xztest.Compress(t, data, "--threads=1", fmt.Sprintf("-%d", level), "--check="+name); bytes.Equal(cli, s) != (enc.env != "builtin") {
 						t.Errorf("the same bytes as xz --threads=1 -%d --check=%s: %v; want %v", level, name, !bytes.Equal(cli, s), enc.env != "builtin")
 					}
 					path := filepath.Join(t.TempDir(), "s.xz")
@@ -112,19 +112,10 @@ func TestCompressInterrupt(t *testing.T) {
 			if enc.env == deaf {
 				r.after = 0 // it takes no more than a pipe's worth
 			}
-			errc := make(chan error, 1)
-			go func() {
+			stopsOnInterrupt(t, "Compress", func() error {
 				_, err := Compress(ctx, r, xz.CRC64, Fast)
-				errc <- err
-			}()
-			select {
-			case err := <-errc:
-				if !errors.Is(err, context.Canceled) {
-					t.Errorf("Compress after an interrupt = %v; want context.Canceled", err)
-				}
-			case <-time.After(30 * time.Second): // liveness, not a timing claim
-				t.Fatal("Compress did not stop after an interrupt")
-			}
+				return err
+			})
 		})
 	}
 }
@@ -154,26 +145,12 @@ func TestCompressFailingXZ(t *testing.T) {
 // pibake takes apart nor change the bytes.
 func TestCompressIgnoresXZOpt(t *testing.T) {
 	t.Setenv(xzEnv, testimage.Tool(t, "xz"))
-	data := testPayload(1 << 20)
-	want := xzCLI(t, data, "--threads=1", "-0", "--check=crc64")
+	data := xztest.Payload(1 << 20)
+	want := xztest.Compress(t, data, "--threads=1", "-0", "--check=crc64")
 	t.Setenv("XZ_OPT", "--block-size=64KiB -e")
 	t.Setenv("XZ_DEFAULTS", "-9")
 	got, err := Compress(context.Background(), bytes.NewReader(data), xz.CRC64, Fast)
 	if err != nil || !bytes.Equal(got, want) {
 		t.Errorf("Compress with XZ_OPT and XZ_DEFAULTS set = %d bytes (%v); want the %d of xz -0 without them", len(got), err, len(want))
 	}
-}
-
-// xzCLI is what the system's xz makes of data with args, without XZ_OPT
-// and XZ_DEFAULTS.
-func xzCLI(t *testing.T, data []byte, args ...string) []byte {
-	t.Helper()
-	cmd := exec.Command(testimage.Tool(t, "xz"), append([]string{"--compress", "--stdout", "--format=xz"}, args...)...)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
-	cmd.Stdin = bytes.NewReader(data)
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("xz %v: %v", args, err)
-	}
-	return out
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,57 +15,8 @@ import (
 
 	"github.com/pibake/pibake/internal/sparse"
 	"github.com/pibake/pibake/internal/testimage"
-	"github.com/ulikunitz/xz"
+	"github.com/pibake/pibake/internal/xztest"
 )
-
-// testPayload is image-like data: runs of zeros (which must become holes),
-// text and incompressible bytes.
-func testPayload(size int) []byte {
-	rng := rand.New(rand.NewSource(1))
-	b := make([]byte, size)
-	for off := 0; off < size; {
-		n := 1 + rng.Intn(300_000)
-		if off+n > size {
-			n = size - off
-		}
-		switch rng.Intn(3) {
-		case 0: // zeros
-		case 1:
-			copy(b[off:off+n], bytes.Repeat([]byte("raspberry pi image text "), n/24+1))
-		default:
-			rng.Read(b[off : off+n])
-		}
-		off += n
-	}
-	return b
-}
-
-// writeXZ compresses data with ulikunitz/xz in blocks of blockSize (0: one
-// block).
-func writeXZ(t testing.TB, path string, data []byte, blockSize int64) {
-	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := xz.WriterConfig{BlockSize: blockSize}
-	if blockSize == 0 {
-		cfg.BlockSize = 1 << 40
-	}
-	w, err := cfg.NewWriter(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.Write(data); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // decoders are the two ways Decompress works, each chosen as a user
 // would choose it (PIBAKE_XZ): the system's xz (required under CI=true)
@@ -79,7 +29,7 @@ func decoders(t *testing.T) []struct{ name, env string } {
 }
 
 func TestDecompressXZ(t *testing.T) {
-	data := testPayload(6 << 20)
+	data := xztest.Payload(6 << 20)
 	dir := t.TempDir()
 	tests := []struct {
 		name  string
@@ -87,8 +37,8 @@ func TestDecompressXZ(t *testing.T) {
 		jobs  int
 		multi bool
 	}{
-		{name: "ulikunitz one block", make: func(p string) { writeXZ(t, p, data, 0) }, jobs: 4},
-		{name: "ulikunitz 1 MiB blocks", make: func(p string) { writeXZ(t, p, data, 1<<20) }, jobs: 3, multi: true},
+		{name: "ulikunitz one block", make: func(p string) { xztest.Write(t, p, data, 0) }, jobs: 4},
+		{name: "ulikunitz 1 MiB blocks", make: func(p string) { xztest.Write(t, p, data, 1<<20) }, jobs: 3, multi: true},
 		{name: "xz -T2 blocks", make: func(p string) { xzTool(t, p, data, "-T2", "--block-size=1MiB") }, jobs: 2, multi: true},
 		{name: "xz two concatenated streams", make: func(p string) {
 			xzTool(t, p+".a", data[:2<<20], "--block-size=512KiB")
@@ -134,10 +84,10 @@ func TestDecompressXZ(t *testing.T) {
 }
 
 func TestDecompressXZCorrupt(t *testing.T) {
-	data := testPayload(3 << 20)
+	data := xztest.Payload(3 << 20)
 	dir := t.TempDir()
 	src := filepath.Join(dir, "good.xz")
-	writeXZ(t, src, data, 1<<20)
+	xztest.Write(t, src, data, 1<<20)
 	good, _ := os.ReadFile(src)
 	flipped := append([]byte(nil), good...)
 	flipped[len(flipped)/2] ^= 0x40 // inside a block: its check must catch it
@@ -203,10 +153,10 @@ func (w *cancelWriter) WriteAt(p []byte, off int64) (int, error) {
 // system decoder is a stand-in that writes 1 MiB (one read) and then
 // hangs, so only killing it ends the test.
 func TestDecompressInterrupt(t *testing.T) {
-	data := testPayload(8 << 20)
+	data := xztest.Payload(8 << 20)
 	dir := t.TempDir()
 	src := filepath.Join(dir, "in.xz")
-	writeXZ(t, src, data, 2<<20)
+	xztest.Write(t, src, data, 2<<20)
 	in, blocks, total, err := openIndexed(src)
 	if err != nil {
 		t.Fatal(err)
@@ -226,16 +176,7 @@ func TestDecompressInterrupt(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			w := &cancelWriter{cancel: cancel}
-			errc := make(chan error, 1)
-			go func() { errc <- decode(ctx, w) }()
-			select {
-			case err := <-errc:
-				if !errors.Is(err, context.Canceled) {
-					t.Errorf("decode after an interrupt = %v; want context.Canceled", err)
-				}
-			case <-time.After(30 * time.Second): // liveness, not a timing claim
-				t.Fatal("decode did not stop after an interrupt")
-			}
+			stopsOnInterrupt(t, "decode", func() error { return decode(ctx, w) })
 			// Each worker may finish the write it was in: one 1 MiB
 			// buffer per job.
 			if w.after > 2<<20 {
@@ -245,18 +186,26 @@ func TestDecompressInterrupt(t *testing.T) {
 	}
 }
 
+// stopsOnInterrupt runs f, interrupted (its context cancelled) while it
+// works, and checks that it stops and says it was interrupted.
+func stopsOnInterrupt(t *testing.T, name string, f func() error) {
+	t.Helper()
+	errc := make(chan error, 1)
+	go func() { errc <- f() }()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("%s after an interrupt = %v; want context.Canceled", name, err)
+		}
+	case <-time.After(30 * time.Second): // liveness, not a timing claim
+		t.Fatalf("%s did not stop after an interrupt", name)
+	}
+}
+
 // xzTool compresses with the real xz, as pi-gen does.
 func xzTool(t testing.TB, dst string, data []byte, args ...string) {
 	t.Helper()
-	cmd := exec.Command(testimage.Tool(t, "xz"), append([]string{"-c", "-6"}, args...)...)
-	cmd.Stdin = bytes.NewReader(data)
-	out, err := os.Create(dst)
-	if err != nil {
+	if err := os.WriteFile(dst, xztest.Compress(t, data, append([]string{"-6"}, args...)...), 0o644); err != nil {
 		t.Fatal(err)
-	}
-	defer out.Close()
-	cmd.Stdout = out
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("xz: %v", err)
 	}
 }

@@ -7,10 +7,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
-	"strings"
 	"testing"
 
 	"github.com/pibake/pibake/internal/testimage"
+	"github.com/pibake/pibake/internal/xztest"
 )
 
 // TestTrailerRoundTrip writes an index and footer and reads them back.
@@ -49,13 +49,7 @@ func TestWithSizes(t *testing.T) {
 	data := bytes.Repeat([]byte("raspberry pi boot partition 0123456789\n"), 30000)
 	for _, check := range []string{"none", "crc32", "crc64", "sha256"} {
 		t.Run(check, func(t *testing.T) {
-			cmd := exec.Command(xzBin, "--compress", "--stdout", "--threads=1", "-0", "--check="+check)
-			cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
-			cmd.Stdin = bytes.NewReader(data)
-			s, err := cmd.Output()
-			if err != nil {
-				t.Fatal(err)
-			}
+			s := xztest.Compress(t, data, "--threads=1", "-0", "--check="+check)
 			size, _ := IndexSize(s[len(s)-12:])
 			recs, err := ParseIndex(s[len(s)-12-int(size) : len(s)-12])
 			if err != nil || len(recs) != 1 {
@@ -79,15 +73,8 @@ func TestWithSizes(t *testing.T) {
 			if out, err := exec.Command(xzBin, "-t", path).CombinedOutput(); err != nil {
 				t.Fatalf("xz -t: %v %s", err, out)
 			}
-			list, _ := exec.Command(xzBin, "--robot", "-lvv", path).Output()
-			var flags string
-			for _, line := range strings.Split(string(list), "\n") {
-				if f := strings.Split(line, "\t"); f[0] == "block" && len(f) > 12 {
-					flags = f[12]
-				}
-			}
-			if flags != "cu" {
-				t.Errorf("xz --robot -lvv: the block's size flags are %q; want cu\n%s", flags, list)
+			if flags := xztest.SizeFlags(t, path); len(flags) != 1 || flags[0] != "cu" {
+				t.Errorf("xz --robot -lvv: the block's size flags are %q; want cu", flags)
 			}
 			out, err := exec.Command(xzBin, "-dc", path).Output()
 			if err != nil || !bytes.Equal(out, data) {
